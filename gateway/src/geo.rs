@@ -1,0 +1,1 @@
+//! Caller location (filled in by the routing work).

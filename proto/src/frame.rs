@@ -1,0 +1,207 @@
+//! Framing: `[u32 big-endian length][u8 type][payload]`, where `length` counts the type byte
+//! and the payload. Every read is bounded by a caller-supplied maximum so a peer cannot make
+//! the other side allocate without limit.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Frame type bytes. Unknown types are a protocol error, never skipped silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum FrameType {
+    Hello = 0x01,
+    Welcome = 0x02,
+    Reject = 0x03,
+    Status = 0x04,
+    RpcRequest = 0x10,
+    RpcResponse = 0x11,
+}
+
+impl TryFrom<u8> for FrameType {
+    type Error = FrameError;
+    fn try_from(b: u8) -> Result<Self, FrameError> {
+        Ok(match b {
+            0x01 => Self::Hello,
+            0x02 => Self::Welcome,
+            0x03 => Self::Reject,
+            0x04 => Self::Status,
+            0x10 => Self::RpcRequest,
+            0x11 => Self::RpcResponse,
+            other => return Err(FrameError::UnknownType(other)),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("empty frame")]
+    Empty,
+    #[error("unknown frame type 0x{0:02x}")]
+    UnknownType(u8),
+    #[error("expected a {expected:?} frame, got {got:?}")]
+    Unexpected { expected: FrameType, got: FrameType },
+    #[error("truncated frame")]
+    Truncated,
+    #[error("malformed {0} payload: {1}")]
+    Malformed(&'static str, String),
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A decoded frame: its type and payload (without the header).
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub ty: FrameType,
+    pub payload: Bytes,
+}
+
+impl Frame {
+    pub fn expect(self, expected: FrameType) -> Result<Bytes, FrameError> {
+        if self.ty == expected {
+            Ok(self.payload)
+        } else {
+            Err(FrameError::Unexpected {
+                expected,
+                got: self.ty,
+            })
+        }
+    }
+}
+
+/// Encodes a frame header followed by `payload` into one contiguous buffer, so the stream
+/// write is a single call.
+pub fn encode(ty: FrameType, payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(5 + payload.len());
+    buf.put_u32(1 + payload.len() as u32);
+    buf.put_u8(ty as u8);
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// Decodes exactly one frame occupying all of `buf` (a stream read to its end).
+pub fn decode_one(buf: Bytes, max: usize) -> Result<Frame, FrameError> {
+    if buf.len() < 5 {
+        return Err(FrameError::Truncated);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    if buf.len() != 4 + len {
+        return Err(FrameError::Truncated);
+    }
+    let ty = FrameType::try_from(buf[4])?;
+    Ok(Frame {
+        ty,
+        payload: buf.slice(5..),
+    })
+}
+
+/// Reads the next frame from a stream. `Ok(None)` means the peer finished the stream cleanly
+/// at a frame boundary.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: usize,
+) -> Result<Option<Frame>, FrameError> {
+    let mut header = [0u8; 4];
+    let mut filled = 0;
+    while filled < 4 {
+        let n = r.read(&mut header[filled..]).await?;
+        if n == 0 {
+            return if filled == 0 {
+                Ok(None)
+            } else {
+                Err(FrameError::Truncated)
+            };
+        }
+        filled += n;
+    }
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    if len == 0 {
+        return Err(FrameError::Empty);
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => FrameError::Truncated,
+        _ => FrameError::Io(e),
+    })?;
+    let ty = FrameType::try_from(body[0])?;
+    let payload = Bytes::from(body).slice(1..);
+    Ok(Some(Frame { ty, payload }))
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    ty: FrameType,
+    payload: &[u8],
+) -> Result<(), FrameError> {
+    w.write_all(&encode(ty, payload)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_one() {
+        let f = encode(FrameType::Status, b"{\"x\":1}");
+        let d = decode_one(f, 1024).unwrap();
+        assert_eq!(d.ty, FrameType::Status);
+        assert_eq!(&d.payload[..], b"{\"x\":1}");
+    }
+
+    #[test]
+    fn rejects_oversize_truncated_and_unknown() {
+        let f = encode(FrameType::Hello, &[0u8; 100]);
+        assert!(matches!(
+            decode_one(f.clone(), 50),
+            Err(FrameError::TooLarge { len: 101, max: 50 })
+        ));
+        assert!(matches!(
+            decode_one(f.slice(..50), 1000),
+            Err(FrameError::Truncated)
+        ));
+        let mut bad = BytesMut::new();
+        bad.put_u32(1);
+        bad.put_u8(0x7f);
+        assert!(matches!(
+            decode_one(bad.freeze(), 10),
+            Err(FrameError::UnknownType(0x7f))
+        ));
+    }
+
+    #[tokio::test]
+    async fn stream_reads_frames_in_order_and_bounds_them() {
+        let mut data = Vec::new();
+        data.extend_from_slice(&encode(FrameType::Hello, b"a"));
+        data.extend_from_slice(&encode(FrameType::Status, b"bc"));
+        let mut r = &data[..];
+        let a = read_frame(&mut r, 10).await.unwrap().unwrap();
+        assert_eq!((a.ty, &a.payload[..]), (FrameType::Hello, &b"a"[..]));
+        let b = read_frame(&mut r, 10).await.unwrap().unwrap();
+        assert_eq!((b.ty, &b.payload[..]), (FrameType::Status, &b"bc"[..]));
+        assert!(read_frame(&mut r, 10).await.unwrap().is_none());
+
+        let big = encode(FrameType::Hello, &[1u8; 64]);
+        let mut r = &big[..];
+        assert!(matches!(
+            read_frame(&mut r, 10).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut r = &big[..10];
+        assert!(matches!(
+            read_frame(&mut r, 100).await,
+            Err(FrameError::Truncated)
+        ));
+    }
+}

@@ -1,0 +1,380 @@
+//! Messages carried in frames.
+//!
+//! Control messages (join handshake and status) are rare and evolve, so they are JSON with
+//! `deny_unknown_fields` off on purpose: a newer node may add fields. RPC requests and responses
+//! sit on the hot path and carry JSON-RPC bodies that are already bytes, so they use a small
+//! binary layout that never re-encodes those bodies.
+//!
+//! Connection life: the node opens one bidirectional *control* stream, sends `Hello`, and reads
+//! `Welcome` or `Reject`. It then sends a `Status` frame on that stream at least every second.
+//! For each client request the gateway opens a new bidirectional stream, writes one
+//! `RpcRequest` frame and finishes; the node answers with one `RpcResponse` frame and finishes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{self, FrameError, FrameType};
+
+// === Control messages ===
+
+/// First frame on the control stream, node -> gateway.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Hello {
+    pub protocol: u16,
+    /// Shared secret proving the operator may join this gateway.
+    pub token: String,
+    /// Must equal the id derived from the public key the node presented in the TLS handshake.
+    pub node_id: String,
+    pub region: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub chains: Vec<u64>,
+    #[serde(default)]
+    pub version: String,
+}
+
+/// Gateway -> node: the join was accepted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Welcome {
+    pub gateway_id: String,
+    /// How often the gateway wants `Status` frames.
+    pub status_interval_ms: u64,
+}
+
+/// Gateway -> node: the join was refused; the connection is closed after this frame.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Reject {
+    pub reason: String,
+}
+
+/// Node -> gateway, periodically on the control stream.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Status {
+    pub chains: Vec<ChainStatus>,
+    /// Requests the node is handling right now.
+    pub in_flight: u32,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ChainStatus {
+    /// Chain id as reported by the upstream (`eth_chainId`), not as configured.
+    pub chain_id: u64,
+    pub head_number: u64,
+    pub head_hash: String,
+    /// Milliseconds since the head block's timestamp.
+    pub head_age_ms: u64,
+    pub finalized_number: Option<u64>,
+    /// At least one upstream answered its last probe.
+    pub upstream_healthy: bool,
+    /// Upstream errors over requests in the last reporting window (0.0 ..= 1.0).
+    pub error_rate: f64,
+}
+
+pub fn encode_json<T: Serialize>(ty: FrameType, msg: &T) -> Bytes {
+    // Serialising these plain structs cannot fail.
+    let body = serde_json::to_vec(msg).expect("control message serialises");
+    frame::encode(ty, &body)
+}
+
+pub fn decode_json<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    payload: &[u8],
+) -> Result<T, FrameError> {
+    serde_json::from_slice(payload).map_err(|e| FrameError::Malformed(what, e.to_string()))
+}
+
+// === RPC messages ===
+
+/// One JSON-RPC call without its `id` and `jsonrpc` members: the gateway keeps ids, so the
+/// node (and its cache) never sees them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Call {
+    pub method: String,
+    /// Raw JSON of `params`, empty when the caller sent none.
+    pub params: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcRequest {
+    pub chain_id: u64,
+    /// Request id for tracing, chosen by the gateway and logged on both sides.
+    pub request_id: String,
+    /// Time left for this request, so the node does not work past the caller's deadline.
+    pub budget_ms: u32,
+    pub calls: Vec<Call>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CacheStatus {
+    Hit = 0,
+    Miss = 1,
+    Bypass = 2,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hit => "HIT",
+            Self::Miss => "MISS",
+            Self::Bypass => "BYPASS",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Raw JSON of `result`.
+    Result(Bytes),
+    /// Raw JSON of the `error` object.
+    Error(Bytes),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallResult {
+    pub cache: CacheStatus,
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcResponse {
+    pub results: Vec<CallResult>,
+}
+
+const MAX_CALLS: usize = 100_000;
+
+impl RpcRequest {
+    pub fn encode(&self) -> Bytes {
+        let size = 8
+            + 2
+            + self.request_id.len()
+            + 4
+            + 4
+            + self
+                .calls
+                .iter()
+                .map(|c| 6 + c.method.len() + c.params.len())
+                .sum::<usize>();
+        let mut b = BytesMut::with_capacity(5 + size);
+        b.put_u32(1 + size as u32);
+        b.put_u8(FrameType::RpcRequest as u8);
+        b.put_u64(self.chain_id);
+        put_str16(&mut b, &self.request_id);
+        b.put_u32(self.budget_ms);
+        b.put_u32(self.calls.len() as u32);
+        for c in &self.calls {
+            put_str16(&mut b, &c.method);
+            b.put_u32(c.params.len() as u32);
+            b.put_slice(&c.params);
+        }
+        b.freeze()
+    }
+
+    pub fn decode(mut p: Bytes) -> Result<Self, FrameError> {
+        const W: &str = "RpcRequest";
+        let chain_id = get_u64(&mut p, W)?;
+        let request_id = get_str16(&mut p, W)?;
+        let budget_ms = get_u32(&mut p, W)?;
+        let n = get_u32(&mut p, W)? as usize;
+        if n > MAX_CALLS {
+            return Err(FrameError::Malformed(W, format!("{n} calls")));
+        }
+        let mut calls = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let method = get_str16(&mut p, W)?;
+            let len = get_u32(&mut p, W)? as usize;
+            let params = take(&mut p, len, W)?;
+            calls.push(Call { method, params });
+        }
+        if p.has_remaining() {
+            return Err(FrameError::Malformed(W, "trailing bytes".into()));
+        }
+        Ok(Self {
+            chain_id,
+            request_id,
+            budget_ms,
+            calls,
+        })
+    }
+}
+
+impl RpcResponse {
+    pub fn encode(&self) -> Bytes {
+        let size = 4 + self
+            .results
+            .iter()
+            .map(|r| {
+                6 + match &r.outcome {
+                    Outcome::Result(b) | Outcome::Error(b) => b.len(),
+                }
+            })
+            .sum::<usize>();
+        let mut b = BytesMut::with_capacity(5 + size);
+        b.put_u32(1 + size as u32);
+        b.put_u8(FrameType::RpcResponse as u8);
+        b.put_u32(self.results.len() as u32);
+        for r in &self.results {
+            b.put_u8(r.cache as u8);
+            let (kind, body) = match &r.outcome {
+                Outcome::Result(body) => (0u8, body),
+                Outcome::Error(body) => (1u8, body),
+            };
+            b.put_u8(kind);
+            b.put_u32(body.len() as u32);
+            b.put_slice(body);
+        }
+        b.freeze()
+    }
+
+    pub fn decode(mut p: Bytes) -> Result<Self, FrameError> {
+        const W: &str = "RpcResponse";
+        let n = get_u32(&mut p, W)? as usize;
+        if n > MAX_CALLS {
+            return Err(FrameError::Malformed(W, format!("{n} results")));
+        }
+        let mut results = Vec::with_capacity(n.min(1024));
+        for _ in 0..n {
+            let cache = match get_u8(&mut p, W)? {
+                0 => CacheStatus::Hit,
+                1 => CacheStatus::Miss,
+                2 => CacheStatus::Bypass,
+                x => return Err(FrameError::Malformed(W, format!("cache status {x}"))),
+            };
+            let kind = get_u8(&mut p, W)?;
+            let len = get_u32(&mut p, W)? as usize;
+            let body = take(&mut p, len, W)?;
+            let outcome = match kind {
+                0 => Outcome::Result(body),
+                1 => Outcome::Error(body),
+                x => return Err(FrameError::Malformed(W, format!("outcome kind {x}"))),
+            };
+            results.push(CallResult { cache, outcome });
+        }
+        if p.has_remaining() {
+            return Err(FrameError::Malformed(W, "trailing bytes".into()));
+        }
+        Ok(Self { results })
+    }
+}
+
+fn put_str16(b: &mut BytesMut, s: &str) {
+    // Method names and request ids are short; truncate defensively rather than corrupt.
+    let s = &s.as_bytes()[..s.len().min(u16::MAX as usize)];
+    b.put_u16(s.len() as u16);
+    b.put_slice(s);
+}
+
+fn need(p: &Bytes, n: usize, w: &'static str) -> Result<(), FrameError> {
+    if p.remaining() < n {
+        Err(FrameError::Malformed(w, "truncated".into()))
+    } else {
+        Ok(())
+    }
+}
+
+fn get_u8(p: &mut Bytes, w: &'static str) -> Result<u8, FrameError> {
+    need(p, 1, w)?;
+    Ok(p.get_u8())
+}
+
+fn get_u32(p: &mut Bytes, w: &'static str) -> Result<u32, FrameError> {
+    need(p, 4, w)?;
+    Ok(p.get_u32())
+}
+
+fn get_u64(p: &mut Bytes, w: &'static str) -> Result<u64, FrameError> {
+    need(p, 8, w)?;
+    Ok(p.get_u64())
+}
+
+fn take(p: &mut Bytes, n: usize, w: &'static str) -> Result<Bytes, FrameError> {
+    need(p, n, w)?;
+    Ok(p.split_to(n))
+}
+
+fn get_str16(p: &mut Bytes, w: &'static str) -> Result<String, FrameError> {
+    need(p, 2, w)?;
+    let len = p.get_u16() as usize;
+    let raw = take(p, len, w)?;
+    String::from_utf8(raw.to_vec()).map_err(|_| FrameError::Malformed(w, "non-UTF-8 string".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::decode_one;
+
+    fn req() -> RpcRequest {
+        RpcRequest {
+            chain_id: 31337,
+            request_id: "r-1".into(),
+            budget_ms: 5000,
+            calls: vec![
+                Call {
+                    method: "eth_chainId".into(),
+                    params: Bytes::new(),
+                },
+                Call {
+                    method: "eth_getBalance".into(),
+                    params: Bytes::from_static(br#"["0xabc","latest"]"#),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn request_round_trips() {
+        let r = req();
+        let f = decode_one(r.encode(), 1 << 20).unwrap();
+        assert_eq!(f.ty, FrameType::RpcRequest);
+        assert_eq!(RpcRequest::decode(f.payload).unwrap(), r);
+    }
+
+    #[test]
+    fn response_round_trips() {
+        let r = RpcResponse {
+            results: vec![
+                CallResult {
+                    cache: CacheStatus::Hit,
+                    outcome: Outcome::Result(Bytes::from_static(b"\"0x7a69\"")),
+                },
+                CallResult {
+                    cache: CacheStatus::Bypass,
+                    outcome: Outcome::Error(Bytes::from_static(
+                        br#"{"code":3,"message":"execution reverted"}"#,
+                    )),
+                },
+            ],
+        };
+        let f = decode_one(r.encode(), 1 << 20).unwrap();
+        assert_eq!(RpcResponse::decode(f.payload).unwrap(), r);
+    }
+
+    #[test]
+    fn truncated_payloads_are_errors_not_panics() {
+        let full = decode_one(req().encode(), 1 << 20).unwrap().payload;
+        for cut in 0..full.len() {
+            assert!(RpcRequest::decode(full.slice(..cut)).is_err(), "cut {cut}");
+        }
+        let mut extra = BytesMut::from(&full[..]);
+        extra.put_u8(0);
+        assert!(RpcRequest::decode(extra.freeze()).is_err());
+    }
+
+    #[test]
+    fn control_messages_round_trip_as_json() {
+        let h = Hello {
+            protocol: 1,
+            token: "t".into(),
+            node_id: "n".into(),
+            region: "eu-west".into(),
+            latitude: 50.11,
+            longitude: 8.68,
+            chains: vec![1],
+            version: "0.1.0".into(),
+        };
+        let f = decode_one(encode_json(FrameType::Hello, &h), 1024).unwrap();
+        let back: Hello = decode_json("Hello", &f.expect(FrameType::Hello).unwrap()).unwrap();
+        assert_eq!(back, h);
+    }
+}
