@@ -126,8 +126,11 @@ impl CacheStatus {
 pub enum Outcome {
     /// Raw JSON of `result`.
     Result(Bytes),
-    /// Raw JSON of the `error` object.
+    /// Raw JSON of the `error` object the upstream returned: final, the caller sees it.
     Error(Bytes),
+    /// Raw JSON of an error object produced by the node itself (upstream unreachable, timed
+    /// out): another node may succeed, so the gateway is free to retry elsewhere.
+    NodeError(Bytes),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -205,7 +208,7 @@ impl RpcResponse {
             .iter()
             .map(|r| {
                 6 + match &r.outcome {
-                    Outcome::Result(b) | Outcome::Error(b) => b.len(),
+                    Outcome::Result(b) | Outcome::Error(b) | Outcome::NodeError(b) => b.len(),
                 }
             })
             .sum::<usize>();
@@ -218,6 +221,7 @@ impl RpcResponse {
             let (kind, body) = match &r.outcome {
                 Outcome::Result(body) => (0u8, body),
                 Outcome::Error(body) => (1u8, body),
+                Outcome::NodeError(body) => (2u8, body),
             };
             b.put_u8(kind);
             b.put_u32(body.len() as u32);
@@ -246,6 +250,7 @@ impl RpcResponse {
             let outcome = match kind {
                 0 => Outcome::Result(body),
                 1 => Outcome::Error(body),
+                2 => Outcome::NodeError(body),
                 x => return Err(FrameError::Malformed(W, format!("outcome kind {x}"))),
             };
             results.push(CallResult { cache, outcome });

@@ -1,0 +1,42 @@
+//! `edge-node --config FILE`: loads the config and identity, runs the node until SIGINT/SIGTERM.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "Edge node: cache and chain state in front of upstream full nodes")]
+struct Args {
+    /// Path of the TOML config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Overrides `gateway.fingerprint` from the config.
+    #[arg(long)]
+    gateway_fingerprint: Option<String>,
+    /// Print this node's id (creating its key if needed) and exit.
+    #[arg(long)]
+    print_node_id: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    edge_node::init_tracing();
+    let mut config = edge_node::config::Config::load(&args.config)?;
+    if let Some(fp) = args.gateway_fingerprint {
+        config.gateway.fingerprint = fp;
+        config.validate(&args.config.display().to_string())?;
+    }
+    let identity = proto::identity::Identity::load_or_generate(&config.key_file)
+        .context("loading the node identity")?;
+    if args.print_node_id {
+        println!("{}", identity.node_id());
+        return Ok(());
+    }
+    let node = edge_node::EdgeNode::start(config, identity).await?;
+    edge_node::shutdown_signal().await;
+    tracing::info!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}

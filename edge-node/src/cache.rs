@@ -1,0 +1,218 @@
+//! The response cache: what may be cached (the policy table), how keys are built, and the
+//! byte-bounded moka store with request coalescing.
+//!
+//! Invariant: an answer is cached only when it is the same answer the upstream would give at
+//! any later time. Until the node tracks finality, that means static answers and data
+//! addressed by block hash; everything else bypasses the cache.
+
+use bytes::Bytes;
+use serde_json::Value;
+
+/// How a call is treated by the cache. One table, [`policy`], decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Immutable answer: cache until evicted by size.
+    Immutable,
+    /// Never cached: writes, filters, subscriptions, tags such as `latest`/`pending`, and
+    /// anything not known to be immutable.
+    Bypass,
+}
+
+/// Methods whose answer never changes for a given chain.
+const STATIC_METHODS: &[&str] = &["eth_chainId", "net_version"];
+
+/// Methods whose first parameter is a block hash.
+const BY_BLOCK_HASH: &[&str] = &[
+    "eth_getBlockByHash",
+    "eth_getBlockTransactionCountByHash",
+    "eth_getUncleCountByBlockHash",
+    "eth_getTransactionByBlockHashAndIndex",
+    "eth_getUncleByBlockHashAndIndex",
+];
+
+/// Methods taking a block parameter (EIP-1898) at this position; cacheable when that
+/// parameter is `{"blockHash": ..}` without `requireCanonical`.
+const BLOCK_PARAM_AT: &[(&str, usize)] = &[
+    ("eth_getBalance", 1),
+    ("eth_getCode", 1),
+    ("eth_getTransactionCount", 1),
+    ("eth_getStorageAt", 2),
+    ("eth_call", 1),
+    ("eth_getProof", 2),
+    ("eth_getBlockReceipts", 0),
+];
+
+/// The cache policy for one call. `params` is the parsed `params` (or `Null` when absent).
+pub fn policy(method: &str, params: &Value) -> Policy {
+    if STATIC_METHODS.contains(&method) {
+        return Policy::Immutable;
+    }
+    if BY_BLOCK_HASH.contains(&method) {
+        return match params.get(0) {
+            Some(Value::String(h)) if is_hash(h) => Policy::Immutable,
+            _ => Policy::Bypass,
+        };
+    }
+    if let Some((_, at)) = BLOCK_PARAM_AT.iter().find(|(m, _)| *m == method) {
+        if let Some(Value::Object(o)) = params.get(*at) {
+            let canonical_required = o
+                .get("requireCanonical")
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
+            if let Some(Value::String(h)) = o.get("blockHash") {
+                if is_hash(h) && !canonical_required {
+                    return Policy::Immutable;
+                }
+            }
+        }
+        if method == "eth_getBlockReceipts" {
+            if let Some(Value::String(h)) = params.get(0) {
+                if is_hash(h) {
+                    return Policy::Immutable;
+                }
+            }
+        }
+    }
+    Policy::Bypass
+}
+
+fn is_hash(s: &str) -> bool {
+    s.len() == 66 && s.starts_with("0x") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Is an upstream answer fit to keep? `null` and empty answers are not: the data may simply
+/// not have reached this upstream yet.
+pub fn storable(result: &[u8]) -> bool {
+    !matches!(result, b"null" | b"[]" | b"{}" | b"\"0x\"" | b"")
+}
+
+/// Cache key: chain, method and canonical params (object keys sorted, hex lower-cased), never
+/// the JSON-RPC id, so equal questions share one entry whatever the caller's spelling.
+pub fn key(chain_id: u64, method: &str, params: &Value) -> Bytes {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(chain_id.to_string().as_bytes());
+    out.push(b'|');
+    out.extend_from_slice(method.as_bytes());
+    out.push(b'|');
+    write_canonical(params, &mut out);
+    Bytes::from(out)
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::String(s) if s.starts_with("0x") || s.starts_with("0X") => {
+            out.push(b'"');
+            out.extend(s.bytes().map(|b| b.to_ascii_lowercase()));
+            out.push(b'"');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(o) => {
+            // serde_json's map is a BTreeMap here (no `preserve_order`): keys come sorted.
+            out.push(b'{');
+            for (i, (k, x)) in o.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
+                out.push(b':');
+                write_canonical(x, out);
+            }
+            out.push(b'}');
+        }
+        other => out.extend_from_slice(other.to_string().as_bytes()),
+    }
+}
+
+/// Byte-bounded store. Values are raw JSON `result` bytes.
+pub type Store = moka::future::Cache<Bytes, Bytes>;
+
+pub fn store(max_bytes: u64) -> Store {
+    moka::future::Cache::builder()
+        .max_capacity(max_bytes)
+        // Weigh keys and values, plus a fixed overhead for moka's own bookkeeping.
+        .weigher(|k: &Bytes, v: &Bytes| {
+            (k.len() + v.len() + 64).try_into().unwrap_or(u32::MAX)
+        })
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const H: &str = "0x8a1b5e6b0b8e7d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5a";
+
+    /// The policy table, one row per case.
+    #[test]
+    fn policy_table() {
+        let rows: Vec<(&str, Value, Policy)> = vec![
+            ("eth_chainId", json!([]), Policy::Immutable),
+            ("net_version", Value::Null, Policy::Immutable),
+            ("eth_getBlockByHash", json!([H, false]), Policy::Immutable),
+            ("eth_getBlockByHash", json!(["0x12", false]), Policy::Bypass),
+            ("eth_getBlockTransactionCountByHash", json!([H]), Policy::Immutable),
+            ("eth_getTransactionByBlockHashAndIndex", json!([H, "0x0"]), Policy::Immutable),
+            ("eth_getBalance", json!(["0xabc", {"blockHash": H}]), Policy::Immutable),
+            (
+                "eth_getBalance",
+                json!(["0xabc", {"blockHash": H, "requireCanonical": true}]),
+                Policy::Bypass,
+            ),
+            ("eth_getBalance", json!(["0xabc", "latest"]), Policy::Bypass),
+            ("eth_getBalance", json!(["0xabc", "0x0"]), Policy::Bypass),
+            ("eth_getStorageAt", json!(["0xabc", "0x0", {"blockHash": H}]), Policy::Immutable),
+            ("eth_call", json!([{"to": "0xabc"}, {"blockHash": H}]), Policy::Immutable),
+            ("eth_call", json!([{"to": "0xabc"}, "pending"]), Policy::Bypass),
+            ("eth_getBlockReceipts", json!([H]), Policy::Immutable),
+            ("eth_getBlockReceipts", json!(["latest"]), Policy::Bypass),
+            ("eth_blockNumber", json!([]), Policy::Bypass),
+            ("eth_sendRawTransaction", json!(["0x02"]), Policy::Bypass),
+            ("eth_newFilter", json!([{}]), Policy::Bypass),
+            ("eth_getFilterChanges", json!(["0x1"]), Policy::Bypass),
+            ("eth_subscribe", json!(["newHeads"]), Policy::Bypass),
+            ("txpool_content", json!([]), Policy::Bypass),
+            ("eth_getTransactionReceipt", json!([H]), Policy::Bypass),
+        ];
+        for (m, p, want) in rows {
+            assert_eq!(policy(m, &p), want, "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn keys_ignore_spelling_but_not_meaning() {
+        let a = key(1, "eth_call", &json!([{"to": "0xABC", "data": "0x01"}, {"blockHash": H}]));
+        let b = key(1, "eth_call", &json!([{"data": "0x01", "to": "0xabc"}, {"blockHash": H}]));
+        assert_eq!(a, b);
+        assert_ne!(a, key(2, "eth_call", &json!([{"to": "0xabc", "data": "0x01"}, {"blockHash": H}])));
+        assert_ne!(a, key(1, "eth_call", &json!([{"to": "0xabc", "data": "0x02"}, {"blockHash": H}])));
+    }
+
+    #[test]
+    fn empty_answers_are_not_stored() {
+        assert!(!storable(b"null"));
+        assert!(!storable(b"[]"));
+        assert!(storable(b"\"0x1\""));
+    }
+
+    #[tokio::test]
+    async fn store_bound_holds() {
+        let s = store(10_000);
+        for i in 0..1000u32 {
+            s.insert(Bytes::from(i.to_string()), Bytes::from(vec![b'x'; 100]))
+                .await;
+        }
+        s.run_pending_tasks().await;
+        assert!(s.weighted_size() <= 10_000, "{}", s.weighted_size());
+        assert!(s.entry_count() > 0);
+    }
+}

@@ -1,0 +1,278 @@
+//! Edge-node configuration: TOML, unknown keys rejected, validated once at load with errors
+//! that name the key and the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
+pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_HEAD_POLL_MS: u64 = 1_000;
+pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 500;
+pub const DEFAULT_MAX_FRAME_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {file}: {source}")]
+    Read {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: `{key}` {problem}")]
+    Invalid {
+        file: String,
+        key: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Path of this node's private key (PEM); created on first start. Relative paths are
+    /// resolved against the config file's folder.
+    pub key_file: PathBuf,
+    /// Region name announced to the gateway, e.g. `eu-west`.
+    pub region: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    /// Admin listener: `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
+    pub gateway: GatewayLink,
+    #[serde(default)]
+    pub cache: CacheConfig,
+    pub chains: Vec<ChainConfig>,
+    #[serde(default = "d_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayLink {
+    /// The gateway's QUIC address (`host:port`).
+    pub address: String,
+    /// The gateway's public-key fingerprint (`sha256:<hex>`), as printed by `gateway fingerprint`.
+    pub fingerprint: String,
+    /// Join token shared with the gateway.
+    pub token: String,
+    #[serde(default = "d_max_frame")]
+    pub max_frame_bytes: usize,
+}
+
+impl std::fmt::Debug for GatewayLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayLink")
+            .field("address", &self.address)
+            .field("fingerprint", &self.fingerprint)
+            .field("token", &"MASKED")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Upper bound of cached keys plus values, in bytes.
+    #[serde(default = "d_cache_bytes")]
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_CACHE_MAX_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    /// Expected chain id; the upstream's `eth_chainId` is checked against it.
+    pub chain_id: u64,
+    /// One or more JSON-RPC URLs (`http://` or `https://`).
+    pub upstreams: Vec<String>,
+    #[serde(default = "d_upstream_timeout")]
+    pub upstream_timeout_ms: u64,
+    #[serde(default = "d_head_poll")]
+    pub head_poll_ms: u64,
+}
+
+fn d_max_in_flight() -> usize {
+    DEFAULT_MAX_IN_FLIGHT
+}
+fn d_max_frame() -> usize {
+    DEFAULT_MAX_FRAME_BYTES
+}
+fn d_cache_bytes() -> u64 {
+    DEFAULT_CACHE_MAX_BYTES
+}
+fn d_upstream_timeout() -> u64 {
+    DEFAULT_UPSTREAM_TIMEOUT_MS
+}
+fn d_head_poll() -> u64 {
+    DEFAULT_HEAD_POLL_MS
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        let mut cfg = Self::parse(&text, &file)?;
+        if cfg.key_file.is_relative() {
+            if let Some(dir) = path.parent() {
+                cfg.key_file = dir.join(&cfg.key_file);
+            }
+        }
+        Ok(cfg)
+    }
+
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let bad = |key: &str, problem: String| ConfigError::Invalid {
+            file: file.to_string(),
+            key: key.to_string(),
+            problem,
+        };
+        if self.region.trim().is_empty() {
+            return Err(bad("region", "must not be empty".into()));
+        }
+        if !(-90.0..=90.0).contains(&self.latitude) {
+            return Err(bad("latitude", format!("{} is not in -90..=90", self.latitude)));
+        }
+        if !(-180.0..=180.0).contains(&self.longitude) {
+            return Err(bad(
+                "longitude",
+                format!("{} is not in -180..=180", self.longitude),
+            ));
+        }
+        let fp = &self.gateway.fingerprint;
+        let hex = fp.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(bad(
+                "gateway.fingerprint",
+                format!("{fp:?} is not `sha256:` followed by 64 hex digits"),
+            ));
+        }
+        if self.gateway.token.is_empty() {
+            return Err(bad("gateway.token", "must not be empty".into()));
+        }
+        if self.gateway.address.is_empty() {
+            return Err(bad("gateway.address", "must not be empty".into()));
+        }
+        if self.gateway.max_frame_bytes < 1024 {
+            return Err(bad("gateway.max_frame_bytes", "must be at least 1024".into()));
+        }
+        if self.cache.max_bytes == 0 {
+            return Err(bad("cache.max_bytes", "must be greater than 0".into()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(bad("max_in_flight", "must be greater than 0".into()));
+        }
+        if self.chains.is_empty() {
+            return Err(bad("chains", "at least one [[chains]] entry is required".into()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (i, c) in self.chains.iter().enumerate() {
+            if !seen.insert(c.chain_id) {
+                return Err(bad(
+                    &format!("chains[{i}].chain_id"),
+                    format!("{} is listed twice", c.chain_id),
+                ));
+            }
+            if c.upstreams.is_empty() {
+                return Err(bad(
+                    &format!("chains[{i}].upstreams"),
+                    "needs at least one URL".into(),
+                ));
+            }
+            for (j, u) in c.upstreams.iter().enumerate() {
+                let ok = u
+                    .parse::<http::Uri>()
+                    .ok()
+                    .filter(|uri| matches!(uri.scheme_str(), Some("http" | "https")))
+                    .filter(|uri| uri.host().is_some());
+                if ok.is_none() {
+                    return Err(bad(
+                        &format!("chains[{i}].upstreams[{j}]"),
+                        format!("{u:?} is not an http:// or https:// URL"),
+                    ));
+                }
+            }
+            if c.upstream_timeout_ms == 0 {
+                return Err(bad(
+                    &format!("chains[{i}].upstream_timeout_ms"),
+                    "must be greater than 0".into(),
+                ));
+            }
+            if c.head_poll_ms < 50 {
+                return Err(bad(
+                    &format!("chains[{i}].head_poll_ms"),
+                    "must be at least 50".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+key_file = "node.key"
+region = "eu-west"
+latitude = 50.11
+longitude = 8.68
+[gateway]
+address = "127.0.0.1:4433"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+token = "secret"
+[[chains]]
+chain_id = 31337
+upstreams = ["http://127.0.0.1:8545"]
+"#;
+
+    #[test]
+    fn good_config_parses_with_defaults() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.cache.max_bytes, DEFAULT_CACHE_MAX_BYTES);
+        assert_eq!(c.chains[0].upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS);
+        assert!(!format!("{:?}", c.gateway).contains("secret"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (GOOD.replace("latitude = 50.11", "latitude = 91.0"), "latitude"),
+            (
+                GOOD.replace("http://127.0.0.1:8545", "ftp://x"),
+                "chains[0].upstreams[0]",
+            ),
+            (GOOD.replace("sha256:00", "sha1:00"), "gateway.fingerprint"),
+            (GOOD.replace("token = \"secret\"", "token = \"\""), "gateway.token"),
+            (format!("{GOOD}\nbogus = 1\n"), "bogus"),
+        ];
+        for (text, key) in cases {
+            let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("t.toml"), "{key}: {err}");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! The node's side of the gateway link: dial out (so nodes behind NAT can join), prove identity
+//! with mutual TLS and the join token, report status on the control stream, and answer one
+//! request per stream the gateway opens. Reconnects with capped, jittered backoff.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::frame::{self, FrameError, FrameType};
+use proto::msg::{self, Hello, Reject, RpcRequest, Status, Welcome};
+use tokio::net::lookup_host;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::service::Service;
+use crate::Shared;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("resolving gateway address {0}: {1}")]
+    Resolve(String, String),
+    #[error("connecting to gateway: {0}")]
+    Connect(String),
+    #[error("gateway refused the join: {0}")]
+    Rejected(String),
+    #[error("gateway did not answer the join in time")]
+    HelloTimeout,
+    #[error("protocol: {0}")]
+    Frame(#[from] FrameError),
+    #[error("connection lost: {0}")]
+    Lost(#[from] quinn::ConnectionError),
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Keeps the node joined to its gateway until `stop` fires.
+pub async fn run(shared: Arc<Shared>, endpoint: quinn::Endpoint, stop: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let started = tokio::time::Instant::now();
+        let res = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = session(&shared, &endpoint, &stop) => r,
+        };
+        shared.metrics.gateway_connected.set(0);
+        match res {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "gateway link down; reconnecting");
+                shared
+                    .metrics
+                    .gateway_connects
+                    .with_label_values(&[match e {
+                        LinkError::Rejected(_) => "rejected",
+                        _ => "error",
+                    }])
+                    .inc();
+            }
+        }
+        // A session that lasted a while was healthy: start the backoff over.
+        if started.elapsed() > BACKOFF_MAX * 2 {
+            backoff = BACKOFF_MIN;
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(backoff + jitter) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    endpoint.close(0u32.into(), b"shutdown");
+}
+
+async fn resolve(addr: &str) -> Result<SocketAddr, LinkError> {
+    lookup_host(addr)
+        .await
+        .map_err(|e| LinkError::Resolve(addr.into(), e.to_string()))?
+        .next()
+        .ok_or_else(|| LinkError::Resolve(addr.into(), "no addresses".into()))
+}
+
+/// One joined session; returns `Ok` only on shutdown.
+async fn session(
+    shared: &Arc<Shared>,
+    endpoint: &quinn::Endpoint,
+    stop: &CancellationToken,
+) -> Result<(), LinkError> {
+    let cfg = &shared.config;
+    let addr = resolve(&cfg.gateway.address).await?;
+    let conn = endpoint
+        .connect(addr, proto::tls::SERVER_NAME)
+        .map_err(|e| LinkError::Connect(e.to_string()))?
+        .await
+        .map_err(|e| LinkError::Connect(e.to_string()))?;
+    let (mut ctl_send, mut ctl_recv) = conn.open_bi().await?;
+    let hello = Hello {
+        protocol: proto::PROTOCOL_VERSION,
+        token: cfg.gateway.token.clone(),
+        node_id: shared.node_id.clone(),
+        region: cfg.region.clone(),
+        latitude: cfg.latitude,
+        longitude: cfg.longitude,
+        chains: cfg.chains.iter().map(|c| c.chain_id).collect(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    ctl_send
+        .write_all(&msg::encode_json(FrameType::Hello, &hello))
+        .await?;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(5),
+        frame::read_frame(&mut ctl_recv, 64 * 1024),
+    )
+    .await
+    .map_err(|_| LinkError::HelloTimeout)??
+    .ok_or_else(|| LinkError::Rejected("control stream closed".into()))?;
+    let welcome: Welcome = match reply.ty {
+        FrameType::Welcome => msg::decode_json("Welcome", &reply.payload)?,
+        FrameType::Reject => {
+            let r: Reject = msg::decode_json("Reject", &reply.payload)?;
+            return Err(LinkError::Rejected(r.reason));
+        }
+        other => {
+            return Err(FrameError::Unexpected {
+                expected: FrameType::Welcome,
+                got: other,
+            }
+            .into())
+        }
+    };
+    tracing::info!(gateway = %welcome.gateway_id, %addr, "joined gateway");
+    shared.metrics.gateway_connected.set(1);
+    shared
+        .metrics
+        .gateway_connects
+        .with_label_values(&["joined"])
+        .inc();
+
+    let interval = Duration::from_millis(welcome.status_interval_ms.clamp(100, 1000));
+    let status_shared = shared.clone();
+    let status_task = async move {
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tick.tick().await;
+            let status = status_shared.status();
+            ctl_send
+                .write_all(&msg::encode_json(FrameType::Status, &status))
+                .await?;
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), LinkError>(())
+    };
+    let accept_task = async {
+        loop {
+            let (send, recv) = conn.accept_bi().await?;
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_stream(&shared, send, recv).await {
+                    tracing::debug!(error = %e, "request stream failed");
+                }
+            });
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), LinkError>(())
+    };
+    let res = tokio::select! {
+        _ = stop.cancelled() => Ok(()),
+        r = status_task => r,
+        r = accept_task => r,
+    };
+    conn.close(0u32.into(), b"bye");
+    res
+}
+
+async fn serve_stream(
+    shared: &Shared,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) -> Result<(), LinkError> {
+    shared.metrics.requests.inc();
+    let _permit = match shared.in_flight.clone().try_acquire_owned() {
+        Ok(p) => p,
+        Err(_) => {
+            // Overloaded: refuse the stream so the gateway retries elsewhere at once.
+            let _ = send.reset(1u32.into());
+            return Ok(());
+        }
+    };
+    let max = shared.config.gateway.max_frame_bytes;
+    let buf = recv
+        .read_to_end(max)
+        .await
+        .map_err(|e| LinkError::Frame(FrameError::Io(std::io::Error::other(e.to_string()))))?;
+    let req = RpcRequest::decode(frame::decode_one(buf.into(), max)?.expect(FrameType::RpcRequest)?)?;
+    let span = tracing::debug_span!("request", id = %req.request_id, chain = req.chain_id, calls = req.calls.len());
+    shared.metrics.in_flight.inc();
+    let resp = shared.service.handle(req).instrument(span).await;
+    shared.metrics.in_flight.dec();
+    send.write_all(&resp.encode()).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+/// Builds a status snapshot for all chains.
+pub fn status_of(service: &Service, in_flight: u32) -> Status {
+    let mut chains: Vec<_> = service.chains.values().map(|c| c.status()).collect();
+    chains.sort_by_key(|c| c.chain_id);
+    Status { chains, in_flight }
+}

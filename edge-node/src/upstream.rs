@@ -1,0 +1,257 @@
+//! Upstream full nodes: pooled HTTP(S) JSON-RPC clients with timeouts, tried in turn.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::metrics::Metrics;
+
+/// Largest upstream response body accepted; bigger answers are an error, not an OOM.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Debug, thiserror::Error, Clone)]
+pub enum UpstreamError {
+    #[error("upstream timeout after {0} ms")]
+    Timeout(u64),
+    #[error("upstream unavailable: {0}")]
+    Transport(String),
+    #[error("upstream answered HTTP {0}")]
+    Status(u16),
+    #[error("upstream sent an invalid JSON-RPC response: {0}")]
+    BadResponse(String),
+}
+
+/// What an upstream said to one call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    Result(Bytes),
+    Error(Bytes),
+}
+
+type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+pub struct Upstream {
+    pub url: http::Uri,
+    /// Bounded metric label: `host:port` of the configured URL.
+    pub label: String,
+}
+
+pub struct Upstreams {
+    list: Vec<Upstream>,
+    client: HttpClient,
+    timeout: Duration,
+    next: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    result: Option<&'a RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a RawValue>,
+}
+
+impl Upstreams {
+    pub fn new(urls: &[String], timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .build();
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .build(https);
+        let list = urls
+            .iter()
+            .map(|u| {
+                let url: http::Uri = u.parse().expect("validated at config load");
+                let label = url
+                    .authority()
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| u.clone());
+                Upstream { url, label }
+            })
+            .collect();
+        Self {
+            list,
+            client,
+            timeout,
+            next: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Sends one call, starting at the next upstream in rotation and moving on when one fails
+    /// at the transport level, all within `budget`.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: &[u8],
+        budget: Duration,
+    ) -> Result<Answer, UpstreamError> {
+        let deadline = Instant::now() + budget.min(self.timeout);
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut last = UpstreamError::Transport("no upstream configured".into());
+        for i in 0..self.list.len() {
+            let up = &self.list[(start + i) % self.list.len()];
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match self.call_one(up, method, params, left).await {
+                Ok(a) => return Ok(a),
+                // A bad answer or a timeout would likely repeat; only transport errors move on.
+                Err(e @ UpstreamError::Transport(_)) => last = e,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last)
+    }
+
+    async fn call_one(
+        &self,
+        up: &Upstream,
+        method: &str,
+        params: &[u8],
+        timeout: Duration,
+    ) -> Result<Answer, UpstreamError> {
+        let body = request_body(method, params);
+        let req = http::Request::post(up.url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .expect("static request parts are valid");
+        let started = Instant::now();
+        let fut = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| UpstreamError::Transport(error_chain(&e)))?;
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Transport(e.to_string()))?
+                .to_bytes();
+            if !status.is_success() && bytes.is_empty() {
+                return Err(UpstreamError::Status(status.as_u16()));
+            }
+            parse_answer(&bytes)
+        };
+        let res = match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout(timeout.as_millis() as u64)),
+        };
+        let outcome = match &res {
+            Ok(Answer::Result(_)) => "result",
+            Ok(Answer::Error(_)) => "rpc_error",
+            Err(UpstreamError::Timeout(_)) => "timeout",
+            Err(_) => "transport_error",
+        };
+        self.metrics
+            .upstream_requests
+            .with_label_values(&[&up.label, outcome])
+            .inc();
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[&up.label])
+            .observe(started.elapsed().as_secs_f64());
+        res
+    }
+}
+
+fn request_body(method: &str, params: &[u8]) -> Bytes {
+    let method = serde_json::to_string(method).expect("a string serialises");
+    let params: &[u8] = if params.is_empty() { b"[]" } else { params };
+    let mut v = Vec::with_capacity(48 + method.len() + params.len());
+    v.extend_from_slice(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":");
+    v.extend_from_slice(method.as_bytes());
+    v.extend_from_slice(b",\"params\":");
+    v.extend_from_slice(params);
+    v.push(b'}');
+    Bytes::from(v)
+}
+
+fn parse_answer(bytes: &[u8]) -> Result<Answer, UpstreamError> {
+    let env: Envelope<'_> =
+        serde_json::from_slice(bytes).map_err(|e| UpstreamError::BadResponse(e.to_string()))?;
+    match (env.result, env.error) {
+        (_, Some(err)) => Ok(Answer::Error(Bytes::copy_from_slice(err.get().as_bytes()))),
+        (Some(res), None) => Ok(Answer::Result(Bytes::copy_from_slice(
+            res.get().as_bytes(),
+        ))),
+        // `"result": null` deserialises to None through Option<&RawValue>.
+        (None, None) if has_null_result(bytes) => Ok(Answer::Result(Bytes::from_static(b"null"))),
+        (None, None) => Err(UpstreamError::BadResponse(
+            "neither result nor error".into(),
+        )),
+    }
+}
+
+fn has_null_result(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.as_object().map(|o| o.contains_key("result")))
+        .unwrap_or(false)
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_result_error_and_null() {
+        assert_eq!(
+            parse_answer(br#"{"jsonrpc":"2.0","id":1,"result":"0x1"}"#).unwrap(),
+            Answer::Result(Bytes::from_static(b"\"0x1\""))
+        );
+        assert_eq!(
+            parse_answer(br#"{"jsonrpc":"2.0","id":1,"result":null}"#).unwrap(),
+            Answer::Result(Bytes::from_static(b"null"))
+        );
+        assert!(matches!(
+            parse_answer(br#"{"jsonrpc":"2.0","id":1,"error":{"code":3,"message":"x"}}"#),
+            Ok(Answer::Error(_))
+        ));
+        assert!(parse_answer(br#"{"jsonrpc":"2.0","id":1}"#).is_err());
+        assert!(parse_answer(b"<html>").is_err());
+    }
+
+    #[test]
+    fn request_body_is_valid_json() {
+        let b = request_body("eth_getBalance", br#"["0x1","latest"]"#);
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["method"], "eth_getBalance");
+        assert_eq!(v["params"][1], "latest");
+        let v: serde_json::Value = serde_json::from_slice(&request_body("eth_chainId", b"")).unwrap();
+        assert_eq!(v["params"], serde_json::json!([]));
+    }
+}
