@@ -106,7 +106,8 @@ impl Upstreams {
         params: &[u8],
         budget: Duration,
     ) -> Result<Answer, UpstreamError> {
-        let deadline = Instant::now() + budget.min(self.timeout);
+        let limit = budget.min(self.timeout);
+        let deadline = Instant::now() + limit;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = UpstreamError::Transport("no upstream configured".into());
         for i in 0..self.list.len() {
@@ -119,6 +120,10 @@ impl Upstreams {
                 Ok(a) => return Ok(a),
                 // A bad answer or a timeout would likely repeat; only transport errors move on.
                 Err(e @ UpstreamError::Transport(_)) => last = e,
+                // Name the limit that applied, not what was left of it for this upstream.
+                Err(UpstreamError::Timeout(_)) => {
+                    return Err(UpstreamError::Timeout(limit.as_millis() as u64))
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -1,0 +1,45 @@
+//! `gateway --config FILE`: loads the config and identity, serves until SIGINT/SIGTERM.
+//! `gateway --config FILE --print-fingerprint` prints the key fingerprint nodes must pin.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(version, about = "Geo-aware JSON-RPC gateway in front of QUIC edge nodes")]
+struct Args {
+    /// Path of the TOML config file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Print the gateway's key fingerprint (creating the key if needed) and exit.
+    #[arg(long)]
+    print_fingerprint: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    gateway::init_tracing();
+    let config = gateway::config::Config::load(&args.config)?;
+    let identity = proto::identity::Identity::load_or_generate(&config.quic.key_file)
+        .context("loading the gateway identity")?;
+    if args.print_fingerprint {
+        println!("{}", identity.fingerprint());
+        return Ok(());
+    }
+    let gw = gateway::Gateway::start(config, identity).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    gw.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

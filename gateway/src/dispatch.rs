@@ -1,0 +1,176 @@
+//! Sends calls to edge nodes and fails over: one QUIC stream per attempt, the next candidate on
+//! a transport error, a lost node, a refused stream or a node-side failure, all within the
+//! request's deadline. Application errors from the chain (e.g. `execution reverted`) are final.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proto::frame::{self, FrameType};
+use proto::msg::{CacheStatus, Call, CallResult, Outcome, RpcRequest, RpcResponse};
+use proto::rpc;
+use tokio::time::Instant;
+
+use crate::registry::{InFlight, Node};
+use crate::App;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error("node left")]
+    NodeGone,
+    #[error("timed out")]
+    Timeout,
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error("bad response: {0}")]
+    Protocol(String),
+}
+
+impl AttemptError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AttemptError::NodeGone => "node_gone",
+            AttemptError::Timeout => "timeout",
+            AttemptError::Stream(_) => "stream_error",
+            AttemptError::Protocol(_) => "protocol_error",
+        }
+    }
+}
+
+/// The outcome of dispatching one request.
+pub struct Dispatched {
+    pub results: Vec<CallResult>,
+    /// The node that answered the last attempt (shown in `x-edge-node`), if any did.
+    pub node: Option<Arc<Node>>,
+    pub attempts: u32,
+}
+
+/// Dispatches `calls` for `chain_id` to `ranked` nodes in order until every call has a final
+/// answer or the candidates or the deadline run out.
+pub async fn dispatch(
+    app: &App,
+    chain_id: u64,
+    request_id: &str,
+    calls: Vec<Call>,
+    ranked: Vec<Arc<Node>>,
+    deadline: Instant,
+) -> Dispatched {
+    let n = calls.len();
+    let mut results: Vec<Option<CallResult>> = vec![None; n];
+    let mut pending: Vec<usize> = (0..n).collect();
+    let mut node_used = None;
+    let mut attempts = 0u32;
+    let mut last_error: Option<String> = None;
+    let mut candidates = ranked.into_iter();
+
+    while !pending.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            last_error = Some(format!(
+                "request timed out after {} ms",
+                app.config.server.request_timeout_ms
+            ));
+            break;
+        }
+        let Some(node) = candidates.next() else { break };
+        attempts += 1;
+        let req = RpcRequest {
+            chain_id,
+            request_id: request_id.to_string(),
+            budget_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
+            calls: pending.iter().map(|&i| calls[i].clone()).collect(),
+        };
+        match attempt(app, &node, req.encode(), deadline).await {
+            Ok(resp) if resp.results.len() == pending.len() => {
+                node_used = Some(node.clone());
+                let mut still = Vec::new();
+                for (&i, r) in pending.iter().zip(resp.results) {
+                    match &r.outcome {
+                        // The node could not answer (its upstream failed): try the next node,
+                        // but keep this answer in case none can.
+                        Outcome::NodeError(_) => {
+                            app.metrics.failovers.with_label_values(&["node_error"]).inc();
+                            still.push(i);
+                            results[i] = Some(r);
+                        }
+                        _ => results[i] = Some(r),
+                    }
+                }
+                pending = still;
+            }
+            Ok(resp) => {
+                let e = AttemptError::Protocol(format!(
+                    "{} results for {} calls",
+                    resp.results.len(),
+                    pending.len()
+                ));
+                tracing::warn!(node = %node.id, error = %e, "node answered badly");
+                app.metrics.failovers.with_label_values(&[e.reason()]).inc();
+                last_error = Some(e.to_string());
+            }
+            Err(e) => {
+                tracing::debug!(node = %node.id, error = %e, "attempt failed; failing over");
+                app.metrics.failovers.with_label_values(&[e.reason()]).inc();
+                last_error = Some(match e {
+                    AttemptError::Timeout => format!(
+                        "request timed out after {} ms",
+                        app.config.server.request_timeout_ms
+                    ),
+                    other => format!("edge node failed: {other}"),
+                });
+            }
+        }
+    }
+
+    let fallback = |msg: &Option<String>| CallResult {
+        cache: CacheStatus::Bypass,
+        outcome: Outcome::Error(match msg {
+            Some(m) => rpc::error_object(rpc::INTERNAL_ERROR, m),
+            None => rpc::error_object(
+                rpc::NO_NODE,
+                format!("no healthy edge node for chain {chain_id}"),
+            ),
+        }),
+    };
+    Dispatched {
+        results: results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| fallback(&last_error)))
+            .collect(),
+        node: node_used,
+        attempts,
+    }
+}
+
+async fn attempt(
+    app: &App,
+    node: &Arc<Node>,
+    frame_bytes: Bytes,
+    deadline: Instant,
+) -> Result<RpcResponse, AttemptError> {
+    let _load = InFlight::new(node.clone());
+    let max = app.config.quic.max_frame_bytes;
+    let work = async {
+        let (mut send, mut recv) = node
+            .conn
+            .open_bi()
+            .await
+            .map_err(|e| AttemptError::Stream(e.to_string()))?;
+        send.write_all(&frame_bytes)
+            .await
+            .map_err(|e| AttemptError::Stream(e.to_string()))?;
+        let _ = send.finish();
+        let buf = recv
+            .read_to_end(max)
+            .await
+            .map_err(|e| AttemptError::Stream(e.to_string()))?;
+        let f = frame::decode_one(buf.into(), max)
+            .and_then(|f| f.expect(FrameType::RpcResponse))
+            .map_err(|e| AttemptError::Protocol(e.to_string()))?;
+        RpcResponse::decode(f).map_err(|e| AttemptError::Protocol(e.to_string()))
+    };
+    tokio::select! {
+        r = work => r,
+        _ = node.gone.cancelled() => Err(AttemptError::NodeGone),
+        _ = tokio::time::sleep_until(deadline) => Err(AttemptError::Timeout),
+    }
+}

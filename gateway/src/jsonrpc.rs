@@ -1,0 +1,321 @@
+//! JSON-RPC 2.0 on the way in and out: parse a body into calls (validating each the way geth
+//! does), and write the response with each caller's `id` put back unchanged.
+//!
+//! Ids never travel to the edge node: the gateway keeps them here and re-attaches them, so the
+//! node's cache is keyed by the question alone.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use proto::rpc;
+
+/// One element of a request, after validation.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// A well-formed call. `id` is `None` for a notification (no `id` member).
+    Call {
+        id: Option<Bytes>,
+        method: String,
+        params: Bytes,
+    },
+    /// An element rejected here, with the id to answer under (`null` when unusable).
+    Invalid { id: Bytes, error: Bytes },
+}
+
+impl Entry {
+    pub fn id(&self) -> Option<&Bytes> {
+        match self {
+            Entry::Call { id, .. } => id.as_ref(),
+            Entry::Invalid { id, .. } => Some(id),
+        }
+    }
+}
+
+/// A parsed request body.
+#[derive(Debug)]
+pub enum Parsed {
+    Single(Entry),
+    Batch(Vec<Entry>),
+}
+
+/// A failure of the body as a whole; answered with one error object and `id: null`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BodyError {
+    #[error("parse error: {0}")]
+    Parse(String),
+    #[error("empty batch")]
+    EmptyBatch,
+    #[error("batch too large: {len} requests, the limit is {max}")]
+    BatchTooLarge { len: usize, max: usize },
+    #[error("invalid request: body must be a JSON object or array")]
+    NotObjectOrArray,
+}
+
+impl BodyError {
+    pub fn code(&self) -> i64 {
+        match self {
+            BodyError::Parse(_) => rpc::PARSE_ERROR,
+            BodyError::EmptyBatch | BodyError::NotObjectOrArray => rpc::INVALID_REQUEST,
+            BodyError::BatchTooLarge { .. } => rpc::LIMIT_EXCEEDED,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct RawRequest<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    jsonrpc: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    method: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    params: Option<&'a RawValue>,
+}
+
+/// `Some` whenever the member is present, even as `null` (plain `Option` would fold `null`
+/// into absent, losing the difference between `"id": null` and a notification).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+const NULL: Bytes = Bytes::from_static(b"null");
+
+/// Parses a request body. `max_batch` bounds the number of batch elements.
+pub fn parse(body: &[u8], max_batch: usize) -> Result<Parsed, BodyError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    match first {
+        Some(b'[') => {
+            let items: Vec<&RawValue> =
+                serde_json::from_slice(body).map_err(|e| BodyError::Parse(e.to_string()))?;
+            if items.is_empty() {
+                return Err(BodyError::EmptyBatch);
+            }
+            if items.len() > max_batch {
+                return Err(BodyError::BatchTooLarge {
+                    len: items.len(),
+                    max: max_batch,
+                });
+            }
+            Ok(Parsed::Batch(items.into_iter().map(entry).collect()))
+        }
+        Some(b'{') => {
+            let raw: &RawValue =
+                serde_json::from_slice(body).map_err(|e| BodyError::Parse(e.to_string()))?;
+            Ok(Parsed::Single(entry(raw)))
+        }
+        _ => {
+            // Valid JSON that is neither object nor array is an invalid request; anything else
+            // is a parse error.
+            serde_json::from_slice::<serde::de::IgnoredAny>(body)
+                .map_err(|e| BodyError::Parse(e.to_string()))?;
+            Err(BodyError::NotObjectOrArray)
+        }
+    }
+}
+
+fn invalid(id: Bytes, msg: &str) -> Entry {
+    Entry::Invalid {
+        id,
+        error: rpc::error_object(rpc::INVALID_REQUEST, format!("invalid request: {msg}")),
+    }
+}
+
+fn entry(raw: &RawValue) -> Entry {
+    let text = raw.get();
+    if !text.starts_with('{') {
+        return invalid(NULL, "each request must be a JSON object");
+    }
+    let r: RawRequest<'_> = match serde_json::from_str(text) {
+        Ok(r) => r,
+        Err(e) => return invalid(NULL, &e.to_string()),
+    };
+    // The id first, so later errors can be answered under it.
+    let id = match r.id {
+        None => None,
+        Some(v) => {
+            let s = v.get();
+            let ok = s == "null" || s.starts_with('"') || s.starts_with('-') || s.as_bytes()[0].is_ascii_digit();
+            if !ok {
+                return invalid(NULL, "id must be a string, number or null");
+            }
+            Some(Bytes::copy_from_slice(s.as_bytes()))
+        }
+    };
+    let answer_id = id.clone().unwrap_or(NULL);
+    if r.jsonrpc.map(RawValue::get) != Some("\"2.0\"") {
+        return invalid(answer_id, "jsonrpc must be \"2.0\"");
+    }
+    let method = match r.method.map(|m| serde_json::from_str::<String>(m.get())) {
+        Some(Ok(m)) if !m.is_empty() => m,
+        Some(Ok(_)) => return invalid(answer_id, "method must not be empty"),
+        _ => return invalid(answer_id, "method must be a string"),
+    };
+    let params = match r.params {
+        None => Bytes::new(),
+        Some(p) if p.get() == "null" => Bytes::new(),
+        Some(p) if p.get().starts_with('[') || p.get().starts_with('{') => {
+            Bytes::copy_from_slice(p.get().as_bytes())
+        }
+        Some(_) => return invalid(answer_id, "params must be an array or an object"),
+    };
+    Entry::Call { id, method, params }
+}
+
+/// Is `method` refused by a deny list (`prefix_*` entries match prefixes)?
+pub fn denied(deny: &[String], method: &str) -> bool {
+    deny.iter().any(|d| match d.strip_suffix('*') {
+        Some(prefix) => method.starts_with(prefix),
+        None => d == method,
+    })
+}
+
+// === Responses ===
+
+/// Appends one response object.
+pub fn write_response(out: &mut BytesMut, id: &[u8], result: Result<&[u8], &[u8]>) {
+    out.put_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.put_slice(id);
+    match result {
+        Ok(r) => {
+            out.put_slice(b",\"result\":");
+            out.put_slice(r);
+        }
+        Err(e) => {
+            out.put_slice(b",\"error\":");
+            out.put_slice(e);
+        }
+    }
+    out.put_u8(b'}');
+}
+
+/// A whole-body error response (`id: null`).
+pub fn body_error(e: &BodyError) -> Bytes {
+    let mut out = BytesMut::with_capacity(128);
+    write_response(&mut out, b"null", Err(&rpc::error_object(e.code(), e.to_string())));
+    out.freeze()
+}
+
+/// One error response under `id: null` with the given code and message.
+pub fn error_response(code: i64, message: &str) -> Bytes {
+    let mut out = BytesMut::with_capacity(128);
+    write_response(&mut out, b"null", Err(&rpc::error_object(code, message)));
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(body: &str) -> Entry {
+        match parse(body.as_bytes(), 10).unwrap() {
+            Parsed::Single(e) => e,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn invalid_code(e: &Entry) -> Option<(String, i64)> {
+        match e {
+            Entry::Invalid { id, error } => {
+                let v: serde_json::Value = serde_json::from_slice(error).unwrap();
+                Some((
+                    String::from_utf8(id.to_vec()).unwrap(),
+                    v["code"].as_i64().unwrap(),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn body_level_errors() {
+        assert!(matches!(parse(b"{", 10), Err(BodyError::Parse(_))));
+        assert!(matches!(parse(b"", 10), Err(BodyError::Parse(_))));
+        assert!(matches!(parse(b"[1,", 10), Err(BodyError::Parse(_))));
+        assert_eq!(parse(b" [ ] ", 10).unwrap_err(), BodyError::EmptyBatch);
+        assert_eq!(parse(b"42", 10).unwrap_err(), BodyError::NotObjectOrArray);
+        assert_eq!(
+            parse(b"[1,2,3]", 2).unwrap_err(),
+            BodyError::BatchTooLarge { len: 3, max: 2 }
+        );
+        assert_eq!(BodyError::Parse("x".into()).code(), -32700);
+        assert_eq!(BodyError::EmptyBatch.code(), -32600);
+    }
+
+    #[test]
+    fn element_validation_table() {
+        let rows = [
+            (r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#, None),
+            (r#"{"jsonrpc":"2.0","id":"a","method":"m","params":[]}"#, None),
+            (r#"{"jsonrpc":"2.0","id":null,"method":"m","params":{}}"#, None),
+            (r#"{"jsonrpc":"1.0","id":7,"method":"m"}"#, Some(("7", -32600))),
+            (r#"{"id":7,"method":"m"}"#, Some(("7", -32600))),
+            (r#"{"jsonrpc":"2.0","id":7}"#, Some(("7", -32600))),
+            (r#"{"jsonrpc":"2.0","id":7,"method":5}"#, Some(("7", -32600))),
+            (r#"{"jsonrpc":"2.0","id":7,"method":""}"#, Some(("7", -32600))),
+            (r#"{"jsonrpc":"2.0","id":7,"method":"m","params":"x"}"#, Some(("7", -32600))),
+            (r#"{"jsonrpc":"2.0","id":[1],"method":"m"}"#, Some(("null", -32600))),
+            (r#"{"jsonrpc":"2.0","id":{},"method":"m"}"#, Some(("null", -32600))),
+        ];
+        for (body, want) in rows {
+            let got = invalid_code(&single(body));
+            assert_eq!(got, want.map(|(i, c)| (i.to_string(), c)), "{body}");
+        }
+    }
+
+    #[test]
+    fn ids_and_notifications_are_kept_apart() {
+        match single(r#"{"jsonrpc":"2.0","method":"m"}"#) {
+            Entry::Call { id: None, .. } => {}
+            other => panic!("{other:?}"),
+        }
+        match single(r#"{"jsonrpc":"2.0","id":null,"method":"m"}"#) {
+            Entry::Call { id: Some(id), .. } => assert_eq!(&id[..], b"null"),
+            other => panic!("{other:?}"),
+        }
+        match single(r#"{"jsonrpc":"2.0","id":"x\"y","method":"m","params":null}"#) {
+            Entry::Call { id: Some(id), params, .. } => {
+                assert_eq!(&id[..], br#""x\"y""#);
+                assert!(params.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn batch_elements_fail_on_their_own() {
+        let Parsed::Batch(v) = parse(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"a"}, 5, {"jsonrpc":"2.0","id":2}]"#,
+            10,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert!(matches!(v[0], Entry::Call { .. }));
+        assert_eq!(invalid_code(&v[1]), Some(("null".into(), -32600)));
+        assert_eq!(invalid_code(&v[2]), Some(("2".into(), -32600)));
+    }
+
+    #[test]
+    fn deny_list_matches_prefixes_and_names() {
+        let deny: Vec<String> = crate::config::DEFAULT_DENY.iter().map(|s| s.to_string()).collect();
+        for m in ["anvil_reorg", "evm_mine", "debug_setHead", "personal_sign", "admin_peers"] {
+            assert!(denied(&deny, m), "{m}");
+        }
+        for m in ["eth_call", "debug_traceTransaction", "net_version"] {
+            assert!(!denied(&deny, m), "{m}");
+        }
+    }
+
+    #[test]
+    fn responses_are_valid_json() {
+        let mut out = BytesMut::new();
+        write_response(&mut out, b"\"a\"", Ok(b"\"0x1\""));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v, serde_json::json!({"jsonrpc":"2.0","id":"a","result":"0x1"}));
+        let e: serde_json::Value = serde_json::from_slice(&body_error(&BodyError::EmptyBatch)).unwrap();
+        assert_eq!(e["error"]["code"], -32600);
+        assert!(e["id"].is_null());
+    }
+}

@@ -1,0 +1,182 @@
+//! The gateway's side of the node link: accept QUIC connections, check the join (token,
+//! protocol version, and that the claimed node id is the one the TLS key proves), register the
+//! node, and read its status reports until it goes away.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::frame::{self, FrameError, FrameType};
+use proto::msg::{self, Hello, Reject, Status, Welcome};
+use tokio_util::sync::CancellationToken;
+
+use crate::registry::Node;
+use crate::App;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    #[error("no control stream within the join deadline")]
+    Timeout,
+    #[error("protocol: {0}")]
+    Frame(#[from] FrameError),
+    #[error("connection: {0}")]
+    Conn(#[from] quinn::ConnectionError),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("silent for {0:?}")]
+    Silent(Duration),
+}
+
+const JOIN_DEADLINE: Duration = Duration::from_secs(5);
+const MAX_CONTROL_FRAME: usize = 256 * 1024;
+
+pub async fn accept_loop(app: Arc<App>, endpoint: quinn::Endpoint, stop: CancellationToken) {
+    loop {
+        let incoming = tokio::select! {
+            _ = stop.cancelled() => break,
+            i = endpoint.accept() => match i {
+                Some(i) => i,
+                None => break,
+            },
+        };
+        let app = app.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            let conn = match incoming.await {
+                Ok(c) => c,
+                Err(e) => {
+                    app.metrics.node_joins.with_label_values(&["tls_failed"]).inc();
+                    tracing::warn!(%remote, error = %e, "node handshake failed");
+                    return;
+                }
+            };
+            if let Err(e) = session(&app, conn).await {
+                tracing::warn!(%remote, error = %e, "node session ended");
+            }
+        });
+    }
+    endpoint.close(0u32.into(), b"gateway shutting down");
+}
+
+async fn session(app: &Arc<App>, conn: quinn::Connection) -> Result<(), JoinError> {
+    let (mut send, mut recv) = tokio::time::timeout(JOIN_DEADLINE, conn.accept_bi())
+        .await
+        .map_err(|_| JoinError::Timeout)??;
+    let first = tokio::time::timeout(JOIN_DEADLINE, frame::read_frame(&mut recv, MAX_CONTROL_FRAME))
+        .await
+        .map_err(|_| JoinError::Timeout)??
+        .ok_or(JoinError::Timeout)?;
+    let hello: Hello = msg::decode_json("Hello", &first.expect(FrameType::Hello)?)?;
+
+    if let Err(reason) = check_join(app, &conn, &hello) {
+        app.metrics.node_joins.with_label_values(&["refused"]).inc();
+        tracing::warn!(node = %hello.node_id, region = %hello.region, %reason, "join refused");
+        let _ = send
+            .write_all(&msg::encode_json(FrameType::Reject, &Reject { reason: reason.clone() }))
+            .await;
+        let _ = send.finish();
+        // Give the Reject a moment to reach the node before closing.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        conn.close(1u32.into(), reason.as_bytes());
+        return Err(JoinError::Refused(reason));
+    }
+
+    let node = Arc::new(Node::new(&hello, conn.clone()));
+    let welcome = Welcome {
+        gateway_id: app.gateway_id.clone(),
+        status_interval_ms: app.config.quic.status_interval_ms,
+    };
+    send.write_all(&msg::encode_json(FrameType::Welcome, &welcome))
+        .await
+        .map_err(|e| JoinError::Frame(FrameError::Io(std::io::Error::other(e))))?;
+    app.registry.insert(node.clone());
+    app.metrics.node_joins.with_label_values(&["joined"]).inc();
+    tracing::info!(
+        node = %node.id,
+        region = %node.region,
+        remote = %conn.remote_address(),
+        chains = ?node.chains,
+        "node joined"
+    );
+
+    let deadline = Duration::from_millis(app.config.quic.status_deadline_ms);
+    let res = read_status(&node, &mut recv, deadline).await;
+    if app.registry.remove(&node) {
+        tracing::warn!(node = %node.id, region = %node.region, reason = %describe(&res, &conn), "node removed");
+    }
+    conn.close(0u32.into(), b"session over");
+    res
+}
+
+fn check_join(app: &App, conn: &quinn::Connection, hello: &Hello) -> Result<(), String> {
+    if hello.protocol != proto::PROTOCOL_VERSION {
+        return Err(format!(
+            "protocol {} is not supported (gateway speaks {})",
+            hello.protocol,
+            proto::PROTOCOL_VERSION
+        ));
+    }
+    if !app
+        .config
+        .quic
+        .join_tokens
+        .iter()
+        .any(|t| constant_time_eq(t.as_bytes(), hello.token.as_bytes()))
+    {
+        return Err("bad join token".into());
+    }
+    match proto::tls::peer_node_id(conn) {
+        Some(id) if id == hello.node_id => {}
+        Some(id) => {
+            return Err(format!(
+                "claimed node id {} does not match the TLS key's id {id}",
+                hello.node_id
+            ))
+        }
+        None => return Err("no client certificate".into()),
+    }
+    if !(-90.0..=90.0).contains(&hello.latitude) || !(-180.0..=180.0).contains(&hello.longitude) {
+        return Err("coordinates out of range".into());
+    }
+    if hello.region.is_empty() || hello.region.len() > 64 || hello.chains.is_empty() {
+        return Err("region (1-64 chars) and at least one chain are required".into());
+    }
+    if app.registry.len() >= app.config.quic.max_nodes && app.registry.get(&hello.node_id).is_none() {
+        return Err("gateway is at its node limit".into());
+    }
+    Ok(())
+}
+
+/// Reads status reports; a node silent past `deadline` is dropped, which also fails over its
+/// in-flight requests (a SIGKILLed node sends nothing, so silence is the only signal).
+async fn read_status(
+    node: &Arc<Node>,
+    recv: &mut quinn::RecvStream,
+    deadline: Duration,
+) -> Result<(), JoinError> {
+    loop {
+        tokio::select! {
+            _ = node.gone.cancelled() => return Ok(()),
+            f = tokio::time::timeout(deadline, frame::read_frame(recv, MAX_CONTROL_FRAME)) => {
+                let Ok(f) = f else { return Err(JoinError::Silent(deadline)) };
+                let Some(f) = f? else { return Ok(()) };
+                let status: Status = msg::decode_json("Status", &f.expect(FrameType::Status)?)?;
+                node.record_status(status);
+            }
+        }
+    }
+}
+
+fn describe(res: &Result<(), JoinError>, conn: &quinn::Connection) -> String {
+    match (res, conn.close_reason()) {
+        (Err(e), _) => e.to_string(),
+        (Ok(()), Some(r)) => r.to_string(),
+        (Ok(()), None) => "control stream closed".into(),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,141 @@
+//! Gateway metrics: one registry, every family prefixed `gateway_`, bounded labels only
+//! (configured chain names, a fixed set of method names, fixed outcome/reason names, node ids
+//! and regions of joined nodes, which are bounded by `quic.max_nodes`).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+/// From sub-millisecond cache hits to multi-second misses and timeouts.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+
+/// Methods reported by name; everything else is `other`, keeping the label set bounded.
+const KNOWN_METHODS: &[&str] = &[
+    "eth_blockNumber",
+    "eth_call",
+    "eth_chainId",
+    "eth_estimateGas",
+    "eth_feeHistory",
+    "eth_gasPrice",
+    "eth_getBalance",
+    "eth_getBlockByHash",
+    "eth_getBlockByNumber",
+    "eth_getBlockReceipts",
+    "eth_getCode",
+    "eth_getLogs",
+    "eth_getProof",
+    "eth_getStorageAt",
+    "eth_getTransactionByHash",
+    "eth_getTransactionCount",
+    "eth_getTransactionReceipt",
+    "eth_maxPriorityFeePerGas",
+    "eth_sendRawTransaction",
+    "eth_syncing",
+    "net_version",
+    "web3_clientVersion",
+];
+
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub calls: IntCounterVec,
+    pub rejected: IntCounterVec,
+    pub failovers: IntCounterVec,
+    pub node_joins: IntCounterVec,
+    pub nodes_joined: IntGauge,
+    pub http_connections: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new_custom(Some("gateway".into()), None).expect("valid prefix");
+        let m = Self {
+            requests: IntCounterVec::new(
+                Opts::new("http_requests_total", "JSON-RPC HTTP requests by chain and outcome."),
+                &["chain", "outcome"],
+            )
+            .unwrap(),
+            request_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "http_request_duration_seconds",
+                    "Time from request received to response ready.",
+                )
+                .buckets(REQUEST_BUCKETS.to_vec()),
+                &["chain", "kind"],
+            )
+            .unwrap(),
+            calls: IntCounterVec::new(
+                Opts::new(
+                    "rpc_calls_total",
+                    "JSON-RPC calls (batch elements count one each) by method, cache result and outcome.",
+                ),
+                &["chain", "method", "cache", "outcome"],
+            )
+            .unwrap(),
+            rejected: IntCounterVec::new(
+                Opts::new(
+                    "rejected_requests_total",
+                    "Requests or calls refused before reaching a node, by reason.",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+            failovers: IntCounterVec::new(
+                Opts::new(
+                    "failovers_total",
+                    "Attempts moved to another node, by reason.",
+                ),
+                &["reason"],
+            )
+            .unwrap(),
+            node_joins: IntCounterVec::new(
+                Opts::new("node_joins_total", "Node join attempts by outcome."),
+                &["outcome"],
+            )
+            .unwrap(),
+            nodes_joined: IntGauge::new("nodes_joined", "Edge nodes currently joined.").unwrap(),
+            http_connections: IntGauge::new(
+                "http_open_connections",
+                "Client HTTP connections currently open.",
+            )
+            .unwrap(),
+            registry,
+        };
+        let r = &m.registry;
+        r.register(Box::new(m.requests.clone())).unwrap();
+        r.register(Box::new(m.request_duration.clone())).unwrap();
+        r.register(Box::new(m.calls.clone())).unwrap();
+        r.register(Box::new(m.rejected.clone())).unwrap();
+        r.register(Box::new(m.failovers.clone())).unwrap();
+        r.register(Box::new(m.node_joins.clone())).unwrap();
+        r.register(Box::new(m.nodes_joined.clone())).unwrap();
+        r.register(Box::new(m.http_connections.clone())).unwrap();
+        m
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding to a Vec cannot fail");
+        String::from_utf8(buf).expect("exposition is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

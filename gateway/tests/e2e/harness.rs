@@ -1,0 +1,296 @@
+//! Test harness: real anvil processes, a counting proxy in front of them, and in-process
+//! gateway and edge nodes on `127.0.0.1:0`.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use edge_node::EdgeNode;
+use gateway::Gateway;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use parking_lot::Mutex;
+use proto::identity::Identity;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+pub const TOKEN: &str = "test-join-token";
+pub const CHAIN_ID: u64 = 31337;
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The anvil binary: `ANVIL_BIN`, else the one `scripts/deps.sh` installs.
+pub fn anvil_bin() -> PathBuf {
+    let p = std::env::var_os("ANVIL_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        workspace_root().join(".deps/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+    });
+    assert!(
+        p.exists(),
+        "anvil not found at {}: run scripts/deps.sh (or set ANVIL_BIN)",
+        p.display()
+    );
+    p
+}
+
+/// A real anvil on a free loopback port, killed on drop.
+pub struct Anvil {
+    pub url: String,
+    child: Child,
+}
+
+impl Anvil {
+    pub async fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(anvil_bin())
+            .args(["--host", "127.0.0.1", "--port", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning anvil");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if let Some(a) = l.strip_prefix("Listening on ") {
+                    return a.trim().to_string();
+                }
+            }
+            panic!("anvil exited before listening");
+        })
+        .await
+        .expect("anvil did not start in 20 s");
+        // Keep draining stdout so anvil never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            url: format!("http://{addr}"),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("anvil is running")
+    }
+
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// An HTTP proxy that counts (and records the methods of) requests it forwards upstream.
+pub struct CountingProxy {
+    pub url: String,
+    pub methods: Arc<Mutex<Vec<String>>>,
+}
+
+impl CountingProxy {
+    pub async fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let methods = Arc::new(Mutex::new(Vec::new()));
+        let upstream: http::Uri = upstream.parse().unwrap();
+        let client: Client<_, Full<Bytes>> =
+            Client::builder(TokioExecutor::new()).build_http();
+        let m = methods.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let (m, client, upstream) = (m.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (m, client, upstream) = (m.clone(), client.clone(), upstream.clone());
+                        async move {
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map_err(std::io::Error::other)?
+                                .to_bytes();
+                            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
+                                if let Some(method) = v["method"].as_str() {
+                                    m.lock().push(method.to_string());
+                                }
+                            }
+                            let fwd = http::Request::post(upstream)
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .unwrap();
+                            let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
+                            let bytes = resp
+                                .into_body()
+                                .collect()
+                                .await
+                                .map_err(std::io::Error::other)?
+                                .to_bytes();
+                            Ok::<_, std::io::Error>(http::Response::new(Full::new(bytes)))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { url, methods }
+    }
+
+    /// How many forwarded requests used `method`.
+    pub fn calls_of(&self, method: &str) -> usize {
+        self.methods.lock().iter().filter(|m| *m == method).count()
+    }
+}
+
+pub fn gateway_config(extra: &str) -> gateway::config::Config {
+    let text = format!(
+        r#"
+{extra}
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[quic]
+listen = "127.0.0.1:0"
+key_file = "unused.key"
+join_tokens = ["{TOKEN}"]
+[[chains]]
+name = "anvil"
+chain_id = {CHAIN_ID}
+"#
+    );
+    gateway::config::Config::parse(&text, "test-gateway.toml").unwrap()
+}
+
+pub struct NodeSpec<'a> {
+    pub region: &'a str,
+    pub lat: f64,
+    pub lon: f64,
+    pub upstream: &'a str,
+}
+
+pub fn node_config(gw: &Gateway, spec: &NodeSpec<'_>, token: &str) -> edge_node::config::Config {
+    let text = format!(
+        r#"
+key_file = "unused.key"
+region = "{}"
+latitude = {}
+longitude = {}
+admin_listen = "127.0.0.1:0"
+[gateway]
+address = "{}"
+fingerprint = "{}"
+token = "{token}"
+[[chains]]
+chain_id = {CHAIN_ID}
+upstreams = ["{}"]
+head_poll_ms = 200
+"#,
+        spec.region, spec.lat, spec.lon, gw.quic_addr, gw.fingerprint, spec.upstream
+    );
+    edge_node::config::Config::parse(&text, "test-node.toml").unwrap()
+}
+
+pub async fn start_gateway(extra: &str) -> Gateway {
+    Gateway::start(gateway_config(extra), Identity::generate().unwrap())
+        .await
+        .unwrap()
+}
+
+pub async fn start_node(gw: &Gateway, spec: &NodeSpec<'_>) -> EdgeNode {
+    EdgeNode::start(node_config(gw, spec, TOKEN), Identity::generate().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Waits until `n` nodes can serve the test chain.
+pub async fn wait_serving(gw: &Gateway, n: usize) {
+    let deadline = Duration::from_millis(gw.app.config.quic.status_deadline_ms);
+    for _ in 0..200 {
+        if gw.app.registry.candidates(CHAIN_ID, deadline).len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "expected {n} serving nodes, have {}",
+        gw.app.registry.candidates(CHAIN_ID, deadline).len()
+    );
+}
+
+/// A minimal HTTP client for tests.
+#[derive(Clone)]
+pub struct Http {
+    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+}
+
+impl Http {
+    pub async fn request(&self, method: http::Method, url: &str, ct: Option<&str>, body: impl Into<Bytes>) -> Reply {
+        let mut b = http::Request::builder().method(method).uri(url);
+        if let Some(ct) = ct {
+            b = b.header("content-type", ct);
+        }
+        let resp = self
+            .client
+            .request(b.body(Full::new(body.into())).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn post(&self, url: &str, body: impl Into<Bytes>) -> Reply {
+        self.request(http::Method::POST, url, Some("application/json"), body)
+            .await
+    }
+
+    pub async fn get(&self, url: &str) -> Reply {
+        self.request(http::Method::GET, url, None, Bytes::new()).await
+    }
+
+    /// Sends one JSON-RPC call and returns the whole response object.
+    pub async fn rpc(&self, url: &str, method: &str, params: Value) -> Value {
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        self.post(url, body.to_string()).await.json()
+    }
+}

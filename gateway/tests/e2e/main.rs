@@ -1,0 +1,5 @@
+//! End-to-end tests: one test binary (one link step on a 2-core machine), one module per area.
+
+mod harness;
+mod join;
+mod spine;
