@@ -43,18 +43,16 @@ fn route<B>(shared: &Shared, req: &Request<B>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/metrics" => {
             let m = &shared.metrics;
-            m.cache_entries.set(shared.service.cache.entry_count() as i64);
-            m.cache_bytes.set(shared.service.cache.weighted_size() as i64);
+            m.cache_entries
+                .set(shared.service.cache.entry_count() as i64);
+            m.cache_bytes
+                .set(shared.service.cache.weighted_size() as i64);
             text(StatusCode::OK, "text/plain; version=0.0.4", m.render())
         }
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => {
             let joined = shared.metrics.gateway_connected.get() == 1;
-            let upstream_ok = shared
-                .service
-                .chains
-                .values()
-                .any(|c| c.upstream_healthy());
+            let upstream_ok = shared.service.chains.values().any(|c| c.upstream_healthy());
             if joined && upstream_ok {
                 text(StatusCode::OK, "text/plain", "ready\n".into())
             } else {

@@ -139,9 +139,7 @@ pub fn store(max_bytes: u64) -> Store {
     moka::future::Cache::builder()
         .max_capacity(max_bytes)
         // Weigh keys and values, plus a fixed overhead for moka's own bookkeeping.
-        .weigher(|k: &Bytes, v: &Bytes| {
-            (k.len() + v.len() + 64).try_into().unwrap_or(u32::MAX)
-        })
+        .weigher(|k: &Bytes, v: &Bytes| (k.len() + v.len() + 64).try_into().unwrap_or(u32::MAX))
         .build()
 }
 
@@ -160,9 +158,21 @@ mod tests {
             ("net_version", Value::Null, Policy::Immutable),
             ("eth_getBlockByHash", json!([H, false]), Policy::Immutable),
             ("eth_getBlockByHash", json!(["0x12", false]), Policy::Bypass),
-            ("eth_getBlockTransactionCountByHash", json!([H]), Policy::Immutable),
-            ("eth_getTransactionByBlockHashAndIndex", json!([H, "0x0"]), Policy::Immutable),
-            ("eth_getBalance", json!(["0xabc", {"blockHash": H}]), Policy::Immutable),
+            (
+                "eth_getBlockTransactionCountByHash",
+                json!([H]),
+                Policy::Immutable,
+            ),
+            (
+                "eth_getTransactionByBlockHashAndIndex",
+                json!([H, "0x0"]),
+                Policy::Immutable,
+            ),
+            (
+                "eth_getBalance",
+                json!(["0xabc", {"blockHash": H}]),
+                Policy::Immutable,
+            ),
             (
                 "eth_getBalance",
                 json!(["0xabc", {"blockHash": H, "requireCanonical": true}]),
@@ -170,9 +180,21 @@ mod tests {
             ),
             ("eth_getBalance", json!(["0xabc", "latest"]), Policy::Bypass),
             ("eth_getBalance", json!(["0xabc", "0x0"]), Policy::Bypass),
-            ("eth_getStorageAt", json!(["0xabc", "0x0", {"blockHash": H}]), Policy::Immutable),
-            ("eth_call", json!([{"to": "0xabc"}, {"blockHash": H}]), Policy::Immutable),
-            ("eth_call", json!([{"to": "0xabc"}, "pending"]), Policy::Bypass),
+            (
+                "eth_getStorageAt",
+                json!(["0xabc", "0x0", {"blockHash": H}]),
+                Policy::Immutable,
+            ),
+            (
+                "eth_call",
+                json!([{"to": "0xabc"}, {"blockHash": H}]),
+                Policy::Immutable,
+            ),
+            (
+                "eth_call",
+                json!([{"to": "0xabc"}, "pending"]),
+                Policy::Bypass,
+            ),
             ("eth_getBlockReceipts", json!([H]), Policy::Immutable),
             ("eth_getBlockReceipts", json!(["latest"]), Policy::Bypass),
             ("eth_blockNumber", json!([]), Policy::Bypass),
@@ -190,11 +212,33 @@ mod tests {
 
     #[test]
     fn keys_ignore_spelling_but_not_meaning() {
-        let a = key(1, "eth_call", &json!([{"to": "0xABC", "data": "0x01"}, {"blockHash": H}]));
-        let b = key(1, "eth_call", &json!([{"data": "0x01", "to": "0xabc"}, {"blockHash": H}]));
+        let a = key(
+            1,
+            "eth_call",
+            &json!([{"to": "0xABC", "data": "0x01"}, {"blockHash": H}]),
+        );
+        let b = key(
+            1,
+            "eth_call",
+            &json!([{"data": "0x01", "to": "0xabc"}, {"blockHash": H}]),
+        );
         assert_eq!(a, b);
-        assert_ne!(a, key(2, "eth_call", &json!([{"to": "0xabc", "data": "0x01"}, {"blockHash": H}])));
-        assert_ne!(a, key(1, "eth_call", &json!([{"to": "0xabc", "data": "0x02"}, {"blockHash": H}])));
+        assert_ne!(
+            a,
+            key(
+                2,
+                "eth_call",
+                &json!([{"to": "0xabc", "data": "0x01"}, {"blockHash": H}])
+            )
+        );
+        assert_ne!(
+            a,
+            key(
+                1,
+                "eth_call",
+                &json!([{"to": "0xabc", "data": "0x02"}, {"blockHash": H}])
+            )
+        );
     }
 
     #[test]

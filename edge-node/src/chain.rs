@@ -101,7 +101,11 @@ impl Chain {
                 s.failures += 1;
             }
             if s.healthy != ok {
-                tracing::info!(chain_id = self.chain_id, healthy = ok, "upstream health changed");
+                tracing::info!(
+                    chain_id = self.chain_id,
+                    healthy = ok,
+                    "upstream health changed"
+                );
             }
             s.healthy = ok;
         }

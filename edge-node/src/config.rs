@@ -154,7 +154,10 @@ impl Config {
             return Err(bad("region", "must not be empty".into()));
         }
         if !(-90.0..=90.0).contains(&self.latitude) {
-            return Err(bad("latitude", format!("{} is not in -90..=90", self.latitude)));
+            return Err(bad(
+                "latitude",
+                format!("{} is not in -90..=90", self.latitude),
+            ));
         }
         if !(-180.0..=180.0).contains(&self.longitude) {
             return Err(bad(
@@ -177,7 +180,10 @@ impl Config {
             return Err(bad("gateway.address", "must not be empty".into()));
         }
         if self.gateway.max_frame_bytes < 1024 {
-            return Err(bad("gateway.max_frame_bytes", "must be at least 1024".into()));
+            return Err(bad(
+                "gateway.max_frame_bytes",
+                "must be at least 1024".into(),
+            ));
         }
         if self.cache.max_bytes == 0 {
             return Err(bad("cache.max_bytes", "must be greater than 0".into()));
@@ -186,7 +192,10 @@ impl Config {
             return Err(bad("max_in_flight", "must be greater than 0".into()));
         }
         if self.chains.is_empty() {
-            return Err(bad("chains", "at least one [[chains]] entry is required".into()));
+            return Err(bad(
+                "chains",
+                "at least one [[chains]] entry is required".into(),
+            ));
         }
         let mut seen = std::collections::HashSet::new();
         for (i, c) in self.chains.iter().enumerate() {
@@ -261,13 +270,19 @@ upstreams = ["http://127.0.0.1:8545"]
     #[test]
     fn errors_name_the_key() {
         let cases = [
-            (GOOD.replace("latitude = 50.11", "latitude = 91.0"), "latitude"),
+            (
+                GOOD.replace("latitude = 50.11", "latitude = 91.0"),
+                "latitude",
+            ),
             (
                 GOOD.replace("http://127.0.0.1:8545", "ftp://x"),
                 "chains[0].upstreams[0]",
             ),
             (GOOD.replace("sha256:00", "sha1:00"), "gateway.fingerprint"),
-            (GOOD.replace("token = \"secret\"", "token = \"\""), "gateway.token"),
+            (
+                GOOD.replace("token = \"secret\"", "token = \"\""),
+                "gateway.token",
+            ),
             (format!("{GOOD}\nbogus = 1\n"), "bogus"),
         ];
         for (text, key) in cases {

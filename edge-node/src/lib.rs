@@ -100,7 +100,8 @@ impl EdgeNode {
         } else {
             "0.0.0.0:0".parse()?
         };
-        let mut endpoint = quinn::Endpoint::client(bind).context("binding the QUIC client socket")?;
+        let mut endpoint =
+            quinn::Endpoint::client(bind).context("binding the QUIC client socket")?;
         endpoint.set_default_client_config(client_cfg);
 
         let shared = Arc::new(Shared {
@@ -113,7 +114,11 @@ impl EdgeNode {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for chain in shared.service.chains.values() {
-            tasks.spawn(chain.clone().track(shared.metrics.clone(), stop.child_token()));
+            tasks.spawn(
+                chain
+                    .clone()
+                    .track(shared.metrics.clone(), stop.child_token()),
+            );
         }
         let admin_addr = match shared.config.admin_listen {
             Some(addr) => {
@@ -141,7 +146,10 @@ impl EdgeNode {
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(5), drain).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), drain)
+            .await
+            .is_err()
+        {
             self.tasks.abort_all();
         }
     }

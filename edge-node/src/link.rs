@@ -64,7 +64,8 @@ pub async fn run(shared: Arc<Shared>, endpoint: quinn::Endpoint, stop: Cancellat
         if started.elapsed() > BACKOFF_MAX * 2 {
             backoff = BACKOFF_MIN;
         }
-        let jitter = Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
+        let jitter =
+            Duration::from_millis(rand::random::<u64>() % (backoff.as_millis() as u64 / 2 + 1));
         tokio::select! {
             _ = stop.cancelled() => break,
             _ = tokio::time::sleep(backoff + jitter) => {}
@@ -193,7 +194,8 @@ async fn serve_stream(
         .read_to_end(max)
         .await
         .map_err(|e| LinkError::Frame(FrameError::Io(std::io::Error::other(e.to_string()))))?;
-    let req = RpcRequest::decode(frame::decode_one(buf.into(), max)?.expect(FrameType::RpcRequest)?)?;
+    let req =
+        RpcRequest::decode(frame::decode_one(buf.into(), max)?.expect(FrameType::RpcRequest)?)?;
     let span = tracing::debug_span!("request", id = %req.request_id, chain = req.chain_id, calls = req.calls.len());
     shared.metrics.in_flight.inc();
     let resp = shared.service.handle(req).instrument(span).await;

@@ -92,7 +92,10 @@ impl Service {
             Policy::Immutable => {
                 let key = cache::key(chain.chain_id, &call.method, &params);
                 if let Some(v) = self.cache.get(&key).await {
-                    self.metrics.cache_requests.with_label_values(&["hit"]).inc();
+                    self.metrics
+                        .cache_requests
+                        .with_label_values(&["hit"])
+                        .inc();
                     return CallResult {
                         cache: CacheStatus::Hit,
                         outcome: Outcome::Result(v),
@@ -130,7 +133,10 @@ impl Service {
                 } else {
                     "miss"
                 };
-                self.metrics.cache_requests.with_label_values(&[label]).inc();
+                self.metrics
+                    .cache_requests
+                    .with_label_values(&[label])
+                    .inc();
                 CallResult {
                     cache: status,
                     outcome,

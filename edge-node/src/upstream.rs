@@ -199,9 +199,7 @@ fn parse_answer(bytes: &[u8]) -> Result<Answer, UpstreamError> {
         serde_json::from_slice(bytes).map_err(|e| UpstreamError::BadResponse(e.to_string()))?;
     match (env.result, env.error) {
         (_, Some(err)) => Ok(Answer::Error(Bytes::copy_from_slice(err.get().as_bytes()))),
-        (Some(res), None) => Ok(Answer::Result(Bytes::copy_from_slice(
-            res.get().as_bytes(),
-        ))),
+        (Some(res), None) => Ok(Answer::Result(Bytes::copy_from_slice(res.get().as_bytes()))),
         // `"result": null` deserialises to None through Option<&RawValue>.
         (None, None) if has_null_result(bytes) => Ok(Answer::Result(Bytes::from_static(b"null"))),
         (None, None) => Err(UpstreamError::BadResponse(
@@ -256,7 +254,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(v["method"], "eth_getBalance");
         assert_eq!(v["params"][1], "latest");
-        let v: serde_json::Value = serde_json::from_slice(&request_body("eth_chainId", b"")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&request_body("eth_chainId", b"")).unwrap();
         assert_eq!(v["params"], serde_json::json!([]));
     }
 }

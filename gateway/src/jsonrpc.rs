@@ -136,7 +136,10 @@ fn entry(raw: &RawValue) -> Entry {
         None => None,
         Some(v) => {
             let s = v.get();
-            let ok = s == "null" || s.starts_with('"') || s.starts_with('-') || s.as_bytes()[0].is_ascii_digit();
+            let ok = s == "null"
+                || s.starts_with('"')
+                || s.starts_with('-')
+                || s.as_bytes()[0].is_ascii_digit();
             if !ok {
                 return invalid(NULL, "id must be a string, number or null");
             }
@@ -193,7 +196,11 @@ pub fn write_response(out: &mut BytesMut, id: &[u8], result: Result<&[u8], &[u8]
 /// A whole-body error response (`id: null`).
 pub fn body_error(e: &BodyError) -> Bytes {
     let mut out = BytesMut::with_capacity(128);
-    write_response(&mut out, b"null", Err(&rpc::error_object(e.code(), e.to_string())));
+    write_response(
+        &mut out,
+        b"null",
+        Err(&rpc::error_object(e.code(), e.to_string())),
+    );
     out.freeze()
 }
 
@@ -247,16 +254,40 @@ mod tests {
     fn element_validation_table() {
         let rows = [
             (r#"{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}"#, None),
-            (r#"{"jsonrpc":"2.0","id":"a","method":"m","params":[]}"#, None),
-            (r#"{"jsonrpc":"2.0","id":null,"method":"m","params":{}}"#, None),
-            (r#"{"jsonrpc":"1.0","id":7,"method":"m"}"#, Some(("7", -32600))),
+            (
+                r#"{"jsonrpc":"2.0","id":"a","method":"m","params":[]}"#,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":null,"method":"m","params":{}}"#,
+                None,
+            ),
+            (
+                r#"{"jsonrpc":"1.0","id":7,"method":"m"}"#,
+                Some(("7", -32600)),
+            ),
             (r#"{"id":7,"method":"m"}"#, Some(("7", -32600))),
             (r#"{"jsonrpc":"2.0","id":7}"#, Some(("7", -32600))),
-            (r#"{"jsonrpc":"2.0","id":7,"method":5}"#, Some(("7", -32600))),
-            (r#"{"jsonrpc":"2.0","id":7,"method":""}"#, Some(("7", -32600))),
-            (r#"{"jsonrpc":"2.0","id":7,"method":"m","params":"x"}"#, Some(("7", -32600))),
-            (r#"{"jsonrpc":"2.0","id":[1],"method":"m"}"#, Some(("null", -32600))),
-            (r#"{"jsonrpc":"2.0","id":{},"method":"m"}"#, Some(("null", -32600))),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":5}"#,
+                Some(("7", -32600)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":""}"#,
+                Some(("7", -32600)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":7,"method":"m","params":"x"}"#,
+                Some(("7", -32600)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":[1],"method":"m"}"#,
+                Some(("null", -32600)),
+            ),
+            (
+                r#"{"jsonrpc":"2.0","id":{},"method":"m"}"#,
+                Some(("null", -32600)),
+            ),
         ];
         for (body, want) in rows {
             let got = invalid_code(&single(body));
@@ -275,7 +306,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         match single(r#"{"jsonrpc":"2.0","id":"x\"y","method":"m","params":null}"#) {
-            Entry::Call { id: Some(id), params, .. } => {
+            Entry::Call {
+                id: Some(id),
+                params,
+                ..
+            } => {
                 assert_eq!(&id[..], br#""x\"y""#);
                 assert!(params.is_empty());
             }
@@ -299,8 +334,17 @@ mod tests {
 
     #[test]
     fn deny_list_matches_prefixes_and_names() {
-        let deny: Vec<String> = crate::config::DEFAULT_DENY.iter().map(|s| s.to_string()).collect();
-        for m in ["anvil_reorg", "evm_mine", "debug_setHead", "personal_sign", "admin_peers"] {
+        let deny: Vec<String> = crate::config::DEFAULT_DENY
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for m in [
+            "anvil_reorg",
+            "evm_mine",
+            "debug_setHead",
+            "personal_sign",
+            "admin_peers",
+        ] {
             assert!(denied(&deny, m), "{m}");
         }
         for m in ["eth_call", "debug_traceTransaction", "net_version"] {
@@ -313,8 +357,12 @@ mod tests {
         let mut out = BytesMut::new();
         write_response(&mut out, b"\"a\"", Ok(b"\"0x1\""));
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v, serde_json::json!({"jsonrpc":"2.0","id":"a","result":"0x1"}));
-        let e: serde_json::Value = serde_json::from_slice(&body_error(&BodyError::EmptyBatch)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"jsonrpc":"2.0","id":"a","result":"0x1"})
+        );
+        let e: serde_json::Value =
+            serde_json::from_slice(&body_error(&BodyError::EmptyBatch)).unwrap();
         assert_eq!(e["error"]["code"], -32600);
         assert!(e["id"].is_null());
     }

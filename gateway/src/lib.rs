@@ -100,8 +100,16 @@ impl Gateway {
         let mut tasks = JoinSet::new();
         let http_addr = http_listener.local_addr()?;
         let quic_addr = endpoint.local_addr()?;
-        let admin_addr = admin_listener.as_ref().map(|l| l.local_addr()).transpose()?;
-        tasks.spawn(http::serve(app.clone(), http_listener, stop.child_token(), SHUTDOWN_GRACE));
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        tasks.spawn(http::serve(
+            app.clone(),
+            http_listener,
+            stop.child_token(),
+            SHUTDOWN_GRACE,
+        ));
         if let Some(l) = admin_listener {
             tasks.spawn(admin::serve(app.clone(), l, stop.child_token()));
         }

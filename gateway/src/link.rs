@@ -44,7 +44,10 @@ pub async fn accept_loop(app: Arc<App>, endpoint: quinn::Endpoint, stop: Cancell
             let conn = match incoming.await {
                 Ok(c) => c,
                 Err(e) => {
-                    app.metrics.node_joins.with_label_values(&["tls_failed"]).inc();
+                    app.metrics
+                        .node_joins
+                        .with_label_values(&["tls_failed"])
+                        .inc();
                     tracing::warn!(%remote, error = %e, "node handshake failed");
                     return;
                 }
@@ -61,17 +64,25 @@ async fn session(app: &Arc<App>, conn: quinn::Connection) -> Result<(), JoinErro
     let (mut send, mut recv) = tokio::time::timeout(JOIN_DEADLINE, conn.accept_bi())
         .await
         .map_err(|_| JoinError::Timeout)??;
-    let first = tokio::time::timeout(JOIN_DEADLINE, frame::read_frame(&mut recv, MAX_CONTROL_FRAME))
-        .await
-        .map_err(|_| JoinError::Timeout)??
-        .ok_or(JoinError::Timeout)?;
+    let first = tokio::time::timeout(
+        JOIN_DEADLINE,
+        frame::read_frame(&mut recv, MAX_CONTROL_FRAME),
+    )
+    .await
+    .map_err(|_| JoinError::Timeout)??
+    .ok_or(JoinError::Timeout)?;
     let hello: Hello = msg::decode_json("Hello", &first.expect(FrameType::Hello)?)?;
 
     if let Err(reason) = check_join(app, &conn, &hello) {
         app.metrics.node_joins.with_label_values(&["refused"]).inc();
         tracing::warn!(node = %hello.node_id, region = %hello.region, %reason, "join refused");
         let _ = send
-            .write_all(&msg::encode_json(FrameType::Reject, &Reject { reason: reason.clone() }))
+            .write_all(&msg::encode_json(
+                FrameType::Reject,
+                &Reject {
+                    reason: reason.clone(),
+                },
+            ))
             .await;
         let _ = send.finish();
         // Give the Reject a moment to reach the node before closing.
@@ -140,7 +151,8 @@ fn check_join(app: &App, conn: &quinn::Connection, hello: &Hello) -> Result<(), 
     if hello.region.is_empty() || hello.region.len() > 64 || hello.chains.is_empty() {
         return Err("region (1-64 chars) and at least one chain are required".into());
     }
-    if app.registry.len() >= app.config.quic.max_nodes && app.registry.get(&hello.node_id).is_none() {
+    if app.registry.len() >= app.config.quic.max_nodes && app.registry.get(&hello.node_id).is_none()
+    {
         return Err("gateway is at its node limit".into());
     }
     Ok(())

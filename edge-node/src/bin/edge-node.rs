@@ -6,7 +6,10 @@ use anyhow::Context;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "Edge node: cache and chain state in front of upstream full nodes")]
+#[command(
+    version,
+    about = "Edge node: cache and chain state in front of upstream full nodes"
+)]
 struct Args {
     /// Path of the TOML config file.
     #[arg(long)]

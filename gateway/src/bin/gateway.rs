@@ -7,7 +7,10 @@ use anyhow::Context;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(version, about = "Geo-aware JSON-RPC gateway in front of QUIC edge nodes")]
+#[command(
+    version,
+    about = "Geo-aware JSON-RPC gateway in front of QUIC edge nodes"
+)]
 struct Args {
     /// Path of the TOML config file.
     #[arg(long)]

@@ -130,7 +130,11 @@ mod tests {
             let cache = MemoCache::new(capacity);
             for n in 0..(capacity as u32 * 3 + 10) {
                 cache.insert(ip(n), n);
-                assert!(cache.len() <= capacity, "capacity {capacity}: {}", cache.len());
+                assert!(
+                    cache.len() <= capacity,
+                    "capacity {capacity}: {}",
+                    cache.len()
+                );
             }
             assert!(cache.len() > 0);
         }
@@ -157,7 +161,11 @@ mod tests {
         for n in 200..204 {
             cache.insert(ip(n), n);
         }
-        assert_eq!(cache.get(&ip(1)), Some(1), "promoted entry survives one more flip");
+        assert_eq!(
+            cache.get(&ip(1)),
+            Some(1),
+            "promoted entry survives one more flip"
+        );
     }
 
     #[test]

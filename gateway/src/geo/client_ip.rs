@@ -218,7 +218,12 @@ mod tests {
 
     /// (what it shows, peer, header lines, expected caller), with the default policy.
     const CASES: &[(&str, &str, &[(&str, &[u8])], &str)] = &[
-        ("no headers, untrusted peer", "203.0.113.9", &[], "203.0.113.9"),
+        (
+            "no headers, untrusted peer",
+            "203.0.113.9",
+            &[],
+            "203.0.113.9",
+        ),
         ("no headers, trusted peer", PROXY, &[], PROXY),
         (
             "untrusted peer sending XFF is ignored",
@@ -253,7 +258,10 @@ mod tests {
         (
             "two trusted proxies",
             PROXY,
-            &[("x-forwarded-for", b"1.1.1.1, 198.51.100.7, 10.1.1.1, 192.168.1.1")],
+            &[(
+                "x-forwarded-for",
+                b"1.1.1.1, 198.51.100.7, 10.1.1.1, 192.168.1.1",
+            )],
             "198.51.100.7",
         ),
         (
@@ -505,7 +513,11 @@ mod tests {
         assert!(!t.contains("192.168.1.2".parse().unwrap()));
         assert!(t.contains("fd12::1".parse().unwrap()));
         assert!(t.contains("::ffff:10.0.0.1".parse().unwrap()));
-        assert_eq!(t.nets()[3].to_string(), "10.0.0.0/8", "host bits are cleared");
+        assert_eq!(
+            t.nets()[3].to_string(),
+            "10.0.0.0/8",
+            "host bits are cleared"
+        );
         let err = TrustedProxies::parse(["10.0.0.0/8", "proxy.local"]).unwrap_err();
         assert_eq!(err.entry, "proxy.local");
         assert!(err.to_string().contains("proxy.local"));

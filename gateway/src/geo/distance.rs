@@ -27,7 +27,10 @@ mod tests {
     const SYDNEY: (f64, f64) = (-33.8688, 151.2093);
 
     fn assert_near(got: f64, want: f64, tolerance: f64) {
-        assert!((got - want).abs() <= tolerance, "got {got:.1} km, want {want} ± {tolerance}");
+        assert!(
+            (got - want).abs() <= tolerance,
+            "got {got:.1} km, want {want} ± {tolerance}"
+        );
     }
 
     #[test]
@@ -47,8 +50,16 @@ mod tests {
     #[test]
     fn antipodes_and_date_line() {
         let half_circumference = std::f64::consts::PI * EARTH_RADIUS_KM;
-        assert_near(haversine_km((0.0, 0.0), (0.0, 180.0)), half_circumference, 1e-6);
-        assert_near(haversine_km((90.0, 0.0), (-90.0, 0.0)), half_circumference, 1e-6);
+        assert_near(
+            haversine_km((0.0, 0.0), (0.0, 180.0)),
+            half_circumference,
+            1e-6,
+        );
+        assert_near(
+            haversine_km((90.0, 0.0), (-90.0, 0.0)),
+            half_circumference,
+            1e-6,
+        );
         // 1° of longitude across the date line at the equator, not 359°.
         assert_near(haversine_km((0.0, 179.5), (0.0, -179.5)), 111.2, 0.1);
     }

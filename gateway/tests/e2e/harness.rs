@@ -32,9 +32,11 @@ pub fn workspace_root() -> PathBuf {
 
 /// The anvil binary: `ANVIL_BIN`, else the one `scripts/deps.sh` installs.
 pub fn anvil_bin() -> PathBuf {
-    let p = std::env::var_os("ANVIL_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        workspace_root().join(".deps/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
-    });
+    let p = std::env::var_os("ANVIL_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            workspace_root().join(".deps/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+        });
     assert!(
         p.exists(),
         "anvil not found at {}: run scripts/deps.sh (or set ANVIL_BIN)",
@@ -99,8 +101,7 @@ impl CountingProxy {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let methods = Arc::new(Mutex::new(Vec::new()));
         let upstream: http::Uri = upstream.parse().unwrap();
-        let client: Client<_, Full<Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let m = methods.clone();
         tokio::spawn(async move {
             loop {
@@ -259,7 +260,13 @@ impl Default for Http {
 }
 
 impl Http {
-    pub async fn request(&self, method: http::Method, url: &str, ct: Option<&str>, body: impl Into<Bytes>) -> Reply {
+    pub async fn request(
+        &self,
+        method: http::Method,
+        url: &str,
+        ct: Option<&str>,
+        body: impl Into<Bytes>,
+    ) -> Reply {
         let mut b = http::Request::builder().method(method).uri(url);
         if let Some(ct) = ct {
             b = b.header("content-type", ct);
@@ -285,12 +292,14 @@ impl Http {
     }
 
     pub async fn get(&self, url: &str) -> Reply {
-        self.request(http::Method::GET, url, None, Bytes::new()).await
+        self.request(http::Method::GET, url, None, Bytes::new())
+            .await
     }
 
     /// Sends one JSON-RPC call and returns the whole response object.
     pub async fn rpc(&self, url: &str, method: &str, params: Value) -> Value {
-        let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         self.post(url, body.to_string()).await.json()
     }
 }

@@ -9,12 +9,21 @@ use proto::msg::{self, Hello, Reject};
 use crate::harness::*;
 
 /// Joins by hand with `identity`, claiming `claimed_id` and `token`; returns the reply frame.
-async fn raw_join(gw: &gateway::Gateway, identity: &Identity, claimed_id: &str, token: &str) -> frame::Frame {
+async fn raw_join(
+    gw: &gateway::Gateway,
+    identity: &Identity,
+    claimed_id: &str,
+    token: &str,
+) -> frame::Frame {
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(
         proto::tls::client_config(identity, &gw.fingerprint, Default::default()).unwrap(),
     );
-    let conn = ep.connect(gw.quic_addr, proto::tls::SERVER_NAME).unwrap().await.unwrap();
+    let conn = ep
+        .connect(gw.quic_addr, proto::tls::SERVER_NAME)
+        .unwrap()
+        .await
+        .unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let hello = Hello {
         protocol: proto::PROTOCOL_VERSION,
@@ -26,12 +35,17 @@ async fn raw_join(gw: &gateway::Gateway, identity: &Identity, claimed_id: &str, 
         chains: vec![CHAIN_ID],
         version: "test".into(),
     };
-    send.write_all(&msg::encode_json(FrameType::Hello, &hello)).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), frame::read_frame(&mut recv, 1 << 16))
+    send.write_all(&msg::encode_json(FrameType::Hello, &hello))
         .await
-        .unwrap()
-        .unwrap()
-        .unwrap()
+        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        frame::read_frame(&mut recv, 1 << 16),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap()
 }
 
 fn reject_reason(f: frame::Frame) -> String {
@@ -56,7 +70,12 @@ async fn bad_tokens_and_mismatched_identities_are_refused() {
     let ok = raw_join(&gw, &me, &me.node_id(), TOKEN).await;
     assert_eq!(ok.ty, FrameType::Welcome);
     assert!(gw.app.registry.get(&me.node_id()).is_some());
-    let refused = gw.app.metrics.node_joins.with_label_values(&["refused"]).get();
+    let refused = gw
+        .app
+        .metrics
+        .node_joins
+        .with_label_values(&["refused"])
+        .get();
     assert_eq!(refused, 2);
 }
 
@@ -64,21 +83,41 @@ async fn bad_tokens_and_mismatched_identities_are_refused() {
 async fn a_node_pinning_another_gateway_key_never_joins() {
     let anvil = Anvil::start(&[]).await;
     let gw = start_gateway("").await;
-    let spec = NodeSpec { region: "eu-west", lat: 50.0, lon: 8.0, upstream: &anvil.url };
+    let spec = NodeSpec {
+        region: "eu-west",
+        lat: 50.0,
+        lon: 8.0,
+        upstream: &anvil.url,
+    };
     let mut cfg = node_config(&gw, &spec, TOKEN);
     cfg.gateway.fingerprint = Identity::generate().unwrap().fingerprint();
-    let node = edge_node::EdgeNode::start(cfg, Identity::generate().unwrap()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(gw.app.registry.is_empty(), "the node must refuse an unpinned gateway");
-    assert_eq!(node.shared.metrics.gateway_connected.get(), 0);
-
-    // The wrong token through the real node: refused, and it keeps retrying without joining.
-    let bad = edge_node::EdgeNode::start(node_config(&gw, &spec, "not-the-token"), Identity::generate().unwrap())
+    let node = edge_node::EdgeNode::start(cfg, Identity::generate().unwrap())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        gw.app.registry.is_empty(),
+        "the node must refuse an unpinned gateway"
+    );
+    assert_eq!(node.shared.metrics.gateway_connected.get(), 0);
+
+    // The wrong token through the real node: refused, and it keeps retrying without joining.
+    let bad = edge_node::EdgeNode::start(
+        node_config(&gw, &spec, "not-the-token"),
+        Identity::generate().unwrap(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(gw.app.registry.is_empty());
-    assert!(bad.shared.metrics.gateway_connects.with_label_values(&["rejected"]).get() >= 1);
+    assert!(
+        bad.shared
+            .metrics
+            .gateway_connects
+            .with_label_values(&["rejected"])
+            .get()
+            >= 1
+    );
     node.shutdown().await;
     bad.shutdown().await;
 }
@@ -87,9 +126,16 @@ async fn a_node_pinning_another_gateway_key_never_joins() {
 async fn a_node_that_leaves_is_removed_at_once_and_may_rejoin() {
     let anvil = Anvil::start(&[]).await;
     let gw = start_gateway("").await;
-    let spec = NodeSpec { region: "eu-west", lat: 50.0, lon: 8.0, upstream: &anvil.url };
+    let spec = NodeSpec {
+        region: "eu-west",
+        lat: 50.0,
+        lon: 8.0,
+        upstream: &anvil.url,
+    };
     let key = Identity::generate().unwrap();
-    let node = edge_node::EdgeNode::start(node_config(&gw, &spec, TOKEN), key).await.unwrap();
+    let node = edge_node::EdgeNode::start(node_config(&gw, &spec, TOKEN), key)
+        .await
+        .unwrap();
     wait_serving(&gw, 1).await;
     let id = node.node_id.clone();
     node.shutdown().await;
@@ -106,12 +152,20 @@ async fn a_node_that_leaves_is_removed_at_once_and_may_rejoin() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("node.key");
     let k1 = Identity::load_or_generate(&path).unwrap();
-    let n1 = edge_node::EdgeNode::start(node_config(&gw, &spec, TOKEN), k1).await.unwrap();
+    let n1 = edge_node::EdgeNode::start(node_config(&gw, &spec, TOKEN), k1)
+        .await
+        .unwrap();
     wait_serving(&gw, 1).await;
     n1.shutdown().await;
     let k2 = Identity::load_or_generate(&path).unwrap();
-    let n2 = edge_node::EdgeNode::start(node_config(&gw, &spec, TOKEN), k2).await.unwrap();
+    let n2 = edge_node::EdgeNode::start(node_config(&gw, &spec, TOKEN), k2)
+        .await
+        .unwrap();
     wait_serving(&gw, 1).await;
-    assert_eq!(n2.node_id, gw.app.registry.snapshot()[0].id, "rejoined under the same id");
+    assert_eq!(
+        n2.node_id,
+        gw.app.registry.snapshot()[0].id,
+        "rejoined under the same id"
+    );
     n2.shutdown().await;
 }

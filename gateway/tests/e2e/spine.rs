@@ -46,7 +46,10 @@ async fn stack() -> Stack {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_match_anvil_and_ids_are_preserved() {
     let s = stack().await;
-    let genesis = s.http.rpc(&s.anvil.url, "eth_getBlockByNumber", json!(["0x0", false])).await;
+    let genesis = s
+        .http
+        .rpc(&s.anvil.url, "eth_getBlockByNumber", json!(["0x0", false]))
+        .await;
     let ghash = genesis["result"]["hash"].as_str().unwrap().to_string();
     let zero_hash = format!("0x{}", "0".repeat(64));
     let table: Vec<(&str, Value)> = vec![
@@ -55,7 +58,10 @@ async fn answers_match_anvil_and_ids_are_preserved() {
         ("eth_blockNumber", json!([])),
         ("eth_getBalance", json!([ACCT0, "latest"])),
         ("eth_getBalance", json!([ACCT0, "0x0"])),
-        ("eth_getBalance", json!(["0x000000000000000000000000000000000000dEaD", "latest"])),
+        (
+            "eth_getBalance",
+            json!(["0x000000000000000000000000000000000000dEaD", "latest"]),
+        ),
         ("eth_getBalance", json!([ACCT0, {"blockHash": ghash}])),
         ("eth_getBalance", json!(["0xnot-an-address", "latest"])),
         ("eth_getTransactionCount", json!([ACCT0, "latest"])),
@@ -74,7 +80,8 @@ async fn answers_match_anvil_and_ids_are_preserved() {
     ];
     for (i, (method, params)) in table.iter().enumerate() {
         for id in [json!(i), json!(format!("id-{i}")), Value::Null] {
-            let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
+            let body =
+                json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string();
             let direct = s.http.post(&s.anvil.url, body.clone()).await.json();
             let via = s.http.post(&s.url, body.clone()).await;
             assert_eq!(via.json(), direct, "{method} {params}");
@@ -90,14 +97,22 @@ async fn answers_match_anvil_and_ids_are_preserved() {
     let body = Value::Array(batch).to_string();
     let direct = s.http.post(&s.anvil.url, body.clone()).await.json();
     let via = s.http.post(&s.url, body).await;
-    assert_eq!(via.header("x-cache"), None, "no per-call headers on batches");
+    assert_eq!(
+        via.header("x-cache"),
+        None,
+        "no per-call headers on batches"
+    );
     assert_eq!(via.json(), direct);
 
     // Chain by name and by id.
     for path in ["anvil", "31337"] {
         let r = s
             .http
-            .rpc(&format!("http://{}/{path}", s.gw.http_addr), "eth_chainId", json!([]))
+            .rpc(
+                &format!("http://{}/{path}", s.gw.http_addr),
+                "eth_chainId",
+                json!([]),
+            )
             .await;
         assert_eq!(r["result"], "0x7a69");
     }
@@ -106,7 +121,10 @@ async fn answers_match_anvil_and_ids_are_preserved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_requests_hit_the_cache_and_concurrent_misses_coalesce() {
     let s = stack().await;
-    let genesis = s.http.rpc(&s.anvil.url, "eth_getBlockByNumber", json!(["0x0", false])).await;
+    let genesis = s
+        .http
+        .rpc(&s.anvil.url, "eth_getBlockByNumber", json!(["0x0", false]))
+        .await;
     let ghash = genesis["result"]["hash"].as_str().unwrap().to_string();
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByHash", "params": [ghash, false]})
         .to_string();
@@ -127,63 +145,229 @@ async fn repeated_requests_hit_the_cache_and_concurrent_misses_coalesce() {
         assert_eq!(again.json()["id"], id);
         assert_eq!(again.json()["result"], first.json()["result"]);
     }
-    assert_eq!(s.proxy.calls_of("eth_getBlockByHash"), 1, "a hit must not reach the upstream");
+    assert_eq!(
+        s.proxy.calls_of("eth_getBlockByHash"),
+        1,
+        "a hit must not reach the upstream"
+    );
 
     // Uncacheable answers say so and do reach the upstream.
-    let bn = s.http.post(&s.url, json!({"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}).to_string()).await;
+    let bn = s
+        .http
+        .post(
+            &s.url,
+            json!({"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}).to_string(),
+        )
+        .await;
     assert_eq!(bn.header("x-cache"), Some("BYPASS"));
 
     // A fresh block, then 16 identical concurrent requests for it: one upstream request.
     s.http.rpc(&s.anvil.url, "evm_mine", json!([])).await;
-    let b1 = s.http.rpc(&s.anvil.url, "eth_getBlockByNumber", json!(["0x1", false])).await;
+    let b1 = s
+        .http
+        .rpc(&s.anvil.url, "eth_getBlockByNumber", json!(["0x1", false]))
+        .await;
     let h1 = b1["result"]["hash"].as_str().unwrap().to_string();
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByHash", "params": [h1, true]}).to_string();
+    let body =
+        json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByHash", "params": [h1, true]})
+            .to_string();
     let before = s.proxy.calls_of("eth_getBlockByHash");
-    let replies = futures::future::join_all((0..16).map(|_| s.http.post(&s.url, body.clone()))).await;
+    let replies =
+        futures::future::join_all((0..16).map(|_| s.http.post(&s.url, body.clone()))).await;
     for r in &replies {
         assert_eq!(r.json()["result"]["hash"], h1.as_str());
     }
-    assert_eq!(s.proxy.calls_of("eth_getBlockByHash") - before, 1, "identical misses coalesce");
+    assert_eq!(
+        s.proxy.calls_of("eth_getBlockByHash") - before,
+        1,
+        "identical misses coalesce"
+    );
 
     // Errors are never cached: the same bad call reaches the upstream each time.
-    let bad = json!({"jsonrpc":"2.0","id":1,"method":"eth_getBlockByHash","params":["0x1234", false]}).to_string();
+    let bad =
+        json!({"jsonrpc":"2.0","id":1,"method":"eth_getBlockByHash","params":["0x1234", false]})
+            .to_string();
     let n0 = s.proxy.calls_of("eth_getBlockByHash");
     s.http.post(&s.url, bad.clone()).await;
     s.http.post(&s.url, bad).await;
     assert_eq!(s.proxy.calls_of("eth_getBlockByHash") - n0, 2);
 }
 
+/// (what, path, content type, body, HTTP status, expected JSON-RPC code, expected id)
+type BadCase<'a> = (&'a str, &'a str, Option<&'a str>, String, u16, i64, Value);
+
 fn code(v: &Value) -> i64 {
-    v["error"]["code"].as_i64().unwrap_or_else(|| panic!("no error code in {v}"))
+    v["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no error code in {v}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_exact_errors_and_changes_nothing() {
     let s = stack().await;
-    let block_before = s.http.rpc(&s.anvil.url, "eth_blockNumber", json!([])).await["result"].clone();
+    let block_before =
+        s.http.rpc(&s.anvil.url, "eth_blockNumber", json!([])).await["result"].clone();
     let ok_call = json!({"jsonrpc":"2.0","id":"ok","method":"eth_chainId"}).to_string();
     let huge = format!("[{}]", vec![ok_call.as_str(); 1001].join(","));
-    let oversize = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":["{}"]}}"#, "x".repeat(6 << 20));
+    let oversize = format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":["{}"]}}"#,
+        "x".repeat(6 << 20)
+    );
 
-    // (what, path, content type, body, HTTP status, expected JSON-RPC code, expected id)
-    let cases: Vec<(&str, &str, Option<&str>, String, u16, i64, Value)> = vec![
-        ("malformed JSON", "/", Some("application/json"), r#"{"jsonrpc":"2.0","#.into(), 200, -32700, Value::Null),
-        ("not JSON at all", "/", Some("application/json"), "hello".into(), 200, -32700, Value::Null),
-        ("a number", "/", Some("application/json"), "42".into(), 200, -32600, Value::Null),
-        ("empty batch", "/", Some("application/json"), "[]".into(), 200, -32600, Value::Null),
-        ("wrong jsonrpc", "/", Some("application/json"), r#"{"jsonrpc":"1.0","id":3,"method":"eth_chainId"}"#.into(), 200, -32600, json!(3)),
-        ("missing method", "/", Some("application/json"), r#"{"jsonrpc":"2.0","id":4}"#.into(), 200, -32600, json!(4)),
-        ("method not a string", "/", Some("application/json"), r#"{"jsonrpc":"2.0","id":5,"method":7}"#.into(), 200, -32600, json!(5)),
-        ("params not structured", "/", Some("application/json"), r#"{"jsonrpc":"2.0","id":6,"method":"eth_chainId","params":"x"}"#.into(), 200, -32600, json!(6)),
-        ("id of wrong type", "/", Some("application/json"), r#"{"jsonrpc":"2.0","id":{"a":1},"method":"eth_chainId"}"#.into(), 200, -32600, Value::Null),
-        ("admin method", "/", Some("application/json"), r#"{"jsonrpc":"2.0","id":7,"method":"anvil_mine","params":["0x5"]}"#.into(), 200, -32601, json!(7)),
-        ("evm method", "/", Some("application/json"), r#"{"jsonrpc":"2.0","id":8,"method":"evm_mine"}"#.into(), 200, -32601, json!(8)),
-        ("batch too long", "/", Some("application/json"), huge, 200, -32005, Value::Null),
-        ("body too large", "/", Some("application/json"), oversize, 413, -32005, Value::Null),
-        ("wrong content type", "/", Some("text/plain"), ok_call.clone(), 415, -32600, Value::Null),
-        ("no content type", "/", None, ok_call.clone(), 415, -32600, Value::Null),
-        ("unknown chain", "/nope", Some("application/json"), ok_call.clone(), 404, -32001, Value::Null),
-        ("unknown chain id", "/1", Some("application/json"), ok_call.clone(), 404, -32001, Value::Null),
+    let cases: Vec<BadCase> = vec![
+        (
+            "malformed JSON",
+            "/",
+            Some("application/json"),
+            r#"{"jsonrpc":"2.0","#.into(),
+            200,
+            -32700,
+            Value::Null,
+        ),
+        (
+            "not JSON at all",
+            "/",
+            Some("application/json"),
+            "hello".into(),
+            200,
+            -32700,
+            Value::Null,
+        ),
+        (
+            "a number",
+            "/",
+            Some("application/json"),
+            "42".into(),
+            200,
+            -32600,
+            Value::Null,
+        ),
+        (
+            "empty batch",
+            "/",
+            Some("application/json"),
+            "[]".into(),
+            200,
+            -32600,
+            Value::Null,
+        ),
+        (
+            "wrong jsonrpc",
+            "/",
+            Some("application/json"),
+            r#"{"jsonrpc":"1.0","id":3,"method":"eth_chainId"}"#.into(),
+            200,
+            -32600,
+            json!(3),
+        ),
+        (
+            "missing method",
+            "/",
+            Some("application/json"),
+            r#"{"jsonrpc":"2.0","id":4}"#.into(),
+            200,
+            -32600,
+            json!(4),
+        ),
+        (
+            "method not a string",
+            "/",
+            Some("application/json"),
+            r#"{"jsonrpc":"2.0","id":5,"method":7}"#.into(),
+            200,
+            -32600,
+            json!(5),
+        ),
+        (
+            "params not structured",
+            "/",
+            Some("application/json"),
+            r#"{"jsonrpc":"2.0","id":6,"method":"eth_chainId","params":"x"}"#.into(),
+            200,
+            -32600,
+            json!(6),
+        ),
+        (
+            "id of wrong type",
+            "/",
+            Some("application/json"),
+            r#"{"jsonrpc":"2.0","id":{"a":1},"method":"eth_chainId"}"#.into(),
+            200,
+            -32600,
+            Value::Null,
+        ),
+        (
+            "admin method",
+            "/",
+            Some("application/json"),
+            r#"{"jsonrpc":"2.0","id":7,"method":"anvil_mine","params":["0x5"]}"#.into(),
+            200,
+            -32601,
+            json!(7),
+        ),
+        (
+            "evm method",
+            "/",
+            Some("application/json"),
+            r#"{"jsonrpc":"2.0","id":8,"method":"evm_mine"}"#.into(),
+            200,
+            -32601,
+            json!(8),
+        ),
+        (
+            "batch too long",
+            "/",
+            Some("application/json"),
+            huge,
+            200,
+            -32005,
+            Value::Null,
+        ),
+        (
+            "body too large",
+            "/",
+            Some("application/json"),
+            oversize,
+            413,
+            -32005,
+            Value::Null,
+        ),
+        (
+            "wrong content type",
+            "/",
+            Some("text/plain"),
+            ok_call.clone(),
+            415,
+            -32600,
+            Value::Null,
+        ),
+        (
+            "no content type",
+            "/",
+            None,
+            ok_call.clone(),
+            415,
+            -32600,
+            Value::Null,
+        ),
+        (
+            "unknown chain",
+            "/nope",
+            Some("application/json"),
+            ok_call.clone(),
+            404,
+            -32001,
+            Value::Null,
+        ),
+        (
+            "unknown chain id",
+            "/1",
+            Some("application/json"),
+            ok_call.clone(),
+            404,
+            -32001,
+            Value::Null,
+        ),
     ];
     for (what, path, ct, body, status, want_code, want_id) in cases {
         let url = format!("http://{}{path}", s.gw.http_addr);
@@ -192,7 +376,12 @@ async fn bad_input_gets_exact_errors_and_changes_nothing() {
         let v = r.json();
         assert_eq!(code(&v), want_code, "{what}: {v}");
         assert_eq!(v["id"], want_id, "{what}: {v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
         // The gateway keeps serving normal requests after each bad one.
         let ok = s.http.post(&s.url, ok_call.clone()).await.json();
         assert_eq!(ok["result"], "0x7a69", "after {what}");
@@ -213,8 +402,12 @@ async fn bad_input_gets_exact_errors_and_changes_nothing() {
     assert_eq!(r.status.as_u16(), 405);
 
     // None of it reached the chain.
-    let block_after = s.http.rpc(&s.anvil.url, "eth_blockNumber", json!([])).await["result"].clone();
-    assert_eq!(block_before, block_after, "refused admin calls must not mine");
+    let block_after =
+        s.http.rpc(&s.anvil.url, "eth_blockNumber", json!([])).await["result"].clone();
+    assert_eq!(
+        block_before, block_after,
+        "refused admin calls must not mine"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -223,7 +416,12 @@ async fn upstream_timeout_is_named() {
     let gw = start_gateway("").await;
     let mut cfg = node_config(
         &gw,
-        &NodeSpec { region: "eu-west", lat: 50.0, lon: 8.0, upstream: &anvil.url },
+        &NodeSpec {
+            region: "eu-west",
+            lat: 50.0,
+            lon: 8.0,
+            upstream: &anvil.url,
+        },
         TOKEN,
     );
     cfg.chains[0].upstream_timeout_ms = 300;
@@ -236,7 +434,9 @@ async fn upstream_timeout_is_named() {
 
     // A frozen upstream: anvil stopped with SIGSTOP accepts nothing and answers nothing.
     signal(anvil.pid(), "STOP");
-    let r = http.rpc(&url, "eth_getBalance", json!([ACCT0, "latest"])).await;
+    let r = http
+        .rpc(&url, "eth_getBalance", json!([ACCT0, "latest"]))
+        .await;
     signal(anvil.pid(), "CONT");
     assert_eq!(code(&r), -32603, "{r}");
     let msg = r["error"]["message"].as_str().unwrap();
@@ -255,7 +455,12 @@ async fn a_slow_client_gets_408_and_does_not_hold_up_others() {
         .unwrap();
     let _node = start_node(
         &gw,
-        &NodeSpec { region: "eu-west", lat: 50.0, lon: 8.0, upstream: &s.anvil.url },
+        &NodeSpec {
+            region: "eu-west",
+            lat: 50.0,
+            lon: 8.0,
+            upstream: &s.anvil.url,
+        },
     )
     .await;
     wait_serving(&gw, 1).await;
@@ -287,4 +492,51 @@ fn signal(pid: u32, sig: &str) {
         .status()
         .unwrap();
     assert!(st.success());
+}
+
+/// Runs a real client script against `rpc_url`; panics with its output unless it succeeds.
+async fn run_client(program: &std::path::Path, script: &str, rpc_url: &str) -> String {
+    let out = tokio::process::Command::new(program)
+        .arg(workspace_root().join("tests/clients").join(script))
+        .env("RPC_URL", rpc_url)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {}: {e} (run scripts/deps.sh)", program.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_read_send_and_wait_through_the_gateway() {
+    let anvil = Anvil::start(&["--block-time", "1"]).await;
+    let gw = start_gateway("").await;
+    let _node = start_node(
+        &gw,
+        &NodeSpec {
+            region: "eu-west",
+            lat: 50.0,
+            lon: 8.0,
+            upstream: &anvil.url,
+        },
+    )
+    .await;
+    wait_serving(&gw, 1).await;
+    let url = format!("http://{}/", gw.http_addr);
+
+    let root = workspace_root();
+    assert!(
+        root.join("tests/clients/node_modules/viem").exists(),
+        "viem is not installed: run scripts/deps.sh"
+    );
+    let out = run_client(std::path::Path::new("node"), "viem-transfer.mjs", &url).await;
+    assert!(out.contains("viem client OK"), "{out}");
+    let python = root.join(".deps/venv/bin/python");
+    assert!(python.exists(), "web3.py venv missing: run scripts/deps.sh");
+    let out = run_client(&python, "web3py_transfer.py", &url).await;
+    assert!(out.contains("web3.py client OK"), "{out}");
 }
