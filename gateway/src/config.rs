@@ -13,8 +13,23 @@ pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
-pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 500;
-pub const DEFAULT_STATUS_DEADLINE_MS: u64 = 2_000;
+/// Status every 250 ms and a 750 ms silence deadline: a crashed node's traffic moves in under
+/// a second, for a few bytes per node per report.
+pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 250;
+pub const DEFAULT_STATUS_DEADLINE_MS: u64 = 750;
+pub const DEFAULT_GEO_CACHE_ENTRIES: usize = 100_000;
+pub const DEFAULT_GEO_RELOAD_MS: u64 = 30_000;
+/// Light in fibre: about 200,000 km/s one way, so ~100 km per millisecond of round trip.
+pub const DEFAULT_KM_PER_MS: f64 = 100.0;
+pub const DEFAULT_LOAD_PENALTY_MS: f64 = 0.5;
+pub const DEFAULT_ERROR_PENALTY_MS: f64 = 200.0;
+pub const DEFAULT_SPREAD_MS: f64 = 5.0;
+pub const DEFAULT_MAX_LAG_BLOCKS: u64 = 5;
+pub const DEFAULT_MAX_HEAD_AGE_MS: u64 = 60_000;
+pub const DEFAULT_FAIL_AFTER: u32 = 2;
+pub const DEFAULT_RECOVER_AFTER: u32 = 3;
+pub const DEFAULT_BREAKER_ERROR_RATE: f64 = 0.5;
+pub const DEFAULT_BREAKER_MIN_REQUESTS: u32 = 5;
 pub const DEFAULT_MAX_FRAME_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES;
 pub const DEFAULT_MAX_NODES: usize = 10_000;
 
@@ -53,6 +68,15 @@ pub struct Config {
     pub quic: QuicConfig,
     #[serde(default)]
     pub methods: MethodsConfig,
+    #[serde(default)]
+    pub geo: GeoConfig,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
+    /// Data residency: callers matching a rule are served only by nodes in its regions.
+    #[serde(default)]
+    pub residency: Vec<ResidencyRule>,
     /// Chain served on `POST /`; by name or numeric id. Defaults to the first chain.
     #[serde(default)]
     pub default_chain: Option<String>,
@@ -135,6 +159,160 @@ pub struct ChainConfig {
     /// URL path segment, e.g. `mainnet` for `POST /mainnet`.
     pub name: String,
     pub chain_id: u64,
+    /// When set, only these methods are served for this chain (`prefix_*` allowed).
+    #[serde(default)]
+    pub methods_allow: Option<Vec<String>>,
+    /// Refused for this chain, on top of `methods.deny`.
+    #[serde(default)]
+    pub methods_deny: Vec<String>,
+}
+
+/// A point on Earth in degrees.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Point {
+    pub lat: f64,
+    pub lon: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DefaultLocation {
+    pub lat: f64,
+    pub lon: f64,
+    #[serde(default)]
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeoConfig {
+    /// MaxMind DB files (GeoIP2/GeoLite2 City or DB-IP Lite), asked in order. Empty: no
+    /// geolocation, every caller gets `default_location`.
+    #[serde(default)]
+    pub databases: Vec<PathBuf>,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` headers are believed (CIDRs or addresses).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Location for private, loopback and unknown addresses.
+    #[serde(default)]
+    pub default_location: Option<DefaultLocation>,
+    /// Where this gateway is; enables the node location plausibility check.
+    #[serde(default)]
+    pub gateway_location: Option<Point>,
+    #[serde(default = "d_geo_cache")]
+    pub cache_entries: usize,
+    /// How often the database files are checked for changes (SIGHUP reloads at once).
+    #[serde(default = "d_geo_reload")]
+    pub reload_interval_ms: u64,
+}
+
+impl Default for GeoConfig {
+    fn default() -> Self {
+        Self {
+            databases: Vec::new(),
+            trusted_proxies: Vec::new(),
+            default_location: None,
+            gateway_location: None,
+            cache_entries: DEFAULT_GEO_CACHE_ENTRIES,
+            reload_interval_ms: DEFAULT_GEO_RELOAD_MS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RoutingMode {
+    /// Estimated latency from the caller's location, see ARCHITECTURE.md.
+    Geo,
+    /// Measured gateway-to-node RTT alone, for a gateway that serves one region.
+    LowestLatency,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    #[serde(default = "d_mode")]
+    pub mode: RoutingMode,
+    /// Distance light covers in fibre per millisecond of round trip.
+    #[serde(default = "d_km_per_ms")]
+    pub km_per_ms: f64,
+    /// Weight of the measured gateway-to-node RTT (1.0 = counted as is).
+    #[serde(default = "d_one")]
+    pub rtt_weight: f64,
+    /// Milliseconds added per request in flight on the node.
+    #[serde(default = "d_load_penalty")]
+    pub load_penalty_ms: f64,
+    /// Milliseconds added at a 100 % recent error rate (scaled linearly).
+    #[serde(default = "d_error_penalty")]
+    pub error_penalty_ms: f64,
+    /// Nodes scoring within this of the best share its traffic (power of two choices).
+    #[serde(default = "d_spread")]
+    pub spread_ms: f64,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            mode: d_mode(),
+            km_per_ms: d_km_per_ms(),
+            rtt_weight: 1.0,
+            load_penalty_ms: d_load_penalty(),
+            error_penalty_ms: d_error_penalty(),
+            spread_ms: d_spread(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// A node this many blocks behind the best head is dropped.
+    #[serde(default = "d_max_lag")]
+    pub max_lag_blocks: u64,
+    /// A node whose head block is older than this is dropped.
+    #[serde(default = "d_max_head_age")]
+    pub max_head_age_ms: u64,
+    /// Consecutive bad checks before a node is dropped (disconnects and wrong chains: at once).
+    #[serde(default = "d_fail_after")]
+    pub fail_after: u32,
+    /// Consecutive good checks before a dropped (or new) node serves again.
+    #[serde(default = "d_recover_after")]
+    pub recover_after: u32,
+    /// Error rate of gateway-to-node attempts over one check interval that opens the breaker.
+    #[serde(default = "d_breaker_rate")]
+    pub breaker_error_rate: f64,
+    /// Attempts needed in an interval before the error rate counts.
+    #[serde(default = "d_breaker_min")]
+    pub breaker_min_requests: u32,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            max_lag_blocks: d_max_lag(),
+            max_head_age_ms: d_max_head_age(),
+            fail_after: d_fail_after(),
+            recover_after: d_recover_after(),
+            breaker_error_rate: d_breaker_rate(),
+            breaker_min_requests: d_breaker_min(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidencyRule {
+    /// Human name for logs and errors, e.g. `eu`.
+    pub name: String,
+    /// Caller countries (ISO 3166-1 alpha-2) this rule binds.
+    #[serde(default)]
+    pub countries: Vec<String>,
+    /// Caller continents (`EU`, `NA`, ...) this rule binds.
+    #[serde(default)]
+    pub continents: Vec<String>,
+    /// Node regions allowed to serve those callers.
+    pub regions: Vec<String>,
 }
 
 fn d_body() -> usize {
@@ -167,6 +345,48 @@ fn d_frame() -> usize {
 fn d_max_nodes() -> usize {
     DEFAULT_MAX_NODES
 }
+fn d_geo_cache() -> usize {
+    DEFAULT_GEO_CACHE_ENTRIES
+}
+fn d_geo_reload() -> u64 {
+    DEFAULT_GEO_RELOAD_MS
+}
+fn d_mode() -> RoutingMode {
+    RoutingMode::Geo
+}
+fn d_km_per_ms() -> f64 {
+    DEFAULT_KM_PER_MS
+}
+fn d_one() -> f64 {
+    1.0
+}
+fn d_load_penalty() -> f64 {
+    DEFAULT_LOAD_PENALTY_MS
+}
+fn d_error_penalty() -> f64 {
+    DEFAULT_ERROR_PENALTY_MS
+}
+fn d_spread() -> f64 {
+    DEFAULT_SPREAD_MS
+}
+fn d_max_lag() -> u64 {
+    DEFAULT_MAX_LAG_BLOCKS
+}
+fn d_max_head_age() -> u64 {
+    DEFAULT_MAX_HEAD_AGE_MS
+}
+fn d_fail_after() -> u32 {
+    DEFAULT_FAIL_AFTER
+}
+fn d_recover_after() -> u32 {
+    DEFAULT_RECOVER_AFTER
+}
+fn d_breaker_rate() -> f64 {
+    DEFAULT_BREAKER_ERROR_RATE
+}
+fn d_breaker_min() -> u32 {
+    DEFAULT_BREAKER_MIN_REQUESTS
+}
 fn d_deny() -> Vec<String> {
     DEFAULT_DENY.iter().map(|s| s.to_string()).collect()
 }
@@ -179,9 +399,14 @@ impl Config {
             source,
         })?;
         let mut cfg = Self::parse(&text, &file)?;
-        if cfg.quic.key_file.is_relative() {
-            if let Some(dir) = path.parent() {
+        if let Some(dir) = path.parent() {
+            if cfg.quic.key_file.is_relative() {
                 cfg.quic.key_file = dir.join(&cfg.quic.key_file);
+            }
+            for db in &mut cfg.geo.databases {
+                if db.is_relative() {
+                    *db = dir.join(&*db);
+                }
             }
         }
         Ok(cfg)
@@ -277,6 +502,93 @@ impl Config {
                     "default_chain",
                     format!("{d:?} is not a configured chain"),
                 ));
+            }
+        }
+        if let Err(e) = crate::geo::TrustedProxies::parse(&self.geo.trusted_proxies) {
+            return Err(bad("geo.trusted_proxies", e.to_string()));
+        }
+        let in_range =
+            |p: (f64, f64)| (-90.0..=90.0).contains(&p.0) && (-180.0..=180.0).contains(&p.1);
+        if let Some(d) = &self.geo.default_location {
+            if !in_range((d.lat, d.lon)) {
+                return Err(bad(
+                    "geo.default_location",
+                    "coordinates out of range".into(),
+                ));
+            }
+        }
+        if let Some(g) = &self.geo.gateway_location {
+            if !in_range((g.lat, g.lon)) {
+                return Err(bad(
+                    "geo.gateway_location",
+                    "coordinates out of range".into(),
+                ));
+            }
+        }
+        if self.geo.reload_interval_ms < 100 {
+            return Err(bad("geo.reload_interval_ms", "must be at least 100".into()));
+        }
+        let r = &self.routing;
+        for (key, v) in [
+            ("routing.km_per_ms", r.km_per_ms),
+            ("routing.rtt_weight", r.rtt_weight),
+            ("routing.load_penalty_ms", r.load_penalty_ms),
+            ("routing.error_penalty_ms", r.error_penalty_ms),
+            ("routing.spread_ms", r.spread_ms),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(bad(key, format!("{v} must be a finite number >= 0")));
+            }
+        }
+        if r.km_per_ms == 0.0 {
+            return Err(bad("routing.km_per_ms", "must be greater than 0".into()));
+        }
+        let h = &self.health;
+        if h.fail_after == 0 || h.recover_after == 0 {
+            return Err(bad(
+                "health.fail_after",
+                "fail_after and recover_after must be at least 1".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&h.breaker_error_rate) {
+            return Err(bad(
+                "health.breaker_error_rate",
+                "must be within 0.0..=1.0".into(),
+            ));
+        }
+        for (i, rule) in self.residency.iter().enumerate() {
+            if rule.regions.is_empty() {
+                return Err(bad(
+                    &format!("residency[{i}].regions"),
+                    "needs at least one region".into(),
+                ));
+            }
+            if rule.countries.is_empty() && rule.continents.is_empty() {
+                return Err(bad(
+                    &format!("residency[{i}]"),
+                    "needs `countries` or `continents`".into(),
+                ));
+            }
+        }
+        let lists = self
+            .methods
+            .deny
+            .iter()
+            .map(|m| ("methods.deny".to_string(), m))
+            .chain(self.chains.iter().enumerate().flat_map(|(i, c)| {
+                c.methods_deny
+                    .iter()
+                    .map(move |m| (format!("chains[{i}].methods_deny"), m))
+                    .chain(
+                        c.methods_allow
+                            .iter()
+                            .flatten()
+                            .map(move |m| (format!("chains[{i}].methods_allow"), m)),
+                    )
+            }));
+        for (key, m) in lists {
+            if m.is_empty() || m[..m.len() - 1].contains('*') {
+                return Err(bad(&key, format!("{m:?}: only a trailing '*' is allowed")));
             }
         }
         for (i, m) in self.methods.deny.iter().enumerate() {

@@ -79,7 +79,11 @@ pub async fn dispatch(
             budget_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
             calls: pending.iter().map(|&i| calls[i].clone()).collect(),
         };
-        match attempt(app, &node, req.encode(), deadline).await {
+        let res = attempt(app, &node, req.encode(), deadline).await;
+        let ok = matches!(&res, Ok(r) if r.results.len() == pending.len()
+            && !r.results.iter().any(|c| matches!(c.outcome, Outcome::NodeError(_))));
+        node.record_attempt(ok);
+        match res {
             Ok(resp) if resp.results.len() == pending.len() => {
                 node_used = Some(node.clone());
                 let mut still = Vec::new();
@@ -141,6 +145,22 @@ pub async fn dispatch(
             .collect(),
         node: node_used,
         attempts,
+    }
+}
+
+/// Answers every call with the same routing error (nothing was sent).
+pub fn unserved(calls: &[Call], message: &str) -> Dispatched {
+    let err = rpc::error_object(rpc::NO_NODE, message);
+    Dispatched {
+        results: calls
+            .iter()
+            .map(|_| CallResult {
+                cache: CacheStatus::Bypass,
+                outcome: Outcome::Error(err.clone()),
+            })
+            .collect(),
+        node: None,
+        attempts: 0,
     }
 }
 

@@ -21,6 +21,7 @@ mod db;
 mod distance;
 mod forwarded;
 mod handle;
+mod verify;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{field, Instrument};
 
 use crate::config::ChainConfig;
+use crate::geo::Location;
 use crate::jsonrpc::{self, Entry, Parsed};
 use crate::metrics::method_label;
 use crate::{dispatch, App};
@@ -98,6 +99,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         id = %request_id,
         chain = field::Empty,
         method = field::Empty,
+        country = field::Empty,
         node = field::Empty,
         cache = field::Empty,
         attempts = field::Empty,
@@ -115,7 +117,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     resp
 }
 
-async fn route(app: &App, req: Request<Incoming>, _peer: SocketAddr, request_id: &str) -> Resp {
+async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: &str) -> Resp {
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
@@ -173,6 +175,13 @@ async fn route(app: &App, req: Request<Incoming>, _peer: SocketAddr, request_id:
         return too_large(app, max);
     }
     let started = Instant::now();
+    let caller_ip = crate::geo::client_ip(peer.ip(), req.headers(), &app.trusted);
+    let caller = app.locate(caller_ip);
+    let country = caller
+        .as_ref()
+        .and_then(|c| c.country.as_deref())
+        .unwrap_or("unknown");
+    tracing::Span::current().record("country", country);
     let body_timeout = Duration::from_millis(app.config.server.body_timeout_ms);
     let collected =
         tokio::time::timeout(body_timeout, Limited::new(req.into_body(), max).collect()).await;
@@ -203,7 +212,7 @@ async fn route(app: &App, req: Request<Incoming>, _peer: SocketAddr, request_id:
             );
         }
     };
-    let resp = serve_rpc(app, chain, &body, request_id, started).await;
+    let resp = serve_rpc(app, chain, &body, request_id, started, caller.as_ref()).await;
     let kind = if body.first() == Some(&b'[') {
         "batch"
     } else {
@@ -222,6 +231,7 @@ async fn serve_rpc(
     body: &[u8],
     request_id: &str,
     started: Instant,
+    caller: Option<&Location>,
 ) -> Resp {
     let parsed = match jsonrpc::parse(body, app.config.server.max_batch) {
         Ok(p) => p,
@@ -261,7 +271,7 @@ async fn serve_rpc(
                     .inc();
                 answers[i] = Some((CacheStatus::Bypass, Err(error.clone())));
             }
-            Entry::Call { method, .. } if jsonrpc::denied(&app.config.methods.deny, method) => {
+            Entry::Call { method, .. } if !method_allowed(app, chain, method) => {
                 app.metrics
                     .rejected
                     .with_label_values(&["method_denied"])
@@ -287,10 +297,17 @@ async fn serve_rpc(
     let mut node_hdr = None;
     if !to_send.is_empty() {
         let deadline = started + Duration::from_millis(app.config.server.request_timeout_ms);
-        let ranked = crate::router::rank(app, chain.chain_id);
         let (idx, calls): (Vec<usize>, Vec<Call>) = to_send.into_iter().unzip();
         let methods: Vec<&'static str> = calls.iter().map(|c| method_label(&c.method)).collect();
-        let d = dispatch::dispatch(app, chain.chain_id, request_id, calls, ranked, deadline).await;
+        let d = match crate::router::rank(app, chain.chain_id, caller) {
+            Ok(ranked) => {
+                dispatch::dispatch(app, chain.chain_id, request_id, calls, ranked, deadline).await
+            }
+            Err(e) => {
+                app.metrics.rejected.with_label_values(&[e.reason()]).inc();
+                dispatch::unserved(&calls, &e.to_string())
+            }
+        };
         let span = tracing::Span::current();
         span.record("attempts", d.attempts);
         if let Some(n) = &d.node {
@@ -360,6 +377,16 @@ async fn serve_rpc(
         }
     }
     resp
+}
+
+/// The gateway-wide deny list, then the chain's own allow and deny lists.
+fn method_allowed(app: &App, chain: &ChainConfig, method: &str) -> bool {
+    !jsonrpc::denied(&app.config.methods.deny, method)
+        && !jsonrpc::denied(&chain.methods_deny, method)
+        && chain
+            .methods_allow
+            .as_ref()
+            .is_none_or(|allow| jsonrpc::denied(allow, method))
 }
 
 fn is_json(ct: Option<&HeaderValue>) -> bool {

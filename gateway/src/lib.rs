@@ -16,6 +16,7 @@ pub mod admin;
 pub mod config;
 pub mod dispatch;
 pub mod geo;
+pub mod health;
 pub mod http;
 pub mod jsonrpc;
 pub mod link;
@@ -46,9 +47,23 @@ pub struct App {
     pub gateway_id: String,
     pub registry: Registry,
     pub metrics: Metrics,
+    pub geo: geo::Geo,
+    pub trusted: geo::TrustedProxies,
 }
 
 impl App {
+    /// Where a caller is (counted by result).
+    pub fn locate(&self, ip: std::net::IpAddr) -> Option<geo::Location> {
+        let loc = self.geo.locate(ip);
+        let result = match (&loc, geo::is_public(ip)) {
+            (Some(_), true) => "found",
+            (Some(_), false) => "default",
+            (None, _) => "unknown",
+        };
+        self.metrics.geo_lookups.with_label_values(&[result]).inc();
+        loc
+    }
+
     /// Names of configured chains with no healthy node right now.
     pub fn unserved_chains(&self) -> Vec<String> {
         let deadline = Duration::from_millis(self.config.quic.status_deadline_ms);
@@ -90,11 +105,16 @@ impl Gateway {
         let endpoint = quinn::Endpoint::server(server_cfg, config.quic.listen)
             .with_context(|| format!("binding quic.listen {}", config.quic.listen))?;
 
+        let geo = open_geo(&config.geo)?;
+        let trusted = geo::TrustedProxies::parse(&config.geo.trusted_proxies)
+            .context("geo.trusted_proxies")?;
         let app = Arc::new(App {
             gateway_id: identity.fingerprint(),
             config,
             registry: Registry::default(),
             metrics: Metrics::new(),
+            geo,
+            trusted,
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -114,6 +134,17 @@ impl Gateway {
             tasks.spawn(admin::serve(app.clone(), l, stop.child_token()));
         }
         tasks.spawn(link::accept_loop(app.clone(), endpoint, stop.child_token()));
+        tasks.spawn(health::run(app.clone(), stop.child_token()));
+        if !app.config.geo.databases.is_empty() {
+            let watcher = app
+                .geo
+                .spawn_watcher(Duration::from_millis(app.config.geo.reload_interval_ms));
+            let stop_watch = stop.child_token();
+            tasks.spawn(async move {
+                stop_watch.cancelled().await;
+                watcher.shutdown().await;
+            });
+        }
         tracing::info!(%http_addr, %quic_addr, fingerprint = %identity.fingerprint(), "gateway started");
         Ok(Self {
             http_addr,
@@ -137,6 +168,27 @@ impl Gateway {
             self.tasks.abort_all();
         }
     }
+}
+
+/// Opens the configured geo databases (or none: every caller gets the default location).
+fn open_geo(cfg: &config::GeoConfig) -> anyhow::Result<geo::Geo> {
+    let options = geo::GeoOptions {
+        cache_capacity: cfg.cache_entries,
+        default_location: cfg.default_location.as_ref().map(|d| geo::Location {
+            lat: d.lat,
+            lon: d.lon,
+            continent: d
+                .country
+                .as_deref()
+                .and_then(geo::continent_of)
+                .map(str::to_string),
+            country: d.country.clone(),
+        }),
+    };
+    if cfg.databases.is_empty() {
+        return Ok(geo::Geo::without_database(options));
+    }
+    geo::Geo::open_many(&cfg.databases, options).context("geo.databases")
 }
 
 /// Logs to stderr; `RUST_LOG` sets the level (default `info`), `LOG_FORMAT=json` switches to

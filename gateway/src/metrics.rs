@@ -3,7 +3,8 @@
 //! and regions of joined nodes, which are bounded by `quic.max_nodes`).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
 
 /// From sub-millisecond cache hits to multi-second misses and timeouts.
@@ -56,6 +57,9 @@ pub struct Metrics {
     pub node_joins: IntCounterVec,
     pub nodes_joined: IntGauge,
     pub http_connections: IntGauge,
+    pub health_transitions: IntCounterVec,
+    pub implausible_nodes_total: IntCounter,
+    pub geo_lookups: IntCounterVec,
 }
 
 impl Metrics {
@@ -111,6 +115,27 @@ impl Metrics {
                 "Client HTTP connections currently open.",
             )
             .unwrap(),
+            health_transitions: IntCounterVec::new(
+                Opts::new(
+                    "node_health_transitions_total",
+                    "Node health flips (per chain) by new state.",
+                ),
+                &["state"],
+            )
+            .unwrap(),
+            implausible_nodes_total: IntCounter::new(
+                "node_location_implausible_total",
+                "Times a node was flagged for claiming a location farther than its RTT allows.",
+            )
+            .unwrap(),
+            geo_lookups: IntCounterVec::new(
+                Opts::new(
+                    "geo_lookups_total",
+                    "Caller geolocations by result (found, default, unknown).",
+                ),
+                &["result"],
+            )
+            .unwrap(),
             registry,
         };
         let r = &m.registry;
@@ -122,6 +147,10 @@ impl Metrics {
         r.register(Box::new(m.node_joins.clone())).unwrap();
         r.register(Box::new(m.nodes_joined.clone())).unwrap();
         r.register(Box::new(m.http_connections.clone())).unwrap();
+        r.register(Box::new(m.health_transitions.clone())).unwrap();
+        r.register(Box::new(m.implausible_nodes_total.clone()))
+            .unwrap();
+        r.register(Box::new(m.geo_lookups.clone())).unwrap();
         m
     }
 

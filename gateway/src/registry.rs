@@ -6,7 +6,7 @@
 //! in flight to it at once rather than waiting for a timeout.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -25,6 +25,28 @@ pub struct Node {
     pub joined_at: Instant,
     pub gone: CancellationToken,
     last: Mutex<Option<(Status, Instant)>>,
+    /// Per served chain: may traffic go here, and why not.
+    health: Mutex<HashMap<u64, ChainHealth>>,
+    /// Attempts that succeeded / failed since the last health check.
+    window_ok: AtomicU32,
+    window_err: AtomicU32,
+    /// Smallest RTT seen; the bound for the location plausibility check.
+    min_rtt: Mutex<Option<Duration>>,
+    /// False when the claimed location is farther than the RTT allows.
+    plausible: AtomicBool,
+    /// Failed share of attempts in the last health interval, in millionths.
+    error_rate_ppm: AtomicU32,
+}
+
+/// Health of one node for one chain, with the streaks that give it hysteresis.
+#[derive(Debug, Clone, Default)]
+pub struct ChainHealth {
+    pub healthy: bool,
+    pub good_streak: u32,
+    pub bad_streak: u32,
+    /// Why the node is (or last was) unhealthy; empty while it never was.
+    pub reason: String,
+    pub lag_blocks: u64,
 }
 
 impl Node {
@@ -40,7 +62,75 @@ impl Node {
             joined_at: Instant::now(),
             gone: CancellationToken::new(),
             last: Mutex::new(None),
+            health: Mutex::new(HashMap::new()),
+            window_ok: AtomicU32::new(0),
+            window_err: AtomicU32::new(0),
+            min_rtt: Mutex::new(None),
+            plausible: AtomicBool::new(true),
+            error_rate_ppm: AtomicU32::new(0),
         }
+    }
+
+    /// Failed share (0.0 ..= 1.0) of the gateway's attempts in the last health interval.
+    pub fn recent_error_rate(&self) -> f64 {
+        f64::from(self.error_rate_ppm.load(Ordering::Relaxed)) / 1e6
+    }
+
+    /// Counts one attempt for the circuit breaker.
+    pub fn record_attempt(&self, ok: bool) {
+        if ok {
+            self.window_ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.window_err.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes (and resets) the attempt counts since the last call, and remembers their error
+    /// rate for ranking.
+    pub fn take_window(&self) -> (u32, u32) {
+        let ok = self.window_ok.swap(0, Ordering::Relaxed);
+        let err = self.window_err.swap(0, Ordering::Relaxed);
+        let ppm = if ok + err == 0 {
+            0
+        } else {
+            (u64::from(err) * 1_000_000 / u64::from(ok + err)) as u32
+        };
+        self.error_rate_ppm.store(ppm, Ordering::Relaxed);
+        (ok, err)
+    }
+
+    pub fn health(&self, chain_id: u64) -> ChainHealth {
+        self.health
+            .lock()
+            .get(&chain_id)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Applies `f` to the health record of `chain_id`.
+    pub fn update_health<R>(&self, chain_id: u64, f: impl FnOnce(&mut ChainHealth) -> R) -> R {
+        f(self.health.lock().entry(chain_id).or_default())
+    }
+
+    /// Samples the connection RTT into the running minimum and returns that minimum.
+    pub fn sample_min_rtt(&self) -> Duration {
+        let rtt = self.conn.rtt();
+        let mut m = self.min_rtt.lock();
+        let v = m.map_or(rtt, |cur| cur.min(rtt));
+        *m = Some(v);
+        v
+    }
+
+    pub fn min_rtt(&self) -> Option<Duration> {
+        *self.min_rtt.lock()
+    }
+
+    pub fn plausible(&self) -> bool {
+        self.plausible.load(Ordering::Relaxed)
+    }
+
+    pub fn set_plausible(&self, v: bool) -> bool {
+        self.plausible.swap(v, Ordering::Relaxed)
     }
 
     pub fn record_status(&self, s: Status) {
@@ -60,12 +150,16 @@ impl Node {
         last.as_ref().map(|(s, at)| (s.clone(), at.elapsed()))
     }
 
-    /// Healthy enough to route to: recent status, right chain, upstream answering.
+    /// Routable for `chain_id`: judged healthy by the health checker (with hysteresis) and
+    /// heard from within the status deadline.
     pub fn serves(&self, chain_id: u64, status_deadline: Duration) -> bool {
         if self.gone.is_cancelled() || !self.chains.contains(&chain_id) {
             return false;
         }
-        matches!(self.chain_status(chain_id), Some((c, age)) if age <= status_deadline && c.upstream_healthy)
+        if !self.health.lock().get(&chain_id).is_some_and(|h| h.healthy) {
+            return false;
+        }
+        matches!(self.last.lock().as_ref(), Some((_, at)) if at.elapsed() <= status_deadline)
     }
 
     pub fn rtt(&self) -> Duration {

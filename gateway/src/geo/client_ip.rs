@@ -217,7 +217,14 @@ mod tests {
     }
 
     /// (what it shows, peer, header lines, expected caller), with the default policy.
-    const CASES: &[(&str, &str, &[(&str, &[u8])], &str)] = &[
+    type Case = (
+        &'static str,
+        &'static str,
+        &'static [(&'static str, &'static [u8])],
+        &'static str,
+    );
+
+    const CASES: &[Case] = &[
         (
             "no headers, untrusted peer",
             "203.0.113.9",

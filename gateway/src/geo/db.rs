@@ -8,8 +8,9 @@
 //! The file is read into memory rather than memory-mapped: operators replace database files in
 //! place (`cp`, or a downloader truncating and rewriting), and a mapping of a file rewritten
 //! under it can fault the process. The maxminddb reader indexes its buffer without bounds
-//! checks in places, so files are checked for shape and probed at load, and every decode runs
-//! under `catch_unwind`: a corrupt file is an error, never a crashed gateway.
+//! checks and follows pointers without a depth limit, so each file is verified (see
+//! `verify.rs`) and probed before it serves, and every decode also runs under
+//! `catch_unwind`: a corrupt file is an error, never a crashed gateway.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use maxminddb::Reader;
 use serde::Deserialize;
 
+use super::verify::verify;
 use super::{continent_of, GeoError, Location};
 
 /// Addresses decoded at load time to catch a file whose metadata is fine but whose tree or
@@ -29,9 +31,6 @@ const PROBES: [IpAddr; 5] = [
     IpAddr::V6(Ipv6Addr::new(0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8888)),
     IpAddr::V6(Ipv6Addr::new(0x2a00, 0x1450, 0x4009, 0, 0, 0, 0, 1)),
 ];
-
-/// Bytes between the search tree and the data section (MaxMind DB spec).
-const DATA_SECTION_SEPARATOR: usize = 16;
 
 /// A loaded database file.
 pub(crate) struct Database {
@@ -65,29 +64,27 @@ impl Database {
             path: path.to_owned(),
             reason,
         };
-        let len = buf.len();
-        let reader = catch_unwind(AssertUnwindSafe(|| Reader::from_source(buf)))
-            .map_err(|_| corrupt("the reader panicked while parsing the header".into()))?
-            .map_err(|source| GeoError::Invalid {
-                path: path.to_owned(),
-                source,
-            })?;
-
-        let meta = &reader.metadata;
+        // Parse the header from a borrowed view first: the structure is verified before the
+        // reader that lookups will use is built.
+        let meta = catch_unwind(AssertUnwindSafe(|| {
+            Reader::from_source(buf.as_slice()).map(|r| r.metadata)
+        }))
+        .map_err(|_| corrupt("the reader panicked while parsing the header".into()))?
+        .map_err(|source| GeoError::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
         if !matches!(meta.ip_version, 4 | 6) {
             return Err(corrupt(format!("unknown ip_version {}", meta.ip_version)));
         }
         if !matches!(meta.record_size, 24 | 28 | 32) {
             return Err(corrupt(format!("unknown record_size {}", meta.record_size)));
         }
-        // With the whole tree inside the buffer, tree walks cannot index out of bounds.
-        let tree_bytes = meta.node_count as usize * meta.record_size as usize / 4;
-        if tree_bytes + DATA_SECTION_SEPARATOR > len {
-            return Err(corrupt(format!(
-                "search tree of {} nodes does not fit in {len} bytes",
-                meta.node_count
-            )));
-        }
+        verify(&buf, meta.node_count as usize, meta.record_size as usize).map_err(corrupt)?;
+        let reader = Reader::from_source(buf).map_err(|source| GeoError::Invalid {
+            path: path.to_owned(),
+            source,
+        })?;
 
         let db = Self {
             path: path.to_owned(),

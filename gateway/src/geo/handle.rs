@@ -485,7 +485,7 @@ mod tests {
         });
         assert_eq!(geo.locate("8.8.8.8".parse().unwrap()), Some(default));
         assert!(geo.databases().is_empty());
-        assert_eq!(geo.reload_if_changed().unwrap(), false);
+        assert!(!geo.reload_if_changed().unwrap());
         assert_eq!(geo.stats().misses, 1);
     }
 

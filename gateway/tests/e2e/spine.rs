@@ -387,6 +387,27 @@ async fn bad_input_gets_exact_errors_and_changes_nothing() {
         assert_eq!(ok["result"], "0x7a69", "after {what}");
     }
 
+    // An oversize body is refused from its declared length, before it is read...
+    let reply = raw_exchange(
+        s.gw.http_addr,
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 6291456\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    assert!(reply.contains("-32005"), "{reply}");
+    // ...and a chunked one (no declared length) as soon as it passes the limit.
+    let mut chunked = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+    let chunk = vec![b' '; 1 << 20];
+    for _ in 0..6 {
+        chunked.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        chunked.extend_from_slice(&chunk);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    let reply = raw_exchange(s.gw.http_addr, &chunked).await;
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply}");
+    let ok = s.http.post(&s.url, ok_call.clone()).await.json();
+    assert_eq!(ok["result"], "0x7a69");
+
     // Inside a batch each element fails on its own.
     let batch = r#"[{"jsonrpc":"2.0","id":1,"method":"eth_chainId"}, 5, {"jsonrpc":"2.0","id":2}, {"jsonrpc":"2.0","id":3,"method":"anvil_mine"}, {"jsonrpc":"2.0","method":"eth_chainId"}]"#;
     let v = s.http.post(&s.url, batch).await.json();
@@ -484,6 +505,34 @@ async fn a_slow_client_gets_408_and_does_not_hold_up_others() {
         .unwrap();
     let head = String::from_utf8_lossy(&buf[..n]);
     assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+}
+
+/// Writes `request` on a fresh connection (ignoring a server that stops reading early) and
+/// returns what the server answered.
+async fn raw_exchange(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let request = request.to_vec();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&request).await;
+        wr
+    });
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), rd.read(&mut chunk)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if String::from_utf8_lossy(&buf).contains("}") {
+                    break;
+                }
+            }
+        }
+    }
+    writer.abort();
+    String::from_utf8_lossy(&buf).to_string()
 }
 
 fn signal(pid: u32, sig: &str) {
