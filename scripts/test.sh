@@ -13,5 +13,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo build --bins (the failover tests run edge nodes as real processes)"
+cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace

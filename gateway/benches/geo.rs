@@ -95,5 +95,18 @@ fn parse_headers(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, locate, parse_headers);
+/// What a reload costs: read, verify and probe the whole file (on the blocking pool).
+fn open(c: &mut Criterion) {
+    let Some(path) = real_dbip_v4() else {
+        return;
+    };
+    let mut group = c.benchmark_group("geo/open");
+    group.sample_size(10);
+    group.bench_function("dbip_real_v4", |b| {
+        b.iter(|| Geo::open(&path, GeoOptions::default()).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, locate, parse_headers, open);
 criterion_main!(benches);

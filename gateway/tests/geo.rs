@@ -378,6 +378,43 @@ fn reload_if_changed_only_reads_changed_files() {
     assert_eq!(geo.reloads_ok(), 2);
 }
 
+#[test]
+fn lookups_racing_reloads_see_old_or_new_never_neither() {
+    let (_dir, path) = temp_db("geoip2-city.mmdb");
+    let geo = Geo::open(&path, no_default()).unwrap();
+    let files = [
+        std::fs::read(fixture("geoip2-city.mmdb")).unwrap(),
+        std::fs::read(fixture("alt-city.mmdb")).unwrap(),
+    ];
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let country = geo.locate(ip("81.2.69.142")).and_then(|l| l.country);
+                        let country = country.as_deref();
+                        assert!(matches!(country, Some("GB" | "FR")), "{country:?}");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        for round in 0..40 {
+            replace_atomically(&path, &files[(round + 1) % 2]);
+            geo.reload().unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            assert!(reader.join().unwrap() > 0);
+        }
+    });
+    assert_eq!(geo.reloads_ok(), 40);
+    assert_location(geo.locate(ip("81.2.69.142")), "GB", "EU", LONDON, 20.0);
+}
+
 /// Polls `cond` until it holds or 10 s pass.
 async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

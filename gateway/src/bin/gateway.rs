@@ -32,6 +32,19 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let gw = gateway::Gateway::start(config, identity).await?;
+    // SIGHUP reloads the geo databases at once (they are also polled for changes).
+    let geo = gw.app.geo.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match geo.reload_async().await {
+                Ok(()) => tracing::info!("geo databases reloaded (SIGHUP)"),
+                Err(e) => {
+                    tracing::error!(error = %e, "geo reload failed; the old database keeps serving")
+                }
+            }
+        }
+    });
     shutdown_signal().await;
     tracing::info!("shutting down");
     gw.shutdown().await;

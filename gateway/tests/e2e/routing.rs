@@ -1,0 +1,321 @@
+//! Geo-aware routing, residency, health from sync status, failover, and WAN-like delays.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::*;
+
+const LONDON: &str = "81.2.69.142";
+const MOUNTAIN_VIEW: &str = "8.8.8.8";
+const SYDNEY: &str = "1.1.1.1";
+const ACCT0: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+
+fn spec<'a>(r: (&'a str, f64, f64), upstream: &'a str) -> NodeSpec<'a> {
+    NodeSpec {
+        region: r.0,
+        lat: r.1,
+        lon: r.2,
+        upstream,
+    }
+}
+
+async fn served_by(http: &Http, url: &str, ip: &str) -> Result<String, String> {
+    call_as(http, url, ip, "eth_getBalance", json!([ACCT0, "latest"])).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_go_to_the_nearest_region() {
+    let anvil = Anvil::start(&[]).await;
+    let gw = start_gateway_with(&geo_section("")).await;
+    let mut nodes = Vec::new();
+    for r in [US_EAST, EU_WEST, AP_SOUTHEAST] {
+        nodes.push(start_node(&gw, &spec(r, &anvil.url)).await);
+    }
+    wait_serving_for(&gw, 3, 10).await;
+    let url = format!("http://{}/", gw.http_addr);
+    let http = Http::default();
+    for (ip, want) in [
+        (LONDON, "eu-west"),
+        (MOUNTAIN_VIEW, "us-east"),
+        (SYDNEY, "ap-southeast"),
+    ] {
+        for _ in 0..10 {
+            assert_eq!(
+                served_by(&http, &url, ip).await.as_deref(),
+                Ok(want),
+                "caller {ip}"
+            );
+        }
+    }
+    // An untrusted peer's X-Forwarded-For is not believed: a gateway that trusts no proxy
+    // treats the loopback caller as unknown (no location), whatever the header says.
+    let gw2 = start_gateway_with(&geo_section("").replace(
+        "trusted_proxies = [\"127.0.0.0/8\", \"::1\"]",
+        "trusted_proxies = []",
+    ))
+    .await;
+    let _n = start_node(&gw2, &spec(AP_SOUTHEAST, &anvil.url)).await;
+    wait_serving_for(&gw2, 1, 10).await;
+    let before = gw2
+        .app
+        .metrics
+        .geo_lookups
+        .with_label_values(&["found"])
+        .get();
+    served_by(&http, &format!("http://{}/", gw2.http_addr), LONDON)
+        .await
+        .unwrap();
+    assert_eq!(
+        gw2.app
+            .metrics
+            .geo_lookups
+            .with_label_values(&["found"])
+            .get(),
+        before
+    );
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eu_callers_stay_in_the_eu_or_get_a_clear_error() {
+    let anvil = Anvil::start(&[]).await;
+    let rule = "[[residency]]\nname = \"eu\"\ncontinents = [\"EU\"]\nregions = [\"eu-west\"]\n";
+    let gw = start_gateway_with(&format!("{}{rule}", geo_section(""))).await;
+    let us = start_node(&gw, &spec(US_EAST, &anvil.url)).await;
+    let eu = start_node(&gw, &spec(EU_WEST, &anvil.url)).await;
+    wait_serving_for(&gw, 2, 10).await;
+    let url = format!("http://{}/", gw.http_addr);
+    let http = Http::default();
+    for _ in 0..20 {
+        assert_eq!(
+            served_by(&http, &url, LONDON).await.as_deref(),
+            Ok("eu-west")
+        );
+    }
+    eu.shutdown().await;
+    wait_serving_for(&gw, 1, 10).await;
+    let err = served_by(&http, &url, LONDON).await.unwrap_err();
+    assert!(
+        err.contains("-32002") && err.contains("residency") && err.contains("eu-west"),
+        "{err}"
+    );
+    // Callers outside the rule are still served.
+    assert_eq!(
+        served_by(&http, &url, MOUNTAIN_VIEW).await.as_deref(),
+        Ok("us-east")
+    );
+    us.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_nearest_node_under_load_fails_no_request() {
+    let anvil = Anvil::start(&[]).await;
+    let gw = start_gateway_with(&geo_section("")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut eu = NodeProcess::spawn(&gw, &spec(EU_WEST, &anvil.url), dir.path()).await;
+    let _us = NodeProcess::spawn(&gw, &spec(US_EAST, &anvil.url), dir.path()).await;
+    wait_serving_for(&gw, 2, 20).await;
+    let url = format!("http://{}/", gw.http_addr);
+    let http = Http::default();
+    assert_eq!(
+        served_by(&http, &url, LONDON).await.as_deref(),
+        Ok("eu-west")
+    );
+
+    // 8 concurrent London callers for 7 s; eu-west is SIGKILLed at 1.5 s, restarted at 3.5 s.
+    let start = Instant::now();
+    let run_for = Duration::from_secs(7);
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut log = Vec::new();
+                while start.elapsed() < run_for {
+                    let t0 = start.elapsed();
+                    let r = served_by(&http, &url, LONDON).await;
+                    log.push((t0, start.elapsed(), r));
+                }
+                log
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed_at = start.elapsed();
+    eu.kill().await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let restarted_at = start.elapsed();
+    let _eu2 = NodeProcess::spawn(&gw, &spec(EU_WEST, &anvil.url), dir.path()).await;
+
+    let mut log = Vec::new();
+    for w in workers {
+        log.extend(w.await.unwrap());
+    }
+    let failed: Vec<_> = log.iter().filter(|(_, _, r)| r.is_err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        log.len(),
+        failed.first()
+    );
+
+    // Traffic moved: the first answer from us-east after the kill, and the slowest request.
+    let moved = log
+        .iter()
+        .filter(|(_, done, r)| *done > killed_at && r.as_deref() == Ok("us-east"))
+        .map(|(_, done, _)| *done - killed_at)
+        .min()
+        .expect("us-east took over");
+    let slowest = log.iter().map(|(t0, done, _)| *done - *t0).max().unwrap();
+    let back = log
+        .iter()
+        .filter(|(t0, _, r)| *t0 > restarted_at && r.as_deref() == Ok("eu-west"))
+        .map(|(t0, _, _)| *t0 - restarted_at)
+        .min()
+        .expect("eu-west came back after its restart");
+    println!(
+        "failover: {} requests, 0 failed; traffic moved {} ms after the kill; slowest request {} ms; eu-west back {} ms after restart",
+        log.len(),
+        moved.as_millis(),
+        slowest.as_millis(),
+        back.as_millis()
+    );
+    assert!(
+        moved < Duration::from_secs(1),
+        "traffic moved after {moved:?}"
+    );
+    // Served by eu-west again only after the hysteresis (recover_after good checks).
+    let hysteresis = Duration::from_millis(
+        gw.app.config.quic.status_interval_ms * u64::from(gw.app.config.health.recover_after - 1),
+    );
+    assert!(
+        back >= hysteresis,
+        "eu-west returned after {back:?}, before the hysteresis {hysteresis:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_upstream_drops_its_node_until_it_catches_up() {
+    let anvil = Anvil::start(&["--block-time", "1"]).await;
+    let lagging = LaggingUpstream::start(&anvil.url).await;
+    let gw = start_gateway_with(&geo_section("[health]\nmax_lag_blocks = 2\n")).await;
+    let eu = start_node(&gw, &spec(EU_WEST, &lagging.url)).await;
+    let us = start_node(&gw, &spec(US_EAST, &anvil.url)).await;
+    wait_serving_for(&gw, 2, 10).await;
+    let url = format!("http://{}/", gw.http_addr);
+    let http = Http::default();
+    assert_eq!(
+        served_by(&http, &url, LONDON).await.as_deref(),
+        Ok("eu-west")
+    );
+
+    lagging
+        .frozen
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    wait_serving_for(&gw, 1, 15).await;
+    let node = gw.app.registry.get(&eu.node_id).unwrap();
+    let h = node.health(CHAIN_ID);
+    assert!(!h.healthy && h.reason.contains("lagging"), "{h:?}");
+    // London callers fail over to the next-nearest node meanwhile.
+    assert_eq!(
+        served_by(&http, &url, LONDON).await.as_deref(),
+        Ok("us-east")
+    );
+
+    lagging
+        .frozen
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_serving_for(&gw, 2, 15).await;
+    assert_eq!(
+        served_by(&http, &url, LONDON).await.as_deref(),
+        Ok("eu-west")
+    );
+    eu.shutdown().await;
+    us.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wan_delays_drive_lowest_latency_mode_and_expose_implausible_locations() {
+    let anvil = Anvil::start(&[]).await;
+    // A gateway in Frankfurt, ranking by measured RTT alone.
+    let gw = start_gateway_with(
+        "[routing]\nmode = \"lowest-latency\"\n[geo]\ngateway_location = { lat = 50.11, lon = 8.68 }\n",
+    )
+    .await;
+    let mut nodes = Vec::new();
+    // (region, claimed location, one-way delay through the relay; None = direct)
+    let layout = [
+        (("far-relay", 1.35, 103.82), Some(60u64)), // claims Singapore, 120 ms RTT: plausible
+        (("near-relay", 50.0, 8.0), Some(3)),       // Frankfurt area, 6 ms RTT
+        (("liar", 1.35, 103.82), None),             // claims Singapore at loopback RTT
+        (("mid-relay", 48.85, 2.35), Some(20)),     // Paris, 40 ms RTT
+    ];
+    for ((region, lat, lon), delay) in layout {
+        let mut cfg = node_config(
+            &gw,
+            &NodeSpec {
+                region,
+                lat,
+                lon,
+                upstream: &anvil.url,
+            },
+            TOKEN,
+        );
+        if let Some(ms) = delay {
+            let relay = udp_delay_relay(gw.quic_addr, Duration::from_millis(ms)).await;
+            cfg.gateway.address = relay.to_string();
+        }
+        let n = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
+            .await
+            .unwrap();
+        nodes.push((region, n));
+    }
+    wait_serving_for(&gw, 4, 20).await;
+    // Let a few health rounds sample the RTTs.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+
+    let by_region = |r: &str| {
+        let id = &nodes.iter().find(|(reg, _)| *reg == r).unwrap().1.node_id;
+        gw.app.registry.get(id).unwrap()
+    };
+    for (r, lo, hi) in [
+        ("far-relay", 110.0, 200.0),
+        ("near-relay", 5.0, 40.0),
+        ("mid-relay", 38.0, 100.0),
+    ] {
+        let rtt = by_region(r).min_rtt().unwrap().as_secs_f64() * 1000.0;
+        assert!((lo..hi).contains(&rtt), "{r}: measured min RTT {rtt:.1} ms");
+    }
+    assert!(
+        !by_region("liar").plausible(),
+        "Singapore at loopback RTT must be flagged"
+    );
+    assert!(
+        by_region("far-relay").plausible(),
+        "Singapore at 120 ms RTT is plausible"
+    );
+    assert!(by_region("near-relay").plausible());
+    assert!(gw.app.metrics.implausible_nodes_total.get() >= 1);
+
+    // Lowest-latency mode ignores claimed locations: the liar (loopback RTT) wins, then the
+    // near relay. Take the liar out and the near relay must win every time.
+    let url = format!("http://{}/", gw.http_addr);
+    let http = Http::default();
+    let first = served_by(&http, &url, "81.2.69.142").await.unwrap();
+    assert_eq!(first, "liar");
+    let liar = nodes.iter().position(|(r, _)| *r == "liar").unwrap();
+    nodes.remove(liar).1.shutdown().await;
+    wait_serving_for(&gw, 3, 10).await;
+    for _ in 0..10 {
+        assert_eq!(
+            served_by(&http, &url, "81.2.69.142").await.as_deref(),
+            Ok("near-relay")
+        );
+    }
+    for (_, n) in nodes {
+        n.shutdown().await;
+    }
+}
