@@ -136,11 +136,29 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
 pub type Store = moka::future::Cache<Bytes, Bytes>;
 
 pub fn store(max_bytes: u64) -> Store {
+    builder(max_bytes).build()
+}
+
+/// As [`store`], counting entries that leave by eviction (not by replacement or removal) into
+/// `evictions{cause}` (`size` or `expired`).
+pub fn store_counting_evictions(max_bytes: u64, evictions: prometheus::IntCounterVec) -> Store {
+    builder(max_bytes)
+        .eviction_listener(move |_k, _v, cause| {
+            let label = match cause {
+                moka::notification::RemovalCause::Size => "size",
+                moka::notification::RemovalCause::Expired => "expired",
+                _ => return,
+            };
+            evictions.with_label_values(&[label]).inc();
+        })
+        .build()
+}
+
+fn builder(max_bytes: u64) -> moka::future::CacheBuilder<Bytes, Bytes, Store> {
     moka::future::Cache::builder()
         .max_capacity(max_bytes)
         // Weigh keys and values, plus a fixed overhead for moka's own bookkeeping.
         .weigher(|k: &Bytes, v: &Bytes| (k.len() + v.len() + 64).try_into().unwrap_or(u32::MAX))
-        .build()
 }
 
 #[cfg(test)]
@@ -246,6 +264,22 @@ mod tests {
         assert!(!storable(b"null"));
         assert!(!storable(b"[]"));
         assert!(storable(b"\"0x1\""));
+    }
+
+    #[tokio::test]
+    async fn evictions_by_size_are_counted() {
+        let c =
+            prometheus::IntCounterVec::new(prometheus::Opts::new("e", "e"), &["cause"]).unwrap();
+        let s = store_counting_evictions(10_000, c.clone());
+        for i in 0..1000u32 {
+            s.insert(Bytes::from(i.to_string()), Bytes::from(vec![b'x'; 100]))
+                .await;
+        }
+        s.run_pending_tasks().await;
+        let evicted = c.with_label_values(&["size"]).get();
+        // 1000 entries of ~170 weighted bytes into 10 kB: most must have gone, and each counted.
+        assert!(evicted > 500, "evictions counted: {evicted}");
+        assert_eq!(evicted + s.entry_count(), 1000);
     }
 
     #[tokio::test]

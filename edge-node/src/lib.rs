@@ -15,6 +15,7 @@ pub mod admin;
 pub mod cache;
 pub mod chain;
 pub mod config;
+pub mod header;
 pub mod link;
 pub mod metrics;
 pub mod service;
@@ -70,6 +71,7 @@ impl EdgeNode {
         let metrics = Arc::new(Metrics::new());
         let mut chains = HashMap::new();
         for c in &config.chains {
+            metrics.init_chain(c.chain_id);
             let ups = Upstreams::new(
                 &c.upstreams,
                 Duration::from_millis(c.upstream_timeout_ms),
@@ -86,7 +88,10 @@ impl EdgeNode {
         }
         let service = Service {
             chains,
-            cache: cache::store(config.cache.max_bytes),
+            cache: cache::store_counting_evictions(
+                config.cache.max_bytes,
+                metrics.cache_evictions.clone(),
+            ),
             metrics: metrics.clone(),
         };
         let node_id = identity.node_id();

@@ -146,6 +146,16 @@ async fn session(
         loop {
             tick.tick().await;
             let status = status_shared.status();
+            // Finality comes from the chain trackers through the status; mirror it for Prometheus.
+            for c in &status.chains {
+                if let Some(f) = c.finalized_number {
+                    status_shared
+                        .metrics
+                        .finalized_block
+                        .with_label_values(&[&c.chain_id.to_string()])
+                        .set(f as i64);
+                }
+            }
             ctl_send
                 .write_all(&msg::encode_json(FrameType::Status, &status))
                 .await?;
@@ -196,10 +206,13 @@ async fn serve_stream(
         .map_err(|e| LinkError::Frame(FrameError::Io(std::io::Error::other(e.to_string()))))?;
     let req =
         RpcRequest::decode(frame::decode_one(buf.into(), max)?.expect(FrameType::RpcRequest)?)?;
-    let span = tracing::debug_span!("request", id = %req.request_id, chain = req.chain_id, calls = req.calls.len());
+    // At info level so that warnings raised while answering (an upstream failing) carry the
+    // gateway's request id, which joins the two sides' logs. Params are never recorded.
+    let span = tracing::info_span!("request", id = %req.request_id, chain = req.chain_id, calls = req.calls.len());
     shared.metrics.in_flight.inc();
-    let resp = shared.service.handle(req).instrument(span).await;
+    let resp = shared.service.handle(req).instrument(span.clone()).await;
     shared.metrics.in_flight.dec();
+    span.in_scope(|| tracing::debug!(results = resp.results.len(), "request answered"));
     send.write_all(&resp.encode()).await?;
     let _ = send.finish();
     Ok(())

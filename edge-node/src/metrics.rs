@@ -1,5 +1,8 @@
 //! Edge-node metrics: one registry, every family prefixed `edge_`, bounded labels only
 //! (configured upstream `host:port`, chain ids, fixed outcome names).
+//!
+//! Label sets that dashboards and alerts rely on are created at start (per configured chain, per
+//! known outcome) so the series exist at 0 before the first event, rather than appearing late.
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -11,6 +14,15 @@ const UPSTREAM_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0,
 ];
+
+/// Reorg depth in blocks: 1-2 is routine on proof-of-work style chains, anything deep is news.
+const REORG_DEPTH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0, 128.0];
+
+/// Why cache entries leave other than by being replaced: the byte bound or an expiry.
+pub const EVICTION_CAUSES: &[&str] = &["size", "expired"];
+
+/// Outcomes of a proof verification (`edge_proof_verifications_total{outcome}`).
+pub const PROOF_OUTCOMES: &[&str] = &["verified", "failed"];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -25,6 +37,12 @@ pub struct Metrics {
     pub gateway_connected: IntGauge,
     pub gateway_connects: IntCounterVec,
     pub requests: IntCounter,
+    pub cache_evictions: IntCounterVec,
+    pub finalized_block: IntGaugeVec,
+    pub reorgs: IntCounterVec,
+    pub reorg_depth: HistogramVec,
+    pub proof_verifications: IntCounterVec,
+    pub build_info: IntGaugeVec,
 }
 
 impl Metrics {
@@ -86,6 +104,49 @@ impl Metrics {
                 "Request streams received from the gateway.",
             )
             .unwrap(),
+            cache_evictions: IntCounterVec::new(
+                Opts::new(
+                    "cache_evictions_total",
+                    "Cache entries evicted by cause (size: the byte bound; expired).",
+                ),
+                &["cause"],
+            )
+            .unwrap(),
+            finalized_block: IntGaugeVec::new(
+                Opts::new(
+                    "finalized_block_number",
+                    "Latest finalized block number seen per chain.",
+                ),
+                &["chain_id"],
+            )
+            .unwrap(),
+            reorgs: IntCounterVec::new(
+                Opts::new("reorgs_total", "Chain reorganisations seen per chain."),
+                &["chain_id"],
+            )
+            .unwrap(),
+            reorg_depth: HistogramVec::new(
+                HistogramOpts::new(
+                    "reorg_depth_blocks",
+                    "Depth of each reorganisation seen, in blocks.",
+                )
+                .buckets(REORG_DEPTH_BUCKETS.to_vec()),
+                &["chain_id"],
+            )
+            .unwrap(),
+            proof_verifications: IntCounterVec::new(
+                Opts::new(
+                    "proof_verifications_total",
+                    "Merkle proof verifications by outcome.",
+                ),
+                &["outcome"],
+            )
+            .unwrap(),
+            build_info: IntGaugeVec::new(
+                Opts::new("build_info", "Always 1; the version label says which build runs."),
+                &["version"],
+            )
+            .unwrap(),
             registry,
         };
         let r = &m.registry;
@@ -100,7 +161,29 @@ impl Metrics {
         r.register(Box::new(m.gateway_connected.clone())).unwrap();
         r.register(Box::new(m.gateway_connects.clone())).unwrap();
         r.register(Box::new(m.requests.clone())).unwrap();
+        r.register(Box::new(m.cache_evictions.clone())).unwrap();
+        r.register(Box::new(m.finalized_block.clone())).unwrap();
+        r.register(Box::new(m.reorgs.clone())).unwrap();
+        r.register(Box::new(m.reorg_depth.clone())).unwrap();
+        r.register(Box::new(m.proof_verifications.clone())).unwrap();
+        r.register(Box::new(m.build_info.clone())).unwrap();
+        for cause in EVICTION_CAUSES {
+            m.cache_evictions.with_label_values(&[cause]);
+        }
+        for outcome in PROOF_OUTCOMES {
+            m.proof_verifications.with_label_values(&[outcome]);
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         m
+    }
+
+    /// Creates the per-chain series at zero for a configured chain.
+    pub fn init_chain(&self, chain_id: u64) {
+        let id = chain_id.to_string();
+        self.reorgs.with_label_values(&[&id]);
+        self.reorg_depth.with_label_values(&[&id]);
     }
 
     pub fn render(&self) -> String {
