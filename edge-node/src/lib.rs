@@ -15,7 +15,6 @@ pub mod admin;
 pub mod cache;
 pub mod chain;
 pub mod config;
-pub mod header;
 pub mod link;
 pub mod metrics;
 pub mod service;
