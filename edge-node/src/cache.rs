@@ -1,89 +1,16 @@
-//! The response cache: what may be cached (the policy table), how keys are built, and the
-//! byte-bounded moka store with request coalescing.
+//! The response cache: how keys are built and the byte-bounded moka store. What may be cached
+//! is decided by [`crate::policy`].
 //!
-//! Invariant: an answer is cached only when it is the same answer the upstream would give at
-//! any later time. Until the node tracks finality, that means static answers and data
-//! addressed by block hash; everything else bypasses the cache.
+//! Invariant: a key names its block (a final number or a block hash), so an entry is the
+//! answer for exactly that block; entries naming replaced blocks are evicted on reorg.
 
 use bytes::Bytes;
 use serde_json::Value;
 
-/// How a call is treated by the cache. One table, [`policy`], decides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Policy {
-    /// Immutable answer: cache until evicted by size.
-    Immutable,
-    /// Never cached: writes, filters, subscriptions, tags such as `latest`/`pending`, and
-    /// anything not known to be immutable.
-    Bypass,
-}
-
-/// Methods whose answer never changes for a given chain.
-const STATIC_METHODS: &[&str] = &["eth_chainId", "net_version"];
-
-/// Methods whose first parameter is a block hash.
-const BY_BLOCK_HASH: &[&str] = &[
-    "eth_getBlockByHash",
-    "eth_getBlockTransactionCountByHash",
-    "eth_getUncleCountByBlockHash",
-    "eth_getTransactionByBlockHashAndIndex",
-    "eth_getUncleByBlockHashAndIndex",
-];
-
-/// Methods taking a block parameter (EIP-1898) at this position; cacheable when that
-/// parameter is `{"blockHash": ..}` without `requireCanonical`.
-const BLOCK_PARAM_AT: &[(&str, usize)] = &[
-    ("eth_getBalance", 1),
-    ("eth_getCode", 1),
-    ("eth_getTransactionCount", 1),
-    ("eth_getStorageAt", 2),
-    ("eth_call", 1),
-    ("eth_getProof", 2),
-    ("eth_getBlockReceipts", 0),
-];
-
-/// The cache policy for one call. `params` is the parsed `params` (or `Null` when absent).
-pub fn policy(method: &str, params: &Value) -> Policy {
-    if STATIC_METHODS.contains(&method) {
-        return Policy::Immutable;
-    }
-    if BY_BLOCK_HASH.contains(&method) {
-        return match params.get(0) {
-            Some(Value::String(h)) if is_hash(h) => Policy::Immutable,
-            _ => Policy::Bypass,
-        };
-    }
-    if let Some((_, at)) = BLOCK_PARAM_AT.iter().find(|(m, _)| *m == method) {
-        if let Some(Value::Object(o)) = params.get(*at) {
-            let canonical_required = o
-                .get("requireCanonical")
-                .and_then(Value::as_bool)
-                .unwrap_or(false);
-            if let Some(Value::String(h)) = o.get("blockHash") {
-                if is_hash(h) && !canonical_required {
-                    return Policy::Immutable;
-                }
-            }
-        }
-        if method == "eth_getBlockReceipts" {
-            if let Some(Value::String(h)) = params.get(0) {
-                if is_hash(h) {
-                    return Policy::Immutable;
-                }
-            }
-        }
-    }
-    Policy::Bypass
-}
-
-fn is_hash(s: &str) -> bool {
-    s.len() == 66 && s.starts_with("0x") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Is an upstream answer fit to keep? `null` and empty answers are not: the data may simply
-/// not have reached this upstream yet.
+/// Is an upstream answer fit to keep? `null` is not: the data may simply not have reached
+/// this upstream yet. (Empty lists and `"0x"` about a resolved block are real answers.)
 pub fn storable(result: &[u8]) -> bool {
-    !matches!(result, b"null" | b"[]" | b"{}" | b"\"0x\"" | b"")
+    !matches!(result, b"null" | b"")
 }
 
 /// Cache key: chain, method and canonical params (object keys sorted, hex lower-cased), never
@@ -159,6 +86,8 @@ fn builder(max_bytes: u64) -> moka::future::CacheBuilder<Bytes, Bytes, Store> {
         .max_capacity(max_bytes)
         // Weigh keys and values, plus a fixed overhead for moka's own bookkeeping.
         .weigher(|k: &Bytes, v: &Bytes| (k.len() + v.len() + 64).try_into().unwrap_or(u32::MAX))
+        // Reorg eviction removes every key naming a replaced block hash.
+        .support_invalidation_closures()
 }
 
 #[cfg(test)]
@@ -167,66 +96,6 @@ mod tests {
     use serde_json::json;
 
     const H: &str = "0x8a1b5e6b0b8e7d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5a";
-
-    /// The policy table, one row per case.
-    #[test]
-    fn policy_table() {
-        let rows: Vec<(&str, Value, Policy)> = vec![
-            ("eth_chainId", json!([]), Policy::Immutable),
-            ("net_version", Value::Null, Policy::Immutable),
-            ("eth_getBlockByHash", json!([H, false]), Policy::Immutable),
-            ("eth_getBlockByHash", json!(["0x12", false]), Policy::Bypass),
-            (
-                "eth_getBlockTransactionCountByHash",
-                json!([H]),
-                Policy::Immutable,
-            ),
-            (
-                "eth_getTransactionByBlockHashAndIndex",
-                json!([H, "0x0"]),
-                Policy::Immutable,
-            ),
-            (
-                "eth_getBalance",
-                json!(["0xabc", {"blockHash": H}]),
-                Policy::Immutable,
-            ),
-            (
-                "eth_getBalance",
-                json!(["0xabc", {"blockHash": H, "requireCanonical": true}]),
-                Policy::Bypass,
-            ),
-            ("eth_getBalance", json!(["0xabc", "latest"]), Policy::Bypass),
-            ("eth_getBalance", json!(["0xabc", "0x0"]), Policy::Bypass),
-            (
-                "eth_getStorageAt",
-                json!(["0xabc", "0x0", {"blockHash": H}]),
-                Policy::Immutable,
-            ),
-            (
-                "eth_call",
-                json!([{"to": "0xabc"}, {"blockHash": H}]),
-                Policy::Immutable,
-            ),
-            (
-                "eth_call",
-                json!([{"to": "0xabc"}, "pending"]),
-                Policy::Bypass,
-            ),
-            ("eth_getBlockReceipts", json!([H]), Policy::Immutable),
-            ("eth_getBlockReceipts", json!(["latest"]), Policy::Bypass),
-            ("eth_blockNumber", json!([]), Policy::Bypass),
-            ("eth_sendRawTransaction", json!(["0x02"]), Policy::Bypass),
-            ("eth_newFilter", json!([{}]), Policy::Bypass),
-            ("eth_getFilterChanges", json!(["0x1"]), Policy::Bypass),
-            ("eth_subscribe", json!(["newHeads"]), Policy::Bypass),
-            ("txpool_content", json!([]), Policy::Bypass),
-            ("eth_getTransactionReceipt", json!([H]), Policy::Bypass),
-        ];
-        for (m, p, want) in rows {
-            assert_eq!(policy(m, &p), want, "{m} {p}");
-        }
-    }
 
     #[test]
     fn keys_ignore_spelling_but_not_meaning() {
@@ -260,9 +129,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_answers_are_not_stored() {
+    fn null_answers_are_not_stored() {
         assert!(!storable(b"null"));
-        assert!(!storable(b"[]"));
+        assert!(storable(b"[]"));
         assert!(storable(b"\"0x1\""));
     }
 

@@ -1,47 +1,81 @@
-//! Per-chain state the node reports to the gateway: the chain id its upstreams really serve,
-//! the head they are at, and whether they answer.
+//! Light-client chain state per served chain: the chain id the upstreams really serve, a ring
+//! of recent verified headers (number, hash, parent, state root, timestamp), the head, the
+//! `safe` and `finalized` numbers, and reorg detection.
+//!
+//! Invariants:
+//! - every header in the ring verified (hash = keccak(rlp(header))) and links to its parent;
+//! - the served tip (`eth_blockNumber`) never goes backwards;
+//! - when the ring learns that a block was replaced, every cached answer naming that block's
+//!   hash is evicted before the new head is published.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use alloy_primitives::B256;
 use parking_lot::Mutex;
 use proto::msg::ChainStatus;
-use serde_json::Value;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::cache::Store;
+use crate::header::{self, Header};
 use crate::metrics::Metrics;
 use crate::upstream::{Answer, Upstreams};
 
-#[derive(Debug, Clone, Default)]
-pub struct Head {
-    pub number: u64,
-    pub hash: String,
-    pub timestamp: u64,
-}
+/// Recent headers kept; deeper reorgs reset the ring.
+pub const RING: u64 = 256;
+/// Polls per expected block: a few requests per block, not per second per method.
+const POLLS_PER_BLOCK: u32 = 4;
+const MIN_POLL: Duration = Duration::from_millis(50);
 
 #[derive(Debug, Default)]
 struct State {
     reported_chain_id: Option<u64>,
-    head: Option<Head>,
+    headers: BTreeMap<u64, Header>,
+    head: Option<Header>,
+    served_tip: u64,
+    finalized: Option<u64>,
+    safe: Option<u64>,
+    /// Smoothed time between new heads, from header timestamps.
+    block_time_ms: Option<f64>,
     healthy: bool,
     probes: u32,
     failures: u32,
+}
+
+/// A block parameter resolved against the chain state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolved {
+    /// At or below the finalized block: the answer can never change.
+    Final(u64),
+    /// A known unfinalized block: the answer holds while this hash stays canonical.
+    Tip(u64, B256),
+    /// Beyond the head, `pending`, or not known: never cached.
+    Unknown,
 }
 
 /// One served chain: its upstreams and tracked state.
 pub struct Chain {
     pub chain_id: u64,
     pub upstreams: Upstreams,
-    poll: Duration,
+    /// Upper bound of the head poll interval; the actual pace follows the block time.
+    max_poll: Duration,
+    /// Depth used as finality when the upstream knows no `finalized` tag.
+    pub finality_depth: u64,
+    /// Answer state reads from verified proofs (see [`crate::proof`]).
+    pub verify_state: bool,
     state: Mutex<State>,
 }
 
 impl Chain {
-    pub fn new(chain_id: u64, upstreams: Upstreams, poll: Duration) -> Self {
+    pub fn new(cfg: &crate::config::ChainConfig, upstreams: Upstreams) -> Self {
         Self {
-            chain_id,
+            chain_id: cfg.chain_id,
             upstreams,
-            poll,
+            max_poll: Duration::from_millis(cfg.head_poll_ms),
+            finality_depth: cfg.finality_depth,
+            verify_state: cfg.verify_state,
             state: Mutex::new(State::default()),
         }
     }
@@ -50,8 +84,74 @@ impl Chain {
         self.state.lock().healthy
     }
 
-    pub fn head(&self) -> Option<Head> {
+    pub fn head(&self) -> Option<Header> {
         self.state.lock().head.clone()
+    }
+
+    pub fn finalized(&self) -> Option<u64> {
+        self.state.lock().finalized
+    }
+
+    pub fn reported_chain_id(&self) -> Option<u64> {
+        self.state.lock().reported_chain_id
+    }
+
+    /// The tip served to clients: the highest head ever published, so it never goes back.
+    pub fn served_tip(&self) -> Option<u64> {
+        let s = self.state.lock();
+        s.head.as_ref().map(|_| s.served_tip)
+    }
+
+    /// The current poll interval: a quarter of the observed block time, within bounds.
+    pub fn poll_interval(&self) -> Duration {
+        let bt = self.state.lock().block_time_ms;
+        match bt {
+            Some(ms) => Duration::from_millis((ms / f64::from(POLLS_PER_BLOCK)) as u64)
+                .clamp(MIN_POLL, self.max_poll),
+            None => self.max_poll,
+        }
+    }
+
+    /// Resolves a block tag or number (already parsed from params).
+    pub fn resolve(&self, tag: &BlockRef) -> Resolved {
+        let s = self.state.lock();
+        let Some(head) = &s.head else {
+            return Resolved::Unknown;
+        };
+        let number = match tag {
+            BlockRef::Latest => head.number,
+            BlockRef::Finalized => match s.finalized {
+                Some(f) => f,
+                None => return Resolved::Unknown,
+            },
+            BlockRef::Safe => match s.safe.or(s.finalized) {
+                Some(n) => n,
+                None => return Resolved::Unknown,
+            },
+            BlockRef::Earliest => 0,
+            BlockRef::Number(n) => *n,
+            BlockRef::Pending => return Resolved::Unknown,
+        };
+        if number > head.number {
+            return Resolved::Unknown;
+        }
+        if s.finalized.is_some_and(|f| number <= f) {
+            return Resolved::Final(number);
+        }
+        match s.headers.get(&number) {
+            Some(h) => Resolved::Tip(number, h.hash),
+            None => Resolved::Unknown,
+        }
+    }
+
+    /// Is `hash` a block the node knows to be canonical (or finalized and so forever)?
+    pub fn header_by_hash(&self, hash: &B256) -> Option<Header> {
+        let s = self.state.lock();
+        s.headers.values().find(|h| h.hash == *hash).cloned()
+    }
+
+    pub fn header_by_number(&self, n: u64) -> Option<Header> {
+        self.state.lock().headers.get(&n).cloned()
     }
 
     /// The status line for the gateway. Error rate covers the probes since the last report.
@@ -68,50 +168,52 @@ impl Chain {
         };
         s.probes = 0;
         s.failures = 0;
-        let head = s.head.clone().unwrap_or_default();
+        let (number, hash, ts) = s
+            .head
+            .as_ref()
+            .map(|h| (h.number, format!("{:#x}", h.hash), h.timestamp))
+            .unwrap_or((0, String::new(), 0));
         ChainStatus {
             // Until the upstream has said, report the configured id; a mismatch shows once known.
             chain_id: s.reported_chain_id.unwrap_or(self.chain_id),
-            head_number: head.number,
-            head_hash: head.hash,
-            head_age_ms: if head.timestamp == 0 {
+            head_number: number,
+            head_hash: hash,
+            head_age_ms: if ts == 0 {
                 u64::MAX
             } else {
-                now_ms.saturating_sub(head.timestamp * 1000)
+                now_ms.saturating_sub(ts * 1000)
             },
-            finalized_number: None,
+            finalized_number: s.finalized,
             upstream_healthy: s.healthy,
             error_rate,
         }
     }
 
-    /// Polls the upstreams until `stop` fires.
-    pub async fn track(self: Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
-        let mut tick = tokio::time::interval(self.poll);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    /// Follows the upstream head until `stop` fires.
+    pub async fn track(self: Arc<Self>, metrics: Arc<Metrics>, cache: Store, stop: CancellationToken) {
         loop {
+            let ok = self.poll(&metrics, &cache).await;
+            {
+                let mut s = self.state.lock();
+                s.probes += 1;
+                if !ok {
+                    s.failures += 1;
+                }
+                if s.healthy != ok {
+                    tracing::info!(chain_id = self.chain_id, healthy = ok, "upstream health changed");
+                }
+                s.healthy = ok;
+            }
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
+                _ = tokio::time::sleep(self.poll_interval()) => {}
             }
-            let ok = self.probe(&metrics).await;
-            let mut s = self.state.lock();
-            s.probes += 1;
-            if !ok {
-                s.failures += 1;
-            }
-            if s.healthy != ok {
-                tracing::info!(
-                    chain_id = self.chain_id,
-                    healthy = ok,
-                    "upstream health changed"
-                );
-            }
-            s.healthy = ok;
         }
     }
 
-    async fn probe(&self, metrics: &Metrics) -> bool {
+    /// One poll: learn the chain id once, then the latest header, reconcile, and refresh the
+    /// finality tags when the head moved.
+    pub async fn poll(&self, metrics: &Metrics, cache: &Store) -> bool {
         let budget = self.upstreams.timeout();
         if self.state.lock().reported_chain_id.is_none() {
             match self.upstreams.call("eth_chainId", b"[]", budget).await {
@@ -132,46 +234,222 @@ impl Chain {
                 }
             }
         }
-        match self
-            .upstreams
-            .call("eth_getBlockByNumber", br#"["latest",false]"#, budget)
-            .await
-        {
-            Ok(Answer::Result(r)) => match parse_head(&r) {
-                Some(head) => {
-                    metrics
-                        .head_block
-                        .with_label_values(&[&self.chain_id.to_string()])
-                        .set(head.number as i64);
-                    self.state.lock().head = Some(head);
-                    true
-                }
-                None => false,
-            },
-            other => {
-                tracing::warn!(chain_id = self.chain_id, answer = ?other, "head probe failed");
-                false
+        let latest = match self.fetch_header(br#"["latest",false]"#, "eth_getBlockByNumber", metrics).await {
+            Some(h) => h,
+            None => return false,
+        };
+        let moved = match self.ingest(latest, metrics, cache).await {
+            Ok(moved) => moved,
+            Err(()) => return false,
+        };
+        if moved {
+            self.refresh_tags().await;
+            if let Some(h) = self.head() {
+                metrics
+                    .head_block
+                    .with_label_values(&[&self.chain_id.to_string()])
+                    .set(h.number as i64);
             }
         }
+        true
+    }
+
+    async fn fetch_header(&self, params: &[u8], method: &str, metrics: &Metrics) -> Option<Header> {
+        match self.upstreams.call(method, params, self.upstreams.timeout()).await {
+            Ok(Answer::Result(r)) if &r[..] != b"null" => match header::verify(&r) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    metrics.header_verification_failures.inc();
+                    tracing::error!(chain_id = self.chain_id, error = %e, "upstream sent a header that does not verify");
+                    None
+                }
+            },
+            other => {
+                tracing::warn!(chain_id = self.chain_id, %method, answer = ?other, "header fetch failed");
+                None
+            }
+        }
+    }
+
+    /// Adds a new latest header: extends the ring, or walks back to the common ancestor on a
+    /// reorg (evicting what the replaced blocks answered). `Ok(true)` when the head changed.
+    async fn ingest(&self, latest: Header, metrics: &Metrics, cache: &Store) -> Result<bool, ()> {
+        let old_head = self.head();
+        if old_head.as_ref().is_some_and(|h| h.hash == latest.hash) {
+            return Ok(false);
+        }
+        // Collect the new canonical segment back to a block the ring already agrees with.
+        let mut segment = vec![latest.clone()];
+        loop {
+            let cur = segment.last().expect("segment starts non-empty");
+            if cur.number == 0 {
+                break;
+            }
+            let known_parent = self.state.lock().headers.get(&(cur.number - 1)).cloned();
+            match known_parent {
+                Some(p) if p.hash == cur.parent_hash => break,
+                None if self.state.lock().headers.is_empty() => break,
+                None if segment.len() as u64 >= RING => break,
+                None if self
+                    .state
+                    .lock()
+                    .headers
+                    .keys()
+                    .next()
+                    .is_some_and(|&lo| cur.number <= lo) =>
+                {
+                    break
+                }
+                _ => {}
+            }
+            if segment.len() as u64 >= RING {
+                break;
+            }
+            let params = format!(r#"["{:#x}",false]"#, cur.parent_hash);
+            let parent = self
+                .fetch_header(params.as_bytes(), "eth_getBlockByHash", metrics)
+                .await
+                .ok_or(())?;
+            if parent.hash != cur.parent_hash || parent.number + 1 != cur.number {
+                tracing::error!(chain_id = self.chain_id, "upstream parent does not link");
+                return Err(());
+            }
+            segment.push(parent);
+        }
+
+        // Apply: drop replaced blocks (including any above the new head, e.g. a rollback),
+        // evict their answers, then publish.
+        let mut replaced: Vec<B256> = Vec::new();
+        {
+            let s = self.state.lock();
+            for h in &segment {
+                if let Some(old) = s.headers.get(&h.number) {
+                    if old.hash != h.hash {
+                        replaced.push(old.hash);
+                    }
+                }
+            }
+            for (_, old) in s.headers.range(latest.number + 1..) {
+                replaced.push(old.hash);
+            }
+        }
+        if !replaced.is_empty() {
+            let depth = replaced.len() as u64;
+            let needles: Vec<String> = replaced.iter().map(|h| format!("{h:#x}")).collect();
+            // Evict before the new head is visible, so no request can pair the new head with
+            // an answer about a replaced block.
+            let _ = cache.invalidate_entries_if(move |k, _| {
+                let k = String::from_utf8_lossy(k);
+                needles.iter().any(|n| k.contains(n.as_str()))
+            });
+            metrics.reorgs.with_label_values(&[&self.chain_id.to_string()]).inc();
+            metrics
+                .reorg_depth
+                .with_label_values(&[&self.chain_id.to_string()])
+                .observe(depth as f64);
+            tracing::warn!(
+                chain_id = self.chain_id,
+                depth,
+                new_head = latest.number,
+                "reorg: replaced blocks evicted from the cache"
+            );
+        }
+        let mut s = self.state.lock();
+        s.headers.retain(|&n, _| n <= latest.number);
+        for h in segment {
+            s.headers.insert(h.number, h);
+        }
+        while s.headers.len() as u64 > RING {
+            let lo = *s.headers.keys().next().expect("non-empty");
+            s.headers.remove(&lo);
+        }
+        if let Some(old) = &old_head {
+            if latest.number > old.number && latest.timestamp > old.timestamp {
+                let per_block = (latest.timestamp - old.timestamp) as f64 * 1000.0
+                    / (latest.number - old.number) as f64;
+                s.block_time_ms = Some(match s.block_time_ms {
+                    Some(prev) => prev * 0.7 + per_block * 0.3,
+                    None => per_block,
+                });
+            }
+        }
+        s.served_tip = s.served_tip.max(latest.number);
+        s.head = Some(latest);
+        // A finalized number above a rolled-back head cannot stand.
+        let head_n = s.head.as_ref().map_or(0, |h| h.number);
+        if s.finalized.is_some_and(|f| f > head_n) {
+            s.finalized = Some(head_n.saturating_sub(self.finality_depth));
+        }
+        Ok(true)
+    }
+
+    /// Refreshes `finalized` and `safe`, falling back to head minus `finality_depth` when the
+    /// upstream has no such tags.
+    async fn refresh_tags(&self) {
+        let head = self.head().map_or(0, |h| h.number);
+        let fallback = head.saturating_sub(self.finality_depth);
+        let fin = self.tag_number("finalized").await.map(|n| n.min(head));
+        let safe = self.tag_number("safe").await.map(|n| n.min(head));
+        let mut s = self.state.lock();
+        // Finality only moves forward (a lower answer from a lagging upstream is ignored).
+        let f = fin.unwrap_or(fallback);
+        s.finalized = Some(s.finalized.map_or(f, |old| old.max(f)).min(head));
+        s.safe = Some(safe.unwrap_or(f).max(f).min(head));
+    }
+
+    async fn tag_number(&self, tag: &str) -> Option<u64> {
+        let params = format!(r#"["{tag}",false]"#);
+        match self
+            .upstreams
+            .call("eth_getBlockByNumber", params.as_bytes(), self.upstreams.timeout())
+            .await
+        {
+            Ok(Answer::Result(r)) => {
+                let v: serde_json::Value = serde_json::from_slice(&r).ok()?;
+                parse_hex(v.get("number")?.as_str()?)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A block parameter as a client wrote it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockRef {
+    Latest,
+    Safe,
+    Finalized,
+    Earliest,
+    Pending,
+    Number(u64),
+}
+
+impl BlockRef {
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "latest" => Self::Latest,
+            "safe" => Self::Safe,
+            "finalized" => Self::Finalized,
+            "earliest" => Self::Earliest,
+            "pending" => Self::Pending,
+            n => Self::Number(parse_hex(n)?),
+        })
     }
 }
 
 /// Parses a JSON quantity string such as `"0x7a69"`.
 pub fn parse_quantity(raw: &[u8]) -> Option<u64> {
     let s: String = serde_json::from_slice(raw).ok()?;
+    parse_hex(&s)
+}
+
+pub fn parse_hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
 }
 
-fn parse_head(raw: &[u8]) -> Option<Head> {
-    let v: Value = serde_json::from_slice(raw).ok()?;
-    let q = |k: &str| -> Option<u64> {
-        u64::from_str_radix(v.get(k)?.as_str()?.strip_prefix("0x")?, 16).ok()
-    };
-    Some(Head {
-        number: q("number")?,
-        hash: v.get("hash")?.as_str()?.to_string(),
-        timestamp: q("timestamp")?,
-    })
+/// Time helper kept for status ages.
+pub fn now() -> Instant {
+    Instant::now()
 }
 
 #[cfg(test)]
@@ -179,11 +457,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_quantities_and_heads() {
+    fn parses_quantities_and_block_refs() {
         assert_eq!(parse_quantity(b"\"0x7a69\""), Some(31337));
         assert_eq!(parse_quantity(b"\"7a69\""), None);
-        let h = parse_head(br#"{"number":"0x10","hash":"0xab","timestamp":"0x5"}"#).unwrap();
-        assert_eq!((h.number, h.hash.as_str(), h.timestamp), (16, "0xab", 5));
-        assert!(parse_head(b"null").is_none());
+        assert_eq!(BlockRef::parse("0x10"), Some(BlockRef::Number(16)));
+        assert_eq!(BlockRef::parse("latest"), Some(BlockRef::Latest));
+        assert_eq!(BlockRef::parse("bogus"), None);
     }
 }

@@ -12,6 +12,9 @@ pub const DEFAULT_HEAD_POLL_MS: u64 = 1_000;
 pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 500;
 pub const DEFAULT_MAX_FRAME_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
+pub const DEFAULT_FINALITY_DEPTH: u64 = 64;
+pub const DEFAULT_LOGS_MAX_RANGE: u64 = 10_000;
+pub const DEFAULT_LOGS_CHUNK_BLOCKS: u64 = 2_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -99,8 +102,23 @@ pub struct ChainConfig {
     pub upstreams: Vec<String>,
     #[serde(default = "d_upstream_timeout")]
     pub upstream_timeout_ms: u64,
+    /// Longest pause between head polls; the actual pace is a quarter of the observed block
+    /// time when that is shorter.
     #[serde(default = "d_head_poll")]
     pub head_poll_ms: u64,
+    /// Depth treated as final when the upstream has no `finalized` tag.
+    #[serde(default = "d_finality_depth")]
+    pub finality_depth: u64,
+    /// Widest `eth_getLogs` block range served (error -32005 beyond).
+    #[serde(default = "d_logs_max_range")]
+    pub logs_max_range: u64,
+    /// `eth_getLogs` ranges wider than this are split into parallel chunks.
+    #[serde(default = "d_logs_chunk")]
+    pub logs_chunk_blocks: u64,
+    /// Answer balance/nonce/code/storage reads from `eth_getProof`, verified against the
+    /// block's state root.
+    #[serde(default)]
+    pub verify_state: bool,
 }
 
 fn d_max_in_flight() -> usize {
@@ -117,6 +135,15 @@ fn d_upstream_timeout() -> u64 {
 }
 fn d_head_poll() -> u64 {
     DEFAULT_HEAD_POLL_MS
+}
+fn d_finality_depth() -> u64 {
+    DEFAULT_FINALITY_DEPTH
+}
+fn d_logs_max_range() -> u64 {
+    DEFAULT_LOGS_MAX_RANGE
+}
+fn d_logs_chunk() -> u64 {
+    DEFAULT_LOGS_CHUNK_BLOCKS
 }
 
 impl Config {
@@ -228,6 +255,12 @@ impl Config {
                 return Err(bad(
                     &format!("chains[{i}].upstream_timeout_ms"),
                     "must be greater than 0".into(),
+                ));
+            }
+            if c.logs_max_range == 0 || c.logs_chunk_blocks == 0 {
+                return Err(bad(
+                    &format!("chains[{i}].logs_max_range"),
+                    "logs_max_range and logs_chunk_blocks must be greater than 0".into(),
                 ));
             }
             if c.head_poll_ms < 50 {

@@ -15,6 +15,10 @@ pub mod admin;
 pub mod cache;
 pub mod chain;
 pub mod config;
+pub mod header;
+pub mod logs;
+pub mod policy;
+pub mod proof;
 pub mod link;
 pub mod metrics;
 pub mod service;
@@ -78,11 +82,7 @@ impl EdgeNode {
             );
             chains.insert(
                 c.chain_id,
-                Arc::new(Chain::new(
-                    c.chain_id,
-                    ups,
-                    Duration::from_millis(c.head_poll_ms),
-                )),
+                Arc::new(Chain::new(c, ups)),
             );
         }
         let service = Service {
@@ -92,6 +92,11 @@ impl EdgeNode {
                 metrics.cache_evictions.clone(),
             ),
             metrics: metrics.clone(),
+            // One node serves every chain with the first chain's log limits' stricter values.
+            logs: policy::LogLimits {
+                max_range: config.chains.iter().map(|c| c.logs_max_range).min().unwrap_or(1),
+                chunk: config.chains.iter().map(|c| c.logs_chunk_blocks).min().unwrap_or(1),
+            },
         };
         let node_id = identity.node_id();
         let client_cfg = proto::tls::client_config(
@@ -121,7 +126,11 @@ impl EdgeNode {
             tasks.spawn(
                 chain
                     .clone()
-                    .track(shared.metrics.clone(), stop.child_token()),
+                    .track(
+                        shared.metrics.clone(),
+                        shared.service.cache.clone(),
+                        stop.child_token(),
+                    ),
             );
         }
         let admin_addr = match shared.config.admin_listen {

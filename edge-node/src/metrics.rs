@@ -42,6 +42,7 @@ pub struct Metrics {
     pub reorgs: IntCounterVec,
     pub reorg_depth: HistogramVec,
     pub proof_verifications: IntCounterVec,
+    pub header_verification_failures: IntCounter,
     pub build_info: IntGaugeVec,
 }
 
@@ -142,6 +143,11 @@ impl Metrics {
                 &["outcome"],
             )
             .unwrap(),
+            header_verification_failures: IntCounter::new(
+                "header_verification_failures_total",
+                "Upstream headers rejected because their hash did not match their contents.",
+            )
+            .unwrap(),
             build_info: IntGaugeVec::new(
                 Opts::new("build_info", "Always 1; the version label says which build runs."),
                 &["version"],
@@ -166,6 +172,8 @@ impl Metrics {
         r.register(Box::new(m.reorgs.clone())).unwrap();
         r.register(Box::new(m.reorg_depth.clone())).unwrap();
         r.register(Box::new(m.proof_verifications.clone())).unwrap();
+        r.register(Box::new(m.header_verification_failures.clone()))
+            .unwrap();
         r.register(Box::new(m.build_info.clone())).unwrap();
         for cause in EVICTION_CAUSES {
             m.cache_evictions.with_label_values(&[cause]);

@@ -1,5 +1,6 @@
-//! Answers the gateway's RPC requests: from the cache when the policy allows, otherwise from
-//! the upstreams, sending identical concurrent misses upstream once.
+//! Answers the gateway's RPC requests: locally or from the cache when the policy
+//! ([`crate::policy`]) allows, otherwise from the upstreams, sending identical concurrent misses
+//! upstream once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,15 +11,18 @@ use proto::msg::{CacheStatus, Call, CallResult, Outcome, RpcRequest, RpcResponse
 use proto::rpc;
 use serde_json::Value;
 
-use crate::cache::{self, Policy, Store};
+use crate::cache::{self, Store};
 use crate::chain::Chain;
 use crate::metrics::Metrics;
+use crate::policy::{self, LogLimits, Plan};
 use crate::upstream::{Answer, UpstreamError};
+use crate::{logs, proof};
 
 pub struct Service {
     pub chains: HashMap<u64, Arc<Chain>>,
     pub cache: Store,
     pub metrics: Arc<Metrics>,
+    pub logs: LogLimits,
 }
 
 /// Why a cacheable miss was not stored; every waiter on the same key receives it.
@@ -72,76 +76,128 @@ impl Service {
                 }
             }
         };
-        match cache::policy(&call.method, &params) {
-            Policy::Bypass => {
-                self.metrics
-                    .cache_requests
-                    .with_label_values(&["bypass"])
-                    .inc();
-                let outcome = to_outcome(
-                    chain
-                        .upstreams
-                        .call(&call.method, &call.params, budget)
-                        .await,
-                );
+        let count = |label: &str| self.metrics.cache_requests.with_label_values(&[label]).inc();
+        match policy::plan(chain, &call.method, &params, self.logs) {
+            Plan::Local(answer) => {
+                count("hit");
                 CallResult {
-                    cache: CacheStatus::Bypass,
-                    outcome,
+                    cache: CacheStatus::Hit,
+                    outcome: Outcome::Result(answer),
                 }
             }
-            Policy::Immutable => {
-                let key = cache::key(chain.chain_id, &call.method, &params);
-                if let Some(v) = self.cache.get(&key).await {
-                    self.metrics
-                        .cache_requests
-                        .with_label_values(&["hit"])
-                        .inc();
-                    return CallResult {
-                        cache: CacheStatus::Hit,
-                        outcome: Outcome::Result(v),
-                    };
+            Plan::Reject(err) => {
+                count("bypass");
+                CallResult {
+                    cache: CacheStatus::Bypass,
+                    outcome: Outcome::Error(err),
                 }
-                // moka runs one init per key; concurrent callers wait for it (coalescing).
+            }
+            Plan::Bypass => {
+                count("bypass");
+                CallResult {
+                    cache: CacheStatus::Bypass,
+                    outcome: to_outcome(chain.upstreams.call(&call.method, &call.params, budget).await),
+                }
+            }
+            Plan::Cache {
+                key,
+                method,
+                params: pinned,
+                only_if_final,
+            } => {
+                let verified = chain.verify_state && proof::verifiable(&method);
                 let fetch = async {
-                    match chain
-                        .upstreams
-                        .call(&call.method, &call.params, budget)
-                        .await
-                    {
-                        Ok(Answer::Result(r)) if cache::storable(&r) => Ok(r),
+                    let answer = if verified {
+                        proof::answer(chain, &method, &pinned, budget, &self.metrics).await
+                    } else {
+                        chain.upstreams.call(&method, &pinned, budget).await
+                    };
+                    match answer {
+                        Ok(Answer::Result(r))
+                            if cache::storable(&r)
+                                && (!only_if_final || policy::tx_is_final(&r, chain.finalized())) =>
+                        {
+                            Ok(r)
+                        }
                         Ok(a) => Err(NotStored::Answer(a)),
                         Err(e) => Err(NotStored::Failed(e)),
                     }
                 };
-                let (status, outcome) = match self.cache.entry(key).or_try_insert_with(fetch).await
-                {
-                    Ok(entry) if entry.is_fresh() => {
-                        (CacheStatus::Miss, Outcome::Result(entry.into_value()))
+                let mut result = self.cached(key, fetch).await;
+                // A call pinned to a block hash can race a reorg the node has not seen yet: the
+                // upstream no longer knows that block. Ask the question as the client put it.
+                let rewritten = method != call.method || pinned != call.params;
+                if rewritten && matches!(result.outcome, Outcome::Error(_)) {
+                    result = CallResult {
+                        cache: CacheStatus::Bypass,
+                        outcome: to_outcome(chain.upstreams.call(&call.method, &call.params, budget).await),
+                    };
+                }
+                result
+            }
+            Plan::Logs {
+                filter,
+                from,
+                to,
+                cache_key,
+            } => {
+                let fetch = async {
+                    match logs::fetch(chain, &filter, from, to, self.logs.chunk, budget).await {
+                        Ok(Answer::Result(r)) => Ok(r),
+                        Ok(a) => Err(NotStored::Answer(a)),
+                        Err(e) => Err(NotStored::Failed(e)),
                     }
-                    Ok(entry) => {
-                        // Someone else's fetch answered us.
-                        self.metrics.coalesced.inc();
-                        (CacheStatus::Hit, Outcome::Result(entry.into_value()))
+                };
+                match cache_key {
+                    Some(key) => self.cached(key, fetch).await,
+                    None => {
+                        count("bypass");
+                        let outcome = match fetch.await {
+                            Ok(r) => Outcome::Result(r),
+                            Err(NotStored::Answer(a)) => to_outcome(Ok(a)),
+                            Err(NotStored::Failed(e)) => to_outcome(Err(e)),
+                        };
+                        CallResult {
+                            cache: CacheStatus::Bypass,
+                            outcome,
+                        }
                     }
-                    Err(e) => match e.as_ref() {
-                        NotStored::Answer(a) => (CacheStatus::Miss, to_outcome(Ok(a.clone()))),
-                        NotStored::Failed(f) => (CacheStatus::Miss, to_outcome(Err(f.clone()))),
-                    },
-                };
-                let label = if status == CacheStatus::Hit {
-                    "hit"
-                } else {
-                    "miss"
-                };
-                self.metrics
-                    .cache_requests
-                    .with_label_values(&[label])
-                    .inc();
-                CallResult {
-                    cache: status,
-                    outcome,
                 }
             }
+        }
+    }
+
+    /// Looks `key` up; on a miss runs `fetch` once however many callers wait for the same key
+    /// (moka runs one init per key), keeping its answer only when `fetch` says so.
+    async fn cached(
+        &self,
+        key: Bytes,
+        fetch: impl std::future::Future<Output = Result<Bytes, NotStored>>,
+    ) -> CallResult {
+        if let Some(v) = self.cache.get(&key).await {
+            self.metrics.cache_requests.with_label_values(&["hit"]).inc();
+            return CallResult {
+                cache: CacheStatus::Hit,
+                outcome: Outcome::Result(v),
+            };
+        }
+        let (status, outcome) = match self.cache.entry(key).or_try_insert_with(fetch).await {
+            Ok(entry) if entry.is_fresh() => (CacheStatus::Miss, Outcome::Result(entry.into_value())),
+            Ok(entry) => {
+                // Someone else's fetch answered us.
+                self.metrics.coalesced.inc();
+                (CacheStatus::Hit, Outcome::Result(entry.into_value()))
+            }
+            Err(e) => match e.as_ref() {
+                NotStored::Answer(a) => (CacheStatus::Miss, to_outcome(Ok(a.clone()))),
+                NotStored::Failed(f) => (CacheStatus::Miss, to_outcome(Err(f.clone()))),
+            },
+        };
+        let label = if status == CacheStatus::Hit { "hit" } else { "miss" };
+        self.metrics.cache_requests.with_label_values(&[label]).inc();
+        CallResult {
+            cache: status,
+            outcome,
         }
     }
 }

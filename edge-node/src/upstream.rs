@@ -44,7 +44,13 @@ pub struct Upstream {
     pub url: http::Uri,
     /// Bounded metric label: `host:port` of the configured URL.
     pub label: String,
+    /// Set when the upstream sent something provably wrong (a proof or header that does not
+    /// verify); such an upstream is tried last until this passes.
+    suspect_until: parking_lot::Mutex<Option<Instant>>,
 }
+
+/// How long a provably wrong upstream is tried last.
+const SUSPECT_FOR: Duration = Duration::from_secs(60);
 
 pub struct Upstreams {
     list: Vec<Upstream>,
@@ -82,7 +88,11 @@ impl Upstreams {
                     .authority()
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| u.clone());
-                Upstream { url, label }
+                Upstream {
+                    url,
+                    label,
+                    suspect_until: parking_lot::Mutex::new(None),
+                }
             })
             .collect();
         Self {
@@ -98,6 +108,47 @@ impl Upstreams {
         self.timeout
     }
 
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    pub fn label(&self, i: usize) -> &str {
+        &self.list[i % self.list.len()].label
+    }
+
+    /// Marks upstream `i` as having sent provably wrong data.
+    pub fn mark_faulty(&self, i: usize) {
+        *self.list[i % self.list.len()].suspect_until.lock() = Some(Instant::now() + SUSPECT_FOR);
+    }
+
+    fn suspect(&self, up: &Upstream) -> bool {
+        up.suspect_until
+            .lock()
+            .is_some_and(|t| t > Instant::now())
+    }
+
+    /// Sends one call to upstream `i` (the `i`-th in trust order: suspects last).
+    pub async fn call_on(
+        &self,
+        i: usize,
+        method: &str,
+        params: &[u8],
+        budget: Duration,
+    ) -> Result<Answer, UpstreamError> {
+        let mut order: Vec<&Upstream> = self.list.iter().collect();
+        order.sort_by_key(|u| self.suspect(u));
+        let up = order[i % order.len()];
+        self.call_one(up, method, params, budget.min(self.timeout)).await
+            .map_err(|e| match e {
+                UpstreamError::Timeout(_) => UpstreamError::Timeout(budget.min(self.timeout).as_millis() as u64),
+                other => other,
+            })
+    }
+
     /// Sends one call, starting at the next upstream in rotation and moving on when one fails
     /// at the transport level, all within `budget`.
     pub async fn call(
@@ -110,8 +161,11 @@ impl Upstreams {
         let deadline = Instant::now() + limit;
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let mut last = UpstreamError::Transport("no upstream configured".into());
-        for i in 0..self.list.len() {
-            let up = &self.list[(start + i) % self.list.len()];
+        let n = self.list.len();
+        let mut order: Vec<&Upstream> = (0..n).map(|i| &self.list[(start + i) % n]).collect();
+        // Rotation spreads load; suspects go last.
+        order.sort_by_key(|u| self.suspect(u));
+        for up in order {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
