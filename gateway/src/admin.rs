@@ -1,4 +1,5 @@
-//! The gateway's admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`.
+//! The gateway's admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and the
+//! status page `/status` with its data `/status.json`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -42,11 +43,44 @@ fn route(app: &App, path: &str) -> Response<Full<Bytes>> {
     match path {
         "/metrics" => {
             app.metrics.nodes_joined.set(app.registry.len() as i64);
+            app.metrics.nodes.refresh(app);
             let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
             );
+            r
+        }
+        // Only the exact path: the page fetches `status.json` relative to itself.
+        "/status" => {
+            let mut r = Response::new(Full::new(Bytes::from_static(
+                crate::status::PAGE.as_bytes(),
+            )));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            // Enforces "self-contained": the page may only talk to this listener.
+            h.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                     connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'",
+                ),
+            );
+            r
+        }
+        "/status.json" => {
+            let body = serde_json::to_vec(&crate::status::build(app))
+                .expect("the status document serialises");
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             r
         }
         "/healthz" => text(StatusCode::OK, "ok\n".into()),

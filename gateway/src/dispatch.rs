@@ -86,6 +86,7 @@ pub async fn dispatch(
         match res {
             Ok(resp) if resp.results.len() == pending.len() => {
                 node_used = Some(node.clone());
+                node.cache.record(&resp.results);
                 let mut still = Vec::new();
                 for (&i, r) in pending.iter().zip(resp.results) {
                     match &r.outcome {
@@ -96,6 +97,8 @@ pub async fn dispatch(
                                 .failovers
                                 .with_label_values(&["node_error"])
                                 .inc();
+                            app.recent
+                                .failover(&node, chain_id, request_id, "node_error");
                             still.push(i);
                             results[i] = Some(r);
                         }
@@ -112,11 +115,13 @@ pub async fn dispatch(
                 ));
                 tracing::warn!(node = %node.id, error = %e, "node answered badly");
                 app.metrics.failovers.with_label_values(&[e.reason()]).inc();
+                app.recent.failover(&node, chain_id, request_id, e.reason());
                 last_error = Some(e.to_string());
             }
             Err(e) => {
                 tracing::debug!(node = %node.id, error = %e, "attempt failed; failing over");
                 app.metrics.failovers.with_label_values(&[e.reason()]).inc();
+                app.recent.failover(&node, chain_id, request_id, e.reason());
                 last_error = Some(match e {
                     AttemptError::Timeout => format!(
                         "request timed out after {} ms",

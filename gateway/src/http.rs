@@ -182,6 +182,10 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: 
         .and_then(|c| c.country.as_deref())
         .unwrap_or("unknown");
     tracing::Span::current().record("country", country);
+    app.metrics
+        .requests_by_country
+        .with_label_values(&[&chain.name, crate::metrics::country_label(Some(country))])
+        .inc();
     let body_timeout = Duration::from_millis(app.config.server.body_timeout_ms);
     let collected =
         tokio::time::timeout(body_timeout, Limited::new(req.into_body(), max).collect()).await;
@@ -324,6 +328,9 @@ async fn serve_rpc(
                 .calls
                 .with_label_values(&[&chain.name, m, r.cache.as_str(), outcome])
                 .inc();
+            if d.node.is_some() {
+                app.metrics.cache_result(&chain.name, "edge", r.cache);
+            }
             answers[i] = Some((r.cache, res));
         }
     }

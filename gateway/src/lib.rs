@@ -10,7 +10,8 @@
 //! - [`link`]: accepting nodes (join checks) and reading their status;
 //! - [`registry`]: joined nodes and their state;
 //! - [`geo`]: caller address and location;
-//! - [`admin`], [`metrics`]: the admin listener and Prometheus metrics.
+//! - [`admin`], [`metrics`]: the admin listener and Prometheus metrics;
+//! - [`status`]: the live status page (`/status`, `/status.json`) and its recent-event rings.
 
 pub mod admin;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod link;
 pub mod metrics;
 pub mod registry;
 pub mod router;
+pub mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +51,8 @@ pub struct App {
     pub metrics: Metrics,
     pub geo: geo::Geo,
     pub trusted: geo::TrustedProxies,
+    /// Recent failovers and departed nodes, for the status page.
+    pub recent: status::Recent,
 }
 
 impl App {
@@ -115,6 +119,7 @@ impl Gateway {
             metrics: Metrics::new(),
             geo,
             trusted,
+            recent: status::Recent::default(),
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();

@@ -48,11 +48,24 @@ pub async fn accept_loop(app: Arc<App>, endpoint: quinn::Endpoint, stop: Cancell
                         .node_joins
                         .with_label_values(&["tls_failed"])
                         .inc();
+                    app.metrics
+                        .quic_events
+                        .with_label_values(&["handshake_failed"])
+                        .inc();
                     tracing::warn!(%remote, error = %e, "node handshake failed");
                     return;
                 }
             };
-            if let Err(e) = session(&app, conn).await {
+            app.metrics
+                .quic_events
+                .with_label_values(&["handshake_ok"])
+                .inc();
+            let res = session(&app, conn).await;
+            app.metrics
+                .quic_events
+                .with_label_values(&[session_end(&res)])
+                .inc();
+            if let Err(e) = res {
                 tracing::warn!(%remote, error = %e, "node session ended");
             }
         });
@@ -112,7 +125,9 @@ async fn session(app: &Arc<App>, conn: quinn::Connection) -> Result<(), JoinErro
     let deadline = Duration::from_millis(app.config.quic.status_deadline_ms);
     let res = read_status(&node, &mut recv, deadline).await;
     if app.registry.remove(&node) {
-        tracing::warn!(node = %node.id, region = %node.region, reason = %describe(&res, &conn), "node removed");
+        let reason = describe(&res, &conn);
+        tracing::warn!(node = %node.id, region = %node.region, %reason, "node removed");
+        app.recent.departed(&node, reason);
     }
     conn.close(0u32.into(), b"session over");
     res
@@ -175,6 +190,18 @@ async fn read_status(
                 node.record_status(status);
             }
         }
+    }
+}
+
+/// The `gateway_quic_connection_events_total{event}` value for how a session ended.
+fn session_end(res: &Result<(), JoinError>) -> &'static str {
+    match res {
+        Ok(()) => "closed",
+        Err(JoinError::Timeout) => "join_timeout",
+        Err(JoinError::Refused(_)) => "join_refused",
+        Err(JoinError::Silent(_)) => "silent",
+        Err(JoinError::Conn(_)) => "lost",
+        Err(JoinError::Frame(_)) => "protocol_error",
     }
 }
 

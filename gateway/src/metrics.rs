@@ -1,10 +1,14 @@
 //! Gateway metrics: one registry, every family prefixed `gateway_`, bounded labels only
 //! (configured chain names, a fixed set of method names, fixed outcome/reason names, node ids
-//! and regions of joined nodes, which are bounded by `quic.max_nodes`).
+//! and regions of joined nodes, which are bounded by `quic.max_nodes`, and ISO country codes).
+//!
+//! [`nodes`] holds the per-node gauges that are rebuilt from the node registry at each scrape.
+
+pub mod nodes;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// From sub-millisecond cache hits to multi-second misses and timeouts.
@@ -47,6 +51,27 @@ pub fn method_label(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// A caller's country as a bounded label: an ISO 3166-1 alpha-2 code, else `unknown`.
+pub fn country_label(country: Option<&str>) -> &str {
+    match country {
+        Some(c) if c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()) => c,
+        _ => "unknown",
+    }
+}
+
+/// QUIC connection events (`gateway_quic_connection_events_total{event}`): a handshake, then
+/// how the session ended.
+pub const QUIC_EVENTS: &[&str] = &[
+    "handshake_ok",
+    "handshake_failed",
+    "join_refused",
+    "join_timeout",
+    "closed",
+    "silent",
+    "lost",
+    "protocol_error",
+];
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
@@ -60,6 +85,11 @@ pub struct Metrics {
     pub health_transitions: IntCounterVec,
     pub implausible_nodes_total: IntCounter,
     pub geo_lookups: IntCounterVec,
+    pub requests_by_country: IntCounterVec,
+    pub cache_results: IntCounterVec,
+    pub quic_events: IntCounterVec,
+    pub build_info: IntGaugeVec,
+    pub nodes: nodes::NodeGauges,
 }
 
 impl Metrics {
@@ -136,6 +166,36 @@ impl Metrics {
                 &["result"],
             )
             .unwrap(),
+            requests_by_country: IntCounterVec::new(
+                Opts::new(
+                    "requests_by_country_total",
+                    "JSON-RPC HTTP requests by chain and caller country (ISO code, or unknown).",
+                ),
+                &["chain", "country"],
+            )
+            .unwrap(),
+            cache_results: IntCounterVec::new(
+                Opts::new(
+                    "cache_results_total",
+                    "Calls answered by a node, by cache tier (edge) and result (hit, miss, bypass).",
+                ),
+                &["chain", "tier", "result"],
+            )
+            .unwrap(),
+            quic_events: IntCounterVec::new(
+                Opts::new(
+                    "quic_connection_events_total",
+                    "Node QUIC connections: handshakes and how sessions ended.",
+                ),
+                &["event"],
+            )
+            .unwrap(),
+            build_info: IntGaugeVec::new(
+                Opts::new("build_info", "Always 1; the version label says which build runs."),
+                &["version"],
+            )
+            .unwrap(),
+            nodes: nodes::NodeGauges::new(),
             registry,
         };
         let r = &m.registry;
@@ -151,7 +211,30 @@ impl Metrics {
         r.register(Box::new(m.implausible_nodes_total.clone()))
             .unwrap();
         r.register(Box::new(m.geo_lookups.clone())).unwrap();
+        r.register(Box::new(m.requests_by_country.clone())).unwrap();
+        r.register(Box::new(m.cache_results.clone())).unwrap();
+        r.register(Box::new(m.quic_events.clone())).unwrap();
+        r.register(Box::new(m.build_info.clone())).unwrap();
+        m.nodes.register(r).unwrap();
+        for e in QUIC_EVENTS {
+            m.quic_events.with_label_values(&[e]);
+        }
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         m
+    }
+
+    /// Counts one call answered by a node in the given cache tier.
+    pub fn cache_result(&self, chain: &str, tier: &str, status: proto::msg::CacheStatus) {
+        let result = match status {
+            proto::msg::CacheStatus::Hit => "hit",
+            proto::msg::CacheStatus::Miss => "miss",
+            proto::msg::CacheStatus::Bypass => "bypass",
+        };
+        self.cache_results
+            .with_label_values(&[chain, tier, result])
+            .inc();
     }
 
     pub fn render(&self) -> String {

@@ -6,7 +6,7 @@
 //! in flight to it at once rather than waiting for a timeout.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -36,6 +36,41 @@ pub struct Node {
     plausible: AtomicBool,
     /// Failed share of attempts in the last health interval, in millionths.
     error_rate_ppm: AtomicU32,
+    /// Cache results of the calls this node answered (the status page's hit ratio).
+    pub cache: CacheTally,
+}
+
+/// Cache results (from `x-cache`) of the calls one node answered since it joined.
+#[derive(Debug, Default)]
+pub struct CacheTally {
+    pub hit: AtomicU64,
+    pub miss: AtomicU64,
+    pub bypass: AtomicU64,
+}
+
+impl CacheTally {
+    /// Counts the answered calls in `results`; node errors are not answers.
+    pub fn record(&self, results: &[proto::msg::CallResult]) {
+        use proto::msg::{CacheStatus, Outcome};
+        for r in results {
+            if matches!(r.outcome, Outcome::NodeError(_)) {
+                continue;
+            }
+            let c = match r.cache {
+                CacheStatus::Hit => &self.hit,
+                CacheStatus::Miss => &self.miss,
+                CacheStatus::Bypass => &self.bypass,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hits over cacheable calls (hits + misses); `None` before any cacheable call.
+    pub fn hit_ratio(&self) -> Option<f64> {
+        let hit = self.hit.load(Ordering::Relaxed);
+        let miss = self.miss.load(Ordering::Relaxed);
+        (hit + miss > 0).then(|| hit as f64 / (hit + miss) as f64)
+    }
 }
 
 /// Health of one node for one chain, with the streaks that give it hysteresis.
@@ -68,6 +103,7 @@ impl Node {
             min_rtt: Mutex::new(None),
             plausible: AtomicBool::new(true),
             error_rate_ppm: AtomicU32::new(0),
+            cache: CacheTally::default(),
         }
     }
 

@@ -1,0 +1,293 @@
+//! The live status page: `/status` (one self-contained HTML page, [`PAGE`]) and the
+//! `/status.json` it polls, built here from the node registry, the config and [`Recent`], the
+//! small rings of recent failovers and departed nodes. The JSON is documented field by field in
+//! `dashboards/README.md`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::time::Instant;
+
+use crate::registry::Node;
+use crate::App;
+
+/// The page; it has no external references (the admin listener also sends a CSP that forbids
+/// them), so it works on an air-gapped operator network.
+pub const PAGE: &str = include_str!("status.html");
+
+/// How many recent failovers the page can show.
+pub const FAILOVER_RING: usize = 50;
+/// How many departed nodes are remembered (until they rejoin).
+pub const DEPARTED_RING: usize = 20;
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// One attempt moved away from a node.
+#[derive(Debug, Clone, Serialize)]
+pub struct FailoverEvent {
+    pub at_ms: u64,
+    pub request_id: String,
+    pub chain_id: u64,
+    pub node: String,
+    pub region: String,
+    /// Same values as `gateway_failovers_total{reason}`.
+    pub reason: &'static str,
+    /// Calls of the request moved for this reason from this node (batches move many at once).
+    pub calls: u32,
+}
+
+/// A node that left, kept until it rejoins or falls out of the ring.
+#[derive(Debug, Clone, Serialize)]
+pub struct Departed {
+    pub id: String,
+    pub region: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    pub left_at_ms: u64,
+    pub reason: String,
+}
+
+/// Bounded memory of recent events for the status page.
+pub struct Recent {
+    started: Instant,
+    failovers: Mutex<VecDeque<FailoverEvent>>,
+    departed: Mutex<VecDeque<Departed>>,
+}
+
+impl Default for Recent {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            failovers: Mutex::new(VecDeque::with_capacity(FAILOVER_RING)),
+            departed: Mutex::new(VecDeque::with_capacity(DEPARTED_RING)),
+        }
+    }
+}
+
+impl Recent {
+    /// Records a failover; repeated calls for one request, node and reason fold into one entry.
+    pub fn failover(&self, node: &Node, chain_id: u64, request_id: &str, reason: &'static str) {
+        let mut ring = self.failovers.lock();
+        if let Some(last) = ring.back_mut() {
+            if last.request_id == request_id && last.node == node.id && last.reason == reason {
+                last.calls += 1;
+                return;
+            }
+        }
+        if ring.len() == FAILOVER_RING {
+            ring.pop_front();
+        }
+        ring.push_back(FailoverEvent {
+            at_ms: now_ms(),
+            request_id: request_id.to_string(),
+            chain_id,
+            node: node.id.clone(),
+            region: node.region.clone(),
+            reason,
+            calls: 1,
+        });
+    }
+
+    /// Records that `node` left the registry.
+    pub fn departed(&self, node: &Node, reason: String) {
+        let mut ring = self.departed.lock();
+        ring.retain(|d| d.id != node.id);
+        if ring.len() == DEPARTED_RING {
+            ring.pop_front();
+        }
+        ring.push_back(Departed {
+            id: node.id.clone(),
+            region: node.region.clone(),
+            latitude: node.latitude,
+            longitude: node.longitude,
+            left_at_ms: now_ms(),
+            reason,
+        });
+    }
+
+    /// Newest first.
+    pub fn failovers(&self) -> Vec<FailoverEvent> {
+        self.failovers.lock().iter().rev().cloned().collect()
+    }
+
+    /// Newest first.
+    pub fn departures(&self) -> Vec<Departed> {
+        self.departed.lock().iter().rev().cloned().collect()
+    }
+}
+
+// === /status.json ===
+
+#[derive(Debug, Serialize)]
+pub struct StatusDoc {
+    pub version: &'static str,
+    pub generated_at_ms: u64,
+    pub uptime_seconds: f64,
+    /// `geo.gateway_location` when configured (drawn on the map), else `null`.
+    pub gateway_location: Option<Point>,
+    pub chains: Vec<ChainDoc>,
+    pub nodes: Vec<NodeDoc>,
+    pub departed: Vec<Departed>,
+    pub failovers: Vec<FailoverEvent>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Point {
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ChainDoc {
+    pub name: String,
+    pub chain_id: u64,
+    pub healthy_nodes: usize,
+    /// Highest head reported by a live node; `null` before any report.
+    pub best_head: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeDoc {
+    pub id: String,
+    pub region: String,
+    pub latitude: f64,
+    pub longitude: f64,
+    /// `healthy` (routable for every configured chain it serves), `degraded` (for some),
+    /// `unhealthy` (for none).
+    pub state: &'static str,
+    pub joined_seconds_ago: f64,
+    pub status_age_ms: Option<f64>,
+    pub rtt_ms: f64,
+    pub min_rtt_ms: Option<f64>,
+    pub in_flight: u32,
+    pub error_rate: f64,
+    pub location_plausible: bool,
+    pub cache: CacheDoc,
+    pub chains: Vec<NodeChainDoc>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CacheDoc {
+    pub hit: u64,
+    pub miss: u64,
+    pub bypass: u64,
+    pub hit_ratio: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeChainDoc {
+    pub name: String,
+    pub chain_id: u64,
+    pub healthy: bool,
+    pub reason: String,
+    pub head: Option<u64>,
+    pub lag_blocks: u64,
+    pub head_age_ms: Option<u64>,
+    pub upstream_healthy: Option<bool>,
+}
+
+/// Builds the document the page renders.
+pub fn build(app: &App) -> StatusDoc {
+    let deadline = Duration::from_millis(app.config.quic.status_deadline_ms);
+    let nodes = app.registry.snapshot();
+    let best = crate::health::best_heads(&nodes, deadline);
+    let chains = app
+        .config
+        .chains
+        .iter()
+        .map(|c| ChainDoc {
+            name: c.name.clone(),
+            chain_id: c.chain_id,
+            healthy_nodes: nodes
+                .iter()
+                .filter(|n| n.serves(c.chain_id, deadline))
+                .count(),
+            best_head: best.get(&c.chain_id).copied(),
+        })
+        .collect();
+    let node_docs: Vec<NodeDoc> = nodes.iter().map(|n| node_doc(app, n, deadline)).collect();
+    let departed = app
+        .recent
+        .departures()
+        .into_iter()
+        .filter(|d| !nodes.iter().any(|n| n.id == d.id))
+        .collect();
+    StatusDoc {
+        version: env!("CARGO_PKG_VERSION"),
+        generated_at_ms: now_ms(),
+        uptime_seconds: app.recent.started.elapsed().as_secs_f64(),
+        gateway_location: app.config.geo.gateway_location.as_ref().map(|p| Point {
+            latitude: p.lat,
+            longitude: p.lon,
+        }),
+        chains,
+        nodes: node_docs,
+        departed,
+        failovers: app.recent.failovers(),
+    }
+}
+
+fn node_doc(app: &App, n: &Node, deadline: Duration) -> NodeDoc {
+    let status = n.last_status();
+    let chains: Vec<NodeChainDoc> = app
+        .config
+        .chains
+        .iter()
+        .filter(|c| n.chains.contains(&c.chain_id))
+        .map(|c| {
+            let h = n.health(c.chain_id);
+            let cs = status
+                .as_ref()
+                .and_then(|(s, _)| s.chains.iter().find(|x| x.chain_id == c.chain_id));
+            NodeChainDoc {
+                name: c.name.clone(),
+                chain_id: c.chain_id,
+                healthy: n.serves(c.chain_id, deadline),
+                reason: h.reason,
+                head: cs.map(|x| x.head_number),
+                lag_blocks: h.lag_blocks,
+                head_age_ms: cs.map(|x| x.head_age_ms).filter(|a| *a != u64::MAX),
+                upstream_healthy: cs.map(|x| x.upstream_healthy),
+            }
+        })
+        .collect();
+    let serving = chains.iter().filter(|c| c.healthy).count();
+    let state = match serving {
+        0 => "unhealthy",
+        s if s == chains.len() => "healthy",
+        _ => "degraded",
+    };
+    NodeDoc {
+        id: n.id.clone(),
+        region: n.region.clone(),
+        latitude: n.latitude,
+        longitude: n.longitude,
+        state,
+        joined_seconds_ago: n.joined_at.elapsed().as_secs_f64(),
+        status_age_ms: status.as_ref().map(|(_, age)| ms(*age)),
+        rtt_ms: ms(n.rtt()),
+        min_rtt_ms: n.min_rtt().map(ms),
+        in_flight: n.load(),
+        error_rate: n.recent_error_rate(),
+        location_plausible: n.plausible(),
+        cache: CacheDoc {
+            hit: n.cache.hit.load(Ordering::Relaxed),
+            miss: n.cache.miss.load(Ordering::Relaxed),
+            bypass: n.cache.bypass.load(Ordering::Relaxed),
+            hit_ratio: n.cache.hit_ratio(),
+        },
+        chains,
+    }
+}
