@@ -72,6 +72,16 @@ pub const QUIC_EVENTS: &[&str] = &[
     "protocol_error",
 ];
 
+/// Failover reasons (`gateway_failovers_total{reason}`), created at zero so that rates and alerts
+/// see a series before the first failover.
+pub const FAILOVER_REASONS: &[&str] = &[
+    "node_gone",
+    "timeout",
+    "stream_error",
+    "protocol_error",
+    "node_error",
+];
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
@@ -218,6 +228,9 @@ impl Metrics {
         m.nodes.register(r).unwrap();
         for e in QUIC_EVENTS {
             m.quic_events.with_label_values(&[e]);
+        }
+        for r in FAILOVER_REASONS {
+            m.failovers.with_label_values(&[r]);
         }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])

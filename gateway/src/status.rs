@@ -79,9 +79,20 @@ impl Default for Recent {
 impl Recent {
     /// Records a failover; repeated calls for one request, node and reason fold into one entry.
     pub fn failover(&self, node: &Node, chain_id: u64, request_id: &str, reason: &'static str) {
+        self.push_failover(&node.id, &node.region, chain_id, request_id, reason);
+    }
+
+    fn push_failover(
+        &self,
+        node: &str,
+        region: &str,
+        chain_id: u64,
+        request_id: &str,
+        reason: &'static str,
+    ) {
         let mut ring = self.failovers.lock();
         if let Some(last) = ring.back_mut() {
-            if last.request_id == request_id && last.node == node.id && last.reason == reason {
+            if last.request_id == request_id && last.node == node && last.reason == reason {
                 last.calls += 1;
                 return;
             }
@@ -93,8 +104,8 @@ impl Recent {
             at_ms: now_ms(),
             request_id: request_id.to_string(),
             chain_id,
-            node: node.id.clone(),
-            region: node.region.clone(),
+            node: node.to_string(),
+            region: region.to_string(),
             reason,
             calls: 1,
         });
@@ -289,5 +300,42 @@ fn node_doc(app: &App, n: &Node, deadline: Duration) -> NodeDoc {
             hit_ratio: n.cache.hit_ratio(),
         },
         chains,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failover_ring_is_bounded_newest_first_and_folds_batches() {
+        let r = Recent::default();
+        for i in 0..(FAILOVER_RING + 10) {
+            r.push_failover("n1", "eu-west", 1, &format!("req{i}"), "node_gone");
+        }
+        // A batch moving many calls at once is one entry.
+        for _ in 0..3 {
+            r.push_failover("n2", "us-east", 1, "batch", "node_error");
+        }
+        let f = r.failovers();
+        assert_eq!(f.len(), FAILOVER_RING);
+        assert_eq!((f[0].request_id.as_str(), f[0].calls), ("batch", 3));
+        assert_eq!(f[1].request_id, format!("req{}", FAILOVER_RING + 9));
+        // The oldest fell out.
+        assert!(f.iter().all(|e| e.request_id != "req0"));
+    }
+
+    #[test]
+    fn page_is_self_contained() {
+        // No external URL of any kind: the CSP would block it and the page must work offline.
+        for needle in ["http://", "https://", "//fonts.", "@import", "src=\""] {
+            let hits: Vec<_> = PAGE
+                .match_indices(needle)
+                .map(|(i, _)| &PAGE[i.saturating_sub(20)..(i + 40).min(PAGE.len())])
+                .filter(|ctx| !ctx.contains("www.w3.org/2000/svg"))
+                .collect();
+            assert!(hits.is_empty(), "{needle} in status.html: {hits:?}");
+        }
+        assert!(PAGE.contains("status.json"));
     }
 }
