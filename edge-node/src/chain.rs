@@ -190,7 +190,12 @@ impl Chain {
     }
 
     /// Follows the upstream head until `stop` fires.
-    pub async fn track(self: Arc<Self>, metrics: Arc<Metrics>, cache: Store, stop: CancellationToken) {
+    pub async fn track(
+        self: Arc<Self>,
+        metrics: Arc<Metrics>,
+        cache: Store,
+        stop: CancellationToken,
+    ) {
         loop {
             let ok = self.poll(&metrics, &cache).await;
             {
@@ -200,7 +205,11 @@ impl Chain {
                     s.failures += 1;
                 }
                 if s.healthy != ok {
-                    tracing::info!(chain_id = self.chain_id, healthy = ok, "upstream health changed");
+                    tracing::info!(
+                        chain_id = self.chain_id,
+                        healthy = ok,
+                        "upstream health changed"
+                    );
                 }
                 s.healthy = ok;
             }
@@ -234,7 +243,10 @@ impl Chain {
                 }
             }
         }
-        let latest = match self.fetch_header(br#"["latest",false]"#, "eth_getBlockByNumber", metrics).await {
+        let latest = match self
+            .fetch_header(br#"["latest",false]"#, "eth_getBlockByNumber", metrics)
+            .await
+        {
             Some(h) => h,
             None => return false,
         };
@@ -243,7 +255,6 @@ impl Chain {
             Err(()) => return false,
         };
         if moved {
-            self.refresh_tags().await;
             if let Some(h) = self.head() {
                 metrics
                     .head_block
@@ -255,7 +266,11 @@ impl Chain {
     }
 
     async fn fetch_header(&self, params: &[u8], method: &str, metrics: &Metrics) -> Option<Header> {
-        match self.upstreams.call(method, params, self.upstreams.timeout()).await {
+        match self
+            .upstreams
+            .call(method, params, self.upstreams.timeout())
+            .await
+        {
             Ok(Answer::Result(r)) if &r[..] != b"null" => match header::verify(&r) {
                 Ok(h) => Some(h),
                 Err(e) => {
@@ -342,7 +357,10 @@ impl Chain {
                 let k = String::from_utf8_lossy(k);
                 needles.iter().any(|n| k.contains(n.as_str()))
             });
-            metrics.reorgs.with_label_values(&[&self.chain_id.to_string()]).inc();
+            metrics
+                .reorgs
+                .with_label_values(&[&self.chain_id.to_string()])
+                .inc();
             metrics
                 .reorg_depth
                 .with_label_values(&[&self.chain_id.to_string()])
@@ -354,6 +372,9 @@ impl Chain {
                 "reorg: replaced blocks evicted from the cache"
             );
         }
+        // Finality tags are fetched before the new head is published, so a reader never pairs
+        // the new head with the previous head's `finalized`.
+        let (fin, safe) = self.fetch_tags(latest.number).await;
         let mut s = self.state.lock();
         s.headers.retain(|&n, _| n <= latest.number);
         for h in segment {
@@ -373,35 +394,35 @@ impl Chain {
                 });
             }
         }
-        s.served_tip = s.served_tip.max(latest.number);
+        let head = latest.number;
+        s.served_tip = s.served_tip.max(head);
         s.head = Some(latest);
-        // A finalized number above a rolled-back head cannot stand.
-        let head_n = s.head.as_ref().map_or(0, |h| h.number);
-        if s.finalized.is_some_and(|f| f > head_n) {
-            s.finalized = Some(head_n.saturating_sub(self.finality_depth));
-        }
+        // Finality only moves forward, and never above the head (a rollback lowers the head).
+        let f = fin
+            .unwrap_or(head.saturating_sub(self.finality_depth))
+            .min(head);
+        s.finalized = Some(s.finalized.map_or(f, |old| old.max(f)).min(head));
+        let fin_now = s.finalized.unwrap_or(0);
+        s.safe = Some(safe.unwrap_or(fin_now).max(fin_now).min(head));
         Ok(true)
     }
 
-    /// Refreshes `finalized` and `safe`, falling back to head minus `finality_depth` when the
-    /// upstream has no such tags.
-    async fn refresh_tags(&self) {
-        let head = self.head().map_or(0, |h| h.number);
-        let fallback = head.saturating_sub(self.finality_depth);
+    /// The upstream's `finalized` and `safe` numbers (each `None` when it has no such tag).
+    async fn fetch_tags(&self, head: u64) -> (Option<u64>, Option<u64>) {
         let fin = self.tag_number("finalized").await.map(|n| n.min(head));
         let safe = self.tag_number("safe").await.map(|n| n.min(head));
-        let mut s = self.state.lock();
-        // Finality only moves forward (a lower answer from a lagging upstream is ignored).
-        let f = fin.unwrap_or(fallback);
-        s.finalized = Some(s.finalized.map_or(f, |old| old.max(f)).min(head));
-        s.safe = Some(safe.unwrap_or(f).max(f).min(head));
+        (fin, safe)
     }
 
     async fn tag_number(&self, tag: &str) -> Option<u64> {
         let params = format!(r#"["{tag}",false]"#);
         match self
             .upstreams
-            .call("eth_getBlockByNumber", params.as_bytes(), self.upstreams.timeout())
+            .call(
+                "eth_getBlockByNumber",
+                params.as_bytes(),
+                self.upstreams.timeout(),
+            )
             .await
         {
             Ok(Answer::Result(r)) => {

@@ -88,7 +88,7 @@ pub async fn answer(
         .expect("JSON values serialise");
 
     let mut last = String::from("no upstream answered");
-    for i in 0..chain.upstreams.len() {
+    for i in chain.upstreams.trust_order() {
         let raw = match chain
             .upstreams
             .call_on(i, "eth_getProof", &proof_params, budget)
@@ -103,12 +103,18 @@ pub async fn answer(
         };
         match checked {
             Ok(answer) => {
-                metrics.proof_verifications.with_label_values(&["verified"]).inc();
+                metrics
+                    .proof_verifications
+                    .with_label_values(&["verified"])
+                    .inc();
                 return Ok(Answer::Result(answer));
             }
             Err(ProofErrorOr::Upstream(e)) => return Err(e),
             Err(ProofErrorOr::Proof(e)) => {
-                metrics.proof_verifications.with_label_values(&["failed"]).inc();
+                metrics
+                    .proof_verifications
+                    .with_label_values(&["failed"])
+                    .inc();
                 chain.upstreams.mark_faulty(i);
                 tracing::error!(
                     chain_id = chain.chain_id,
@@ -157,8 +163,13 @@ fn check(
         && p.code_hash == KECCAK_EMPTY;
     // An empty account is proven absent from the trie.
     let expected = (!empty).then(|| alloy_rlp::encode(account));
-    verify_proof(root, Nibbles::unpack(keccak256(address)), expected, &p.account_proof)
-        .map_err(|e| ProofError::Account(e.to_string()))?;
+    verify_proof(
+        root,
+        Nibbles::unpack(keccak256(address)),
+        expected,
+        &p.account_proof,
+    )
+    .map_err(|e| ProofError::Account(e.to_string()))?;
     let value = match slot {
         None => None,
         Some(slot) => {
@@ -168,8 +179,13 @@ fn check(
                 .find(|s| B256::from(s.key) == slot)
                 .ok_or_else(|| ProofError::Malformed("no proof for the slot".into()))?;
             let expected = (!sp.value.is_zero()).then(|| alloy_rlp::encode(sp.value));
-            verify_proof(p.storage_hash, Nibbles::unpack(keccak256(slot)), expected, &sp.proof)
-                .map_err(|e| ProofError::Storage(e.to_string()))?;
+            verify_proof(
+                p.storage_hash,
+                Nibbles::unpack(keccak256(slot)),
+                expected,
+                &sp.proof,
+            )
+            .map_err(|e| ProofError::Storage(e.to_string()))?;
             Some(sp.value)
         }
     };
@@ -206,9 +222,11 @@ async fn finish(
                     )))
                 }
             };
-            let hex: String = serde_json::from_slice(&code)
-                .map_err(|e| ProofError::Malformed(e.to_string()))?;
-            let bytes: ABytes = hex.parse().map_err(|_| ProofError::Malformed("code".into()))?;
+            let hex: String =
+                serde_json::from_slice(&code).map_err(|e| ProofError::Malformed(e.to_string()))?;
+            let bytes: ABytes = hex
+                .parse()
+                .map_err(|_| ProofError::Malformed("code".into()))?;
             if keccak256(&bytes) != p.code_hash {
                 return Err(ProofError::Code.into());
             }
@@ -253,12 +271,18 @@ async fn state_root(
         return Ok(h.state_root);
     }
     // Outside the ring (an older final block): fetch its header and verify it first.
-    match chain.upstreams.call(method, params.as_bytes(), budget).await? {
+    match chain
+        .upstreams
+        .call(method, params.as_bytes(), budget)
+        .await?
+    {
         Answer::Result(r) => match header::verify(&r) {
             Ok(h) => Ok(h.state_root),
             Err(e) => {
                 metrics.header_verification_failures.inc();
-                Err(UpstreamError::BadResponse(format!("header for a state proof: {e}")))
+                Err(UpstreamError::BadResponse(format!(
+                    "header for a state proof: {e}"
+                )))
             }
         },
         Answer::Error(e) => Err(UpstreamError::BadResponse(

@@ -126,12 +126,17 @@ impl Upstreams {
     }
 
     fn suspect(&self, up: &Upstream) -> bool {
-        up.suspect_until
-            .lock()
-            .is_some_and(|t| t > Instant::now())
+        up.suspect_until.lock().is_some_and(|t| t > Instant::now())
     }
 
-    /// Sends one call to upstream `i` (the `i`-th in trust order: suspects last).
+    /// Upstream indices, trusted ones first (suspects last).
+    pub fn trust_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.list.len()).collect();
+        order.sort_by_key(|&i| self.suspect(&self.list[i]));
+        order
+    }
+
+    /// Sends one call to upstream number `i`.
     pub async fn call_on(
         &self,
         i: usize,
@@ -139,12 +144,11 @@ impl Upstreams {
         params: &[u8],
         budget: Duration,
     ) -> Result<Answer, UpstreamError> {
-        let mut order: Vec<&Upstream> = self.list.iter().collect();
-        order.sort_by_key(|u| self.suspect(u));
-        let up = order[i % order.len()];
-        self.call_one(up, method, params, budget.min(self.timeout)).await
+        let limit = budget.min(self.timeout);
+        self.call_one(&self.list[i % self.list.len()], method, params, limit)
+            .await
             .map_err(|e| match e {
-                UpstreamError::Timeout(_) => UpstreamError::Timeout(budget.min(self.timeout).as_millis() as u64),
+                UpstreamError::Timeout(_) => UpstreamError::Timeout(limit.as_millis() as u64),
                 other => other,
             })
     }

@@ -595,3 +595,57 @@ pub async fn udp_delay_relay(
     });
     addr
 }
+
+/// Rewrites an upstream answer: `(method, params, answer) -> answer`.
+pub type TamperFn = Arc<dyn Fn(&str, &Value, Bytes) -> Bytes + Send + Sync>;
+
+/// A lying upstream: forwards to anvil and passes each answer through `tamper`.
+pub struct TamperingUpstream {
+    pub url: String,
+}
+
+impl TamperingUpstream {
+    pub async fn start(upstream: &str, tamper: TamperFn) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let upstream: http::Uri = upstream.parse().unwrap();
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (t, client, upstream) = (tamper.clone(), client.clone(), upstream.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (t, client, upstream) = (t.clone(), client.clone(), upstream.clone());
+                        async move {
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map_err(std::io::Error::other)?
+                                .to_bytes();
+                            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            let fwd = http::Request::post(upstream)
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .unwrap();
+                            let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
+                            let bytes = resp
+                                .into_body()
+                                .collect()
+                                .await
+                                .map_err(std::io::Error::other)?
+                                .to_bytes();
+                            let method = v["method"].as_str().unwrap_or("").to_string();
+                            let out = t(&method, &v["params"], bytes);
+                            Ok::<_, std::io::Error>(http::Response::new(Full::new(out)))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self { url }
+    }
+}

@@ -1,5 +1,6 @@
 //! End-to-end tests: one test binary (one link step on a 2-core machine), one module per area.
 
+mod chainstate;
 mod configs;
 mod harness;
 mod join;

@@ -1,0 +1,543 @@
+//! Edge-node chain state against real anvil: differential reads while blocks are produced,
+//! reorgs and rollbacks, finality-aware caching, and lying upstreams.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::harness::*;
+
+const DEV: [&str; 3] = [
+    "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+    "0x70997970c51812dc3a010c7d01b50e0d17dc79c8",
+    "0x3c44cdddb6a900fa2b585dd299e03d12fa4293bc",
+];
+const CONTRACT: &str = "0x00000000000000000000000000000000c0ffee00";
+
+struct Rig {
+    anvil: Anvil,
+    gw: gateway::Gateway,
+    node: edge_node::EdgeNode,
+    url: String,
+    http: Http,
+}
+
+async fn rig(upstream: Option<&str>, verify: bool) -> Rig {
+    let anvil = Anvil::start(&[]).await;
+    let gw = start_gateway("").await;
+    let up = upstream
+        .map(str::to_string)
+        .unwrap_or_else(|| anvil.url.clone());
+    let mut cfg = node_config(
+        &gw,
+        &NodeSpec {
+            region: "eu-west",
+            lat: 50.0,
+            lon: 8.0,
+            upstream: &up,
+        },
+        TOKEN,
+    );
+    cfg.chains[0].verify_state = verify;
+    let node = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
+        .await
+        .unwrap();
+    let url = format!("http://{}/", gw.http_addr);
+    Rig {
+        anvil,
+        gw,
+        node,
+        url,
+        http: Http::default(),
+    }
+}
+
+impl Rig {
+    async fn direct(&self, method: &str, params: Value) -> Value {
+        self.http.rpc(&self.anvil.url, method, params).await
+    }
+
+    async fn head(&self) -> u64 {
+        let v = self.direct("eth_blockNumber", json!([])).await;
+        u64::from_str_radix(v["result"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
+    }
+
+    /// Waits until the node's head is anvil's head (same hash).
+    async fn synced(&self) {
+        let want = self
+            .direct("eth_getBlockByNumber", json!(["latest", false]))
+            .await["result"]["hash"]
+            .clone();
+        for _ in 0..500 {
+            let chain = self.node.shared.service.chains.values().next().unwrap();
+            if chain
+                .head()
+                .is_some_and(|h| json!(format!("{:#x}", h.hash)) == want)
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("node never caught up with anvil's head {want}");
+    }
+
+    /// Waits until anvil has mined the transaction `sent` (an eth_sendTransaction response).
+    async fn mined(&self, sent: &Value) {
+        let hash = sent["result"]
+            .as_str()
+            .unwrap_or_else(|| panic!("send failed: {sent}"));
+        for _ in 0..200 {
+            let r = self
+                .direct("eth_getTransactionReceipt", json!([hash]))
+                .await;
+            if !r["result"].is_null() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("transaction {hash} was never mined");
+    }
+
+    fn node_metric(&self, name: &str) -> f64 {
+        let text = self.node.shared.metrics.render();
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+fn block_ref(rng: &mut StdRng, head: u64, hashes: &[String]) -> Value {
+    match rng.random_range(0..9) {
+        0 => json!("latest"),
+        1 => json!("earliest"),
+        2 => json!("finalized"),
+        3 => json!("safe"),
+        4 => json!({ "blockNumber": format!("{:#x}", rng.random_range(0..=head)) }),
+        5 => json!({ "blockHash": hashes[rng.random_range(0..hashes.len())] }),
+        6 => json!(format!("{:#x}", head + rng.random_range(1..4))), // beyond the head
+        _ => json!(format!("{:#x}", rng.random_range(0..=head))),
+    }
+}
+
+fn random_read(
+    rng: &mut StdRng,
+    head: u64,
+    hashes: &[String],
+    txs: &[String],
+) -> (&'static str, Value) {
+    let who = if rng.random_bool(0.2) {
+        CONTRACT
+    } else {
+        DEV[rng.random_range(0..DEV.len())]
+    };
+    let b = block_ref(rng, head, hashes);
+    // Block reads take a tag or number, not an EIP-1898 object.
+    let tag = if b.is_object() {
+        json!(format!("{:#x}", rng.random_range(0..=head)))
+    } else {
+        b.clone()
+    };
+    match rng.random_range(0..12) {
+        0 => ("eth_getBalance", json!([who, b])),
+        1 => ("eth_getTransactionCount", json!([who, b])),
+        2 => ("eth_getCode", json!([who, b])),
+        3 => ("eth_getStorageAt", json!([who, "0x0", b])),
+        4 => (
+            "eth_call",
+            json!([{"to": "0x0000000000000000000000000000000000000004", "data": "0xbeef"}, b]),
+        ),
+        5 => ("eth_getBlockByNumber", json!([tag, rng.random_bool(0.5)])),
+        6 => (
+            "eth_getBlockByHash",
+            json!([hashes[rng.random_range(0..hashes.len())], false]),
+        ),
+        7 => ("eth_getBlockTransactionCountByNumber", json!([tag])),
+        8 => (
+            "eth_getTransactionByBlockNumberAndIndex",
+            json!([tag, "0x0"]),
+        ),
+        9 if !txs.is_empty() => (
+            "eth_getTransactionReceipt",
+            json!([txs[rng.random_range(0..txs.len())]]),
+        ),
+        10 => {
+            let hi = rng.random_range(0..=head);
+            let lo = hi.saturating_sub(rng.random_range(0..20));
+            (
+                "eth_getLogs",
+                json!([{"fromBlock": format!("{lo:#x}"), "toBlock": format!("{hi:#x}")}]),
+            )
+        }
+        _ => ("eth_blockNumber", json!([])),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_match_anvil_while_blocks_are_produced() {
+    let r = rig(None, false).await;
+    wait_serving(&r.gw, 1).await;
+    // History deep enough for anvil's `finalized` to exist, and a contract with code and storage.
+    r.direct("anvil_mine", json!(["0x50"])).await;
+    r.direct("anvil_setCode", json!([CONTRACT, "0x6001600101"]))
+        .await;
+    r.direct(
+        "anvil_setStorageAt",
+        json!([CONTRACT, "0x0", format!("0x{:064x}", 42)]),
+    )
+    .await;
+    r.direct("evm_mine", json!([])).await;
+
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let mut txs: Vec<String> = Vec::new();
+    let (mut compared, mut hits) = (0, 0);
+    for round in 0..14 {
+        // Move the chain: a transfer (a block with a transaction), or empty blocks.
+        match round % 3 {
+            0 => {
+                let to = DEV[rng.random_range(1..DEV.len())];
+                let tx = r
+                    .direct("eth_sendTransaction", json!([{"from": DEV[0], "to": to, "value": format!("{:#x}", rng.random_range(1..1_000_000u64))}]))
+                    .await;
+                r.mined(&tx).await;
+                txs.push(tx["result"].as_str().unwrap().to_string());
+            }
+            1 => {
+                r.direct("evm_mine", json!([])).await;
+            }
+            _ => {
+                r.direct(
+                    "anvil_mine",
+                    json!([format!("{:#x}", rng.random_range(1..4))]),
+                )
+                .await;
+            }
+        }
+        r.synced().await;
+        let head = r.head().await;
+        let mut hashes = Vec::new();
+        for n in [0, head / 2, head.saturating_sub(1), head] {
+            let b = r
+                .direct("eth_getBlockByNumber", json!([format!("{n:#x}"), false]))
+                .await;
+            hashes.push(b["result"]["hash"].as_str().unwrap().to_string());
+        }
+        for _ in 0..30 {
+            let (method, params) = random_read(&mut rng, head, &hashes, &txs);
+            let body = json!({"jsonrpc":"2.0","id":7,"method":method,"params":params}).to_string();
+            let via = r.http.post(&r.url, body.clone()).await;
+            let direct = r.http.post(&r.anvil.url, body).await.json();
+            assert_eq!(via.json(), direct, "round {round}: {method} {params}");
+            compared += 1;
+            hits += usize::from(via.header("x-cache") == Some("HIT"));
+        }
+    }
+    println!("differential: {compared} reads compared, {hits} cache hits, 0 mismatches");
+    assert!(
+        hits > 20,
+        "the cache should have answered part of the stream ({hits} hits)"
+    );
+    assert_eq!(
+        r.node_metric("edge_header_verification_failures_total"),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finalized_data_is_a_hit_and_tip_data_follows_the_head() {
+    let r = rig(None, false).await;
+    wait_serving(&r.gw, 1).await;
+    r.direct("anvil_mine", json!(["0x50"])).await;
+    r.synced().await;
+    let post = |method: &str, params: Value| {
+        let body = json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}).to_string();
+        let (http, url) = (r.http.clone(), r.url.clone());
+        async move { http.post(&url, body).await }
+    };
+    // Block 1 is final: MISS then HIT, never asked upstream again.
+    let a = post("eth_getBlockByNumber", json!(["0x1", false])).await;
+    let b = post("eth_getBlockByNumber", json!(["0x1", false])).await;
+    assert_eq!(
+        (a.header("x-cache"), b.header("x-cache")),
+        (Some("MISS"), Some("HIT"))
+    );
+    assert_eq!(a.json(), b.json());
+
+    // Tip data: HIT while the head stays, a fresh answer once it moves.
+    let t1 = post("eth_getBalance", json!([DEV[1], "latest"])).await;
+    let t2 = post("eth_getBalance", json!([DEV[1], "latest"])).await;
+    assert_eq!(
+        (t1.header("x-cache"), t2.header("x-cache")),
+        (Some("MISS"), Some("HIT"))
+    );
+    let sent = r
+        .direct(
+            "eth_sendTransaction",
+            json!([{"from": DEV[0], "to": DEV[1], "value": "0x1234"}]),
+        )
+        .await;
+    r.mined(&sent).await;
+    r.synced().await;
+    let t3 = post("eth_getBalance", json!([DEV[1], "latest"])).await;
+    assert_eq!(
+        t3.header("x-cache"),
+        Some("MISS"),
+        "{:?} {:?}",
+        t3.json(),
+        t1.json()
+    );
+    assert_ne!(t3.json()["result"], t1.json()["result"]);
+    assert_eq!(
+        t3.json(),
+        r.direct("eth_getBalance", json!([DEV[1], "latest"])).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reorgs_and_rollbacks_never_leave_stale_answers() {
+    let r = rig(None, false).await;
+    wait_serving(&r.gw, 1).await;
+    r.direct("anvil_mine", json!(["0x50"])).await;
+    r.synced().await;
+    let poll = r
+        .node
+        .shared
+        .service
+        .chains
+        .values()
+        .next()
+        .unwrap()
+        .poll_interval();
+    let head = r.head().await;
+    // Warm the cache with answers about the tip blocks that the reorg will replace.
+    let probes: Vec<(&str, Value)> = vec![
+        (
+            "eth_getBlockByNumber",
+            json!([format!("{:#x}", head), false]),
+        ),
+        (
+            "eth_getBlockByNumber",
+            json!([format!("{:#x}", head - 1), false]),
+        ),
+        ("eth_getBalance", json!([DEV[2], "latest"])),
+        (
+            "eth_getBalance",
+            json!([DEV[2], format!("{:#x}", head - 1)]),
+        ),
+        (
+            "eth_getBlockTransactionCountByNumber",
+            json!([format!("{:#x}", head)]),
+        ),
+    ];
+    let old_tip = r
+        .direct("eth_getBlockByNumber", json!(["latest", false]))
+        .await["result"]["hash"]
+        .clone();
+    for (m, p) in &probes {
+        r.http.rpc(&r.url, m, p.clone()).await;
+        r.http.rpc(&r.url, m, p.clone()).await;
+    }
+
+    // Replace the last 3 blocks with ones carrying a transfer to DEV[2].
+    let tx = json!([[{"from": DEV[0], "to": DEV[2], "value": "0xde0b6b3a7640000"}, 1]]);
+    let reorged_at = Instant::now();
+    let res = r.direct("anvil_reorg", json!([3, tx])).await;
+    assert!(res.get("error").is_none(), "{res}");
+    let (stale_window, checks) = watch_staleness(&r, &probes, reorged_at, poll).await;
+    assert!(r.node_metric("edge_reorgs_total") >= 1.0);
+    println!(
+        "reorg: last stale answer {} ms after the reorg (poll interval {} ms, {checks} checks)",
+        stale_window.as_millis(),
+        poll.as_millis()
+    );
+    assert!(
+        stale_window < poll,
+        "stale answers for {stale_window:?}, poll interval {poll:?}"
+    );
+    // The replaced tip's hash is no longer answered from the cache.
+    let gone = r
+        .http
+        .rpc(&r.url, "eth_getBlockByHash", json!([old_tip, false]))
+        .await;
+    assert_eq!(
+        gone,
+        r.direct("eth_getBlockByHash", json!([old_tip, false]))
+            .await
+    );
+
+    // Roll back 2 blocks: the head goes down, answers follow, eth_blockNumber does not go back.
+    let tip_before = r.http.rpc(&r.url, "eth_blockNumber", json!([])).await["result"].clone();
+    let rolled_at = Instant::now();
+    r.direct("anvil_rollback", json!([2])).await;
+    let (stale_window, _) = watch_staleness(&r, &probes[2..], rolled_at, poll).await;
+    println!(
+        "rollback: last stale answer {} ms after it",
+        stale_window.as_millis()
+    );
+    assert!(stale_window < poll);
+    let tip_after = r.http.rpc(&r.url, "eth_blockNumber", json!([])).await["result"].clone();
+    assert_eq!(tip_after, tip_before, "the served tip never goes backwards");
+}
+
+/// Waits until `node` has followed the chain to block `n`.
+async fn wait_head(node: &edge_node::EdgeNode, n: u64) {
+    for _ in 0..250 {
+        let chain = node.shared.service.chains.values().next().unwrap();
+        if chain.head().is_some_and(|h| h.number >= n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("node never reached block {n}");
+}
+
+/// Asks `probes` through the gateway and directly, over and over, until the node has seen the
+/// change and answers match for a while; returns when the last mismatch was seen.
+async fn watch_staleness(
+    r: &Rig,
+    probes: &[(&str, Value)],
+    since: Instant,
+    poll: Duration,
+) -> (Duration, usize) {
+    let mut last_stale = Duration::ZERO;
+    let mut checks = 0;
+    let until = Instant::now() + poll * 4 + Duration::from_millis(500);
+    while Instant::now() < until {
+        for (m, p) in probes {
+            let via = r.http.rpc(&r.url, m, p.clone()).await;
+            let direct = r.direct(m, p.clone()).await;
+            checks += 1;
+            if via != direct {
+                last_stale = since.elapsed();
+            }
+        }
+    }
+    (last_stale, checks)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_upstreams_are_caught_by_header_and_proof_checks() {
+    // Header lie: the tip's state root is altered, so its hash no longer matches.
+    let anvil = Anvil::start(&[]).await;
+    let lie_header: TamperFn = Arc::new(|method: &str, _p: &Value, b: bytes::Bytes| {
+        if method != "eth_getBlockByNumber" {
+            return b;
+        }
+        let mut s = String::from_utf8_lossy(&b).to_string();
+        if let Some(i) = s.find("\"stateRoot\":\"0x") {
+            let at = i + "\"stateRoot\":\"0x".len();
+            let flipped = if &s[at..at + 1] == "0" { "1" } else { "0" };
+            s.replace_range(at..at + 1, flipped);
+        }
+        bytes::Bytes::from(s)
+    });
+    let liar = TamperingUpstream::start(&anvil.url, lie_header).await;
+    let gw = start_gateway("").await;
+    let node = start_node(
+        &gw,
+        &NodeSpec {
+            region: "eu-west",
+            lat: 50.0,
+            lon: 8.0,
+            upstream: &liar.url,
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let failures = node.shared.metrics.header_verification_failures.get();
+    assert!(failures >= 1, "forged headers must be rejected");
+    assert!(
+        gw.app
+            .registry
+            .candidates(CHAIN_ID, Duration::from_secs(1))
+            .is_empty(),
+        "a node whose only upstream lies is not routable"
+    );
+    node.shutdown().await;
+
+    // Proof lie: balances in eth_getProof are altered. With verified reads on, a node with one
+    // honest and one lying upstream answers correctly; with only the liar it refuses clearly.
+    let lie_proof: TamperFn = Arc::new(|method: &str, _p: &Value, b: bytes::Bytes| {
+        if method != "eth_getProof" {
+            return b;
+        }
+        let mut v: Value = serde_json::from_slice(&b).unwrap();
+        v["result"]["balance"] = json!("0x56bc75e2d63100000"); // 100 ETH
+        bytes::Bytes::from(v.to_string())
+    });
+    // (Anvil's genesis state root is the empty root whatever the genesis allocation, so
+    // proofs at block 0 never verify there; read at mined blocks.)
+    let anvil = Anvil::start(&[]).await;
+    let liar = TamperingUpstream::start(&anvil.url, lie_proof).await;
+    let gw = start_gateway("").await;
+    let (http, url) = (Http::default(), format!("http://{}/", gw.http_addr));
+    http.rpc(&anvil.url, "anvil_mine", json!(["0x3"])).await;
+    let mut cfg = node_config(
+        &gw,
+        &NodeSpec {
+            region: "eu-west",
+            lat: 50.0,
+            lon: 8.0,
+            upstream: &liar.url,
+        },
+        TOKEN,
+    );
+    cfg.chains[0].verify_state = true;
+    cfg.chains[0].upstreams = vec![liar.url.clone(), anvil.url.clone()];
+    let mixed =
+        edge_node::EdgeNode::start(cfg.clone(), proto::identity::Identity::generate().unwrap())
+            .await
+            .unwrap();
+    wait_serving(&gw, 1).await;
+    wait_head(&mixed, 3).await;
+    for _ in 0..4 {
+        let via = http
+            .rpc(&url, "eth_getBalance", json!([DEV[1], "latest"]))
+            .await;
+        assert_eq!(
+            via["result"],
+            http.rpc(&anvil.url, "eth_getBalance", json!([DEV[1], "latest"]))
+                .await["result"],
+            "{via}"
+        );
+    }
+    let failed = mixed
+        .shared
+        .metrics
+        .proof_verifications
+        .with_label_values(&["failed"])
+        .get();
+    let verified = mixed
+        .shared
+        .metrics
+        .proof_verifications
+        .with_label_values(&["verified"])
+        .get();
+    assert!(
+        failed >= 1 && verified >= 1,
+        "failed {failed}, verified {verified}"
+    );
+    mixed.shutdown().await;
+
+    cfg.chains[0].upstreams = vec![liar.url.clone()];
+    let only_liar = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
+        .await
+        .unwrap();
+    wait_serving(&gw, 1).await;
+    wait_head(&only_liar, 3).await;
+    let via = http
+        .rpc(&url, "eth_getBalance", json!([DEV[1], "latest"]))
+        .await;
+    let msg = via["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("state proof") && msg.contains("verif"),
+        "{via}"
+    );
+    only_liar.shutdown().await;
+}
