@@ -74,14 +74,23 @@ mod tests {
     fn any_altered_field_is_caught() {
         for (from, to) in [
             ("\"stateRoot\":\"0x56", "\"stateRoot\":\"0x57"),
-            ("\"timestamp\":\"0x6b07ae38\"", "\"timestamp\":\"0x6b07ae39\""),
-            ("\"baseFeePerGas\":\"0x3b9aca00\"", "\"baseFeePerGas\":\"0x3b9aca01\""),
+            (
+                "\"timestamp\":\"0x6b07ae38\"",
+                "\"timestamp\":\"0x6b07ae39\"",
+            ),
+            (
+                "\"baseFeePerGas\":\"0x3b9aca00\"",
+                "\"baseFeePerGas\":\"0x3b9aca01\"",
+            ),
             ("\"requestsHash\":\"0xe3", "\"requestsHash\":\"0xe4"),
         ] {
             let forged = ANVIL_GENESIS.replacen(from, to, 1);
             assert_ne!(forged, ANVIL_GENESIS);
             assert!(
-                matches!(verify(forged.as_bytes()), Err(HeaderError::HashMismatch { .. })),
+                matches!(
+                    verify(forged.as_bytes()),
+                    Err(HeaderError::HashMismatch { .. })
+                ),
                 "{from}"
             );
         }

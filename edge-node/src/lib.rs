@@ -16,11 +16,11 @@ pub mod cache;
 pub mod chain;
 pub mod config;
 pub mod header;
+pub mod link;
 pub mod logs;
+pub mod metrics;
 pub mod policy;
 pub mod proof;
-pub mod link;
-pub mod metrics;
 pub mod service;
 pub mod upstream;
 
@@ -80,10 +80,7 @@ impl EdgeNode {
                 Duration::from_millis(c.upstream_timeout_ms),
                 metrics.clone(),
             );
-            chains.insert(
-                c.chain_id,
-                Arc::new(Chain::new(c, ups)),
-            );
+            chains.insert(c.chain_id, Arc::new(Chain::new(c, ups)));
         }
         let service = Service {
             chains,
@@ -94,8 +91,18 @@ impl EdgeNode {
             metrics: metrics.clone(),
             // One node serves every chain with the first chain's log limits' stricter values.
             logs: policy::LogLimits {
-                max_range: config.chains.iter().map(|c| c.logs_max_range).min().unwrap_or(1),
-                chunk: config.chains.iter().map(|c| c.logs_chunk_blocks).min().unwrap_or(1),
+                max_range: config
+                    .chains
+                    .iter()
+                    .map(|c| c.logs_max_range)
+                    .min()
+                    .unwrap_or(1),
+                chunk: config
+                    .chains
+                    .iter()
+                    .map(|c| c.logs_chunk_blocks)
+                    .min()
+                    .unwrap_or(1),
             },
         };
         let node_id = identity.node_id();
@@ -123,15 +130,11 @@ impl EdgeNode {
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
         for chain in shared.service.chains.values() {
-            tasks.spawn(
-                chain
-                    .clone()
-                    .track(
-                        shared.metrics.clone(),
-                        shared.service.cache.clone(),
-                        stop.child_token(),
-                    ),
-            );
+            tasks.spawn(chain.clone().track(
+                shared.metrics.clone(),
+                shared.service.cache.clone(),
+                stop.child_token(),
+            ));
         }
         let admin_addr = match shared.config.admin_listen {
             Some(addr) => {

@@ -24,7 +24,10 @@ pub async fn fetch(
     let parts = chunks(from, to, chunk);
     if parts.len() == 1 {
         let params = Value::Array(vec![filter.clone()]).to_string();
-        return chain.upstreams.call("eth_getLogs", params.as_bytes(), budget).await;
+        return chain
+            .upstreams
+            .call("eth_getLogs", params.as_bytes(), budget)
+            .await;
     }
     let mut answers = Vec::with_capacity(parts.len());
     for group in parts.chunks(PARALLEL) {
@@ -33,7 +36,12 @@ pub async fn fetch(
             f["fromBlock"] = Value::String(format!("{lo:#x}"));
             f["toBlock"] = Value::String(format!("{hi:#x}"));
             let params = Value::Array(vec![f]).to_string();
-            async move { chain.upstreams.call("eth_getLogs", params.as_bytes(), budget).await }
+            async move {
+                chain
+                    .upstreams
+                    .call("eth_getLogs", params.as_bytes(), budget)
+                    .await
+            }
         });
         answers.extend(futures::future::join_all(calls).await);
     }
@@ -75,7 +83,10 @@ mod tests {
     #[test]
     fn arrays_are_unwrapped() {
         assert_eq!(strip_brackets(b" [ ] "), Some(&b""[..]));
-        assert_eq!(strip_brackets(b"[{\"a\":1},{\"b\":2}]"), Some(&b"{\"a\":1},{\"b\":2}"[..]));
+        assert_eq!(
+            strip_brackets(b"[{\"a\":1},{\"b\":2}]"),
+            Some(&b"{\"a\":1},{\"b\":2}"[..])
+        );
         assert_eq!(strip_brackets(b"null"), None);
     }
 }

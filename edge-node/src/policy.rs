@@ -57,7 +57,10 @@ pub const RULES: &[(&str, Rule)] = &[
         "eth_getTransactionByBlockNumberAndIndex",
         Rule::ByNumber("eth_getTransactionByBlockHashAndIndex"),
     ),
-    ("eth_getBlockReceipts", Rule::ByNumber("eth_getBlockReceipts")),
+    (
+        "eth_getBlockReceipts",
+        Rule::ByNumber("eth_getBlockReceipts"),
+    ),
     ("eth_getBlockByHash", Rule::ByHash),
     ("eth_getBlockTransactionCountByHash", Rule::ByHash),
     ("eth_getTransactionByBlockHashAndIndex", Rule::ByHash),
@@ -120,7 +123,10 @@ fn qty(n: u64) -> String {
 /// A block parameter as sent: a tag/number string or an EIP-1898 object.
 enum BlockParam {
     Ref(BlockRef),
-    Hash { hash: String, require_canonical: bool },
+    Hash {
+        hash: String,
+        require_canonical: bool,
+    },
 }
 
 fn block_param(v: Option<&Value>) -> Option<BlockParam> {
@@ -248,7 +254,9 @@ pub fn plan(chain: &Chain, method: &str, params: &Value, logs: LogLimits) -> Pla
             }
         }
         Rule::ByHash => match arr.and_then(|a| a.first()) {
-            Some(Value::String(h)) if is_hash(h) => cache_plan(chain_id, method, params.clone(), false),
+            Some(Value::String(h)) if is_hash(h) => {
+                cache_plan(chain_id, method, params.clone(), false)
+            }
             _ => Plan::Bypass,
         },
         Rule::TxLookup => match arr.and_then(|a| a.first()) {
@@ -262,7 +270,11 @@ pub fn plan(chain: &Chain, method: &str, params: &Value, logs: LogLimits) -> Pla
 }
 
 fn plan_logs(chain: &Chain, params: &Value, limits: LogLimits) -> Plan {
-    let Some(filter) = params.as_array().filter(|a| a.len() == 1).and_then(|a| a[0].as_object()) else {
+    let Some(filter) = params
+        .as_array()
+        .filter(|a| a.len() == 1)
+        .and_then(|a| a[0].as_object())
+    else {
         return Plan::Bypass;
     };
     if let Some(Value::String(h)) = filter.get("blockHash") {
@@ -305,8 +317,13 @@ fn plan_logs(chain: &Chain, params: &Value, limits: LogLimits) -> Plan {
     let mut f = Value::Object(filter.clone());
     f["fromBlock"] = Value::String(qty(from));
     f["toBlock"] = Value::String(qty(to));
-    let cache_key = matches!(to_r, Resolved::Final(_))
-        .then(|| cache::key(chain.chain_id, "eth_getLogs", &Value::Array(vec![f.clone()])));
+    let cache_key = matches!(to_r, Resolved::Final(_)).then(|| {
+        cache::key(
+            chain.chain_id,
+            "eth_getLogs",
+            &Value::Array(vec![f.clone()]),
+        )
+    });
     Plan::Logs {
         filter: f,
         from,
@@ -336,7 +353,11 @@ pub fn tx_is_final(result: &[u8], finalized: Option<u64>) -> bool {
     let Some(f) = finalized else { return false };
     serde_json::from_slice::<Value>(result)
         .ok()
-        .and_then(|v| v.get("blockNumber")?.as_str().and_then(crate::chain::parse_hex))
+        .and_then(|v| {
+            v.get("blockNumber")?
+                .as_str()
+                .and_then(crate::chain::parse_hex)
+        })
         .is_some_and(|n| n <= f)
 }
 

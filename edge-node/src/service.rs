@@ -76,7 +76,12 @@ impl Service {
                 }
             }
         };
-        let count = |label: &str| self.metrics.cache_requests.with_label_values(&[label]).inc();
+        let count = |label: &str| {
+            self.metrics
+                .cache_requests
+                .with_label_values(&[label])
+                .inc()
+        };
         match policy::plan(chain, &call.method, &params, self.logs) {
             Plan::Local(answer) => {
                 count("hit");
@@ -96,7 +101,12 @@ impl Service {
                 count("bypass");
                 CallResult {
                     cache: CacheStatus::Bypass,
-                    outcome: to_outcome(chain.upstreams.call(&call.method, &call.params, budget).await),
+                    outcome: to_outcome(
+                        chain
+                            .upstreams
+                            .call(&call.method, &call.params, budget)
+                            .await,
+                    ),
                 }
             }
             Plan::Cache {
@@ -115,7 +125,8 @@ impl Service {
                     match answer {
                         Ok(Answer::Result(r))
                             if cache::storable(&r)
-                                && (!only_if_final || policy::tx_is_final(&r, chain.finalized())) =>
+                                && (!only_if_final
+                                    || policy::tx_is_final(&r, chain.finalized())) =>
                         {
                             Ok(r)
                         }
@@ -130,7 +141,12 @@ impl Service {
                 if rewritten && matches!(result.outcome, Outcome::Error(_)) {
                     result = CallResult {
                         cache: CacheStatus::Bypass,
-                        outcome: to_outcome(chain.upstreams.call(&call.method, &call.params, budget).await),
+                        outcome: to_outcome(
+                            chain
+                                .upstreams
+                                .call(&call.method, &call.params, budget)
+                                .await,
+                        ),
                     };
                 }
                 result
@@ -175,14 +191,19 @@ impl Service {
         fetch: impl std::future::Future<Output = Result<Bytes, NotStored>>,
     ) -> CallResult {
         if let Some(v) = self.cache.get(&key).await {
-            self.metrics.cache_requests.with_label_values(&["hit"]).inc();
+            self.metrics
+                .cache_requests
+                .with_label_values(&["hit"])
+                .inc();
             return CallResult {
                 cache: CacheStatus::Hit,
                 outcome: Outcome::Result(v),
             };
         }
         let (status, outcome) = match self.cache.entry(key).or_try_insert_with(fetch).await {
-            Ok(entry) if entry.is_fresh() => (CacheStatus::Miss, Outcome::Result(entry.into_value())),
+            Ok(entry) if entry.is_fresh() => {
+                (CacheStatus::Miss, Outcome::Result(entry.into_value()))
+            }
             Ok(entry) => {
                 // Someone else's fetch answered us.
                 self.metrics.coalesced.inc();
@@ -193,8 +214,15 @@ impl Service {
                 NotStored::Failed(f) => (CacheStatus::Miss, to_outcome(Err(f.clone()))),
             },
         };
-        let label = if status == CacheStatus::Hit { "hit" } else { "miss" };
-        self.metrics.cache_requests.with_label_values(&[label]).inc();
+        let label = if status == CacheStatus::Hit {
+            "hit"
+        } else {
+            "miss"
+        };
+        self.metrics
+            .cache_requests
+            .with_label_values(&[label])
+            .inc();
         CallResult {
             cache: status,
             outcome,
