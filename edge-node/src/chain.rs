@@ -28,6 +28,8 @@ pub const RING: u64 = 256;
 /// Polls per expected block: a few requests per block, not per second per method.
 const POLLS_PER_BLOCK: u32 = 4;
 const MIN_POLL: Duration = Duration::from_millis(50);
+/// An upstream this many blocks behind the highest one is not used.
+pub const MAX_UPSTREAM_LAG: u64 = 3;
 
 #[derive(Debug, Default)]
 struct State {
@@ -243,12 +245,14 @@ impl Chain {
                 }
             }
         }
-        let latest = match self
-            .fetch_header(br#"["latest",false]"#, "eth_getBlockByNumber", metrics)
-            .await
-        {
-            Some(h) => h,
-            None => return false,
+        let latest = if self.upstreams.len() == 1 {
+            self.fetch_header(br#"["latest",false]"#, "eth_getBlockByNumber", metrics)
+                .await
+        } else {
+            self.agreed_head(metrics).await
+        };
+        let Some(latest) = latest else {
+            return false;
         };
         let moved = match self.ingest(latest, metrics, cache).await {
             Ok(moved) => moved,
@@ -265,12 +269,88 @@ impl Chain {
         true
     }
 
+    /// With several upstreams: the highest block they agree on. Each upstream's latest header
+    /// is fetched and verified; upstreams more than [`MAX_UPSTREAM_LAG`] blocks behind the
+    /// highest are marked lagging; the rest are asked for their block at the lowest of their
+    /// heads, and any whose hash there differs from the majority is marked as on another fork.
+    /// Marked upstreams go last in every rotation until they recover.
+    async fn agreed_head(&self, metrics: &Metrics) -> Option<Header> {
+        let n = self.upstreams.len();
+        let heads = futures::future::join_all((0..n).map(|i| {
+            self.fetch_header_from(i, br#"["latest",false]"#, "eth_getBlockByNumber", metrics)
+        }))
+        .await;
+        let top = heads.iter().flatten().map(|h| h.number).max()?;
+        let mut live = Vec::new();
+        for (i, h) in heads.into_iter().enumerate() {
+            match h {
+                Some(h) if h.number + MAX_UPSTREAM_LAG >= top => live.push((i, h)),
+                Some(h) => {
+                    tracing::warn!(chain_id = self.chain_id, upstream = %self.upstreams.label(i), behind = top - h.number, "upstream lagging; not used");
+                    self.upstreams.mark_faulty(i);
+                }
+                None => self.upstreams.mark_faulty(i),
+            }
+        }
+        let low = live.iter().map(|(_, h)| h.number).min()?;
+        let at_low = format!(r#"["{low:#x}",false]"#);
+        let mut votes: Vec<(Header, Vec<usize>)> = Vec::new();
+        for (i, h) in live {
+            let h = if h.number == low {
+                Some(h)
+            } else {
+                self.fetch_header_from(i, at_low.as_bytes(), "eth_getBlockByNumber", metrics)
+                    .await
+            };
+            let Some(h) = h else {
+                self.upstreams.mark_faulty(i);
+                continue;
+            };
+            match votes.iter_mut().find(|(v, _)| v.hash == h.hash) {
+                Some((_, who)) => who.push(i),
+                None => votes.push((h, vec![i])),
+            }
+        }
+        votes.sort_by_key(|(_, who)| std::cmp::Reverse(who.len()));
+        let (agreed, _) = votes.first()?.clone();
+        for (h, who) in votes.iter().skip(1) {
+            for &i in who {
+                tracing::warn!(chain_id = self.chain_id, upstream = %self.upstreams.label(i), number = h.number, "upstream on a different fork; not used");
+                self.upstreams.mark_faulty(i);
+            }
+        }
+        Some(agreed)
+    }
+
+    async fn fetch_header_from(
+        &self,
+        i: usize,
+        params: &[u8],
+        method: &str,
+        metrics: &Metrics,
+    ) -> Option<Header> {
+        let answer = self
+            .upstreams
+            .call_on(i, method, params, self.upstreams.timeout())
+            .await;
+        self.verified_header(answer, method, metrics)
+    }
+
     async fn fetch_header(&self, params: &[u8], method: &str, metrics: &Metrics) -> Option<Header> {
-        match self
+        let answer = self
             .upstreams
             .call(method, params, self.upstreams.timeout())
-            .await
-        {
+            .await;
+        self.verified_header(answer, method, metrics)
+    }
+
+    fn verified_header(
+        &self,
+        answer: Result<Answer, crate::upstream::UpstreamError>,
+        method: &str,
+        metrics: &Metrics,
+    ) -> Option<Header> {
+        match answer {
             Ok(Answer::Result(r)) if &r[..] != b"null" => match header::verify(&r) {
                 Ok(h) => Some(h),
                 Err(e) => {
