@@ -11,6 +11,7 @@ use proto::rpc;
 use tokio::time::Instant;
 
 use crate::registry::{InFlight, Node};
+use crate::sendraw;
 use crate::App;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,8 @@ pub async fn dispatch(
     let mut attempts = 0u32;
     let mut last_error: Option<String> = None;
     let mut candidates = ranked.into_iter();
+    // Calls an earlier attempt may have delivered (a transaction may already be in a pool).
+    let mut maybe_sent = vec![false; n];
 
     while !pending.is_empty() {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -100,9 +103,10 @@ pub async fn dispatch(
                             app.recent
                                 .failover(&node, chain_id, request_id, "node_error");
                             still.push(i);
+                            maybe_sent[i] = true;
                             results[i] = Some(r);
                         }
-                        _ => results[i] = Some(r),
+                        _ => results[i] = Some(sendraw::settle(&calls[i], maybe_sent[i], r)),
                     }
                 }
                 pending = still;
@@ -114,12 +118,14 @@ pub async fn dispatch(
                     pending.len()
                 ));
                 tracing::warn!(node = %node.id, error = %e, "node answered badly");
+                pending.iter().for_each(|&i| maybe_sent[i] = true);
                 app.metrics.failovers.with_label_values(&[e.reason()]).inc();
                 app.recent.failover(&node, chain_id, request_id, e.reason());
                 last_error = Some(e.to_string());
             }
             Err(e) => {
                 tracing::debug!(node = %node.id, error = %e, "attempt failed; failing over");
+                pending.iter().for_each(|&i| maybe_sent[i] = true);
                 app.metrics.failovers.with_label_values(&[e.reason()]).inc();
                 app.recent.failover(&node, chain_id, request_id, e.reason());
                 last_error = Some(match e {

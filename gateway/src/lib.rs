@@ -24,6 +24,7 @@ pub mod link;
 pub mod metrics;
 pub mod registry;
 pub mod router;
+pub mod sendraw;
 pub mod status;
 
 use std::net::SocketAddr;

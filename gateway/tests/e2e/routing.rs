@@ -319,3 +319,62 @@ async fn wan_delays_drive_lowest_latency_mode_and_expose_implausible_locations()
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_delivered_before_a_failover_is_reported_sent_not_failed() {
+    let anvil = Anvil::start(&[]).await;
+    // eu-west's upstream takes the transaction (anvil mines it) but the answer is lost.
+    let lose_answer: TamperFn =
+        std::sync::Arc::new(|method: &str, _p: &serde_json::Value, b: bytes::Bytes| {
+            if method == "eth_sendRawTransaction" {
+                bytes::Bytes::from_static(b"<html>502 Bad Gateway</html>")
+            } else {
+                b
+            }
+        });
+    let flaky = TamperingUpstream::start(&anvil.url, lose_answer).await;
+    let gw = start_gateway_with(&geo_section("")).await;
+    let eu = start_node(&gw, &spec(EU_WEST, &flaky.url)).await;
+    let us = start_node(&gw, &spec(US_EAST, &anvil.url)).await;
+    wait_serving_for(&gw, 2, 10).await;
+    let http = Http::default();
+    let signed = http
+        .rpc(&anvil.url, "eth_signTransaction", json!([{"from": ACCT0, "to": "0x000000000000000000000000000000000000dEaD", "value": "0x1", "gas": "0x5208", "nonce": "0x0", "maxFeePerGas": "0x77359400", "maxPriorityFeePerGas": "0x1", "chainId": "0x7a69"}]))
+        .await;
+    let raw = signed["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{signed}"))
+        .to_string();
+
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"eth_sendRawTransaction","params":[raw]})
+        .to_string();
+    let req = http::Request::post(format!("http://{}/", gw.http_addr))
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", LONDON)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    let resp = http.client.request(req).await.unwrap();
+    use http_body_util::BodyExt;
+    let v: serde_json::Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let hash = v["result"]
+        .as_str()
+        .unwrap_or_else(|| panic!("reported failed: {v}"));
+    let receipt = http
+        .rpc(&anvil.url, "eth_getTransactionReceipt", json!([hash]))
+        .await;
+    assert_eq!(
+        receipt["result"]["status"], "0x1",
+        "the reported hash is the mined transaction: {receipt}"
+    );
+    assert!(
+        gw.app
+            .metrics
+            .failovers
+            .with_label_values(&["node_error"])
+            .get()
+            >= 1
+    );
+    eu.shutdown().await;
+    us.shutdown().await;
+}
