@@ -555,27 +555,67 @@ async fn upstreams_on_another_fork_or_lagging_are_not_used() {
         http.rpc(u, "anvil_mine", json!(["0x8"])).await;
     }
     // Let the lagging proxy see a head, then freeze it and move A on.
-    http.rpc(&lagging.url, "eth_getBlockByNumber", json!(["latest", false])).await;
-    lagging.frozen.store(true, std::sync::atomic::Ordering::SeqCst);
+    http.rpc(
+        &lagging.url,
+        "eth_getBlockByNumber",
+        json!(["latest", false]),
+    )
+    .await;
+    lagging
+        .frozen
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     http.rpc(&a.url, "anvil_mine", json!(["0x5"])).await;
     http.rpc(&b.url, "anvil_mine", json!(["0x5"])).await;
 
     let gw = start_gateway("").await;
-    let mut cfg = node_config(&gw, &NodeSpec { region: "eu-west", lat: 50.0, lon: 8.0, upstream: &a.url }, TOKEN);
-    cfg.chains[0].upstreams = vec![b.url.clone(), lagging.url.clone(), a_proxy.url.clone(), a.url.clone()];
-    let node = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap()).await.unwrap();
+    let mut cfg = node_config(
+        &gw,
+        &NodeSpec {
+            region: "eu-west",
+            lat: 50.0,
+            lon: 8.0,
+            upstream: &a.url,
+        },
+        TOKEN,
+    );
+    cfg.chains[0].upstreams = vec![
+        b.url.clone(),
+        lagging.url.clone(),
+        a_proxy.url.clone(),
+        a.url.clone(),
+    ];
+    let node = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
+        .await
+        .unwrap();
     wait_serving(&gw, 1).await;
     wait_head(&node, 13).await;
-    let want = http.rpc(&a.url, "eth_getBlockByNumber", json!(["latest", false])).await["result"]["hash"].clone();
+    let want = http
+        .rpc(&a.url, "eth_getBlockByNumber", json!(["latest", false]))
+        .await["result"]["hash"]
+        .clone();
     let chain = node.shared.service.chains.values().next().unwrap();
-    assert_eq!(json!(format!("{:#x}", chain.head().unwrap().hash)), want, "the node follows the agreeing majority");
+    assert_eq!(
+        json!(format!("{:#x}", chain.head().unwrap().hash)),
+        want,
+        "the node follows the agreeing majority"
+    );
     let order = chain.upstreams.trust_order();
-    assert_eq!(&order[2..].iter().copied().collect::<std::collections::BTreeSet<_>>(), &[0usize, 1].into_iter().collect(), "the forked (0) and lagging (1) upstreams go last: {order:?}");
+    assert_eq!(
+        &order[2..]
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        &[0usize, 1].into_iter().collect(),
+        "the forked (0) and lagging (1) upstreams go last: {order:?}"
+    );
     // Reads are served from the agreeing upstreams and match A.
     let url = format!("http://{}/", gw.http_addr);
     for n in 10..=13u64 {
         let p = json!([format!("{n:#x}"), false]);
-        assert_eq!(http.rpc(&url, "eth_getBlockByNumber", p.clone()).await, http.rpc(&a.url, "eth_getBlockByNumber", p).await);
+        assert_eq!(
+            http.rpc(&url, "eth_getBlockByNumber", p.clone()).await,
+            http.rpc(&a.url, "eth_getBlockByNumber", p).await
+        );
     }
     node.shutdown().await;
 }
