@@ -82,6 +82,7 @@ pub fn check_all(app: &App) {
             apply(app, n, chain_id, v);
         }
     }
+    crate::router::rebuild(app);
 }
 
 /// Judges one node for one chain.

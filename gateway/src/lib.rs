@@ -52,6 +52,10 @@ pub struct App {
     pub metrics: Metrics,
     pub geo: geo::Geo,
     pub trusted: geo::TrustedProxies,
+    /// Per chain, the routing table the health checker rebuilt last.
+    pub routes: parking_lot::RwLock<
+        std::collections::HashMap<u64, Arc<router::Table<Arc<registry::Node>>>>,
+    >,
     /// Recent failovers and departed nodes, for the status page.
     pub recent: status::Recent,
 }
@@ -120,6 +124,7 @@ impl Gateway {
             metrics: Metrics::new(),
             geo,
             trusted,
+            routes: Default::default(),
             recent: status::Recent::default(),
         });
         let stop = CancellationToken::new();
