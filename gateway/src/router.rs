@@ -207,9 +207,7 @@ impl<T: Routable> Table<T> {
             .targets
             .iter()
             .enumerate()
-            .filter(|(_, t)| {
-                rule.is_none_or(|r| t.plausible && r.regions.iter().any(|x| *x == t.region))
-            })
+            .filter(|(_, t)| rule.is_none_or(|r| t.plausible && r.regions.contains(&t.region)))
             .map(|(i, t)| (self.static_ms(cfg, cell, t), i as u32))
             .collect();
         let k = TOP_K.min(all.len());

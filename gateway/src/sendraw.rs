@@ -46,7 +46,7 @@ pub fn tx_hash(params: &[u8]) -> Option<String> {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
