@@ -195,13 +195,30 @@ async fn read_status(
 
 /// The `gateway_quic_connection_events_total{event}` value for how a session ended.
 fn session_end(res: &Result<(), JoinError>) -> &'static str {
+    use quinn::ConnectionError as E;
     match res {
         Ok(()) => "closed",
         Err(JoinError::Timeout) => "join_timeout",
         Err(JoinError::Refused(_)) => "join_refused",
         Err(JoinError::Silent(_)) => "silent",
-        Err(JoinError::Conn(_)) => "lost",
-        Err(JoinError::Frame(_)) => "protocol_error",
+        // A read failing because the node closed the connection is just its goodbye.
+        Err(e) => match connection_error(e) {
+            Some(E::ApplicationClosed(_) | E::ConnectionClosed(_)) => "closed",
+            Some(_) => "lost",
+            None => "protocol_error",
+        },
+    }
+}
+
+/// The connection-level cause behind a session error, if there is one.
+fn connection_error(e: &JoinError) -> Option<&quinn::ConnectionError> {
+    match e {
+        JoinError::Conn(c) => Some(c),
+        JoinError::Frame(FrameError::Io(io)) => match io.get_ref()?.downcast_ref()? {
+            quinn::ReadError::ConnectionLost(c) => Some(c),
+            _ => None,
+        },
+        _ => None,
     }
 }
 

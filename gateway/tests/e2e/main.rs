@@ -4,5 +4,6 @@ mod chainstate;
 mod configs;
 mod harness;
 mod join;
+mod observability;
 mod routing;
 mod spine;
