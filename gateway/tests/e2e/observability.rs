@@ -9,6 +9,7 @@ mod promql;
 mod tools;
 
 use std::collections::BTreeSet;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -897,7 +898,12 @@ async fn status_page_in_headless_chromium() {
 
     let shot = workspace_root().join("target/status-page.png");
     browser.screenshot(&shot).await;
-    println!("status page screenshot: {}", shot.display());
+    // Written past the test harness's capture so it shows in a normal `cargo test` run.
+    let _ = writeln!(
+        std::io::stderr(),
+        "status page screenshot: {}",
+        shot.display()
+    );
     browser.quit().await;
     for (_, mut p) in procs {
         let _ = p.child.kill().await;
