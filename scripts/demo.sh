@@ -69,6 +69,8 @@ cat <<TXT
 Meridian demo is up.
   JSON-RPC (default chain)  http://127.0.0.1:8545        also /anvil and /31337
   gateway admin             http://127.0.0.1:9100/metrics   /readyz
+  status page               http://127.0.0.1:9100/status
+  Prometheus (optional)     prometheus --config.file=dashboards/prometheus.yml --storage.tsdb.path=.demo/prometheus --web.listen-address=127.0.0.1:9090
   edge admin                http://127.0.0.1:9101/metrics (us-east)  :9102 (eu-west)  :9103 (ap-southeast)
   anvil (upstream)          http://127.0.0.1:18545
   logs and pids             .demo/
