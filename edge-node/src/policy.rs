@@ -98,6 +98,9 @@ pub enum Plan {
         params: Bytes,
         /// Keep the answer only if it concerns a final block (transaction lookups).
         only_if_final: bool,
+        /// The call as the client wrote it names only final data: the answer can never
+        /// change, so the gateway may keep it too.
+        final_for_client: bool,
     },
     /// `eth_getLogs` over resolved numbers: split into chunks; cache when `cache_key` is set.
     Logs {
@@ -105,6 +108,7 @@ pub enum Plan {
         from: u64,
         to: u64,
         cache_key: Option<Bytes>,
+        final_for_client: bool,
     },
     /// Refused here with this error object.
     Reject(Bytes),
@@ -164,20 +168,20 @@ enum Pinned {
     Hash(String),
 }
 
-fn pin(chain: &Chain, p: BlockParam) -> Option<Pinned> {
+fn pin(chain: &Chain, p: &BlockParam) -> Option<Pinned> {
     match p {
         BlockParam::Hash {
             hash,
             require_canonical,
         } => {
-            if require_canonical {
+            if *require_canonical {
                 // Canonicality can change; only a hash in the verified ring is known canonical.
                 let b: alloy_primitives::B256 = hash.parse().ok()?;
                 chain.header_by_hash(&b)?;
             }
-            Some(Pinned::Hash(hash))
+            Some(Pinned::Hash(hash.clone()))
         }
-        BlockParam::Ref(r) => match chain.resolve(&r) {
+        BlockParam::Ref(r) => match chain.resolve(r) {
             Resolved::Final(n) => Some(Pinned::Number(n)),
             Resolved::Tip(_, h) => Some(Pinned::Hash(hash_hex(&h))),
             Resolved::Unknown => None,
@@ -185,13 +189,39 @@ fn pin(chain: &Chain, p: BlockParam) -> Option<Pinned> {
     }
 }
 
-fn cache_plan(chain_id: u64, method: &str, params: Value, only_if_final: bool) -> Plan {
+fn cache_plan(
+    chain_id: u64,
+    method: &str,
+    params: Value,
+    only_if_final: bool,
+    final_for_client: bool,
+) -> Plan {
     let key = cache::key(chain_id, method, &params);
     Plan::Cache {
         key,
         method: method.to_string(),
         params: Bytes::from(params.to_string()),
         only_if_final,
+        final_for_client,
+    }
+}
+
+/// Does the client's block parameter name a block that is final (not a moving tag)?
+fn names_final_block(chain: &Chain, p: &BlockParam, pinned: &Pinned) -> bool {
+    match (p, pinned) {
+        (BlockParam::Ref(BlockRef::Number(_) | BlockRef::Earliest), Pinned::Number(_)) => true,
+        (BlockParam::Hash { hash, .. }, _) => is_final_hash(chain, hash),
+        _ => false,
+    }
+}
+
+fn is_final_hash(chain: &Chain, hash: &str) -> bool {
+    let Ok(h) = hash.parse::<alloy_primitives::B256>() else {
+        return false;
+    };
+    match (chain.header_by_hash(&h), chain.finalized()) {
+        (Some(header), Some(f)) => header.number <= f,
+        _ => false,
     }
 }
 
@@ -201,7 +231,7 @@ pub fn plan(chain: &Chain, method: &str, params: &Value, logs: LogLimits) -> Pla
     let arr = params.as_array();
     match rule(method) {
         Rule::Never => Plan::Bypass,
-        Rule::Static => cache_plan(chain_id, method, json!([]), false),
+        Rule::Static => cache_plan(chain_id, method, json!([]), false, true),
         Rule::Local => {
             let answer = match method {
                 "eth_chainId" => chain.reported_chain_id().map(qty),
@@ -221,15 +251,16 @@ pub fn plan(chain: &Chain, method: &str, params: &Value, logs: LogLimits) -> Pla
             let Some(bp) = block_param(a.get(i)) else {
                 return Plan::Bypass;
             };
-            let Some(pinned) = pin(chain, bp) else {
+            let Some(pinned) = pin(chain, &bp) else {
                 return Plan::Bypass;
             };
+            let fin = names_final_block(chain, &bp, &pinned);
             let mut p = a[..i].to_vec();
             p.push(match pinned {
                 Pinned::Number(n) => Value::String(qty(n)),
                 Pinned::Hash(h) => json!({ "blockHash": h }),
             });
-            cache_plan(chain_id, method, Value::Array(p), false)
+            cache_plan(chain_id, method, Value::Array(p), false, fin)
         }
         Rule::ByNumber(twin) => {
             let Some(a) = arr.filter(|a| !a.is_empty()) else {
@@ -238,30 +269,35 @@ pub fn plan(chain: &Chain, method: &str, params: &Value, logs: LogLimits) -> Pla
             let Some(bp) = block_param(a.first()) else {
                 return Plan::Bypass;
             };
-            let Some(pinned) = pin(chain, bp) else {
+            let Some(pinned) = pin(chain, &bp) else {
                 return Plan::Bypass;
             };
+            let fin = names_final_block(chain, &bp, &pinned);
             let mut p = a.clone();
             match pinned {
                 Pinned::Number(n) => {
                     p[0] = Value::String(qty(n));
-                    cache_plan(chain_id, method, Value::Array(p), false)
+                    cache_plan(chain_id, method, Value::Array(p), false, fin)
                 }
                 Pinned::Hash(h) => {
                     p[0] = Value::String(h);
-                    cache_plan(chain_id, twin, Value::Array(p), false)
+                    cache_plan(chain_id, twin, Value::Array(p), false, fin)
                 }
             }
         }
         Rule::ByHash => match arr.and_then(|a| a.first()) {
-            Some(Value::String(h)) if is_hash(h) => {
-                cache_plan(chain_id, method, params.clone(), false)
-            }
+            Some(Value::String(h)) if is_hash(h) => cache_plan(
+                chain_id,
+                method,
+                params.clone(),
+                false,
+                is_final_hash(chain, h),
+            ),
             _ => Plan::Bypass,
         },
         Rule::TxLookup => match arr.and_then(|a| a.first()) {
             Some(Value::String(h)) if is_hash(h) && arr.is_some_and(|a| a.len() == 1) => {
-                cache_plan(chain_id, method, params.clone(), true)
+                cache_plan(chain_id, method, params.clone(), true, false)
             }
             _ => Plan::Bypass,
         },
@@ -279,7 +315,8 @@ fn plan_logs(chain: &Chain, params: &Value, limits: LogLimits) -> Plan {
     };
     if let Some(Value::String(h)) = filter.get("blockHash") {
         if is_hash(h) && !filter.contains_key("fromBlock") && !filter.contains_key("toBlock") {
-            return cache_plan(chain.chain_id, "eth_getLogs", params.clone(), false);
+            let fin = is_final_hash(chain, h);
+            return cache_plan(chain.chain_id, "eth_getLogs", params.clone(), false, fin);
         }
         return Plan::Bypass;
     }
@@ -324,10 +361,16 @@ fn plan_logs(chain: &Chain, params: &Value, limits: LogLimits) -> Plan {
             &Value::Array(vec![f.clone()]),
         )
     });
+    // Final for the client only when it named both ends by number (tags move).
+    let numbered = |k: &str| {
+        matches!(filter.get(k), Some(Value::String(s))
+            if matches!(BlockRef::parse(s), Some(BlockRef::Number(_) | BlockRef::Earliest)))
+    };
     Plan::Logs {
         filter: f,
         from,
         to,
+        final_for_client: cache_key.is_some() && numbered("fromBlock") && numbered("toBlock"),
         cache_key,
     }
 }

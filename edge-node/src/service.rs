@@ -46,6 +46,7 @@ impl Service {
                     .map(|_| CallResult {
                         cache: CacheStatus::Bypass,
                         outcome: Outcome::NodeError(err.clone()),
+                        final_answer: false,
                     })
                     .collect(),
             };
@@ -72,6 +73,7 @@ impl Service {
                             rpc::INVALID_PARAMS,
                             format!("params are not valid JSON: {e}"),
                         )),
+                        final_answer: false,
                     }
                 }
             }
@@ -88,6 +90,8 @@ impl Service {
                 CallResult {
                     cache: CacheStatus::Hit,
                     outcome: Outcome::Result(answer),
+                    // The chain id never changes; the tip does.
+                    final_answer: call.method == "eth_chainId",
                 }
             }
             Plan::Reject(err) => {
@@ -95,6 +99,7 @@ impl Service {
                 CallResult {
                     cache: CacheStatus::Bypass,
                     outcome: Outcome::Error(err),
+                    final_answer: false,
                 }
             }
             Plan::Bypass => {
@@ -107,6 +112,7 @@ impl Service {
                             .call(&call.method, &call.params, budget)
                             .await,
                     ),
+                    final_answer: false,
                 }
             }
             Plan::Cache {
@@ -114,6 +120,7 @@ impl Service {
                 method,
                 params: pinned,
                 only_if_final,
+                final_for_client,
             } => {
                 let verified = chain.verify_state && proof::verifiable(&method);
                 let fetch = async {
@@ -135,6 +142,13 @@ impl Service {
                     }
                 };
                 let mut result = self.cached(key, fetch).await;
+                result.final_answer = match &result.outcome {
+                    Outcome::Result(r) if only_if_final => {
+                        policy::tx_is_final(r, chain.finalized())
+                    }
+                    Outcome::Result(_) => final_for_client,
+                    _ => false,
+                };
                 // A call pinned to a block hash can race a reorg the node has not seen yet: the
                 // upstream no longer knows that block. Ask the question as the client put it.
                 let rewritten = method != call.method || pinned != call.params;
@@ -147,6 +161,7 @@ impl Service {
                                 .call(&call.method, &call.params, budget)
                                 .await,
                         ),
+                        final_answer: false,
                     };
                 }
                 result
@@ -156,6 +171,7 @@ impl Service {
                 from,
                 to,
                 cache_key,
+                final_for_client,
             } => {
                 let fetch = async {
                     match logs::fetch(chain, &filter, from, to, self.logs.chunk, budget).await {
@@ -165,7 +181,12 @@ impl Service {
                     }
                 };
                 match cache_key {
-                    Some(key) => self.cached(key, fetch).await,
+                    Some(key) => {
+                        let mut r = self.cached(key, fetch).await;
+                        r.final_answer =
+                            final_for_client && matches!(r.outcome, Outcome::Result(_));
+                        r
+                    }
                     None => {
                         count("bypass");
                         let outcome = match fetch.await {
@@ -176,6 +197,7 @@ impl Service {
                         CallResult {
                             cache: CacheStatus::Bypass,
                             outcome,
+                            final_answer: false,
                         }
                     }
                 }
@@ -198,6 +220,7 @@ impl Service {
             return CallResult {
                 cache: CacheStatus::Hit,
                 outcome: Outcome::Result(v),
+                final_answer: false,
             };
         }
         let (status, outcome) = match self.cache.entry(key).or_try_insert_with(fetch).await {
@@ -226,6 +249,7 @@ impl Service {
         CallResult {
             cache: status,
             outcome,
+            final_answer: false,
         }
     }
 }

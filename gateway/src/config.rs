@@ -18,6 +18,7 @@ pub const DEFAULT_BODY_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 250;
 pub const DEFAULT_STATUS_DEADLINE_MS: u64 = 750;
 pub const DEFAULT_GEO_CACHE_ENTRIES: usize = 100_000;
+pub const DEFAULT_GATEWAY_CACHE_BYTES: u64 = 64 * 1024 * 1024;
 pub const DEFAULT_GEO_RELOAD_MS: u64 = 30_000;
 /// Light in fibre: about 200,000 km/s one way, so ~100 km per millisecond of round trip.
 pub const DEFAULT_KM_PER_MS: f64 = 100.0;
@@ -70,6 +71,8 @@ pub struct Config {
     pub methods: MethodsConfig,
     #[serde(default)]
     pub geo: GeoConfig,
+    #[serde(default)]
+    pub cache: CacheConfig,
     #[serde(default)]
     pub routing: RoutingConfig,
     #[serde(default)]
@@ -218,6 +221,27 @@ impl Default for GeoConfig {
             reload_interval_ms: DEFAULT_GEO_RELOAD_MS,
         }
     }
+}
+
+/// The gateway tier of the cache: final answers (finalized blocks, static facts) only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Bound on keys + values in bytes; 0 turns the gateway tier off.
+    #[serde(default = "d_gw_cache")]
+    pub max_bytes: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: DEFAULT_GATEWAY_CACHE_BYTES,
+        }
+    }
+}
+
+fn d_gw_cache() -> u64 {
+    DEFAULT_GATEWAY_CACHE_BYTES
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -148,6 +148,7 @@ pub async fn dispatch(
                 format!("no healthy edge node for chain {chain_id}"),
             ),
         }),
+        final_answer: false,
     };
     Dispatched {
         results: results
@@ -168,6 +169,7 @@ pub fn unserved(calls: &[Call], message: &str) -> Dispatched {
             .map(|_| CallResult {
                 cache: CacheStatus::Bypass,
                 outcome: Outcome::Error(err.clone()),
+                final_answer: false,
             })
             .collect(),
         node: None,

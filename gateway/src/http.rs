@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{field, Instrument};
 
+use crate::answers::FinalAnswers;
 use crate::config::ChainConfig;
 use crate::geo::Location;
 use crate::jsonrpc::{self, Entry, Parsed};
@@ -118,7 +119,8 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
 }
 
 async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: &str) -> Resp {
-    let path = req.uri().path();
+    let path = req.uri().path().to_string();
+    let path = path.as_str();
     match (req.method(), path) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => return readyz(app),
@@ -135,7 +137,7 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: 
                     .with_label_values(&["unknown_chain"])
                     .inc();
                 let known: Vec<_> = app.config.chains.iter().map(|c| c.name.as_str()).collect();
-                return rpc_error(
+                let resp = rpc_error(
                     StatusCode::NOT_FOUND,
                     rpc::UNKNOWN_CHAIN,
                     &format!(
@@ -143,6 +145,7 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: 
                         known.join(", ")
                     ),
                 );
+                return reject(req.into_body(), resp).await;
             }
         },
         _ => return text(StatusCode::NOT_FOUND, "not found\n"),
@@ -152,18 +155,19 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: 
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "JSON-RPC needs POST\n");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
-        return r;
+        return reject(req.into_body(), r).await;
     }
     if !is_json(req.headers().get(header::CONTENT_TYPE)) {
         app.metrics
             .rejected
             .with_label_values(&["content_type"])
             .inc();
-        return rpc_error(
+        let resp = rpc_error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             rpc::INVALID_REQUEST,
             "content-type must be application/json",
         );
+        return reject(req.into_body(), resp).await;
     }
     let max = app.config.server.max_body_bytes;
     let declared = req
@@ -266,6 +270,7 @@ async fn serve_rpc(
     // Decide each entry locally first: invalid and refused calls never leave the gateway.
     let mut answers: Vec<Option<(CacheStatus, Result<Bytes, Bytes>)>> = vec![None; entries.len()];
     let mut to_send: Vec<(usize, Call)> = Vec::new();
+    let mut gateway_hits = 0usize;
     for (i, e) in entries.iter().enumerate() {
         match e {
             Entry::Invalid { error, .. } => {
@@ -288,13 +293,23 @@ async fn serve_rpc(
                     )),
                 ));
             }
-            Entry::Call { method, params, .. } => to_send.push((
-                i,
-                Call {
-                    method: method.clone(),
-                    params: params.clone(),
-                },
-            )),
+            Entry::Call { method, params, .. } => {
+                let key = FinalAnswers::key(chain.chain_id, method, params);
+                if let Some(hit) = app.answers.get(&key) {
+                    app.metrics
+                        .cache_result(&chain.name, "gateway", CacheStatus::Hit);
+                    answers[i] = Some((CacheStatus::Hit, Ok(hit)));
+                    gateway_hits += 1;
+                } else {
+                    to_send.push((
+                        i,
+                        Call {
+                            method: method.clone(),
+                            params: params.clone(),
+                        },
+                    ))
+                }
+            }
         }
     }
 
@@ -319,6 +334,14 @@ async fn serve_rpc(
             node_hdr = Some((n.id.clone(), n.region.clone()));
         }
         for ((i, r), m) in idx.into_iter().zip(d.results).zip(methods) {
+            if let (true, Outcome::Result(b)) = (r.final_answer, &r.outcome) {
+                let (method, params) = match &entries[i] {
+                    Entry::Call { method, params, .. } => (method, params),
+                    Entry::Invalid { .. } => unreachable!("only calls are dispatched"),
+                };
+                app.answers
+                    .insert(FinalAnswers::key(chain.chain_id, method, params), b.clone());
+            }
             let (outcome, res) = match r.outcome {
                 Outcome::Result(b) => ("result", Ok(b)),
                 Outcome::Error(b) => ("rpc_error", Err(b)),
@@ -381,6 +404,11 @@ async fn serve_rpc(
         if let Some(Some((cache, _))) = answers.first() {
             tracing::Span::current().record("cache", cache.as_str());
             h.insert("x-cache", HeaderValue::from_static(cache.as_str()));
+            // Which tier hit: the gateway's own (final answers) or an edge node's.
+            if *cache == CacheStatus::Hit {
+                let tier = if gateway_hits == 1 { "gateway" } else { "edge" };
+                h.insert("x-cache-tier", HeaderValue::from_static(tier));
+            }
         }
     }
     resp
@@ -394,6 +422,16 @@ fn method_allowed(app: &App, chain: &ChainConfig, method: &str) -> bool {
             .methods_allow
             .as_ref()
             .is_none_or(|allow| jsonrpc::denied(allow, method))
+}
+
+/// Answers a request refused before its body was read. A small body is read (and dropped)
+/// first, so the client is not cut off mid-write and the connection can be reused; a large or
+/// slow one is not waited for.
+async fn reject(body: Incoming, resp: Resp) -> Resp {
+    const DRAIN_MAX: usize = 64 * 1024;
+    let drain = Limited::new(body, DRAIN_MAX).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    resp
 }
 
 fn is_json(ct: Option<&HeaderValue>) -> bool {

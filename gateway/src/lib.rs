@@ -14,6 +14,7 @@
 //! - [`status`]: the live status page (`/status`, `/status.json`) and its recent-event rings.
 
 pub mod admin;
+pub mod answers;
 pub mod config;
 pub mod dispatch;
 pub mod geo;
@@ -52,6 +53,8 @@ pub struct App {
     pub metrics: Metrics,
     pub geo: geo::Geo,
     pub trusted: geo::TrustedProxies,
+    /// The gateway tier of the cache (final answers only).
+    pub answers: answers::FinalAnswers,
     /// Per chain, the routing table the health checker rebuilt last.
     pub routes: parking_lot::RwLock<
         std::collections::HashMap<u64, Arc<router::Table<Arc<registry::Node>>>>,
@@ -117,6 +120,7 @@ impl Gateway {
         let geo = open_geo(&config.geo)?;
         let trusted = geo::TrustedProxies::parse(&config.geo.trusted_proxies)
             .context("geo.trusted_proxies")?;
+        let answers = answers::FinalAnswers::new(config.cache.max_bytes);
         let app = Arc::new(App {
             gateway_id: identity.fingerprint(),
             config,
@@ -124,6 +128,7 @@ impl Gateway {
             metrics: Metrics::new(),
             geo,
             trusted,
+            answers,
             routes: Default::default(),
             recent: status::Recent::default(),
         });

@@ -109,10 +109,15 @@ async fn session(app: &Arc<App>, conn: quinn::Connection) -> Result<(), JoinErro
         gateway_id: app.gateway_id.clone(),
         status_interval_ms: app.config.quic.status_interval_ms,
     };
-    send.write_all(&msg::encode_json(FrameType::Welcome, &welcome))
-        .await
-        .map_err(|e| JoinError::Frame(FrameError::Io(std::io::Error::other(e))))?;
+    // Registered before the Welcome goes out, so a node that has been welcomed is known.
     app.registry.insert(node.clone());
+    if let Err(e) = send
+        .write_all(&msg::encode_json(FrameType::Welcome, &welcome))
+        .await
+    {
+        app.registry.remove(&node);
+        return Err(JoinError::Frame(FrameError::Io(std::io::Error::other(e))));
+    }
     app.metrics.node_joins.with_label_values(&["joined"]).inc();
     tracing::info!(
         node = %node.id,

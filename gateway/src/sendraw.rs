@@ -33,6 +33,7 @@ pub fn settle(call: &Call, maybe_sent: bool, r: CallResult) -> CallResult {
         Some(hash) => CallResult {
             cache: r.cache,
             outcome: Outcome::Result(format!("\"{hash}\"").into()),
+            final_answer: false,
         },
         None => r,
     }
@@ -72,6 +73,7 @@ mod tests {
         CallResult {
             cache: CacheStatus::Bypass,
             outcome: Outcome::Error(proto::rpc::error_object(-32000, msg)),
+            final_answer: false,
         }
     }
 

@@ -136,6 +136,9 @@ pub enum Outcome {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CallResult {
     pub cache: CacheStatus,
+    /// The answer concerns only final data (a finalized block named by number or hash, or a
+    /// static fact): it will never change, so the gateway may keep it in its own cache.
+    pub final_answer: bool,
     pub outcome: Outcome,
 }
 
@@ -217,7 +220,8 @@ impl RpcResponse {
         b.put_u8(FrameType::RpcResponse as u8);
         b.put_u32(self.results.len() as u32);
         for r in &self.results {
-            b.put_u8(r.cache as u8);
+            // High bit of the cache byte: the answer is final.
+            b.put_u8(r.cache as u8 | if r.final_answer { 0x80 } else { 0 });
             let (kind, body) = match &r.outcome {
                 Outcome::Result(body) => (0u8, body),
                 Outcome::Error(body) => (1u8, body),
@@ -238,7 +242,9 @@ impl RpcResponse {
         }
         let mut results = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
-            let cache = match get_u8(&mut p, W)? {
+            let flags = get_u8(&mut p, W)?;
+            let final_answer = flags & 0x80 != 0;
+            let cache = match flags & 0x7f {
                 0 => CacheStatus::Hit,
                 1 => CacheStatus::Miss,
                 2 => CacheStatus::Bypass,
@@ -253,7 +259,11 @@ impl RpcResponse {
                 2 => Outcome::NodeError(body),
                 x => return Err(FrameError::Malformed(W, format!("outcome kind {x}"))),
             };
-            results.push(CallResult { cache, outcome });
+            results.push(CallResult {
+                cache,
+                outcome,
+                final_answer,
+            });
         }
         if p.has_remaining() {
             return Err(FrameError::Malformed(W, "trailing bytes".into()));
@@ -342,12 +352,14 @@ mod tests {
                 CallResult {
                     cache: CacheStatus::Hit,
                     outcome: Outcome::Result(Bytes::from_static(b"\"0x7a69\"")),
+                    final_answer: false,
                 },
                 CallResult {
                     cache: CacheStatus::Bypass,
                     outcome: Outcome::Error(Bytes::from_static(
                         br#"{"code":3,"message":"execution reverted"}"#,
                     )),
+                    final_answer: false,
                 },
             ],
         };

@@ -521,6 +521,8 @@ async fn lying_upstreams_are_caught_by_header_and_proof_checks() {
         "failed {failed}, verified {verified}"
     );
     mixed.shutdown().await;
+    // Gone from routing before its successor is judged (which takes a few health rounds).
+    wait_serving(&gw, 0).await;
 
     cfg.chains[0].upstreams = vec![liar.url.clone()];
     let only_liar = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())

@@ -449,6 +449,11 @@ pub async fn call_as(
         .get("x-edge-region")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let tier = resp
+        .headers()
+        .get("x-cache-tier")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let status = resp.status();
     let body = resp
         .into_body()
@@ -459,6 +464,10 @@ pub async fn call_as(
     let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
     if !status.is_success() || v.get("error").is_some() {
         return Err(format!("HTTP {status}: {v}"));
+    }
+    // A final answer kept by the gateway itself involves no node.
+    if tier.as_deref() == Some("gateway") {
+        return Ok("gateway".into());
     }
     region.ok_or_else(|| "no x-edge-region".into())
 }

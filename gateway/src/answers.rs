@@ -1,0 +1,91 @@
+//! The gateway tier of the cache: answers an edge node marked final (about finalized blocks
+//! named by number or hash, or static facts) are kept here too, so a repeat is answered without
+//! a QUIC round trip. Only final answers are kept, so no reorg or head move can make an entry
+//! wrong; the bound is in bytes.
+//!
+//! Keys are the chain id, method and the params exactly as the caller sent them (no
+//! re-encoding on the hot path): differently spelled params just occupy separate entries.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Byte-bounded store of final answers.
+#[derive(Clone)]
+pub struct FinalAnswers {
+    store: Option<moka::sync::Cache<Bytes, Bytes>>,
+}
+
+impl FinalAnswers {
+    /// A cache of at most `max_bytes` (keys + values + overhead); 0 disables it.
+    pub fn new(max_bytes: u64) -> Self {
+        let store = (max_bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|k: &Bytes, v: &Bytes| {
+                    (k.len() + v.len() + 64).try_into().unwrap_or(u32::MAX)
+                })
+                .build()
+        });
+        Self { store }
+    }
+
+    pub fn key(chain_id: u64, method: &str, params: &[u8]) -> Bytes {
+        let mut k = BytesMut::with_capacity(9 + method.len() + params.len());
+        k.put_u64(chain_id);
+        k.put_slice(method.as_bytes());
+        k.put_u8(0);
+        k.put_slice(params);
+        k.freeze()
+    }
+
+    pub fn get(&self, key: &Bytes) -> Option<Bytes> {
+        self.store.as_ref()?.get(key)
+    }
+
+    pub fn insert(&self, key: Bytes, answer: Bytes) {
+        if let Some(s) = &self.store {
+            s.insert(key, answer);
+        }
+    }
+
+    /// (entries, weighted bytes)
+    pub fn usage(&self) -> (u64, u64) {
+        self.store
+            .as_ref()
+            .map_or((0, 0), |s| (s.entry_count(), s.weighted_size()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_chains_methods_and_params() {
+        let a = FinalAnswers::key(1, "eth_getBlockByNumber", br#"["0x1",false]"#);
+        assert_ne!(
+            a,
+            FinalAnswers::key(2, "eth_getBlockByNumber", br#"["0x1",false]"#)
+        );
+        assert_ne!(
+            a,
+            FinalAnswers::key(1, "eth_getBlockByNumbe", br#"r["0x1",false]"#)
+        );
+        assert_ne!(
+            a,
+            FinalAnswers::key(1, "eth_getBlockByNumber", br#"["0x1",true]"#)
+        );
+    }
+
+    #[test]
+    fn bounded_and_disableable() {
+        let c = FinalAnswers::new(10_000);
+        for i in 0..1000u32 {
+            c.insert(Bytes::from(i.to_string()), Bytes::from(vec![b'x'; 100]));
+        }
+        c.store.as_ref().unwrap().run_pending_tasks();
+        assert!(c.usage().1 <= 10_000);
+        let off = FinalAnswers::new(0);
+        off.insert(Bytes::from_static(b"k"), Bytes::from_static(b"v"));
+        assert_eq!(off.get(&Bytes::from_static(b"k")), None);
+    }
+}
