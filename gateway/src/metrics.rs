@@ -187,7 +187,7 @@ impl Metrics {
             cache_results: IntCounterVec::new(
                 Opts::new(
                     "cache_results_total",
-                    "Calls answered by a node, by cache tier (edge) and result (hit, miss, bypass).",
+                    "Calls by cache tier (edge: a node's cache; gateway: the gateway's own) and result (hit, miss, bypass).",
                 ),
                 &["chain", "tier", "result"],
             )

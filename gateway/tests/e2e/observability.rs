@@ -620,7 +620,7 @@ scrape_configs:
     let wanted = [
         ("gateway-overview.json", "Requests"),
         ("gateway-overview.json", "Latency percentiles"),
-        ("gateway-overview.json", "Edge cache hit ratio"),
+        ("gateway-overview.json", "Cache hit ratio"),
         ("gateway-overview.json", "Healthy nodes per chain"),
         ("gateway-overview.json", "Edge nodes"),
         ("geography.json", "Callers by country and edge nodes"),
