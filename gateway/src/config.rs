@@ -594,33 +594,22 @@ impl Config {
                 ));
             }
         }
-        let lists = self
-            .methods
-            .deny
-            .iter()
-            .map(|m| ("methods.deny".to_string(), m))
-            .chain(self.chains.iter().enumerate().flat_map(|(i, c)| {
-                c.methods_deny
-                    .iter()
-                    .map(move |m| (format!("chains[{i}].methods_deny"), m))
-                    .chain(
-                        c.methods_allow
-                            .iter()
-                            .flatten()
-                            .map(move |m| (format!("chains[{i}].methods_allow"), m)),
-                    )
-            }));
+        let named = |list: &'_ [String], key: String| {
+            list.iter()
+                .enumerate()
+                .map(move |(j, m)| (format!("{key}[{j}]"), m.clone()))
+                .collect::<Vec<_>>()
+        };
+        let mut lists = named(&self.methods.deny, "methods.deny".into());
+        for (i, c) in self.chains.iter().enumerate() {
+            lists.extend(named(&c.methods_deny, format!("chains[{i}].methods_deny")));
+            if let Some(allow) = &c.methods_allow {
+                lists.extend(named(allow, format!("chains[{i}].methods_allow")));
+            }
+        }
         for (key, m) in lists {
             if m.is_empty() || m[..m.len() - 1].contains('*') {
                 return Err(bad(&key, format!("{m:?}: only a trailing '*' is allowed")));
-            }
-        }
-        for (i, m) in self.methods.deny.iter().enumerate() {
-            if m.is_empty() || m[..m.len() - 1].contains('*') {
-                return Err(bad(
-                    &format!("methods.deny[{i}]"),
-                    format!("{m:?}: only a trailing '*' is allowed"),
-                ));
             }
         }
         Ok(())
