@@ -82,6 +82,20 @@ impl Chain {
         }
     }
 
+    /// Test support: a chain state with these headers (the last is the head) and finality.
+    #[cfg(test)]
+    pub(crate) fn seed(&self, headers: Vec<Header>, finalized: u64, chain_id: u64) {
+        let mut s = self.state.lock();
+        s.reported_chain_id = Some(chain_id);
+        for h in headers {
+            s.served_tip = s.served_tip.max(h.number);
+            s.head = Some(h.clone());
+            s.headers.insert(h.number, h);
+        }
+        s.finalized = Some(finalized);
+        s.safe = Some(finalized);
+    }
+
     pub fn upstream_healthy(&self) -> bool {
         self.state.lock().healthy
     }
