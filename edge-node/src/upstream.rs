@@ -70,12 +70,16 @@ struct Envelope<'a> {
 
 impl Upstreams {
     pub fn new(urls: &[String], timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        let mut http = HttpConnector::new();
+        // Small JSON-RPC requests must not wait on Nagle; TLS needs non-http schemes allowed.
+        http.set_nodelay(true);
+        http.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_webpki_roots()
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .build();
+            .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(256)
