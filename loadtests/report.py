@@ -1,0 +1,315 @@
+#!/usr/bin/env python3
+"""Turns the records of one loadtests/run.sh run into Markdown. Python stdlib only.
+
+    report.py failover --events FILE... --kill-at UNIX_TIME --region NAME   analyse workload 4, print JSON
+    report.py table --results results.jsonl                                print the ratio table
+    report.py results --results results.jsonl --command CMD                print the whole RESULTS.md section
+
+results.jsonl holds one JSON object per line, `kind` being one of: wrk (one wrk run), stale
+(workload 3 check), failover, pool, mem (RSS and edge cache readings), info (settings, machine).
+"""
+
+import argparse
+import json
+import sys
+
+TARGETS = [("gateway", "gateway + edge"), ("nginx", "nginx proxy_cache"), ("anvil", "anvil direct")]
+
+WORKLOADS = [
+    ("1a", "1 cache hit: `eth_getBalance` at `{blockHash: genesis}`, c32"),
+    ("1b", "1 cache hit: `eth_getBalance` at `0x0`, c32"),
+    ("1c", "1 cache hit by hash, per-request ids (as real clients send), c32"),
+    ("1d", "1 hot read at `latest` (edge tier only: changes every block), c32"),
+    ("2-c1", "2 miss: `eth_getBalance` random address at `latest`, c1"),
+    ("2-c32", "2 miss: `eth_getBalance` random address at `latest`, c32"),
+    ("3", "3 mixed Zipf reads while blocks are produced, c32"),
+    ("4", "4 failover: hot read at `latest`, SIGKILL the serving edge node mid-run, c32"),
+    ("5", "5 batch of 50 `eth_getBalance` by hash, c32"),
+    ("fill", "M cache fill: random addresses by hash (every answer cached), c32"),
+]
+
+
+# ---------------------------------------------------------------- failover
+
+
+def cmd_failover(a):
+    events = []
+    for path in a.events:
+        try:
+            for line in open(path):
+                t, status, region = line.split()
+                events.append((float(t), status, region))
+        except FileNotFoundError:
+            pass
+    events.sort()
+    k = a.kill_at
+    after = [e for e in events if e[0] >= k]
+    fails = [e for e in after if e[1] == "fail"]
+    fails_before = sum(1 for e in events if e[0] < k and e[1] == "fail")
+    other = [e for e in after if e[1] == "ok" and e[2] not in (a.region, "-")]
+    out = {
+        "killed_region": a.region,
+        "failed_before_kill": fails_before,
+        "failed_after_kill": len(fails),
+        "first_failure_ms": round((fails[0][0] - k) * 1000, 1) if fails else None,
+        "last_failure_ms": round((fails[-1][0] - k) * 1000, 1) if fails else None,
+        "first_answer_from": other[0][2] if other else None,
+        "first_other_answer_ms": round((other[0][0] - k) * 1000, 1) if other else None,
+    }
+    ends = [x for x in (out["last_failure_ms"], out["first_other_answer_ms"]) if x is not None]
+    # Recovered once the other node answers and nothing fails any more.
+    out["recover_ms"] = max(ends) if other else None
+    print(json.dumps(out))
+
+
+# ---------------------------------------------------------------- tables
+
+
+def load(path):
+    recs = []
+    for line in open(path):
+        line = line.strip()
+        if line:
+            recs.append(json.loads(line))
+    return recs
+
+
+COMPONENTS = ["gateway", "edge", "nginx", "anvil"]
+
+
+def cpu_us(rec):
+    """CPU µs per request by component (None where a process went away mid-run), and the total."""
+    if "cpu_before" not in rec:
+        return None, None
+    reqs = max(1, rec["wrk"]["requests"])
+    per = {}
+    for c in COMPONENTS:
+        d = rec["cpu_after"][c] - rec["cpu_before"][c]
+        per[c] = d / rec["clk_tck"] / reqs * 1e6 if d >= 0 else None
+    total = None if any(v is None for v in per.values()) else sum(per.values())
+    return per, total
+
+
+def ratio(x, y):
+    if x is None or y is None or y == 0:
+        return ""
+    return f"{x / y:.2f}x"
+
+
+def us(x):
+    return "" if x is None else f"{x:,.0f}"
+
+
+def main_table(recs):
+    wrk = {(r["workload"], r["target"]): r["wrk"] for r in recs if r["kind"] == "wrk"}
+    cpu = {(r["workload"], r["target"]): cpu_us(r)[1] for r in recs if r["kind"] == "wrk"}
+    stale = {r["target"]: r["stale"] for r in recs if r["kind"] == "stale"}
+    failover = next((r for r in recs if r["kind"] == "failover"), None)
+    fill = next((r for r in recs if r["kind"] == "fill"), None)
+    rows = [
+        "| workload | target | req/s | p50 µs | p99 µs | req/s vs nginx | req/s vs anvil | p99 vs nginx "
+        "| added p50 / p99 over anvil µs | server CPU µs/req | cache hits | failed | stale (sampled) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for wl, title in WORKLOADS:
+        present = [(t, name) for t, name in TARGETS if (wl, t) in wrk]
+        if not present:
+            continue
+        ng, an = wrk.get((wl, "nginx")), wrk.get((wl, "anvil"))
+        for i, (t, name) in enumerate(present):
+            r = wrk[(wl, t)]
+            hits = ""
+            if r["hit"] + r["nonhit"] > 0:
+                hits = f"{100.0 * r['hit'] / (r['hit'] + r['nonhit']):.1f} %"
+                if r.get("hit_gateway_tier"):
+                    hits += f" ({100.0 * r['hit_gateway_tier'] / (r['hit'] + r['nonhit']):.1f} % gw tier)"
+            added = ""
+            if an is not None and t != "anvil":
+                added = f"{r['p50_us'] - an['p50_us']:+,.0f} / {r['p99_us'] - an['p99_us']:+,.0f}"
+            st = ""
+            if wl == "3" and t in stale:
+                s = stale[t]
+                st = f"{s['stale']} / {s['checked']}"
+            c = cpu.get((wl, t))
+            rows.append("| {} | {} | {:,.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+                title if i == 0 else "", name, r["rps"], us(r["p50_us"]), us(r["p99_us"]),
+                ratio(r["rps"], ng and ng["rps"]), ratio(r["rps"], an and an["rps"]),
+                ratio(r["p99_us"], ng and ng["p99_us"]), added, "" if c is None else f"{c:,.0f}", hits,
+                f"{r['failed']:,} of {r['requests']:,}", st))
+    notes = []
+    if failover:
+        f = failover["failover"]
+        failed = f"failed requests after the kill: {f['failed_after_kill']}"
+        if f["failed_after_kill"]:
+            failed += f" (first at {fmt_ms(f['first_failure_ms'])}, last at {fmt_ms(f['last_failure_ms'])})"
+        notes.append(
+            f"Workload 4: the serving node ({f['killed_region']}) was SIGKILLed {failover['kill_after_s']} s "
+            f"into the run (times below are from the kill); {failed}; first answer "
+            f"from {f['first_answer_from']} at {fmt_ms(f['first_other_answer_ms'])}; "
+            f"**recovered after {fmt_ms(f['recover_ms'])}**; slowest request "
+            f"{wrk.get(('4', 'gateway'), {}).get('max_us', 0) / 1000:,.0f} ms.")
+    if fill:
+        notes.append(
+            f"Cache fill: {fill['misses']:,} answers stored in the serving edge cache "
+            f"(~{fill['inserted_bytes'] / 2**20:,.1f} MiB by the cache's own weigher, "
+            f"{fill['inserted_bytes'] / fill['max_bytes']:.1f}x the bound); "
+            f"`edge_cache_bytes` afterwards {fill['cache_bytes_after']:,} of `max_bytes` {fill['max_bytes']:,} "
+            f"-> bound {'**held**' if fill['cache_bytes_after'] <= fill['max_bytes'] else '**EXCEEDED**'}.")
+    for t, s in stale.items():
+        detail = (f"Stale check, {dict(TARGETS)[t]}: {s['checked']} answers checked "
+                  f"({s['latest_checked']} `latest`, {s['block_checked']} by block/static), "
+                  f"{s['stale']} stale ({s['stale_latest']} `latest`, {s['stale_block']} by block; "
+                  f"{s['mismatch']} matched none of the last 16 blocks), "
+                  f"up to {s['max_blocks_behind']} block(s) behind.")
+        notes.append(detail)
+    return "\n".join(rows), notes
+
+
+def num(x):
+    return "gone" if x is None else f"{x:,}"
+
+
+def fmt_ms(x):
+    return "n/a" if x is None else f"{x:,.0f} ms"
+
+
+SHORT = {"1a": "1a hit by hash", "1b": "1b hit at 0x0", "1c": "1c hit, unique ids", "1d": "1d hot latest",
+         "2-c1": "2 miss c1",
+         "2-c32": "2 miss c32", "3": "3 mixed", "4": "4 failover", "5": "5 batch", "fill": "M cache fill"}
+
+
+def cpu_table(recs):
+    rows = ["| workload | target | " + " | ".join(COMPONENTS) + " | total |",
+            "| --- | --- |" + " ---: |" * (len(COMPONENTS) + 1)]
+    names = dict(TARGETS)
+    for r in recs:
+        if r["kind"] != "wrk":
+            continue
+        per, total = cpu_us(r)
+        if per is None:
+            continue
+        cells = ["" if per[c] is None else f"{per[c]:,.1f}" for c in COMPONENTS]
+        rows.append(f"| {SHORT.get(r['workload'], r['workload'])} | "
+                    f"{names.get(r['target'], r['target'])} | " + " | ".join(cells)
+                    + f" | {'' if total is None else f'{total:,.1f}'} |")
+    return "\n".join(rows)
+
+
+def mem_table(recs):
+    mems = [r for r in recs if r["kind"] == "mem"]
+    if not mems:
+        return ""
+    regions = []
+    for m in mems:
+        for reg in m["edges"]:
+            if reg not in regions:
+                regions.append(reg)
+    max_bytes = next((r["edge_cache_max_bytes"] for r in recs if r["kind"] == "info"), None)
+    head = ["workload", "gateway RSS MiB"]
+    for reg in regions:
+        head += [f"edge {reg} RSS MiB", f"edge {reg} cache bytes"]
+    rows = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    by_phase = {}
+    for m in mems:
+        by_phase.setdefault(m["workload"], {})[m["when"]] = m
+    titles = {"1": "1 cache hit", "2": "2 miss", "3": "3 mixed", "4": "4 failover", "5": "5 batch",
+              "fill": "M cache fill"}
+    peak = 0
+    for phase, d in by_phase.items():
+        b, a = d.get("before"), d.get("after")
+        if not b or not a:
+            continue
+
+        def mib(kb):
+            return f"{kb / 1024:,.1f}" if kb else "gone"
+
+        cells = [titles.get(phase, phase), f"{mib(b['gateway_rss_kb'])} → {mib(a['gateway_rss_kb'])}"]
+        for reg in regions:
+            eb, ea = b["edges"].get(reg, {}), a["edges"].get(reg, {})
+            cells.append(f"{mib(eb.get('rss_kb'))} → {mib(ea.get('rss_kb'))}")
+            cb, ca = eb.get("cache_bytes"), ea.get("cache_bytes")
+            peak = max(peak, cb or 0, ca or 0)
+            cells.append(f"{num(cb)} → {num(ca)}")
+        rows.append("| " + " | ".join(cells) + " |")
+    out = "\n".join(rows)
+    if max_bytes:
+        out += (f"\n\nEdge cache bound `[cache] max_bytes` = {max_bytes:,} bytes; largest `edge_cache_bytes` "
+                f"read = {peak:,} ({'within' if peak <= max_bytes else 'OVER'} the bound).")
+    return out
+
+
+def cmd_table(a):
+    recs = load(a.results)
+    table, notes = main_table(recs)
+    print(table)
+    print()
+    for n in notes:
+        print(f"- {n}")
+
+
+def cmd_results(a):
+    recs = load(a.results)
+    info = next((r for r in recs if r["kind"] == "info"), {})
+    pool = next((r for r in recs if r["kind"] == "pool"), None)
+    table, notes = main_table(recs)
+    m = info.get("machine", {})
+    print("# Load test results")
+    print()
+    print("Written by `loadtests/run.sh` (see README.md for what each workload and column means). Ratios")
+    print("compare targets measured in the same run on the same machine; absolute numbers are only")
+    print("meaningful next to each other. Earlier runs: `git log -p loadtests/RESULTS.md`.")
+    print()
+    print(f"## Run of {info.get('date', '?')}")
+    print()
+    print(f"Command: `{a.command}`")
+    print()
+    print(f"- Machine: {m.get('nproc')} CPUs ({m.get('cpu')}), {m.get('mem')} memory, Linux {m.get('kernel')}; "
+          f"load average at start {m.get('loadavg')}")
+    print(f"- Code: commit {info.get('commit')}{' with uncommitted changes in ' + info['dirty'] if info.get('dirty') else ''}; "
+          f"{info.get('rustc')}; anvil {info.get('anvil')}; {info.get('nginx')}; {info.get('wrk')}")
+    print(f"- Settings: wrk -t1, {info.get('duration')} per run, each but 4 and M after an unrecorded "
+          f"{info.get('warmup')} warm-up; anvil --block-time {info.get('block_time')}; nginx 1 worker, proxy_cache_valid 200 "
+          f"{info.get('nginx_ttl')}; {info.get('edges')} edge nodes, caller located by X-Forwarded-For "
+          f"{info.get('xff')} so {info.get('serving_region')} serves; edge cache max_bytes {info.get('edge_cache_max_bytes'):,}")
+    if pool:
+        p = pool["pool"]
+        print(f"- Workload 3 pool: {p['questions']:,} distinct questions over {p['accounts']} accounts and "
+              f"{p['blocks']} recent blocks; method shares {p['method_share']}; `latest`-addressed share "
+              f"{p['latest_share']}; transfers sent during the runs: {pool.get('txs', '?')}")
+    if info.get("nginx_errors"):
+        print(f"- nginx error log: {info['nginx_errors']} `[error]` lines, the first: `{info.get('nginx_first_error')}`")
+    print(f"- Whole run took {info.get('elapsed', '?')}, of which {info.get('build_s', '?')} s building")
+    print()
+    print(table)
+    print()
+    for n in notes:
+        print(f"- {n}")
+    print()
+    print("CPU time per request (µs, user + system from /proc/<pid>/stat over the run, all serving processes;")
+    print("idle components show their background work; wrk itself is not counted):")
+    print()
+    print(cpu_table(recs))
+    print()
+    print("Memory (VmRSS before → after each workload; `edge_cache_bytes` from each edge node's /metrics):")
+    print()
+    print(mem_table(recs))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("failover")
+    s.add_argument("--events", nargs="+", required=True)
+    s.add_argument("--kill-at", type=float, required=True)
+    s.add_argument("--region", required=True)
+    s = sub.add_parser("table")
+    s.add_argument("--results", required=True)
+    s = sub.add_parser("results")
+    s.add_argument("--results", required=True)
+    s.add_argument("--command", required=True)
+    a = p.parse_args()
+    {"failover": cmd_failover, "table": cmd_table, "results": cmd_results}[a.cmd](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
