@@ -42,6 +42,8 @@ struct State {
     /// Smoothed time between new heads, from header timestamps.
     block_time_ms: Option<f64>,
     healthy: bool,
+    /// Failed polls in a row; one failure alone does not mark the upstream down.
+    fail_streak: u32,
     probes: u32,
     failures: u32,
 }
@@ -217,17 +219,15 @@ impl Chain {
             {
                 let mut s = self.state.lock();
                 s.probes += 1;
+                s.fail_streak = if ok { 0 } else { s.fail_streak + 1 };
                 if !ok {
                     s.failures += 1;
                 }
-                if s.healthy != ok {
-                    tracing::info!(
-                        chain_id = self.chain_id,
-                        healthy = ok,
-                        "upstream health changed"
-                    );
+                let healthy = ok || (s.healthy && s.fail_streak < 2);
+                if s.healthy != healthy {
+                    tracing::info!(chain_id = self.chain_id, healthy, "upstream health changed");
                 }
-                s.healthy = ok;
+                s.healthy = healthy;
             }
             tokio::select! {
                 _ = stop.cancelled() => return,
@@ -387,6 +387,37 @@ impl Chain {
         if old_head.as_ref().is_some_and(|h| h.hash == latest.hash) {
             return Ok(false);
         }
+        if let Some(old) = &old_head {
+            let known = self
+                .state
+                .lock()
+                .headers
+                .get(&latest.number)
+                .map(|h| h.hash);
+            if latest.number < old.number && known == Some(latest.hash) {
+                // A lower head on our own chain: either a rollback, or an upstream (backend)
+                // that is merely behind. Roll back only once our head is really gone.
+                let params = format!(r#"["{:#x}",false]"#, old.hash);
+                match self
+                    .upstreams
+                    .call(
+                        "eth_getBlockByHash",
+                        params.as_bytes(),
+                        self.upstreams.timeout(),
+                    )
+                    .await
+                {
+                    Ok(Answer::Result(r)) if &r[..] == b"null" => {}
+                    Ok(Answer::Result(_)) => return Ok(false),
+                    _ => return Err(()),
+                }
+            }
+            // Far behind: the ring cannot link across the gap; start it again from `latest`.
+            if latest.number > old.number + RING {
+                let mut st = self.state.lock();
+                st.headers.clear();
+            }
+        }
         // Collect the new canonical segment back to a block the ring already agrees with.
         let mut segment = vec![latest.clone()];
         loop {
@@ -429,18 +460,37 @@ impl Chain {
         // Apply: drop replaced blocks (including any above the new head, e.g. a rollback),
         // evict their answers, then publish.
         let mut replaced: Vec<B256> = Vec::new();
+        let mut lowest_replaced = u64::MAX;
+        let old_finalized;
         {
             let s = self.state.lock();
+            old_finalized = s.finalized;
             for h in &segment {
                 if let Some(old) = s.headers.get(&h.number) {
                     if old.hash != h.hash {
                         replaced.push(old.hash);
+                        lowest_replaced = lowest_replaced.min(h.number);
                     }
                 }
             }
-            for (_, old) in s.headers.range(latest.number + 1..) {
+            for (&n, old) in s.headers.range(latest.number + 1..) {
                 replaced.push(old.hash);
+                lowest_replaced = lowest_replaced.min(n);
             }
+        }
+        if old_finalized.is_some_and(|f| lowest_replaced <= f) {
+            // "Final" blocks were replaced (a dev chain rolled back, or finality was wrong):
+            // answers keyed by number cannot be told apart, so drop this chain's whole cache.
+            let prefix = format!("{}|", self.chain_id);
+            let _ = cache.invalidate_entries_if(move |k, _| k.starts_with(prefix.as_bytes()));
+            tracing::error!(
+                chain_id = self.chain_id,
+                block = lowest_replaced,
+                finalized = ?old_finalized,
+                "a block at or below finalized was replaced; the chain's cache was dropped"
+            );
+            self.state.lock().finalized =
+                Some(lowest_replaced.saturating_sub(1).min(latest.number));
         }
         if !replaced.is_empty() {
             let depth = replaced.len() as u64;
@@ -492,23 +542,37 @@ impl Chain {
         s.served_tip = s.served_tip.max(head);
         s.head = Some(latest);
         // Finality only moves forward, and never above the head (a rollback lowers the head).
-        let f = fin
-            .unwrap_or(head.saturating_sub(self.finality_depth))
-            .min(head);
-        s.finalized = Some(s.finalized.map_or(f, |old| old.max(f)).min(head));
+        // Depth stands in only for an upstream that has no `finalized` tag; when the tag could
+        // not be fetched, the previous value stays.
+        let f = match fin {
+            Tag::At(n) => Some(n),
+            Tag::Unsupported => Some(head.saturating_sub(self.finality_depth)),
+            Tag::Failed => None,
+        };
+        if let Some(f) = f {
+            s.finalized = Some(s.finalized.map_or(f, |old| old.max(f)));
+        }
+        s.finalized = s.finalized.map(|f| f.min(head));
         let fin_now = s.finalized.unwrap_or(0);
-        s.safe = Some(safe.unwrap_or(fin_now).max(fin_now).min(head));
+        let safe = match safe {
+            Tag::At(n) => n,
+            _ => fin_now,
+        };
+        s.safe = Some(safe.max(fin_now).min(head));
         Ok(true)
     }
 
-    /// The upstream's `finalized` and `safe` numbers (each `None` when it has no such tag).
-    async fn fetch_tags(&self, head: u64) -> (Option<u64>, Option<u64>) {
-        let fin = self.tag_number("finalized").await.map(|n| n.min(head));
-        let safe = self.tag_number("safe").await.map(|n| n.min(head));
-        (fin, safe)
+    /// The upstream's `finalized` and `safe` blocks, asked at once.
+    async fn fetch_tags(&self, head: u64) -> (Tag, Tag) {
+        let (fin, safe) = futures::join!(self.tag_number("finalized"), self.tag_number("safe"));
+        let clamp = |t: Tag| match t {
+            Tag::At(n) => Tag::At(n.min(head)),
+            other => other,
+        };
+        (clamp(fin), clamp(safe))
     }
 
-    async fn tag_number(&self, tag: &str) -> Option<u64> {
+    async fn tag_number(&self, tag: &str) -> Tag {
         let params = format!(r#"["{tag}",false]"#);
         match self
             .upstreams
@@ -519,13 +583,25 @@ impl Chain {
             )
             .await
         {
-            Ok(Answer::Result(r)) => {
-                let v: serde_json::Value = serde_json::from_slice(&r).ok()?;
-                parse_hex(v.get("number")?.as_str()?)
-            }
-            _ => None,
+            Ok(Answer::Result(r)) => serde_json::from_slice::<serde_json::Value>(&r)
+                .ok()
+                .and_then(|v| parse_hex(v.get("number")?.as_str()?))
+                .map_or(Tag::Unsupported, Tag::At),
+            // An error answer: the upstream does not know the tag (pre-merge or a dev chain).
+            Ok(Answer::Error(_)) => Tag::Unsupported,
+            Err(_) => Tag::Failed,
         }
     }
+}
+
+/// What an upstream said about a finality tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    At(u64),
+    /// `null` or an error: the chain has no such tag; depth stands in.
+    Unsupported,
+    /// No answer (timeout, transport): keep what we had.
+    Failed,
 }
 
 /// A block parameter as a client wrote it.

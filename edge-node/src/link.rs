@@ -213,7 +213,28 @@ async fn serve_stream(
     let resp = shared.service.handle(req).instrument(span.clone()).await;
     shared.metrics.in_flight.dec();
     span.in_scope(|| tracing::debug!(results = resp.results.len(), "request answered"));
-    send.write_all(&resp.encode()).await?;
+    let mut frame = resp.encode();
+    if frame.len() > max {
+        // Too big for the link: a final answer (asking another node would not help).
+        let err = proto::rpc::error_object(
+            proto::rpc::LIMIT_EXCEEDED,
+            format!(
+                "response of {} bytes exceeds the {max}-byte frame limit",
+                frame.len()
+            ),
+        );
+        let results = resp
+            .results
+            .iter()
+            .map(|_| proto::msg::CallResult {
+                cache: proto::msg::CacheStatus::Bypass,
+                outcome: proto::msg::Outcome::Error(err.clone()),
+                final_answer: false,
+            })
+            .collect();
+        frame = proto::msg::RpcResponse { results }.encode();
+    }
+    send.write_all(&frame).await?;
     let _ = send.finish();
     Ok(())
 }

@@ -156,11 +156,23 @@ fn check(
         .nonce
         .try_into()
         .map_err(|_| ProofError::Malformed("nonce out of range".into()))?;
-    let account = TrieAccount::new(nonce, p.balance, p.storage_hash, p.code_hash);
+    // geth reports an absent account's hashes as zero rather than the empty-trie/empty-code
+    // hashes; both mean "none".
+    let storage_root = if p.storage_hash.is_zero() {
+        EMPTY_ROOT_HASH
+    } else {
+        p.storage_hash
+    };
+    let code_hash = if p.code_hash.is_zero() {
+        KECCAK_EMPTY
+    } else {
+        p.code_hash
+    };
+    let account = TrieAccount::new(nonce, p.balance, storage_root, code_hash);
     let empty = nonce == 0
         && p.balance.is_zero()
-        && p.storage_hash == EMPTY_ROOT_HASH
-        && p.code_hash == KECCAK_EMPTY;
+        && storage_root == EMPTY_ROOT_HASH
+        && code_hash == KECCAK_EMPTY;
     // An empty account is proven absent from the trie.
     let expected = (!empty).then(|| alloy_rlp::encode(account));
     verify_proof(
@@ -180,7 +192,7 @@ fn check(
                 .ok_or_else(|| ProofError::Malformed("no proof for the slot".into()))?;
             let expected = (!sp.value.is_zero()).then(|| alloy_rlp::encode(sp.value));
             verify_proof(
-                p.storage_hash,
+                storage_root,
                 Nibbles::unpack(keccak256(slot)),
                 expected,
                 &sp.proof,
@@ -227,7 +239,12 @@ async fn finish(
             let bytes: ABytes = hex
                 .parse()
                 .map_err(|_| ProofError::Malformed("code".into()))?;
-            if keccak256(&bytes) != p.code_hash {
+            let code_hash = if p.code_hash.is_zero() {
+                KECCAK_EMPTY
+            } else {
+                p.code_hash
+            };
+            if keccak256(&bytes) != code_hash {
                 return Err(ProofError::Code.into());
             }
             return Ok(code);
@@ -244,7 +261,7 @@ async fn state_root(
     budget: Duration,
     metrics: &Metrics,
 ) -> Result<B256, UpstreamError> {
-    let (known, method, params) = match block {
+    let (known, method, params, want_hash, want_number) = match block {
         Value::Object(o) => {
             let h: B256 = o
                 .get("blockHash")
@@ -255,6 +272,8 @@ async fn state_root(
                 chain.header_by_hash(&h),
                 "eth_getBlockByHash",
                 format!(r#"["{h:#x}",false]"#),
+                Some(h),
+                None,
             )
         }
         Value::String(n) => {
@@ -263,6 +282,8 @@ async fn state_root(
                 chain.header_by_number(num),
                 "eth_getBlockByNumber",
                 format!(r#"["{n}",false]"#),
+                None,
+                Some(num),
             )
         }
         _ => return Err(UpstreamError::BadResponse("unpinned block".into())),
@@ -277,6 +298,17 @@ async fn state_root(
         .await?
     {
         Answer::Result(r) => match header::verify(&r) {
+            // The header must also be the block asked for, not any self-consistent one.
+            Ok(h)
+                if want_hash.is_some_and(|w| w != h.hash)
+                    || want_number.is_some_and(|w| w != h.number) =>
+            {
+                metrics.header_verification_failures.inc();
+                Err(UpstreamError::BadResponse(format!(
+                    "header for a state proof is block {} {:#x}, not the one asked for",
+                    h.number, h.hash
+                )))
+            }
             Ok(h) => Ok(h.state_root),
             Err(e) => {
                 metrics.header_verification_failures.inc();

@@ -151,8 +151,9 @@ impl Service {
                 };
                 // A call pinned to a block hash can race a reorg the node has not seen yet: the
                 // upstream no longer knows that block. Ask the question as the client put it.
+                // Never for verified reads: an unproven answer must not slip in this way.
                 let rewritten = method != call.method || pinned != call.params;
-                if rewritten && matches!(result.outcome, Outcome::Error(_)) {
+                if rewritten && !verified && block_gone(&result.outcome) {
                     result = CallResult {
                         cache: CacheStatus::Bypass,
                         outcome: to_outcome(
@@ -251,6 +252,20 @@ impl Service {
             outcome,
             final_answer: false,
         }
+    }
+}
+
+/// Does an answer to a block-pinned call say the upstream does not (or no longer) know the block?
+fn block_gone(o: &Outcome) -> bool {
+    match o {
+        Outcome::Result(r) => &r[..] == b"null",
+        Outcome::Error(e) => {
+            let m = String::from_utf8_lossy(e).to_ascii_lowercase();
+            ["not found", "unknown block", "missing", "does not exist"]
+                .iter()
+                .any(|k| m.contains(k))
+        }
+        Outcome::NodeError(_) => false,
     }
 }
 

@@ -181,7 +181,14 @@ impl Upstreams {
             match self.call_one(up, method, params, left).await {
                 Ok(a) => return Ok(a),
                 // A bad answer or a timeout would likely repeat; only transport errors move on.
-                Err(e @ UpstreamError::Transport(_)) => last = e,
+                // A transaction may have reached the first upstream before the failure; sending
+                // it elsewhere is the gateway's decision, which knows how to settle that.
+                Err(e @ (UpstreamError::Transport(_) | UpstreamError::Status(_)))
+                    if method == "eth_sendRawTransaction" =>
+                {
+                    return Err(e)
+                }
+                Err(e @ (UpstreamError::Transport(_) | UpstreamError::Status(_))) => last = e,
                 // Name the limit that applied, not what was left of it for this upstream.
                 Err(UpstreamError::Timeout(_)) => {
                     return Err(UpstreamError::Timeout(limit.as_millis() as u64))
@@ -217,7 +224,12 @@ impl Upstreams {
                 .await
                 .map_err(|e| UpstreamError::Transport(e.to_string()))?
                 .to_bytes();
-            if !status.is_success() && bytes.is_empty() {
+            // Rate limits and server errors are the upstream's trouble, not an answer, even
+            // when they come with a JSON-RPC error body.
+            if status.as_u16() == 429
+                || status.is_server_error()
+                || (!status.is_success() && bytes.is_empty())
+            {
                 return Err(UpstreamError::Status(status.as_u16()));
             }
             parse_answer(&bytes)

@@ -83,8 +83,9 @@ pub async fn dispatch(
             calls: pending.iter().map(|&i| calls[i].clone()).collect(),
         };
         let res = attempt(app, &node, req.encode(), deadline).await;
-        let ok = matches!(&res, Ok(r) if r.results.len() == pending.len()
-            && !r.results.iter().any(|c| matches!(c.outcome, Outcome::NodeError(_))));
+        // The breaker counts the node's own failures (transport, protocol), not its upstream's
+        // trouble with a request (a heavy call timing out), which node errors report.
+        let ok = matches!(&res, Ok(r) if r.results.len() == pending.len());
         node.record_attempt(ok);
         match res {
             Ok(resp) if resp.results.len() == pending.len() => {
@@ -106,7 +107,18 @@ pub async fn dispatch(
                             maybe_sent[i] = true;
                             results[i] = Some(r);
                         }
-                        _ => results[i] = Some(sendraw::settle(&calls[i], maybe_sent[i], r)),
+                        _ => match sendraw::settle(&calls[i], maybe_sent[i], r) {
+                            sendraw::Settled::Final(r) => results[i] = Some(r),
+                            sendraw::Settled::Confirm { hash, otherwise } => {
+                                let c = Confirm {
+                                    node: &node,
+                                    chain_id,
+                                    request_id,
+                                    deadline,
+                                };
+                                results[i] = Some(c.run(app, hash, otherwise).await)
+                            }
+                        },
                     }
                 }
                 pending = still;
@@ -157,6 +169,40 @@ pub async fn dispatch(
             .collect(),
         node: node_used,
         attempts,
+    }
+}
+
+/// Asks a node whether the chain knows a transaction: if so a retried send succeeded (its first
+/// copy got there), else the error stands.
+struct Confirm<'a> {
+    node: &'a Arc<Node>,
+    chain_id: u64,
+    request_id: &'a str,
+    deadline: Instant,
+}
+
+impl Confirm<'_> {
+    async fn run(&self, app: &App, hash: String, otherwise: CallResult) -> CallResult {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let req = RpcRequest {
+            chain_id: self.chain_id,
+            request_id: self.request_id.to_string(),
+            budget_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
+            calls: vec![Call {
+                method: "eth_getTransactionByHash".into(),
+                params: format!("[\"{hash}\"]").into(),
+            }],
+        };
+        let known = match attempt(app, self.node, req.encode(), self.deadline).await {
+            Ok(r) => matches!(r.results.first(),
+                Some(CallResult { outcome: Outcome::Result(b), .. }) if &b[..] != b"null"),
+            Err(_) => false,
+        };
+        if known {
+            sendraw::sent(hash, &otherwise)
+        } else {
+            otherwise
+        }
     }
 }
 

@@ -82,6 +82,9 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::
 
 const NULL: Bytes = Bytes::from_static(b"null");
 
+/// Longest method name accepted (real ones are under 50 characters).
+pub const MAX_METHOD_LEN: usize = 128;
+
 /// Parses a request body. `max_batch` bounds the number of batch elements.
 pub fn parse(body: &[u8], max_batch: usize) -> Result<Parsed, BodyError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
@@ -151,6 +154,9 @@ fn entry(raw: &RawValue) -> Entry {
         return invalid(answer_id, "jsonrpc must be \"2.0\"");
     }
     let method = match r.method.map(|m| serde_json::from_str::<String>(m.get())) {
+        Some(Ok(m)) if m.len() > MAX_METHOD_LEN => {
+            return invalid(answer_id, "method name too long")
+        }
         Some(Ok(m)) if !m.is_empty() => m,
         Some(Ok(_)) => return invalid(answer_id, "method must not be empty"),
         _ => return invalid(answer_id, "method must be a string"),

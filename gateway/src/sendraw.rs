@@ -11,31 +11,53 @@ const ALREADY_KNOWN: &[&str] = &[
     "known transaction",
     "already imported",
     "alreadyknown",
-    "nonce too low",
     "transaction already exists",
 ];
+
+/// Errors that mean "that nonce is used": by our first copy (mined), or by another transaction.
+/// Only a lookup of the hash tells which.
+const NONCE_USED: &[&str] = &["nonce too low", "nonce has already been used"];
+
+/// What to answer for a call.
+#[derive(Debug, PartialEq)]
+pub enum Settled {
+    Final(CallResult),
+    /// Answer the hash if the chain knows the transaction, else `otherwise`.
+    Confirm {
+        hash: String,
+        otherwise: CallResult,
+    },
+}
 
 /// Final answer for call `call` given that an earlier attempt `maybe_sent` it. A retried
 /// `eth_sendRawTransaction` that comes back "already known" (or "nonce too low": the first
 /// copy was mined) was accepted: answer its hash, as the first node would have.
-pub fn settle(call: &Call, maybe_sent: bool, r: CallResult) -> CallResult {
+pub fn settle(call: &Call, maybe_sent: bool, r: CallResult) -> Settled {
     if !maybe_sent || call.method != "eth_sendRawTransaction" {
-        return r;
+        return Settled::Final(r);
     }
     let Outcome::Error(err) = &r.outcome else {
-        return r;
+        return Settled::Final(r);
     };
     let msg = String::from_utf8_lossy(err).to_ascii_lowercase();
-    if !ALREADY_KNOWN.iter().any(|k| msg.contains(k)) {
-        return r;
+    let Some(hash) = tx_hash(&call.params) else {
+        return Settled::Final(r);
+    };
+    if ALREADY_KNOWN.iter().any(|k| msg.contains(k)) {
+        return Settled::Final(sent(hash, &r));
     }
-    match tx_hash(&call.params) {
-        Some(hash) => CallResult {
-            cache: r.cache,
-            outcome: Outcome::Result(format!("\"{hash}\"").into()),
-            final_answer: false,
-        },
-        None => r,
+    if NONCE_USED.iter().any(|k| msg.contains(k)) {
+        return Settled::Confirm { hash, otherwise: r };
+    }
+    Settled::Final(r)
+}
+
+/// The success answer for a sent transaction.
+pub fn sent(hash: String, like: &CallResult) -> CallResult {
+    CallResult {
+        cache: like.cache,
+        outcome: Outcome::Result(format!("\"{hash}\"").into()),
+        final_answer: false,
     }
 }
 
@@ -47,7 +69,7 @@ pub fn tx_hash(params: &[u8]) -> Option<String> {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
+    if !s.len().is_multiple_of(2) || !s.is_ascii() {
         return None;
     }
     (0..s.len())
@@ -81,25 +103,37 @@ mod tests {
     fn a_retried_known_transaction_is_a_success_with_its_hash() {
         let hash = tx_hash(br#"["0x02f86c"]"#).unwrap();
         assert_eq!(hash.len(), 66);
-        let got = settle(&call("eth_sendRawTransaction"), true, err("already known"));
+        let Settled::Final(got) =
+            settle(&call("eth_sendRawTransaction"), true, err("already known"))
+        else {
+            panic!("already known is final")
+        };
         assert_eq!(got.outcome, Outcome::Result(format!("\"{hash}\"").into()));
+        // "nonce too low" needs the chain to confirm it was this transaction.
         let got = settle(
             &call("eth_sendRawTransaction"),
             true,
             err("nonce too low: next nonce 5"),
         );
-        assert!(matches!(got.outcome, Outcome::Result(_)));
+        assert!(matches!(got, Settled::Confirm { hash: h, .. } if h == hash));
     }
 
     #[test]
     fn first_attempts_other_errors_and_other_methods_pass_through() {
         let e = err("already known");
-        assert_eq!(settle(&call("eth_sendRawTransaction"), false, e.clone()), e);
+        assert_eq!(
+            settle(&call("eth_sendRawTransaction"), false, e.clone()),
+            Settled::Final(e.clone())
+        );
         let e2 = err("insufficient funds for gas");
         assert_eq!(
             settle(&call("eth_sendRawTransaction"), true, e2.clone()),
-            e2
+            Settled::Final(e2)
         );
-        assert_eq!(settle(&call("eth_call"), true, e.clone()), e);
+        assert_eq!(
+            settle(&call("eth_call"), true, e.clone()),
+            Settled::Final(e)
+        );
+        assert_eq!(tx_hash("[\"0x\u{e9}1\"]".as_bytes()), None);
     }
 }
