@@ -158,7 +158,9 @@ def main_table(recs):
     for t, s in stale.items():
         detail = (f"Stale check, {dict(TARGETS)[t]}: {s['checked']} answers checked "
                   f"({s['latest_checked']} `latest`, {s['block_checked']} by block/static), "
-                  f"{s['stale']} stale ({s['stale_latest']} `latest`, {s['stale_block']} by block; "
+                  f"{s['stale']} stale ({s['stale_latest']} `latest`, i.e. "
+                  f"{100.0 * s['stale_latest'] / max(1, s['latest_checked']):.1f} % of `latest` answers; "
+                  f"{s['stale_block']} by block; "
                   f"{s['mismatch']} matched none of the last 16 blocks), "
                   f"up to {s['max_blocks_behind']} block(s) behind.")
         notes.append(detail)
