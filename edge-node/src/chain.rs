@@ -70,7 +70,17 @@ pub struct Chain {
     /// Answer state reads from verified proofs (see [`crate::proof`]).
     pub verify_state: bool,
     state: Mutex<State>,
+    /// Hashes of canonical blocks at or below finalized that are older than the ring, learned
+    /// in the background (bounded), so by-hash answers about them count as final too.
+    final_hashes: Mutex<std::collections::HashSet<B256>>,
+    /// Hashes asked about that the node could not place yet (bounded queue).
+    to_learn: Mutex<Vec<B256>>,
 }
+
+/// Bounds of the learned-hash set and the queue feeding it.
+const FINAL_HASHES_MAX: usize = 65_536;
+const TO_LEARN_MAX: usize = 256;
+const LEARN_PER_POLL: usize = 8;
 
 impl Chain {
     pub fn new(cfg: &crate::config::ChainConfig, upstreams: Upstreams) -> Self {
@@ -81,6 +91,8 @@ impl Chain {
             finality_depth: cfg.finality_depth,
             verify_state: cfg.verify_state,
             state: Mutex::new(State::default()),
+            final_hashes: Mutex::new(Default::default()),
+            to_learn: Mutex::new(Vec::new()),
         }
     }
 
@@ -162,6 +174,58 @@ impl Chain {
         }
     }
 
+    /// Is `hash` a canonical block at or below finalized (so answers about it never change)?
+    /// An unknown hash is queued to be looked up in the background; until then: no.
+    pub fn is_final_hash(&self, hash: &B256) -> bool {
+        {
+            let s = self.state.lock();
+            if let Some(h) = s.headers.values().find(|h| h.hash == *hash) {
+                return s.finalized.is_some_and(|f| h.number <= f);
+            }
+        }
+        if self.final_hashes.lock().contains(hash) {
+            return true;
+        }
+        let mut q = self.to_learn.lock();
+        if q.len() < TO_LEARN_MAX && !q.contains(hash) {
+            q.push(*hash);
+        }
+        false
+    }
+
+    /// Looks up a few queued hashes: a block at or below finalized whose hash is also the
+    /// canonical one at its number is remembered as final.
+    async fn learn_hashes(&self, metrics: &Metrics) {
+        let batch: Vec<B256> = {
+            let mut q = self.to_learn.lock();
+            let n = q.len().min(LEARN_PER_POLL);
+            q.drain(..n).collect()
+        };
+        for hash in batch {
+            let params = format!(r#"["{hash:#x}",false]"#);
+            let Some(h) = self
+                .fetch_header(params.as_bytes(), "eth_getBlockByHash", metrics)
+                .await
+            else {
+                continue;
+            };
+            if h.hash != hash || self.finalized().is_none_or(|f| h.number > f) {
+                continue;
+            }
+            let params = format!(r#"["{:#x}",false]"#, h.number);
+            let canonical = self
+                .fetch_header(params.as_bytes(), "eth_getBlockByNumber", metrics)
+                .await;
+            if canonical.is_some_and(|c| c.hash == hash) {
+                let mut set = self.final_hashes.lock();
+                if set.len() >= FINAL_HASHES_MAX {
+                    set.clear();
+                }
+                set.insert(hash);
+            }
+        }
+    }
+
     /// Is `hash` a block the node knows to be canonical (or finalized and so forever)?
     pub fn header_by_hash(&self, hash: &B256) -> Option<Header> {
         let s = self.state.lock();
@@ -216,6 +280,9 @@ impl Chain {
     ) {
         loop {
             let ok = self.poll(&metrics, &cache).await;
+            if ok {
+                self.learn_hashes(&metrics).await;
+            }
             {
                 let mut s = self.state.lock();
                 s.probes += 1;
@@ -481,6 +548,7 @@ impl Chain {
         if old_finalized.is_some_and(|f| lowest_replaced <= f) {
             // "Final" blocks were replaced (a dev chain rolled back, or finality was wrong):
             // answers keyed by number cannot be told apart, so drop this chain's whole cache.
+            self.final_hashes.lock().clear();
             let prefix = format!("{}|", self.chain_id);
             let _ = cache.invalidate_entries_if(move |k, _| k.starts_with(prefix.as_bytes()));
             tracing::error!(

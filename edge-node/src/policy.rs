@@ -219,10 +219,7 @@ fn is_final_hash(chain: &Chain, hash: &str) -> bool {
     let Ok(h) = hash.parse::<alloy_primitives::B256>() else {
         return false;
     };
-    match (chain.header_by_hash(&h), chain.finalized()) {
-        (Some(header), Some(f)) => header.number <= f,
-        _ => false,
-    }
+    chain.is_final_hash(&h)
 }
 
 /// Decides what to do with `method(params)` given the chain state.

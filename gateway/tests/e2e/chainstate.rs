@@ -621,3 +621,46 @@ async fn upstreams_on_another_fork_or_lagging_are_not_used() {
     }
     node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_hash_answers_about_old_final_blocks_reach_the_gateway_tier() {
+    // History older than the node: genesis is final but was never in the node's header ring.
+    let anvil = Anvil::start(&[]).await;
+    let http = Http::default();
+    http.rpc(&anvil.url, "anvil_mine", json!(["0x90"])).await;
+    let genesis = http
+        .rpc(&anvil.url, "eth_getBlockByNumber", json!(["0x0", false]))
+        .await["result"]["hash"]
+        .clone();
+    let gw = start_gateway("").await;
+    let _node = start_node(
+        &gw,
+        &NodeSpec {
+            region: "eu-west",
+            lat: 50.0,
+            lon: 8.0,
+            upstream: &anvil.url,
+        },
+    )
+    .await;
+    wait_serving(&gw, 1).await;
+    let url = format!("http://{}/", gw.http_addr);
+    let body = json!({"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":[DEV[1], {"blockHash": genesis}]}).to_string();
+    let first = http.post(&url, body.clone()).await;
+    assert_eq!(
+        first.json(),
+        http.post(&anvil.url, body.clone()).await.json()
+    );
+    // The node looks the hash up in the background; soon the gateway keeps the answer itself.
+    let mut tier = None;
+    for _ in 0..50 {
+        let r = http.post(&url, body.clone()).await;
+        assert_eq!(r.json()["result"], first.json()["result"]);
+        tier = r.header("x-cache-tier").map(str::to_string);
+        if tier.as_deref() == Some("gateway") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(tier.as_deref(), Some("gateway"));
+}
