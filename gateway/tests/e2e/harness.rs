@@ -275,7 +275,7 @@ impl Http {
             .client
             .request(b.body(Full::new(body.into())).unwrap())
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("request to {url} failed: {e:?}"));
         let status = resp.status();
         let headers = resp.headers().clone();
         let body = resp.into_body().collect().await.unwrap().to_bytes();
