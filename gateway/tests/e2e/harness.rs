@@ -89,67 +89,98 @@ impl Anvil {
     }
 }
 
-/// An HTTP proxy that counts (and records the methods of) requests it forwards upstream.
+/// A JSON-RPC proxy in front of an upstream whose behaviour is set by an [`Intercept`]: the
+/// counting, lagging and lying upstreams below are all this one proxy.
+pub trait Intercept: Send + Sync + 'static {
+    /// Answer here instead of forwarding (`Some`), or let the call through (`None`).
+    fn before(&self, _method: &str, _params: &Value) -> Option<Bytes> {
+        None
+    }
+    /// Rewrite (or just observe) the upstream's answer.
+    fn after(&self, _method: &str, _params: &Value, answer: Bytes) -> Bytes {
+        answer
+    }
+}
+
+/// Starts a proxy to `upstream` on a free loopback port; returns its URL.
+pub async fn start_proxy(upstream: &str, hook: Arc<dyn Intercept>) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let upstream: http::Uri = upstream.parse().unwrap();
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (hook, client, upstream) = (hook.clone(), client.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (hook, client, upstream) = (hook.clone(), client.clone(), upstream.clone());
+                    async move {
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(std::io::Error::other)?
+                            .to_bytes();
+                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let method = v["method"].as_str().unwrap_or("").to_string();
+                        if let Some(answer) = hook.before(&method, &v["params"]) {
+                            return Ok(http::Response::new(Full::new(answer)));
+                        }
+                        let fwd = http::Request::post(upstream)
+                            .header("content-type", "application/json")
+                            .body(Full::new(body))
+                            .unwrap();
+                        let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
+                        let bytes = resp
+                            .into_body()
+                            .collect()
+                            .await
+                            .map_err(std::io::Error::other)?
+                            .to_bytes();
+                        let out = hook.after(&method, &v["params"], bytes);
+                        Ok::<_, std::io::Error>(http::Response::new(Full::new(out)))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    url
+}
+
+/// A proxy that records the method of every request it forwards upstream.
 pub struct CountingProxy {
     pub url: String,
-    pub methods: Arc<Mutex<Vec<String>>>,
+    methods: Arc<Methods>,
+}
+
+#[derive(Default)]
+struct Methods(Mutex<Vec<String>>);
+
+impl Intercept for Methods {
+    fn before(&self, method: &str, _params: &Value) -> Option<Bytes> {
+        self.0.lock().push(method.to_string());
+        None
+    }
 }
 
 impl CountingProxy {
     pub async fn start(upstream: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let methods = Arc::new(Mutex::new(Vec::new()));
-        let upstream: http::Uri = upstream.parse().unwrap();
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let m = methods.clone();
-        tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let (m, client, upstream) = (m.clone(), client.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (m, client, upstream) = (m.clone(), client.clone(), upstream.clone());
-                        async move {
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map_err(std::io::Error::other)?
-                                .to_bytes();
-                            if let Ok(v) = serde_json::from_slice::<Value>(&body) {
-                                if let Some(method) = v["method"].as_str() {
-                                    m.lock().push(method.to_string());
-                                }
-                            }
-                            let fwd = http::Request::post(upstream)
-                                .header("content-type", "application/json")
-                                .body(Full::new(body))
-                                .unwrap();
-                            let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
-                            let bytes = resp
-                                .into_body()
-                                .collect()
-                                .await
-                                .map_err(std::io::Error::other)?
-                                .to_bytes();
-                            Ok::<_, std::io::Error>(http::Response::new(Full::new(bytes)))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
+        let methods = Arc::new(Methods::default());
+        let url = start_proxy(upstream, methods.clone()).await;
         Self { url, methods }
     }
 
     /// How many forwarded requests used `method`.
     pub fn calls_of(&self, method: &str) -> usize {
-        self.methods.lock().iter().filter(|m| *m == method).count()
+        self.methods
+            .0
+            .lock()
+            .iter()
+            .filter(|m| *m == method)
+            .count()
     }
 }
 
@@ -494,65 +525,42 @@ pub struct LaggingUpstream {
     pub frozen: Arc<std::sync::atomic::AtomicBool>,
 }
 
+struct Lag {
+    frozen: Arc<std::sync::atomic::AtomicBool>,
+    last: Mutex<Option<Bytes>>,
+}
+
+fn is_latest(method: &str, params: &Value) -> bool {
+    method == "eth_getBlockByNumber" && params[0] == "latest"
+}
+
+impl Intercept for Lag {
+    fn before(&self, method: &str, params: &Value) -> Option<Bytes> {
+        let frozen = self.frozen.load(std::sync::atomic::Ordering::SeqCst);
+        if frozen && is_latest(method, params) {
+            return self.last.lock().clone();
+        }
+        None
+    }
+    fn after(&self, method: &str, params: &Value, answer: Bytes) -> Bytes {
+        if is_latest(method, params) {
+            *self.last.lock() = Some(answer.clone());
+        }
+        answer
+    }
+}
+
 impl LaggingUpstream {
     pub async fn start(upstream: &str) -> Self {
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let frozen = Arc::new(AtomicBool::new(false));
-        let last: Arc<Mutex<Option<Bytes>>> = Arc::new(Mutex::new(None));
-        let upstream: http::Uri = upstream.parse().unwrap();
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        let f = frozen.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (f, last, client, upstream) =
-                    (f.clone(), last.clone(), client.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (f, last, client, upstream) =
-                            (f.clone(), last.clone(), client.clone(), upstream.clone());
-                        async move {
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map_err(std::io::Error::other)?
-                                .to_bytes();
-                            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            let is_latest =
-                                v["method"] == "eth_getBlockByNumber" && v["params"][0] == "latest";
-                            if is_latest && f.load(Ordering::SeqCst) {
-                                if let Some(b) = last.lock().clone() {
-                                    return Ok::<_, std::io::Error>(http::Response::new(
-                                        Full::new(b),
-                                    ));
-                                }
-                            }
-                            let fwd = http::Request::post(upstream)
-                                .header("content-type", "application/json")
-                                .body(Full::new(body))
-                                .unwrap();
-                            let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
-                            let bytes = resp
-                                .into_body()
-                                .collect()
-                                .await
-                                .map_err(std::io::Error::other)?
-                                .to_bytes();
-                            if is_latest {
-                                *last.lock() = Some(bytes.clone());
-                            }
-                            Ok(http::Response::new(Full::new(bytes)))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
+        let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hook = Arc::new(Lag {
+            frozen: frozen.clone(),
+            last: Mutex::new(None),
         });
-        Self { url, frozen }
+        Self {
+            url: start_proxy(upstream, hook).await,
+            frozen,
+        }
     }
 }
 
@@ -613,48 +621,18 @@ pub struct TamperingUpstream {
     pub url: String,
 }
 
+struct Tamper(TamperFn);
+
+impl Intercept for Tamper {
+    fn after(&self, method: &str, params: &Value, answer: Bytes) -> Bytes {
+        (self.0)(method, params, answer)
+    }
+}
+
 impl TamperingUpstream {
     pub async fn start(upstream: &str, tamper: TamperFn) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let upstream: http::Uri = upstream.parse().unwrap();
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let (t, client, upstream) = (tamper.clone(), client.clone(), upstream.clone());
-                tokio::spawn(async move {
-                    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (t, client, upstream) = (t.clone(), client.clone(), upstream.clone());
-                        async move {
-                            let body = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map_err(std::io::Error::other)?
-                                .to_bytes();
-                            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            let fwd = http::Request::post(upstream)
-                                .header("content-type", "application/json")
-                                .body(Full::new(body))
-                                .unwrap();
-                            let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
-                            let bytes = resp
-                                .into_body()
-                                .collect()
-                                .await
-                                .map_err(std::io::Error::other)?
-                                .to_bytes();
-                            let method = v["method"].as_str().unwrap_or("").to_string();
-                            let out = t(&method, &v["params"], bytes);
-                            Ok::<_, std::io::Error>(http::Response::new(Full::new(out)))
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
-            }
-        });
-        Self { url }
+        Self {
+            url: start_proxy(upstream, Arc::new(Tamper(tamper))).await,
+        }
     }
 }
