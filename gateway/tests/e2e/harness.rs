@@ -92,8 +92,8 @@ impl Anvil {
 /// A JSON-RPC proxy in front of an upstream whose behaviour is set by an [`Intercept`]: the
 /// counting, lagging and lying upstreams below are all this one proxy.
 pub trait Intercept: Send + Sync + 'static {
-    /// Answer here instead of forwarding (`Some`), or let the call through (`None`).
-    fn before(&self, _method: &str, _params: &Value) -> Option<Bytes> {
+    /// Answer here instead of forwarding (`Some`: status and body), or let the call through.
+    fn before(&self, _method: &str, _params: &Value) -> Option<(http::StatusCode, Bytes)> {
         None
     }
     /// Rewrite (or just observe) the upstream's answer.
@@ -123,8 +123,10 @@ pub async fn start_proxy(upstream: &str, hook: Arc<dyn Intercept>) -> String {
                             .to_bytes();
                         let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                         let method = v["method"].as_str().unwrap_or("").to_string();
-                        if let Some(answer) = hook.before(&method, &v["params"]) {
-                            return Ok(http::Response::new(Full::new(answer)));
+                        if let Some((status, answer)) = hook.before(&method, &v["params"]) {
+                            let mut r = http::Response::new(Full::new(answer));
+                            *r.status_mut() = status;
+                            return Ok(r);
                         }
                         let fwd = http::Request::post(upstream)
                             .header("content-type", "application/json")
@@ -160,7 +162,7 @@ pub struct CountingProxy {
 struct Methods(Mutex<Vec<String>>);
 
 impl Intercept for Methods {
-    fn before(&self, method: &str, _params: &Value) -> Option<Bytes> {
+    fn before(&self, method: &str, _params: &Value) -> Option<(http::StatusCode, Bytes)> {
         self.0.lock().push(method.to_string());
         None
     }
@@ -184,10 +186,12 @@ impl CountingProxy {
     }
 }
 
-pub fn gateway_config(extra: &str) -> gateway::config::Config {
+/// A test gateway's config: `top` goes before the first table (top-level keys), `tables` after
+/// the required ones.
+pub fn gateway_config_with(top: &str, tables: &str) -> gateway::config::Config {
     let text = format!(
         r#"
-{extra}
+{top}
 [server]
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
@@ -198,9 +202,14 @@ join_tokens = ["{TOKEN}"]
 [[chains]]
 name = "anvil"
 chain_id = {CHAIN_ID}
+{tables}
 "#
     );
     gateway::config::Config::parse(&text, "test-gateway.toml").unwrap()
+}
+
+pub fn gateway_config(top: &str) -> gateway::config::Config {
+    gateway_config_with(top, "")
 }
 
 pub struct NodeSpec<'a> {
@@ -367,25 +376,12 @@ pub fn geo_section(extra: &str) -> String {
 
 /// Starts a gateway from TOML tables placed after the required sections.
 pub async fn start_gateway_with(tables: &str) -> Gateway {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[quic]
-listen = "127.0.0.1:0"
-key_file = "unused.key"
-join_tokens = ["{TOKEN}"]
-[[chains]]
-name = "anvil"
-chain_id = {CHAIN_ID}
-{tables}
-"#
-    );
-    let cfg = gateway::config::Config::parse(&text, "test-gateway.toml").unwrap();
-    Gateway::start(cfg, Identity::generate().unwrap())
-        .await
-        .unwrap()
+    Gateway::start(
+        gateway_config_with("", tables),
+        Identity::generate().unwrap(),
+    )
+    .await
+    .unwrap()
 }
 
 /// The demo's three regions.
@@ -535,10 +531,10 @@ fn is_latest(method: &str, params: &Value) -> bool {
 }
 
 impl Intercept for Lag {
-    fn before(&self, method: &str, params: &Value) -> Option<Bytes> {
+    fn before(&self, method: &str, params: &Value) -> Option<(http::StatusCode, Bytes)> {
         let frozen = self.frozen.load(std::sync::atomic::Ordering::SeqCst);
         if frozen && is_latest(method, params) {
-            return self.last.lock().clone();
+            return self.last.lock().clone().map(|b| (http::StatusCode::OK, b));
         }
         None
     }

@@ -18,11 +18,7 @@ use bytes::Bytes;
 use edge_node::EdgeNode;
 use gateway::Gateway;
 use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
 use crate::harness::*;
 
@@ -717,50 +713,13 @@ fn urlencode(s: &str) -> String {
 /// An upstream that answers HTTP 502 for one method and passes everything else to anvil: the
 /// node stays healthy (its probes pass) while that method fails over to another node.
 async fn failing_upstream(upstream: &str, method: &'static str) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let upstream: http::Uri = upstream.parse().unwrap();
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (client, upstream) = (client.clone(), upstream.clone());
-            tokio::spawn(async move {
-                let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                    let (client, upstream) = (client.clone(), upstream.clone());
-                    async move {
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map_err(std::io::Error::other)?
-                            .to_bytes();
-                        let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        if v["method"] == method {
-                            let mut r = http::Response::new(Full::new(Bytes::new()));
-                            *r.status_mut() = http::StatusCode::BAD_GATEWAY;
-                            return Ok::<_, std::io::Error>(r);
-                        }
-                        let fwd = http::Request::post(upstream)
-                            .header("content-type", "application/json")
-                            .body(Full::new(body))
-                            .unwrap();
-                        let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
-                        let bytes = resp
-                            .into_body()
-                            .collect()
-                            .await
-                            .map_err(std::io::Error::other)?
-                            .to_bytes();
-                        Ok(http::Response::new(Full::new(bytes)))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+    struct Fail(&'static str);
+    impl Intercept for Fail {
+        fn before(&self, method: &str, _params: &Value) -> Option<(http::StatusCode, Bytes)> {
+            (method == self.0).then(|| (http::StatusCode::BAD_GATEWAY, Bytes::new()))
         }
-    });
-    url
+    }
+    start_proxy(upstream, Arc::new(Fail(method))).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
