@@ -18,6 +18,9 @@ use crate::policy::{self, LogLimits, Plan};
 use crate::upstream::{Answer, UpstreamError};
 use crate::{logs, proof};
 
+/// Calls of one batch answered at once.
+pub const BATCH_PARALLELISM: usize = 32;
+
 pub struct Service {
     pub chains: HashMap<u64, Arc<Chain>>,
     pub cache: Store,
@@ -55,7 +58,17 @@ impl Service {
         let results = if req.calls.len() == 1 {
             vec![self.call(chain, &req.calls[0], budget).await]
         } else {
-            futures::future::join_all(req.calls.iter().map(|c| self.call(chain, c, budget))).await
+            // A large batch works through its calls a bounded number at a time, in order, so
+            // one request cannot open hundreds of upstream requests at once.
+            let permits = tokio::sync::Semaphore::new(BATCH_PARALLELISM);
+            futures::future::join_all(req.calls.iter().map(|c| async {
+                let _permit = permits
+                    .acquire()
+                    .await
+                    .expect("the semaphore is never closed");
+                self.call(chain, c, budget).await
+            }))
+            .await
         };
         RpcResponse { results }
     }
