@@ -15,7 +15,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use alloy_primitives::B256;
 use parking_lot::Mutex;
 use proto::msg::ChainStatus;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cache::Store;
@@ -704,11 +703,6 @@ pub fn parse_quantity(raw: &[u8]) -> Option<u64> {
 
 pub fn parse_hex(s: &str) -> Option<u64> {
     u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
-}
-
-/// Time helper kept for status ages.
-pub fn now() -> Instant {
-    Instant::now()
 }
 
 #[cfg(test)]

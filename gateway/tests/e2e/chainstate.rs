@@ -31,16 +31,7 @@ async fn rig(upstream: Option<&str>, verify: bool) -> Rig {
     let up = upstream
         .map(str::to_string)
         .unwrap_or_else(|| anvil.url.clone());
-    let mut cfg = node_config(
-        &gw,
-        &NodeSpec {
-            region: "eu-west",
-            lat: 50.0,
-            lon: 8.0,
-            upstream: &up,
-        },
-        TOKEN,
-    );
+    let mut cfg = node_config(&gw, &NodeSpec::eu_west(&up), TOKEN);
     cfg.chains[0].verify_state = verify;
     let node = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
         .await
@@ -436,16 +427,7 @@ async fn lying_upstreams_are_caught_by_header_and_proof_checks() {
     });
     let liar = TamperingUpstream::start(&anvil.url, lie_header).await;
     let gw = start_gateway("").await;
-    let node = start_node(
-        &gw,
-        &NodeSpec {
-            region: "eu-west",
-            lat: 50.0,
-            lon: 8.0,
-            upstream: &liar.url,
-        },
-    )
-    .await;
+    let node = start_node(&gw, &NodeSpec::eu_west(&liar.url)).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let failures = node.shared.metrics.header_verification_failures.get();
     assert!(failures >= 1, "forged headers must be rejected");
@@ -475,16 +457,7 @@ async fn lying_upstreams_are_caught_by_header_and_proof_checks() {
     let gw = start_gateway("").await;
     let (http, url) = (Http::default(), format!("http://{}/", gw.http_addr));
     http.rpc(&anvil.url, "anvil_mine", json!(["0x3"])).await;
-    let mut cfg = node_config(
-        &gw,
-        &NodeSpec {
-            region: "eu-west",
-            lat: 50.0,
-            lon: 8.0,
-            upstream: &liar.url,
-        },
-        TOKEN,
-    );
+    let mut cfg = node_config(&gw, &NodeSpec::eu_west(&liar.url), TOKEN);
     cfg.chains[0].verify_state = true;
     cfg.chains[0].upstreams = vec![liar.url.clone(), anvil.url.clone()];
     let mixed =
@@ -570,16 +543,7 @@ async fn upstreams_on_another_fork_or_lagging_are_not_used() {
     http.rpc(&b.url, "anvil_mine", json!(["0x5"])).await;
 
     let gw = start_gateway("").await;
-    let mut cfg = node_config(
-        &gw,
-        &NodeSpec {
-            region: "eu-west",
-            lat: 50.0,
-            lon: 8.0,
-            upstream: &a.url,
-        },
-        TOKEN,
-    );
+    let mut cfg = node_config(&gw, &NodeSpec::eu_west(&a.url), TOKEN);
     cfg.chains[0].upstreams = vec![
         b.url.clone(),
         lagging.url.clone(),
@@ -633,16 +597,7 @@ async fn by_hash_answers_about_old_final_blocks_reach_the_gateway_tier() {
         .await["result"]["hash"]
         .clone();
     let gw = start_gateway("").await;
-    let _node = start_node(
-        &gw,
-        &NodeSpec {
-            region: "eu-west",
-            lat: 50.0,
-            lon: 8.0,
-            upstream: &anvil.url,
-        },
-    )
-    .await;
+    let _node = start_node(&gw, &NodeSpec::eu_west(&anvil.url)).await;
     wait_serving(&gw, 1).await;
     let url = format!("http://{}/", gw.http_addr);
     let body = json!({"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":[DEV[1], {"blockHash": genesis}]}).to_string();

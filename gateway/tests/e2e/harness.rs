@@ -219,6 +219,18 @@ pub struct NodeSpec<'a> {
     pub upstream: &'a str,
 }
 
+impl<'a> NodeSpec<'a> {
+    /// The node most tests need: one in Frankfurt in front of `upstream`.
+    pub fn eu_west(upstream: &'a str) -> Self {
+        Self {
+            region: "eu-west",
+            lat: 50.0,
+            lon: 8.0,
+            upstream,
+        }
+    }
+}
+
 pub fn node_config(gw: &Gateway, spec: &NodeSpec<'_>, token: &str) -> edge_node::config::Config {
     let text = format!(
         r#"

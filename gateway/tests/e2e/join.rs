@@ -83,12 +83,7 @@ async fn bad_tokens_and_mismatched_identities_are_refused() {
 async fn a_node_pinning_another_gateway_key_never_joins() {
     let anvil = Anvil::start(&[]).await;
     let gw = start_gateway("").await;
-    let spec = NodeSpec {
-        region: "eu-west",
-        lat: 50.0,
-        lon: 8.0,
-        upstream: &anvil.url,
-    };
+    let spec = NodeSpec::eu_west(&anvil.url);
     let mut cfg = node_config(&gw, &spec, TOKEN);
     cfg.gateway.fingerprint = Identity::generate().unwrap().fingerprint();
     let node = edge_node::EdgeNode::start(cfg, Identity::generate().unwrap())
@@ -126,12 +121,7 @@ async fn a_node_pinning_another_gateway_key_never_joins() {
 async fn a_node_that_leaves_is_removed_at_once_and_may_rejoin() {
     let anvil = Anvil::start(&[]).await;
     let gw = start_gateway("").await;
-    let spec = NodeSpec {
-        region: "eu-west",
-        lat: 50.0,
-        lon: 8.0,
-        upstream: &anvil.url,
-    };
+    let spec = NodeSpec::eu_west(&anvil.url);
     let key = Identity::generate().unwrap();
     let node = edge_node::EdgeNode::start(node_config(&gw, &spec, TOKEN), key)
         .await

@@ -431,16 +431,7 @@ async fn bad_input_gets_exact_errors_and_changes_nothing() {
 async fn upstream_timeout_is_named() {
     let anvil = Anvil::start(&[]).await;
     let gw = start_gateway("").await;
-    let mut cfg = node_config(
-        &gw,
-        &NodeSpec {
-            region: "eu-west",
-            lat: 50.0,
-            lon: 8.0,
-            upstream: &anvil.url,
-        },
-        TOKEN,
-    );
+    let mut cfg = node_config(&gw, &NodeSpec::eu_west(&anvil.url), TOKEN);
     cfg.chains[0].upstream_timeout_ms = 300;
     let node = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
         .await
@@ -470,16 +461,7 @@ async fn a_slow_client_gets_408_and_does_not_hold_up_others() {
     let gw = gateway::Gateway::start(cfg, proto::identity::Identity::generate().unwrap())
         .await
         .unwrap();
-    let _node = start_node(
-        &gw,
-        &NodeSpec {
-            region: "eu-west",
-            lat: 50.0,
-            lon: 8.0,
-            upstream: &s.anvil.url,
-        },
-    )
-    .await;
+    let _node = start_node(&gw, &NodeSpec::eu_west(&s.anvil.url)).await;
     wait_serving(&gw, 1).await;
     let url = format!("http://{}/", gw.http_addr);
 
@@ -560,16 +542,7 @@ async fn run_client(program: &std::path::Path, script: &str, rpc_url: &str) -> S
 async fn real_clients_read_send_and_wait_through_the_gateway() {
     let anvil = Anvil::start(&["--block-time", "1"]).await;
     let gw = start_gateway("").await;
-    let _node = start_node(
-        &gw,
-        &NodeSpec {
-            region: "eu-west",
-            lat: 50.0,
-            lon: 8.0,
-            upstream: &anvil.url,
-        },
-    )
-    .await;
+    let _node = start_node(&gw, &NodeSpec::eu_west(&anvil.url)).await;
     wait_serving(&gw, 1).await;
     let url = format!("http://{}/", gw.http_addr);
 
