@@ -271,7 +271,9 @@ def cmd_results(a):
           f"{info.get('rustc')}; anvil {info.get('anvil')}; {info.get('nginx')}; {info.get('wrk')}")
     print(f"- Settings: wrk -t1, {info.get('duration')} per run, each but 4 and M after an unrecorded "
           f"{info.get('warmup')} warm-up; anvil --block-time {info.get('block_time')}; nginx 1 worker, proxy_cache_valid 200 "
-          f"{info.get('nginx_ttl')}; {info.get('edges')} edge nodes, caller located by X-Forwarded-For "
+          f"{info.get('nginx_ttl')}; gateway and edge nodes worker_threads = {info.get('workers', '?')}, "
+          f"anvil TOKIO_WORKER_THREADS = {info.get('anvil_workers', '?')}; "
+          f"{info.get('edges')} edge nodes, caller located by X-Forwarded-For "
           f"{info.get('xff')} so {info.get('serving_region')} serves; edge cache max_bytes {info.get('edge_cache_max_bytes'):,}")
     if pool:
         p = pool["pool"]

@@ -17,7 +17,10 @@
 #   LT_EDGE_CACHE_BYTES=4194304   edge [cache] max_bytes (small, so the cache-fill run hits it)
 #   LT_XFF=81.2.69.142      caller address sent in X-Forwarded-For (London: eu-west is nearest)
 #   LT_KILL_AFTER=4         seconds into workload 4 when the serving node is SIGKILLed
-#   LT_ONLY="1 2 3 5 fill 4"   workloads to run, in this order
+#   LT_WORKERS=1            worker_threads of the gateway and each edge node (0: one per core)
+#   LT_ANVIL_WORKERS=1      anvil's runtime threads (TOKIO_WORKER_THREADS; "" for its default)
+#   LT_ONLY="1 2 3 5 fill 4"   workloads to run, in this order ("hold": keep the stack up
+#                           for profiling until Ctrl-C)
 #   LT_RESULTS_FILE=loadtests/RESULTS.md   where the Markdown report goes ("" to skip)
 #   LT_KEEP=1               keep the temp dir (configs, logs, wrk output) after the run
 #   LT_NO_BUILD=1           skip `cargo build` and use target/release as it is
@@ -31,8 +34,8 @@ source "$LT_DIR/lib.sh"
 
 case "${1:-}" in
   "") ;;
-  -h | --help) sed -n '2,26s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-  *) sed -n '2,26s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+  -h | --help) sed -n '2,29s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+  *) sed -n '2,29s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac
 
 DURATION=${LT_DURATION:-10s}
@@ -43,10 +46,12 @@ NGINX_TTL="${BLOCK_TIME}s"
 CACHE_MAX=${LT_EDGE_CACHE_BYTES:-4194304}
 XFF=${LT_XFF:-81.2.69.142}
 KILL_AFTER=${LT_KILL_AFTER:-4}
+WORKERS=${LT_WORKERS:-1}
+ANVIL_WORKERS=${LT_ANVIL_WORKERS-1}
 ONLY=${LT_ONLY:-1 2 3 5 fill 4}
 RESULTS_MD=${LT_RESULTS_FILE-$LT_DIR/RESULTS.md}
 COMMAND="loadtests/run.sh"
-for v in LT_DURATION LT_WARMUP LT_PORT_BASE LT_BLOCK_TIME LT_EDGE_CACHE_BYTES LT_XFF LT_KILL_AFTER LT_ONLY; do
+for v in LT_DURATION LT_WARMUP LT_PORT_BASE LT_BLOCK_TIME LT_EDGE_CACHE_BYTES LT_XFF LT_KILL_AFTER LT_WORKERS LT_ANVIL_WORKERS LT_ONLY; do
   if [ -n "${!v:-}" ]; then COMMAND="$v='${!v}' $COMMAND"; fi
 done
 
@@ -124,7 +129,10 @@ BIN="$LT_TMP/bin"
 
 # ---------------------------------------------------------------- anvil
 lt_log "starting anvil on 127.0.0.1:$P_ANVIL (block time $BLOCK_TIME s)"
-lt_start anvil "$ANVIL_BIN" --host 127.0.0.1 --port "$P_ANVIL" --block-time "$BLOCK_TIME" --quiet
+# anvil's runtime honours TOKIO_WORKER_THREADS: one thread, like every other server here.
+anvil_env=()
+[ -z "$ANVIL_WORKERS" ] || anvil_env=(env "TOKIO_WORKER_THREADS=$ANVIL_WORKERS")
+lt_start anvil "${anvil_env[@]}" "$ANVIL_BIN" --host 127.0.0.1 --port "$P_ANVIL" --block-time "$BLOCK_TIME" --quiet
 lt_wait anvil lt_rpc "$ANVIL_URL" eth_chainId '[]'
 # A chain with history: 128 blocks at once, so genesis (workload 1) is final for the edge nodes
 # (finality_depth 64) from the start and workload 3 has old and recent blocks to ask about.
@@ -138,6 +146,8 @@ default_chain = "anvil"
 [server]
 listen = "127.0.0.1:$P_GW"
 admin_listen = "127.0.0.1:$P_GW_ADMIN"
+# One thread, like nginx's one worker below (and the lowest latency: see README.md).
+worker_threads = $WORKERS
 
 [quic]
 listen = "127.0.0.1:$P_QUIC"
@@ -166,6 +176,7 @@ region = "$region"
 latitude = $lat
 longitude = $lon
 admin_listen = "127.0.0.1:$admin"
+worker_threads = $WORKERS
 
 [gateway]
 address = "127.0.0.1:$P_QUIC"
@@ -391,6 +402,15 @@ workload_4() {
     --events "$LT_TMP/events".* --kill-at "$kill_at" --region "$SERVING")}"
 }
 
+# Not a measurement: keeps the stack up for profiling (perf, callgrind) until Ctrl-C.
+workload_hold() {
+  lt_log "holding: gateway ${URL[gateway]} nginx ${URL[nginx]} anvil ${URL[anvil]}; Ctrl-C stops"
+  lt_log "pids: gateway $(lt_pid gateway), edge-$SERVING $(lt_pid "edge-$SERVING"), nginx $(lt_pid nginx)"
+  lt_log "bodies: $LT_TMP/bodies.env"
+  printf 'BODY_HASH=%q\nBODY_NUM=%q\nBODY_LATEST=%q\n' "$BODY_HASH" "$BODY_NUM" "$BODY_LATEST" >"$LT_TMP/bodies.env"
+  while :; do sleep 3600 & wait $!; done # wait: so the INT/TERM trap runs at once
+}
+
 for w in $ONLY; do
   declare -F "workload_$w" >/dev/null || lt_die "unknown workload $w (LT_ONLY)"
   mem_snapshot "$w" before
@@ -411,7 +431,7 @@ lt_record "{\"kind\":\"info\",\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"
 \"nginx\":$(jstr "$(nginx -v 2>&1)"),\"wrk\":$(jstr "$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"),\
 \"machine\":{\"nproc\":$(nproc),\"cpu\":$(jstr "$cpu"),\"mem\":$(jstr "$mem"),\"kernel\":$(jstr "$(uname -r)"),\"loadavg\":$(jstr "$LOADAVG_START")},\
 \"duration\":$(jstr "$DURATION"),\"warmup\":$(jstr "$WARMUP"),\"block_time\":$BLOCK_TIME,\"nginx_ttl\":$(jstr "$NGINX_TTL"),\
-\"edges\":${#EDGES[@]},\"xff\":$(jstr "$XFF"),\"serving_region\":$(jstr "$SERVING"),\"edge_cache_max_bytes\":$CACHE_MAX,\
+\"edges\":${#EDGES[@]},\"workers\":$WORKERS,\"anvil_workers\":$(jstr "${ANVIL_WORKERS:-default}"),\"xff\":$(jstr "$XFF"),\"serving_region\":$(jstr "$SERVING"),\"edge_cache_max_bytes\":$CACHE_MAX,\
 \"nginx_errors\":$(grep -c '\[error\]' "$NG/error.log" || true),\"nginx_first_error\":$(jstr "$(grep -m1 '\[error\]' "$NG/error.log" || true)"),\
 \"elapsed\":$(jstr "$((elapsed / 60)) min $((elapsed % 60)) s"),\"build_s\":$BUILD_S}"
 

@@ -52,7 +52,15 @@ pub struct Config {
     pub chains: Vec<ChainConfig>,
     #[serde(default = "d_max_in_flight")]
     pub max_in_flight: usize,
+    /// Runtime worker threads; 0 (the default) means one per CPU core. With one, a request
+    /// never changes threads between the gateway link and the upstream (the lowest latency
+    /// while one core keeps up); more threads serve more cores.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
+
+/// Bound on `worker_threads`.
+pub const MAX_WORKER_THREADS: usize = 1024;
 
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +185,12 @@ impl Config {
             key: key.to_string(),
             problem,
         };
+        if self.worker_threads > MAX_WORKER_THREADS {
+            return Err(bad(
+                "worker_threads",
+                format!("{} is more than {MAX_WORKER_THREADS}", self.worker_threads),
+            ));
+        }
         if self.region.trim().is_empty() {
             return Err(bad("region", "must not be empty".into()));
         }

@@ -108,6 +108,11 @@ pub struct ServerConfig {
     /// A client must finish sending its request body within this time.
     #[serde(default = "d_body_timeout")]
     pub body_timeout_ms: u64,
+    /// Runtime worker threads; 0 (the default) means one per CPU core. With one, a request
+    /// never changes threads on its way through (no cross-thread wakeups: the lowest latency
+    /// while one core keeps up); more threads serve more cores.
+    #[serde(default)]
+    pub worker_threads: usize,
 }
 
 #[derive(Clone, Deserialize)]
@@ -348,6 +353,9 @@ fn d_batch() -> usize {
 fn d_req_timeout() -> u64 {
     DEFAULT_REQUEST_TIMEOUT_MS
 }
+/// Bound on `server.worker_threads`.
+pub const MAX_WORKER_THREADS: usize = 1024;
+
 fn d_max_conn() -> usize {
     DEFAULT_MAX_CONNECTIONS
 }
@@ -465,6 +473,15 @@ impl Config {
             if v == 0 {
                 return Err(bad(key, "must be greater than 0".into()));
             }
+        }
+        if self.server.worker_threads > MAX_WORKER_THREADS {
+            return Err(bad(
+                "server.worker_threads",
+                format!(
+                    "{} is more than {MAX_WORKER_THREADS}",
+                    self.server.worker_threads
+                ),
+            ));
         }
         if self.quic.status_deadline_ms <= self.quic.status_interval_ms {
             return Err(bad(

@@ -61,6 +61,8 @@ pub struct App {
     >,
     /// Recent failovers and departed nodes, for the status page.
     pub recent: status::Recent,
+    /// Per chain id, its hot-path metric series.
+    pub series: std::collections::HashMap<u64, metrics::ChainSeries>,
 }
 
 impl App {
@@ -72,8 +74,20 @@ impl App {
             (Some(_), false) => "default",
             (None, _) => "unknown",
         };
-        self.metrics.geo_lookups.with_label_values(&[result]).inc();
+        match result {
+            "found" => &self.metrics.geo_found,
+            "default" => &self.metrics.geo_default,
+            _ => &self.metrics.geo_unknown,
+        }
+        .inc();
         loc
+    }
+
+    /// A configured chain's hot-path metric series.
+    pub fn series(&self, chain_id: u64) -> &metrics::ChainSeries {
+        self.series
+            .get(&chain_id)
+            .expect("series exist for every configured chain")
     }
 
     /// Names of configured chains with no healthy node right now.
@@ -121,11 +135,18 @@ impl Gateway {
         let trusted = geo::TrustedProxies::parse(&config.geo.trusted_proxies)
             .context("geo.trusted_proxies")?;
         let answers = answers::FinalAnswers::new(config.cache.max_bytes);
+        let metrics = Metrics::new();
+        let series = config
+            .chains
+            .iter()
+            .map(|c| (c.chain_id, metrics.chain_series(&c.name)))
+            .collect();
         let app = Arc::new(App {
             gateway_id: identity.fingerprint(),
             config,
             registry: Registry::default(),
-            metrics: Metrics::new(),
+            metrics,
+            series,
             geo,
             trusted,
             answers,
@@ -214,7 +235,8 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if std::env::var("LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {

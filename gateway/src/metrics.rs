@@ -7,8 +7,8 @@
 pub mod nodes;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// From sub-millisecond cache hits to multi-second misses and timeouts.
@@ -49,6 +49,31 @@ pub fn method_label(method: &str) -> &'static str {
         .find(|m| **m == method)
         .copied()
         .unwrap_or("other")
+}
+
+/// One chain's hot-path series, resolved once at start: `with_label_values` hashes the labels
+/// and takes a lock on every call, and a gateway-tier hit would otherwise do that five times.
+pub struct ChainSeries {
+    pub requests_ok: IntCounter,
+    pub requests_error: IntCounter,
+    pub duration_single: Histogram,
+    pub duration_batch: Histogram,
+    /// `cache_results_total{tier="gateway"}`: every call looked up in the gateway tier.
+    pub gateway_hit: IntCounter,
+    pub gateway_miss: IntCounter,
+    /// `rpc_calls_total{cache="hit",outcome="result"}` per [`KNOWN_METHODS`] entry, then `other`.
+    gateway_hit_calls: Vec<IntCounter>,
+}
+
+impl ChainSeries {
+    /// Counts a call the gateway tier answered.
+    pub fn gateway_hit_call(&self, method: &str) {
+        let i = KNOWN_METHODS
+            .iter()
+            .position(|m| *m == method)
+            .unwrap_or(KNOWN_METHODS.len());
+        self.gateway_hit_calls[i].inc();
+    }
 }
 
 /// A caller's country as a bounded label: an ISO 3166-1 alpha-2 code, else `unknown`.
@@ -95,6 +120,10 @@ pub struct Metrics {
     pub health_transitions: IntCounterVec,
     pub implausible_nodes_total: IntCounter,
     pub geo_lookups: IntCounterVec,
+    /// `geo_lookups` by result (found, default, unknown), resolved once.
+    pub geo_found: IntCounter,
+    pub geo_default: IntCounter,
+    pub geo_unknown: IntCounter,
     pub requests_by_country: IntCounterVec,
     pub cache_results: IntCounterVec,
     pub quic_events: IntCounterVec,
@@ -105,6 +134,14 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("gateway".into()), None).expect("valid prefix");
+        let geo_lookups = IntCounterVec::new(
+            Opts::new(
+                "geo_lookups_total",
+                "Caller geolocations by result (found, default, unknown).",
+            ),
+            &["result"],
+        )
+        .unwrap();
         let m = Self {
             requests: IntCounterVec::new(
                 Opts::new("http_requests_total", "JSON-RPC HTTP requests by chain and outcome."),
@@ -168,14 +205,10 @@ impl Metrics {
                 "Times a node was flagged for claiming a location farther than its RTT allows.",
             )
             .unwrap(),
-            geo_lookups: IntCounterVec::new(
-                Opts::new(
-                    "geo_lookups_total",
-                    "Caller geolocations by result (found, default, unknown).",
-                ),
-                &["result"],
-            )
-            .unwrap(),
+            geo_found: geo_lookups.with_label_values(&["found"]),
+            geo_default: geo_lookups.with_label_values(&["default"]),
+            geo_unknown: geo_lookups.with_label_values(&["unknown"]),
+            geo_lookups,
             requests_by_country: IntCounterVec::new(
                 Opts::new(
                     "requests_by_country_total",
@@ -236,6 +269,27 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
         m
+    }
+
+    /// Resolves one chain's hot-path series (see [`ChainSeries`]).
+    pub fn chain_series(&self, chain: &str) -> ChainSeries {
+        ChainSeries {
+            requests_ok: self.requests.with_label_values(&[chain, "ok"]),
+            requests_error: self.requests.with_label_values(&[chain, "error"]),
+            duration_single: self.request_duration.with_label_values(&[chain, "single"]),
+            duration_batch: self.request_duration.with_label_values(&[chain, "batch"]),
+            gateway_hit: self
+                .cache_results
+                .with_label_values(&[chain, "gateway", "hit"]),
+            gateway_miss: self
+                .cache_results
+                .with_label_values(&[chain, "gateway", "miss"]),
+            gateway_hit_calls: KNOWN_METHODS
+                .iter()
+                .chain(["other"].iter())
+                .map(|m| self.calls.with_label_values(&[chain, m, "hit", "result"]))
+                .collect(),
+        }
     }
 
     /// Counts one call answered by a node in the given cache tier.
