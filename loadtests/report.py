@@ -26,6 +26,7 @@ WORKLOADS = [
     ("4", "4 failover: hot read at `latest`, SIGKILL the serving edge node mid-run, c32"),
     ("5", "5 batch of 50 `eth_getBalance` by hash, c32"),
     ("fill", "M cache fill: random addresses by hash (every answer cached), c32"),
+    ("soak", "S soak: the cache-fill load for the whole soak run (memory below), c32"),
 ]
 
 
@@ -164,7 +165,45 @@ def main_table(recs):
                   f"{s['mismatch']} matched none of the last 16 blocks), "
                   f"up to {s['max_blocks_behind']} block(s) behind.")
         notes.append(detail)
+    soak = next((r for r in recs if r["kind"] == "soak"), None)
+    if soak:
+        notes.append(soak_note(soak))
     return "\n".join(rows), notes
+
+
+def soak_note(soak):
+    """Memory over the soak run: growth between the middle and the end, once both caches are full."""
+    smp = soak["samples"]
+    if len(smp) < 4:
+        return f"Soak: only {len(smp)} memory samples; no verdict."
+    mid, end = smp[len(smp) // 2], smp[-1]
+    def grow(key):
+        a, b = mid[key], end[key]
+        return f"{a / 1024:,.1f} -> {b / 1024:,.1f} MiB ({(b - a) / 1024:+,.1f} MiB, {100.0 * (b - a) / max(1, a):+.1f} %)"
+    peak_edge = max(x["edge_cache_bytes"] for x in smp)
+    peak_gw = max(x["gateway_cache_bytes"] for x in smp)
+    worst = max((end[k] - mid[k]) / max(1, mid[k]) for k in ("gateway_rss_kb", "edge_rss_kb"))
+    verdict = "**no growth**" if worst <= 0.05 else "**grew**"
+    return (f"Soak ({soak['duration']}, {len(smp)} samples): RSS from the middle of the run (t = {mid['t']} s) to "
+            f"its end (t = {end['t']} s): gateway {grow('gateway_rss_kb')}, edge {soak['region']} "
+            f"{grow('edge_rss_kb')} -> {verdict} (threshold +5 %); cache bounds: edge peak "
+            f"{peak_edge:,.0f} of {soak['edge_max_bytes']:,}, gateway tier peak {peak_gw:,.0f} of "
+            f"{soak['gateway_max_bytes']:,}. Every sample: `soak` in results.jsonl (LT_KEEP=1).")
+
+
+def soak_table(recs):
+    soak = next((r for r in recs if r["kind"] == "soak"), None)
+    if not soak or not soak["samples"]:
+        return ""
+    smp = soak["samples"]
+    step = max(1, len(smp) // 12)
+    picked = smp[::step] + ([smp[-1]] if (len(smp) - 1) % step else [])
+    rows = ["| t s | gateway RSS MiB | gateway tier bytes | edge RSS MiB | edge cache bytes |",
+            "| ---: | ---: | ---: | ---: | ---: |"]
+    for x in picked:
+        rows.append(f"| {x['t']} | {x['gateway_rss_kb'] / 1024:,.1f} | {x['gateway_cache_bytes']:,.0f} | "
+                    f"{x['edge_rss_kb'] / 1024:,.1f} | {x['edge_cache_bytes']:,.0f} |")
+    return "\n".join(rows)
 
 
 def num(x):
@@ -215,7 +254,7 @@ def mem_table(recs):
     for m in mems:
         by_phase.setdefault(m["workload"], {})[m["when"]] = m
     titles = {"1": "1 cache hit", "2": "2 miss", "3": "3 mixed", "4": "4 failover", "5": "5 batch",
-              "fill": "M cache fill"}
+              "fill": "M cache fill", "soak": "S soak"}
     peak = 0
     for phase, d in by_phase.items():
         b, a = d.get("before"), d.get("after")
@@ -297,6 +336,12 @@ def cmd_results(a):
     print("Memory (VmRSS before → after each workload; `edge_cache_bytes` from each edge node's /metrics):")
     print()
     print(mem_table(recs))
+    st = soak_table(recs)
+    if st:
+        print()
+        print("Memory during the soak run (every answer new and cached: both cache tiers full and evicting):")
+        print()
+        print(st)
 
 
 def main():

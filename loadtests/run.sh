@@ -19,8 +19,10 @@
 #   LT_KILL_AFTER=4         seconds into workload 4 when the serving node is SIGKILLed
 #   LT_WORKERS=1            worker_threads of the gateway and each edge node (0: one per core)
 #   LT_ANVIL_WORKERS=1      anvil's runtime threads (TOKIO_WORKER_THREADS; "" for its default)
-#   LT_ONLY="1 2 3 5 fill 4"   workloads to run, in this order ("hold": keep the stack up
-#                           for profiling until Ctrl-C)
+#   LT_ONLY="1 2 3 5 fill soak 4"   workloads to run, in this order ("hold": keep the stack
+#                           up for profiling until Ctrl-C)
+#   LT_SOAK=600s            length of the soak run (memory read every LT_SOAK_EVERY=10 s)
+#   LT_GATEWAY_CACHE_BYTES=16777216   gateway [cache] max_bytes (small, so the soak fills it)
 #   LT_RESULTS_FILE=loadtests/RESULTS.md   where the Markdown report goes ("" to skip)
 #   LT_KEEP=1               keep the temp dir (configs, logs, wrk output) after the run
 #   LT_NO_BUILD=1           skip `cargo build` and use target/release as it is
@@ -34,8 +36,8 @@ source "$LT_DIR/lib.sh"
 
 case "${1:-}" in
   "") ;;
-  -h | --help) sed -n '2,29s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-  *) sed -n '2,29s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+  -h | --help) sed -n '2,31s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+  *) sed -n '2,31s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac
 
 DURATION=${LT_DURATION:-10s}
@@ -47,11 +49,14 @@ CACHE_MAX=${LT_EDGE_CACHE_BYTES:-4194304}
 XFF=${LT_XFF:-81.2.69.142}
 KILL_AFTER=${LT_KILL_AFTER:-4}
 WORKERS=${LT_WORKERS:-1}
+SOAK=${LT_SOAK:-600s}
+SOAK_EVERY=${LT_SOAK_EVERY:-10}
+GW_CACHE_MAX=${LT_GATEWAY_CACHE_BYTES:-16777216}
 ANVIL_WORKERS=${LT_ANVIL_WORKERS-1}
-ONLY=${LT_ONLY:-1 2 3 5 fill 4}
+ONLY=${LT_ONLY:-1 2 3 5 fill soak 4}
 RESULTS_MD=${LT_RESULTS_FILE-$LT_DIR/RESULTS.md}
 COMMAND="loadtests/run.sh"
-for v in LT_DURATION LT_WARMUP LT_PORT_BASE LT_BLOCK_TIME LT_EDGE_CACHE_BYTES LT_XFF LT_KILL_AFTER LT_WORKERS LT_ANVIL_WORKERS LT_ONLY; do
+for v in LT_DURATION LT_WARMUP LT_PORT_BASE LT_BLOCK_TIME LT_EDGE_CACHE_BYTES LT_XFF LT_KILL_AFTER LT_WORKERS LT_ANVIL_WORKERS LT_SOAK LT_GATEWAY_CACHE_BYTES LT_ONLY; do
   if [ -n "${!v:-}" ]; then COMMAND="$v='${!v}' $COMMAND"; fi
 done
 
@@ -157,6 +162,9 @@ join_tokens = ["$TOKEN"]
 [geo]
 databases = ["$DBIP_V4_MMDB", "$DBIP_V6_MMDB"]
 trusted_proxies = ["127.0.0.0/8"]
+
+[cache]
+max_bytes = $GW_CACHE_MAX
 
 [[chains]]
 name = "anvil"
@@ -378,8 +386,9 @@ workload_fill() {
   sleep 1 # moka applies evictions in the background
   m1=$(lt_metric "$admin" edge_cache_requests_total 'result="miss"')
   after=$(lt_metric "$admin" edge_cache_bytes)
-  # The edge cache's weigher: key ("31337|method|canonical params") + value ("0x0") + 64.
-  weight=$(($(printf '31337|eth_getBalance|["0x%040d",{"blockHash":"%s"}]' 0 "$GENESIS" | wc -c) + 3 + 64))
+  # The edge cache's weigher: key ("31337|method|canonical params") + value ("0x0") + the
+  # per-entry overhead (edge_node::cache::ENTRY_OVERHEAD_BYTES).
+  weight=$(($(printf '31337|eth_getBalance|["0x%040d",{"blockHash":"%s"}]' 0 "$GENESIS" | wc -c) + 3 + 480))
   lt_record "{\"kind\":\"fill\",\"misses\":$((${m1%.*} - ${m0%.*})),\"entry_bytes\":$weight,\"inserted_bytes\":$(((${m1%.*} - ${m0%.*}) * weight)),\"max_bytes\":$CACHE_MAX,\"cache_bytes_after\":${after%.*}}"
 }
 
@@ -400,6 +409,30 @@ workload_4() {
   LT_WRK_PID=""
   lt_record "{\"kind\":\"failover\",\"kill_after_s\":$KILL_AFTER,\"failover\":$(python3 "$LT_DIR/report.py" failover \
     --events "$LT_TMP/events".* --kill-at "$kill_at" --region "$SERVING")}"
+}
+
+# soak: the cache-fill load (every answer new and cacheable, so both cache tiers fill and then
+# evict for the whole run) for $SOAK, with memory read every $SOAK_EVERY s. Growth once the caches
+# are full would be a leak; report.py compares the second half of the run with its middle.
+workload_soak() {
+  lt_log "soak: unique cacheable answers for $SOAK (c32), memory every $SOAK_EVERY s"
+  local admin gw_admin wrk_pid t0 samples="" edge_pid
+  admin="http://127.0.0.1:$(edge_admin_port "$SERVING")/metrics"
+  gw_admin="http://127.0.0.1:$P_GW_ADMIN/metrics"
+  edge_pid=$(lt_pid "edge-$SERVING")
+  LT_BLOCK="$BY_HASH" lt_wrk soak gateway "${URL[gateway]}" miss.lua 32 "$SOAK" &
+  wrk_pid=$!
+  LT_WRK_PID=$wrk_pid
+  t0=$(date +%s)
+  while kill -0 "$wrk_pid" 2>/dev/null; do
+    samples+="${samples:+,}{\"t\":$(($(date +%s) - t0)),\"gateway_rss_kb\":$(lt_rss_kb "$(lt_pid gateway)"),\
+\"edge_rss_kb\":$(lt_rss_kb "$edge_pid"),\"edge_cache_bytes\":$(lt_metric "$admin" edge_cache_bytes),\
+\"gateway_cache_bytes\":$(lt_metric "$gw_admin" gateway_answer_cache_bytes)}"
+    sleep "$SOAK_EVERY" & wait $! || true
+  done
+  wait "$wrk_pid" || lt_die "soak: wrk failed"
+  LT_WRK_PID=""
+  lt_record "{\"kind\":\"soak\",\"duration\":\"$SOAK\",\"region\":\"$SERVING\",\"edge_max_bytes\":$CACHE_MAX,\"gateway_max_bytes\":$GW_CACHE_MAX,\"samples\":[$samples]}"
 }
 
 # Not a measurement: keeps the stack up for profiling (perf, callgrind) until Ctrl-C.

@@ -8,6 +8,11 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+/// What an entry costs beyond its key and value bytes (moka's bookkeeping, the `Bytes`
+/// handles, allocator rounding), so that `max_bytes` bounds real memory: measured as
+/// resident-memory growth per entry in the load tests' soak run.
+pub const ENTRY_OVERHEAD_BYTES: usize = 480;
+
 /// Byte-bounded store of final answers.
 #[derive(Clone)]
 pub struct FinalAnswers {
@@ -21,7 +26,9 @@ impl FinalAnswers {
             moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|k: &Bytes, v: &Bytes| {
-                    (k.len() + v.len() + 64).try_into().unwrap_or(u32::MAX)
+                    (k.len() + v.len() + ENTRY_OVERHEAD_BYTES)
+                        .try_into()
+                        .unwrap_or(u32::MAX)
                 })
                 .build()
         });

@@ -128,6 +128,9 @@ pub struct Metrics {
     pub cache_results: IntCounterVec,
     pub quic_events: IntCounterVec,
     pub build_info: IntGaugeVec,
+    /// The gateway tier of the cache, read at each scrape.
+    pub answer_cache_entries: IntGauge,
+    pub answer_cache_bytes: IntGauge,
     pub nodes: nodes::NodeGauges,
 }
 
@@ -238,6 +241,16 @@ impl Metrics {
                 &["version"],
             )
             .unwrap(),
+            answer_cache_entries: IntGauge::new(
+                "answer_cache_entries",
+                "Final answers held in the gateway tier of the cache.",
+            )
+            .unwrap(),
+            answer_cache_bytes: IntGauge::new(
+                "answer_cache_bytes",
+                "Weighted size of the gateway tier of the cache (bounded by [cache] max_bytes).",
+            )
+            .unwrap(),
             nodes: nodes::NodeGauges::new(),
             registry,
         };
@@ -258,6 +271,9 @@ impl Metrics {
         r.register(Box::new(m.cache_results.clone())).unwrap();
         r.register(Box::new(m.quic_events.clone())).unwrap();
         r.register(Box::new(m.build_info.clone())).unwrap();
+        r.register(Box::new(m.answer_cache_entries.clone()))
+            .unwrap();
+        r.register(Box::new(m.answer_cache_bytes.clone())).unwrap();
         m.nodes.register(r).unwrap();
         for e in QUIC_EVENTS {
             m.quic_events.with_label_values(&[e]);
