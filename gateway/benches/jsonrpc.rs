@@ -1,0 +1,117 @@
+//! The request hot path pieces: parsing a single call and a batch of 50, writing a response
+//! with the caller's id spliced around a cached result, and the gateway-tier answer cache (key
+//! building and a hit).
+//!
+//! `cargo bench -p gateway --bench jsonrpc`
+
+use std::hint::black_box;
+
+use bytes::{Bytes, BytesMut};
+use criterion::{criterion_group, criterion_main, Criterion};
+use gateway::answers::FinalAnswers;
+use gateway::jsonrpc::{parse, write_response, Entry, Parsed};
+
+const CHAIN_ID: u64 = 31337;
+const BLOCK_HASH: &str = "0x8c2d8b5e3f6a1d4c7b9e0f2a5d8c1b4e7a0d3f6c9b2e5a8d1c4f7b0e3a6d9c2f";
+const ADDRESS: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
+/// A balance as a node answers it, as the gateway keeps it.
+const RESULT: &[u8] = br#""0x21e19e0c9bab2400000""#;
+
+fn params(address: &str) -> String {
+    format!(r#"["{address}",{{"blockHash":"{BLOCK_HASH}"}}]"#)
+}
+
+fn call(id: u64, address: &str) -> String {
+    format!(
+        r#"{{"jsonrpc":"2.0","id":{id},"method":"eth_getBalance","params":{}}}"#,
+        params(address)
+    )
+}
+
+/// The `i`th of a set of distinct, well-formed addresses.
+fn address(i: u64) -> String {
+    format!("0x{:040x}", 0x00f3_9fd6_e51a_ad88_u64.wrapping_mul(i + 1))
+}
+
+fn assert_call(e: &Entry, want_id: &[u8]) {
+    match e {
+        Entry::Call {
+            id: Some(id),
+            method,
+            params,
+        } => {
+            assert_eq!(&id[..], want_id);
+            assert_eq!(method, "eth_getBalance");
+            assert!(params.starts_with(b"[\"0x") && params.ends_with(b"\"}]"));
+        }
+        other => panic!("expected a call, got {other:?}"),
+    }
+}
+
+fn parsing(c: &mut Criterion) {
+    let single = call(1, ADDRESS).into_bytes();
+    match parse(&single, 100).unwrap() {
+        Parsed::Single(e) => assert_call(&e, b"1"),
+        other => panic!("expected a single call, got {other:?}"),
+    }
+    c.bench_function("jsonrpc/parse_single", |b| {
+        b.iter(|| parse(black_box(&single), 100))
+    });
+
+    let batch = format!(
+        "[{}]",
+        (0..50)
+            .map(|i| call(i + 1, &address(i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    )
+    .into_bytes();
+    match parse(&batch, 100).unwrap() {
+        Parsed::Batch(v) => {
+            assert_eq!(v.len(), 50);
+            for (i, e) in v.iter().enumerate() {
+                assert_call(e, (i + 1).to_string().as_bytes());
+            }
+        }
+        other => panic!("expected a batch, got {other:?}"),
+    }
+    c.bench_function("jsonrpc/parse_batch_50", |b| {
+        b.iter(|| parse(black_box(&batch), 100))
+    });
+}
+
+fn responding(c: &mut Criterion) {
+    let id: &[u8] = b"1";
+    let mut out = BytesMut::with_capacity(256);
+    write_response(&mut out, id, Ok(RESULT));
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"jsonrpc":"2.0","id":1,"result":"0x21e19e0c9bab2400000"})
+    );
+    c.bench_function("jsonrpc/write_response", |b| {
+        b.iter(|| {
+            out.clear();
+            write_response(&mut out, black_box(id), Ok(black_box(RESULT)));
+            black_box(out.len())
+        })
+    });
+}
+
+fn answers(c: &mut Criterion) {
+    let params = params(ADDRESS).into_bytes();
+    c.bench_function("jsonrpc/answer_key", |b| {
+        b.iter(|| FinalAnswers::key(black_box(CHAIN_ID), black_box("eth_getBalance"), &params))
+    });
+
+    let store = FinalAnswers::new(64 << 20);
+    let key = FinalAnswers::key(CHAIN_ID, "eth_getBalance", &params);
+    store.insert(key.clone(), Bytes::from_static(RESULT));
+    assert_eq!(store.get(&key).as_deref(), Some(RESULT));
+    c.bench_function("jsonrpc/answer_hit", |b| {
+        b.iter(|| store.get(black_box(&key)))
+    });
+}
+
+criterion_group!(benches, parsing, responding, answers);
+criterion_main!(benches);
