@@ -61,6 +61,7 @@ lt_stop_all() {
     read -ra kids <<<"$(ps -o pid= --ppid "$LT_WRK_PID" 2>/dev/null | paste -sd' ' -)"
     kill "${kids[@]}" "$LT_WRK_PID" 2>/dev/null || true
   fi
+  if [ -s "$LT_TMP/wrk.pid" ]; then kill "$(cat "$LT_TMP/wrk.pid")" 2>/dev/null || true; fi
   for ((i = ${#LT_ORDER[@]} - 1; i >= 0; i--)); do lt_stop "${LT_ORDER[i]}"; done
 }
 
@@ -148,7 +149,11 @@ lt_run_wrk() {
   shift
   wrk "$@" >"$out" 2>&1 &
   LT_WRK_PID=$!
+  # Also on disk: when this runs in a background subshell (workloads 4 and soak) that a signal
+  # kills first, the main shell still finds wrk through this file.
+  echo "$LT_WRK_PID" >"$LT_TMP/wrk.pid"
   wait "$LT_WRK_PID" || rc=$?
+  rm -f "$LT_TMP/wrk.pid"
   LT_WRK_PID=""
   return "$rc"
 }

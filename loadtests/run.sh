@@ -7,7 +7,7 @@
 # Installs what is missing (scripts/deps.sh), builds the release binaries, starts on 127.0.0.1
 # only: anvil, one gateway, two edge nodes (eu-west serves, us-east is the failover node) and
 # nginx; runs the workloads with wrk; prints the table and writes loadtests/RESULTS.md.
-# Everything it starts is stopped on exit, Ctrl-C included. About 7 minutes plus the build.
+# Everything it starts is stopped on exit, Ctrl-C included. About 16 minutes plus the build.
 #
 # Environment (all optional):
 #   LT_DURATION=10s         length of each measured wrk run

@@ -63,6 +63,11 @@ pub struct ChainSeries {
     pub gateway_miss: IntCounter,
     /// `rpc_calls_total{cache="hit",outcome="result"}` per [`KNOWN_METHODS`] entry, then `other`.
     gateway_hit_calls: Vec<IntCounter>,
+    /// `requests_by_country_total` per two-letter code (26 * 26 slots, made on first use), then
+    /// `unknown`: an array index instead of a label lookup per request.
+    by_country: Vec<std::sync::OnceLock<IntCounter>>,
+    by_country_vec: IntCounterVec,
+    chain: String,
 }
 
 impl ChainSeries {
@@ -73,6 +78,18 @@ impl ChainSeries {
             .position(|m| *m == method)
             .unwrap_or(KNOWN_METHODS.len());
         self.gateway_hit_calls[i].inc();
+    }
+
+    /// Counts a request from a caller in `country` (an ISO code; anything else is `unknown`).
+    pub fn request_from(&self, country: Option<&str>) {
+        let label = country_label(country);
+        let slot = match label.as_bytes() {
+            [a, b] => usize::from(a - b'A') * 26 + usize::from(b - b'A'),
+            _ => 26 * 26,
+        };
+        self.by_country[slot]
+            .get_or_init(|| self.by_country_vec.with_label_values(&[&self.chain, label]))
+            .inc();
     }
 }
 
@@ -305,6 +322,9 @@ impl Metrics {
                 .chain(["other"].iter())
                 .map(|m| self.calls.with_label_values(&[chain, m, "hit", "result"]))
                 .collect(),
+            by_country: (0..=26 * 26).map(|_| std::sync::OnceLock::new()).collect(),
+            by_country_vec: self.requests_by_country.clone(),
+            chain: chain.to_string(),
         }
     }
 
@@ -332,5 +352,37 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_series_count_into_the_labelled_families() {
+        let m = Metrics::new();
+        let s = m.chain_series("main");
+        s.request_from(Some("GB"));
+        s.request_from(Some("GB"));
+        s.request_from(Some("ZZ"));
+        s.request_from(Some("gb")); // not an ISO code as the databases spell them
+        s.request_from(None);
+        s.gateway_hit_call("eth_getBalance");
+        s.gateway_hit_call("eth_madeUp");
+        s.requests_ok.inc();
+        let by = |country: &str| {
+            m.requests_by_country
+                .with_label_values(&["main", country])
+                .get()
+        };
+        assert_eq!((by("GB"), by("ZZ"), by("unknown")), (2, 1, 2));
+        let calls = |method: &str| {
+            m.calls
+                .with_label_values(&["main", method, "hit", "result"])
+                .get()
+        };
+        assert_eq!((calls("eth_getBalance"), calls("other")), (1, 1));
+        assert_eq!(m.requests.with_label_values(&["main", "ok"]).get(), 1);
     }
 }
