@@ -484,6 +484,9 @@ fn preflight() -> Resp {
 fn json(status: StatusCode, body: Bytes) -> Resp {
     let mut r = Response::new(Full::new(body));
     *r.status_mut() = status;
+    // Room for every header an answer gets (content type, request id, CORS, x-cache,
+    // x-cache-tier, node, region) without growing the map per request.
+    *r.headers_mut() = http::HeaderMap::with_capacity(8);
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -20,11 +20,6 @@ struct Args {
     print_fingerprint: bool,
 }
 
-// Many small short-lived allocations per request (buffers, keys, headers); mimalloc's
-// thread-local free lists make them cheaper than glibc malloc.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     gateway::init_tracing();
