@@ -1,0 +1,276 @@
+//! Holds `config/gateway.example.toml` to the code: it loads with the real loader, it names
+//! every key the config structs accept (the commented-out optional ones included), and every
+//! key it sets that has a default is set to that default.
+
+use std::path::Path;
+
+use gateway::config::{
+    CacheConfig, Config, GeoConfig, HealthConfig, MethodsConfig, RoutingConfig, RoutingMode,
+    DEFAULT_BODY_TIMEOUT_MS, DEFAULT_BREAKER_ERROR_RATE, DEFAULT_BREAKER_MIN_REQUESTS,
+    DEFAULT_DENY, DEFAULT_ERROR_PENALTY_MS, DEFAULT_FAIL_AFTER, DEFAULT_GATEWAY_CACHE_BYTES,
+    DEFAULT_GEO_CACHE_ENTRIES, DEFAULT_GEO_RELOAD_MS, DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_KM_PER_MS,
+    DEFAULT_LOAD_PENALTY_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HEAD_AGE_MS, DEFAULT_MAX_LAG_BLOCKS, DEFAULT_MAX_NODES,
+    DEFAULT_RECOVER_AFTER, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_SPREAD_MS,
+    DEFAULT_STATUS_DEADLINE_MS, DEFAULT_STATUS_INTERVAL_MS, DEFAULT_TIP_CACHE_BYTES,
+};
+
+const EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config/gateway.example.toml"
+);
+
+/// Keys whose value in the example is an example, not a default: required keys are found by
+/// the walk itself; these are the optional keys without a default that the example sets.
+const EXAMPLE_VALUES: &[&str] = &["default_chain", "server.admin_listen"];
+
+fn example_text() -> String {
+    std::fs::read_to_string(EXAMPLE).expect("reading the example")
+}
+
+/// The example with its commented-out optional settings (`#key = ...`, `#[[table]]`: a `#`
+/// directly followed by a key or a header) switched on. Prose comments are `# ...`.
+fn uncommented(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_alphabetic() || c == '[') => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn deserialize(v: &toml::Value) -> Result<Config, String> {
+    v.clone().try_into::<Config>().map_err(|e| e.to_string())
+}
+
+/// Every table in `v` (the root, nested tables, each entry of an array of tables), by path.
+fn tables(v: &toml::Value, path: &str, out: &mut Vec<String>) {
+    out.push(path.to_string());
+    let toml::Value::Table(t) = v else { return };
+    for (k, child) in t {
+        let p = join(path, k);
+        match child {
+            toml::Value::Table(_) => tables(child, &p, out),
+            toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+                for (i, item) in items.iter().enumerate() {
+                    tables(item, &format!("{p}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every key whose value is not a table or an array of tables, by path.
+fn leaves(v: &toml::Value, path: &str, out: &mut Vec<String>) {
+    let toml::Value::Table(t) = v else { return };
+    for (k, child) in t {
+        let p = join(path, k);
+        match child {
+            toml::Value::Table(_) => leaves(child, &p, out),
+            toml::Value::Array(items)
+                if !items.is_empty() && items.iter().all(toml::Value::is_table) =>
+            {
+                for (i, item) in items.iter().enumerate() {
+                    leaves(item, &format!("{p}[{i}]"), out);
+                }
+            }
+            _ => out.push(p),
+        }
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// The table at `path` (segments `a`, `a[0]`), created when missing.
+fn table_at<'a>(root: &'a mut toml::Value, path: &str) -> &'a mut toml::Table {
+    let mut v = root;
+    for seg in path.split('.').filter(|s| !s.is_empty()) {
+        let (key, index) = match seg.split_once('[') {
+            Some((k, i)) => (k, Some(i.trim_end_matches(']').parse::<usize>().unwrap())),
+            None => (seg, None),
+        };
+        let t = v.as_table_mut().unwrap();
+        v = t
+            .entry(key)
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        if let Some(i) = index {
+            v = &mut v.as_array_mut().unwrap()[i];
+        }
+    }
+    v.as_table_mut().unwrap()
+}
+
+/// The fields serde expects at `path`, read from its unknown-field error (every config struct
+/// is `deny_unknown_fields`): so a key added to the code and not to the example is found.
+fn expected_fields(root: &toml::Value, path: &str) -> Vec<String> {
+    let mut probe = root.clone();
+    table_at(&mut probe, path).insert("__probe__".into(), toml::Value::Integer(0));
+    let err = deserialize(&probe).expect_err("an unknown key must be refused");
+    let list = err
+        .split("unknown field `__probe__`, expected ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{path}: no field list in {err}"));
+    let list = list.lines().next().unwrap();
+    list.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+fn remove(root: &mut toml::Value, path: &str) {
+    let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
+    table_at(root, parent).remove(key);
+}
+
+#[test]
+fn example_loads_with_the_real_loader() {
+    let cfg = Config::load(Path::new(EXAMPLE)).expect("the example must load");
+    // Relative paths are resolved against the config file's folder.
+    assert!(cfg.quic.key_file.ends_with("config/gateway.key"));
+    assert_eq!(cfg.default_chain().name, "mainnet");
+}
+
+#[test]
+fn example_names_every_key_the_code_accepts() {
+    let full = uncommented(&example_text());
+    Config::parse(&full, "uncommented example").expect("the commented-out settings must be valid");
+    let root: toml::Value = toml::from_str(&full).unwrap();
+    let mut paths = Vec::new();
+    tables(&root, "", &mut paths);
+    let mut missing = Vec::new();
+    for path in &paths {
+        let mut at = root.clone();
+        let table = table_at(&mut at, path).clone();
+        for field in expected_fields(&root, path) {
+            if !table.contains_key(&field) {
+                missing.push(join(path, &field));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "keys missing from the example: {missing:?}"
+    );
+    // The walk must have seen every section, or a missing one would go unnoticed.
+    for section in [
+        "server", "quic", "methods", "geo", "cache", "routing", "health",
+    ] {
+        assert!(paths.iter().any(|p| p == section), "no [{section}] walked");
+    }
+    assert!(paths.iter().any(|p| p == "chains[0]") && paths.iter().any(|p| p == "residency[0]"));
+}
+
+/// Generic: dropping any key the example sets must leave the config unchanged (its default
+/// is what the example says), unless the key is required or listed in `EXAMPLE_VALUES`.
+/// (`QuicConfig`'s `Debug` hides `max_frame_bytes` and `max_nodes`; the test below checks them.)
+#[test]
+fn every_key_with_a_default_is_set_to_it() {
+    let root: toml::Value = toml::from_str(&example_text()).unwrap();
+    let whole = format!("{:?}", deserialize(&root).unwrap());
+    let mut keys = Vec::new();
+    leaves(&root, "", &mut keys);
+    let mut differ = Vec::new();
+    for key in &keys {
+        let mut without = root.clone();
+        remove(&mut without, key);
+        let Ok(cfg) = deserialize(&without) else {
+            continue; // required
+        };
+        let is_example = EXAMPLE_VALUES.contains(&key.as_str());
+        if (format!("{cfg:?}") != whole) != is_example {
+            differ.push(key.clone());
+        }
+    }
+    assert!(
+        differ.is_empty(),
+        "not at their defaults (or listed as examples but at a default / required): {differ:?}"
+    );
+}
+
+#[test]
+fn example_values_equal_the_code_defaults() {
+    let cfg = Config::load(Path::new(EXAMPLE)).unwrap();
+
+    let s = &cfg.server;
+    assert_eq!(s.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(s.max_batch, DEFAULT_MAX_BATCH);
+    assert_eq!(s.request_timeout_ms, DEFAULT_REQUEST_TIMEOUT_MS);
+    assert_eq!(s.max_connections, DEFAULT_MAX_CONNECTIONS);
+    assert_eq!(s.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS);
+    assert_eq!(s.body_timeout_ms, DEFAULT_BODY_TIMEOUT_MS);
+    // `#[serde(default)]` on a usize: no constant, the default is 0 (one thread per core).
+    assert_eq!(s.worker_threads, 0);
+
+    let q = &cfg.quic;
+    assert_eq!(q.status_interval_ms, DEFAULT_STATUS_INTERVAL_MS);
+    assert_eq!(q.status_deadline_ms, DEFAULT_STATUS_DEADLINE_MS);
+    assert_eq!(q.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+    assert_eq!(q.max_nodes, DEFAULT_MAX_NODES);
+
+    assert_eq!(cfg.methods.deny, DEFAULT_DENY);
+    assert_eq!(cfg.methods.deny, MethodsConfig::default().deny);
+
+    let (g, gd) = (&cfg.geo, GeoConfig::default());
+    assert_eq!(g.databases, gd.databases);
+    assert_eq!(g.trusted_proxies, gd.trusted_proxies);
+    assert!(g.default_location.is_none() && gd.default_location.is_none());
+    assert_eq!(g.gateway_location, gd.gateway_location);
+    assert_eq!(g.cache_entries, DEFAULT_GEO_CACHE_ENTRIES);
+    assert_eq!(g.cache_entries, gd.cache_entries);
+    assert_eq!(g.reload_interval_ms, DEFAULT_GEO_RELOAD_MS);
+    assert_eq!(g.reload_interval_ms, gd.reload_interval_ms);
+
+    let (c, cd) = (&cfg.cache, CacheConfig::default());
+    assert_eq!(c.max_bytes, DEFAULT_GATEWAY_CACHE_BYTES);
+    assert_eq!(c.max_bytes, cd.max_bytes);
+    assert_eq!(c.tip_max_bytes, DEFAULT_TIP_CACHE_BYTES);
+    assert_eq!(c.tip_max_bytes, cd.tip_max_bytes);
+
+    let (r, rd) = (&cfg.routing, RoutingConfig::default());
+    assert_eq!(r.mode, RoutingMode::Geo);
+    assert_eq!(r.mode, rd.mode);
+    assert_eq!(r.km_per_ms, DEFAULT_KM_PER_MS);
+    assert_eq!(r.km_per_ms, rd.km_per_ms);
+    // The serde default is the private `d_one()`; `RoutingConfig::default()` says 1.0 too.
+    assert_eq!(r.rtt_weight, 1.0);
+    assert_eq!(r.rtt_weight, rd.rtt_weight);
+    assert_eq!(r.load_penalty_ms, DEFAULT_LOAD_PENALTY_MS);
+    assert_eq!(r.load_penalty_ms, rd.load_penalty_ms);
+    assert_eq!(r.error_penalty_ms, DEFAULT_ERROR_PENALTY_MS);
+    assert_eq!(r.error_penalty_ms, rd.error_penalty_ms);
+    assert_eq!(r.spread_ms, DEFAULT_SPREAD_MS);
+    assert_eq!(r.spread_ms, rd.spread_ms);
+
+    let (h, hd) = (&cfg.health, HealthConfig::default());
+    assert_eq!(h.max_lag_blocks, DEFAULT_MAX_LAG_BLOCKS);
+    assert_eq!(h.max_lag_blocks, hd.max_lag_blocks);
+    assert_eq!(h.max_head_age_ms, DEFAULT_MAX_HEAD_AGE_MS);
+    assert_eq!(h.max_head_age_ms, hd.max_head_age_ms);
+    assert_eq!(h.fail_after, DEFAULT_FAIL_AFTER);
+    assert_eq!(h.fail_after, hd.fail_after);
+    assert_eq!(h.recover_after, DEFAULT_RECOVER_AFTER);
+    assert_eq!(h.recover_after, hd.recover_after);
+    assert_eq!(h.breaker_error_rate, DEFAULT_BREAKER_ERROR_RATE);
+    assert_eq!(h.breaker_error_rate, hd.breaker_error_rate);
+    assert_eq!(h.breaker_min_requests, DEFAULT_BREAKER_MIN_REQUESTS);
+    assert_eq!(h.breaker_min_requests, hd.breaker_min_requests);
+
+    // No residency rules by default: the example's rule is commented out.
+    assert!(cfg.residency.is_empty());
+
+    assert_eq!(cfg.chains.len(), 1);
+    let chain = &cfg.chains[0];
+    // Per-chain lists: `methods_allow` has no default (None = everything not denied) and
+    // `methods_deny` defaults to empty, both by `#[serde(default)]`.
+    assert!(chain.methods_allow.is_none());
+    assert!(chain.methods_deny.is_empty());
+}
