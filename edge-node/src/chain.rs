@@ -74,6 +74,9 @@ pub struct Chain {
     final_hashes: Mutex<std::collections::HashSet<B256>>,
     /// Hashes asked about that the node could not place yet (bounded queue).
     to_learn: Mutex<Vec<B256>>,
+    /// Bumped at every publish (new head, reorg, rollback, finality): answers planned under
+    /// one version hold for exactly that state, which the gateway is told about (`Head`).
+    version: tokio::sync::watch::Sender<u64>,
 }
 
 /// Bounds of the learned-hash set and the queue feeding it.
@@ -92,7 +95,18 @@ impl Chain {
             state: Mutex::new(State::default()),
             final_hashes: Mutex::new(Default::default()),
             to_learn: Mutex::new(Vec::new()),
+            version: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// The chain-state version: 0 until the first head is published, then +1 per publish.
+    pub fn state_version(&self) -> u64 {
+        *self.version.borrow()
+    }
+
+    /// Wakes on every publish (see [`Self::state_version`]).
+    pub fn watch_state(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
     }
 
     /// Test support: a chain state with these headers (the last is the head) and finality.
@@ -107,6 +121,7 @@ impl Chain {
         }
         s.finalized = Some(finalized);
         s.safe = Some(finalized);
+        self.version.send_modify(|v| *v += 1);
     }
 
     pub fn upstream_healthy(&self) -> bool {
@@ -626,6 +641,8 @@ impl Chain {
             _ => fin_now,
         };
         s.safe = Some(safe.max(fin_now).min(head));
+        // Under the state lock: a reader that sees this version sees this state.
+        self.version.send_modify(|v| *v += 1);
         Ok(true)
     }
 

@@ -9,7 +9,6 @@ use serde::Deserialize;
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_HEAD_POLL_MS: u64 = 1_000;
-pub const DEFAULT_STATUS_INTERVAL_MS: u64 = 500;
 pub const DEFAULT_MAX_FRAME_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 pub const DEFAULT_FINALITY_DEPTH: u64 = 64;
@@ -67,7 +66,8 @@ pub const MAX_WORKER_THREADS: usize = 1024;
 pub struct GatewayLink {
     /// The gateway's QUIC address (`host:port`).
     pub address: String,
-    /// The gateway's public-key fingerprint (`sha256:<hex>`), as printed by `gateway fingerprint`.
+    /// The gateway's public-key fingerprint (`sha256:<hex>`), as printed by
+    /// `gateway --config FILE --print-fingerprint`.
     pub fingerprint: String,
     /// Join token shared with the gateway.
     pub token: String,
@@ -331,6 +331,7 @@ upstreams = ["http://127.0.0.1:8545"]
                 "gateway.token",
             ),
             (format!("{GOOD}\nbogus = 1\n"), "bogus"),
+            (format!("worker_threads = 5000\n{GOOD}"), "worker_threads"),
         ];
         for (text, key) in cases {
             let err = Config::parse(&text, "t.toml").unwrap_err().to_string();

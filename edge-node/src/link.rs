@@ -143,8 +143,56 @@ async fn session(
     let status_shared = shared.clone();
     let status_task = async move {
         let mut tick = tokio::time::interval(interval);
+        // Every chain's state version, announced at once on change (and first right away, as
+        // the receivers start out unseen): the gateway repeats answers tied to a state only
+        // while it is the last one announced.
+        let mut states: Vec<(u64, tokio::sync::watch::Receiver<u64>)> = status_shared
+            .service
+            .chains
+            .iter()
+            .map(|(&id, c)| {
+                let mut rx = c.watch_state();
+                rx.mark_changed();
+                (id, rx)
+            })
+            .collect();
         loop {
-            tick.tick().await;
+            let announce = {
+                let changed = async {
+                    if states.is_empty() {
+                        std::future::pending::<()>().await;
+                    }
+                    // Err only if the chain was dropped, which happens only at exit.
+                    let _ = futures::future::select_all(
+                        states.iter_mut().map(|(_, rx)| Box::pin(rx.changed())),
+                    )
+                    .await;
+                };
+                tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = changed => true,
+                }
+            };
+            if announce {
+                for (chain_id, rx) in &mut states {
+                    let state_version = *rx.borrow_and_update();
+                    let Some(chain) = status_shared.service.chains.get(chain_id) else {
+                        continue;
+                    };
+                    if state_version == 0 {
+                        continue;
+                    }
+                    let head = msg::Head {
+                        chain_id: *chain_id,
+                        state_version,
+                        head_number: chain.head().map_or(0, |h| h.number),
+                    };
+                    ctl_send
+                        .write_all(&msg::encode_json(FrameType::Head, &head))
+                        .await?;
+                }
+                continue;
+            }
             let status = status_shared.status();
             // Finality comes from the chain trackers through the status; mirror it for Prometheus.
             for c in &status.chains {
@@ -230,9 +278,14 @@ async fn serve_stream(
                 cache: proto::msg::CacheStatus::Bypass,
                 outcome: proto::msg::Outcome::Error(err.clone()),
                 final_answer: false,
+                at_state: false,
             })
             .collect();
-        frame = proto::msg::RpcResponse { results }.encode();
+        frame = proto::msg::RpcResponse {
+            results,
+            state_version: None,
+        }
+        .encode();
     }
     send.write_all(&frame).await?;
     let _ = send.finish();

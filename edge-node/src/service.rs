@@ -43,6 +43,7 @@ impl Service {
                 format!("chain {} is not served by this node", req.chain_id),
             );
             return RpcResponse {
+                state_version: None,
                 results: req
                     .calls
                     .iter()
@@ -50,13 +51,14 @@ impl Service {
                         cache: CacheStatus::Bypass,
                         outcome: Outcome::NodeError(err.clone()),
                         final_answer: false,
+                        at_state: false,
                     })
                     .collect(),
             };
         };
         let budget = Duration::from_millis(u64::from(req.budget_ms.max(1)));
         let results = if req.calls.len() == 1 {
-            vec![self.call(chain, &req.calls[0], budget).await]
+            vec![self.call_at_state(chain, &req.calls[0], budget).await]
         } else {
             // A large batch works through its calls a bounded number at a time, in order, so
             // one request cannot open hundreds of upstream requests at once.
@@ -66,11 +68,37 @@ impl Service {
                     .acquire()
                     .await
                     .expect("the semaphore is never closed");
-                self.call(chain, c, budget).await
+                self.call_at_state(chain, c, budget).await
             }))
             .await
         };
-        RpcResponse { results }
+        // An answer is tied to the state only if no new state was published between its
+        // planning and now: then it holds for exactly the version this response names.
+        let now = chain.state_version();
+        let mut tied = false;
+        let results = results
+            .into_iter()
+            .map(|(mut r, planned_at)| {
+                r.at_state &= planned_at == now && now != 0;
+                tied |= r.at_state;
+                r
+            })
+            .collect();
+        RpcResponse {
+            results,
+            state_version: tied.then_some(now),
+        }
+    }
+
+    /// [`Self::call`], with the chain-state version read before planning it.
+    async fn call_at_state(
+        &self,
+        chain: &Chain,
+        call: &Call,
+        budget: Duration,
+    ) -> (CallResult, u64) {
+        let planned_at = chain.state_version();
+        (self.call(chain, call, budget).await, planned_at)
     }
 
     async fn call(&self, chain: &Chain, call: &Call, budget: Duration) -> CallResult {
@@ -87,6 +115,7 @@ impl Service {
                             format!("params are not valid JSON: {e}"),
                         )),
                         final_answer: false,
+                        at_state: false,
                     }
                 }
             }
@@ -103,8 +132,9 @@ impl Service {
                 CallResult {
                     cache: CacheStatus::Hit,
                     outcome: Outcome::Result(answer),
-                    // The chain id never changes; the tip does.
+                    // The chain id never changes; the tip does, with the chain state.
                     final_answer: call.method == "eth_chainId",
+                    at_state: call.method != "eth_chainId",
                 }
             }
             Plan::Reject(err) => {
@@ -113,6 +143,7 @@ impl Service {
                     cache: CacheStatus::Bypass,
                     outcome: Outcome::Error(err),
                     final_answer: false,
+                    at_state: false,
                 }
             }
             Plan::Bypass => {
@@ -126,6 +157,7 @@ impl Service {
                             .await,
                     ),
                     final_answer: false,
+                    at_state: false,
                 }
             }
             Plan::Cache {
@@ -162,6 +194,11 @@ impl Service {
                     Outcome::Result(_) => final_for_client,
                     _ => false,
                 };
+                // Not final but cacheable here: it holds for the chain state it was planned
+                // under (its block named by hash, the tags resolved against this head).
+                result.at_state = !result.final_answer
+                    && !only_if_final
+                    && matches!(&result.outcome, Outcome::Result(r) if cache::storable(r));
                 // A call pinned to a block hash can race a reorg the node has not seen yet: the
                 // upstream no longer knows that block. Ask the question as the client put it.
                 // Never for verified reads: an unproven answer must not slip in this way.
@@ -176,6 +213,7 @@ impl Service {
                                 .await,
                         ),
                         final_answer: false,
+                        at_state: false,
                     };
                 }
                 result
@@ -212,6 +250,7 @@ impl Service {
                             cache: CacheStatus::Bypass,
                             outcome,
                             final_answer: false,
+                            at_state: false,
                         }
                     }
                 }
@@ -235,6 +274,7 @@ impl Service {
                 cache: CacheStatus::Hit,
                 outcome: Outcome::Result(v),
                 final_answer: false,
+                at_state: false,
             };
         }
         let (status, outcome) = match self.cache.entry(key).or_try_insert_with(fetch).await {
@@ -264,6 +304,7 @@ impl Service {
             cache: status,
             outcome,
             final_answer: false,
+            at_state: false,
         }
     }
 }

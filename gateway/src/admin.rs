@@ -47,6 +47,9 @@ fn route(app: &App, path: &str) -> Response<Full<Bytes>> {
             let (entries, bytes) = app.answers.usage();
             app.metrics.answer_cache_entries.set(entries as i64);
             app.metrics.answer_cache_bytes.set(bytes as i64);
+            let (entries, bytes) = app.tips.usage();
+            app.metrics.tip_cache_entries.set(entries as i64);
+            app.metrics.tip_cache_bytes.set(bytes as i64);
             let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

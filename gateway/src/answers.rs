@@ -62,6 +62,70 @@ impl FinalAnswers {
     }
 }
 
+/// Answers a node tied to its current chain state (a `latest` read, the block number),
+/// repeated from the gateway only while the node's last announced state version is the one
+/// the answer was computed under: the node announces every new version (`Head` frame) the
+/// moment it publishes it, so this tier adds no staleness beyond that message's trip. Kept per
+/// node, so a caller always gets the state of the node routing picked for them.
+#[derive(Clone)]
+pub struct StateAnswers {
+    store: Option<moka::sync::Cache<Bytes, (u64, Bytes)>>,
+}
+
+impl StateAnswers {
+    /// A cache of at most `max_bytes` (keys + values + overhead); 0 disables it.
+    pub fn new(max_bytes: u64) -> Self {
+        let store = (max_bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(max_bytes)
+                .weigher(|k: &Bytes, v: &(u64, Bytes)| {
+                    (k.len() + v.1.len() + 8 + ENTRY_OVERHEAD_BYTES)
+                        .try_into()
+                        .unwrap_or(u32::MAX)
+                })
+                .build()
+        });
+        Self { store }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// `FinalAnswers::key` prefixed by the node id.
+    pub fn key(node_id: &str, chain_id: u64, method: &str, params: &[u8]) -> Bytes {
+        let mut k = BytesMut::with_capacity(1 + node_id.len() + 9 + method.len() + params.len());
+        k.put_u8(node_id.len() as u8);
+        k.put_slice(node_id.as_bytes());
+        k.put_u64(chain_id);
+        k.put_slice(method.as_bytes());
+        k.put_u8(0);
+        k.put_slice(params);
+        k.freeze()
+    }
+
+    /// The answer, if it was computed under `current` (the node's last announced version).
+    pub fn get(&self, key: &Bytes, current: u64) -> Option<Bytes> {
+        match self.store.as_ref()?.get(key) {
+            Some((v, answer)) if v == current && current != 0 => Some(answer),
+            _ => None,
+        }
+    }
+
+    pub fn insert(&self, key: Bytes, version: u64, answer: Bytes) {
+        if let Some(s) = &self.store {
+            s.insert(key, (version, answer));
+        }
+    }
+
+    /// (entries, weighted bytes)
+    pub fn usage(&self) -> (u64, u64) {
+        self.store
+            .as_ref()
+            .map_or((0, 0), |s| (s.entry_count(), s.weighted_size()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +145,21 @@ mod tests {
             a,
             FinalAnswers::key(1, "eth_getBlockByNumber", br#"["0x1",true]"#)
         );
+    }
+
+    #[test]
+    fn state_answers_hold_only_for_their_version() {
+        let c = StateAnswers::new(1 << 20);
+        let k = StateAnswers::key("node-a", 1, "eth_blockNumber", b"[]");
+        assert_ne!(k, StateAnswers::key("node-b", 1, "eth_blockNumber", b"[]"));
+        c.insert(k.clone(), 7, Bytes::from_static(b"\"0x10\""));
+        assert_eq!(c.get(&k, 7).as_deref(), Some(&b"\"0x10\""[..]));
+        assert_eq!(c.get(&k, 8), None, "the node moved on");
+        assert_eq!(c.get(&k, 6), None);
+        // Version 0 means the node has announced nothing yet.
+        c.insert(k.clone(), 0, Bytes::from_static(b"\"0x0\""));
+        assert_eq!(c.get(&k, 0), None);
+        assert!(!StateAnswers::new(0).enabled());
     }
 
     #[test]

@@ -235,14 +235,25 @@ pub struct CacheConfig {
     /// Bound on keys + values in bytes; 0 turns the gateway tier off.
     #[serde(default = "d_gw_cache")]
     pub max_bytes: u64,
+    /// Bound for answers about the chain tip (`latest` reads, the block number), repeated
+    /// only while the node that gave them announces no newer chain state; 0 turns it off.
+    #[serde(default = "d_tip_cache")]
+    pub tip_max_bytes: u64,
 }
 
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
             max_bytes: DEFAULT_GATEWAY_CACHE_BYTES,
+            tip_max_bytes: DEFAULT_TIP_CACHE_BYTES,
         }
     }
+}
+
+pub const DEFAULT_TIP_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
+fn d_tip_cache() -> u64 {
+    DEFAULT_TIP_CACHE_BYTES
 }
 
 fn d_gw_cache() -> u64 {
@@ -474,6 +485,16 @@ impl Config {
                 return Err(bad(key, "must be greater than 0".into()));
             }
         }
+        // Nodes clamp the interval they are asked for to this range (edge_node::link).
+        if !(100..=1000).contains(&self.quic.status_interval_ms) {
+            return Err(bad(
+                "quic.status_interval_ms",
+                format!(
+                    "{} is not in 100..=1000 (nodes report at most that often and at least that rarely)",
+                    self.quic.status_interval_ms
+                ),
+            ));
+        }
         if self.server.worker_threads > MAX_WORKER_THREADS {
             return Err(bad(
                 "server.worker_threads",
@@ -690,6 +711,14 @@ chain_id = 31337
                 "server.max_batch",
             ),
             (GOOD.replace("[server]", "[server]\nbogus = 1"), "bogus"),
+            (
+                GOOD.replace("[server]", "[server]\nworker_threads = 5000"),
+                "server.worker_threads",
+            ),
+            (
+                GOOD.replace("[quic]", "[quic]\nstatus_interval_ms = 50"),
+                "quic.status_interval_ms",
+            ),
             (
                 format!("{GOOD}\n[methods]\ndeny = [\"a*b\"]\n"),
                 "methods.deny[0]",

@@ -43,6 +43,8 @@ pub struct Dispatched {
     /// The node that answered the last attempt (shown in `x-edge-node`), if any did.
     pub node: Option<Arc<Node>>,
     pub attempts: u32,
+    /// Per call: the node and chain-state version its answer is tied to (`at_state`), if so.
+    pub tied: Vec<Option<(Arc<Node>, u64)>>,
 }
 
 /// Dispatches `calls` for `chain_id` to `ranked` nodes in order until every call has a final
@@ -57,6 +59,7 @@ pub async fn dispatch(
 ) -> Dispatched {
     let n = calls.len();
     let mut results: Vec<Option<CallResult>> = vec![None; n];
+    let mut tied: Vec<Option<(Arc<Node>, u64)>> = vec![None; n];
     let mut pending: Vec<usize> = (0..n).collect();
     let mut node_used = None;
     let mut attempts = 0u32;
@@ -108,7 +111,12 @@ pub async fn dispatch(
                             results[i] = Some(r);
                         }
                         _ => match sendraw::settle(&calls[i], maybe_sent[i], r) {
-                            sendraw::Settled::Final(r) => results[i] = Some(r),
+                            sendraw::Settled::Final(r) => {
+                                if let (true, Some(v)) = (r.at_state, resp.state_version) {
+                                    tied[i] = Some((node.clone(), v));
+                                }
+                                results[i] = Some(r)
+                            }
                             sendraw::Settled::Confirm { hash, otherwise } => {
                                 let c = Confirm {
                                     node: &node,
@@ -161,6 +169,7 @@ pub async fn dispatch(
             ),
         }),
         final_answer: false,
+        at_state: false,
     };
     Dispatched {
         results: results
@@ -169,6 +178,7 @@ pub async fn dispatch(
             .collect(),
         node: node_used,
         attempts,
+        tied,
     }
 }
 
@@ -216,10 +226,12 @@ pub fn unserved(calls: &[Call], message: &str) -> Dispatched {
                 cache: CacheStatus::Bypass,
                 outcome: Outcome::Error(err.clone()),
                 final_answer: false,
+                at_state: false,
             })
             .collect(),
         node: None,
         attempts: 0,
+        tied: vec![None; calls.len()],
     }
 }
 

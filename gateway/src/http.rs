@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::answers::FinalAnswers;
+use crate::answers::{FinalAnswers, StateAnswers};
 use crate::config::ChainConfig;
 use crate::geo::Location;
 use crate::jsonrpc::{self, Entry, Parsed};
@@ -300,7 +300,6 @@ async fn answer(
                     answers[i] = Some((CacheStatus::Hit, Ok(hit)));
                     gateway_hits += 1;
                 } else {
-                    series.gateway_miss.inc();
                     to_send.push((
                         i,
                         Call {
@@ -314,11 +313,42 @@ async fn answer(
     }
 
     let mut node_hdr = None;
+    let ranked = match to_send.is_empty() {
+        true => None,
+        false => Some(crate::router::rank(app, chain.chain_id, caller)),
+    };
+    // The tip part of the gateway tier: what the node routing picked said under the chain
+    // state it still announces.
+    if let (Some(Ok(ranked)), true) = (&ranked, app.tips.enabled()) {
+        if let Some(node) = ranked.first() {
+            let current = node.state_version(chain.chain_id);
+            let series = app.series(chain.chain_id);
+            let before = gateway_hits;
+            to_send.retain(|(i, call)| {
+                let key = StateAnswers::key(&node.id, chain.chain_id, &call.method, &call.params);
+                let Some(hit) = app.tips.get(&key, current) else {
+                    return true;
+                };
+                series.gateway_hit.inc();
+                series.gateway_hit_call(&call.method);
+                answers[*i] = Some((CacheStatus::Hit, Ok(hit)));
+                gateway_hits += 1;
+                false
+            });
+            if gateway_hits > before {
+                node_hdr = Some((node.id.clone(), node.region.clone()));
+            }
+        }
+    }
     if !to_send.is_empty() {
+        let series = app.series(chain.chain_id);
+        for _ in &to_send {
+            series.gateway_miss.inc();
+        }
         let deadline = started + Duration::from_millis(app.config.server.request_timeout_ms);
         let (idx, calls): (Vec<usize>, Vec<Call>) = to_send.into_iter().unzip();
         let methods: Vec<&'static str> = calls.iter().map(|c| method_label(&c.method)).collect();
-        let d = match crate::router::rank(app, chain.chain_id, caller) {
+        let d = match ranked.expect("ranked when there are calls to send") {
             Ok(ranked) => {
                 dispatch::dispatch(app, chain.chain_id, request_id, calls, ranked, deadline).await
             }
@@ -330,14 +360,21 @@ async fn answer(
         if let Some(n) = &d.node {
             node_hdr = Some((n.id.clone(), n.region.clone()));
         }
-        for ((i, r), m) in idx.into_iter().zip(d.results).zip(methods) {
-            if let (true, Outcome::Result(b)) = (r.final_answer, &r.outcome) {
-                let (method, params) = match &entries[i] {
-                    Entry::Call { method, params, .. } => (method, params),
-                    Entry::Invalid { .. } => unreachable!("only calls are dispatched"),
-                };
-                app.answers
-                    .insert(FinalAnswers::key(chain.chain_id, method, params), b.clone());
+        for (((i, r), m), tied) in idx.into_iter().zip(d.results).zip(methods).zip(d.tied) {
+            let (method, params) = match &entries[i] {
+                Entry::Call { method, params, .. } => (method, params),
+                Entry::Invalid { .. } => unreachable!("only calls are dispatched"),
+            };
+            match (&r.outcome, r.final_answer, tied) {
+                (Outcome::Result(b), true, _) => app
+                    .answers
+                    .insert(FinalAnswers::key(chain.chain_id, method, params), b.clone()),
+                (Outcome::Result(b), false, Some((node, version))) => app.tips.insert(
+                    StateAnswers::key(&node.id, chain.chain_id, method, params),
+                    version,
+                    b.clone(),
+                ),
+                _ => {}
             }
             let (outcome, res) = match r.outcome {
                 Outcome::Result(b) => ("result", Ok(b)),

@@ -55,6 +55,8 @@ pub struct App {
     pub trusted: geo::TrustedProxies,
     /// The gateway tier of the cache (final answers only).
     pub answers: answers::FinalAnswers,
+    /// Answers tied to a node's announced chain state (`[cache] tip_max_bytes`).
+    pub tips: answers::StateAnswers,
     /// Per chain, the routing table the health checker rebuilt last.
     pub routes: parking_lot::RwLock<
         std::collections::HashMap<u64, Arc<router::Table<Arc<registry::Node>>>>,
@@ -135,6 +137,7 @@ impl Gateway {
         let trusted = geo::TrustedProxies::parse(&config.geo.trusted_proxies)
             .context("geo.trusted_proxies")?;
         let answers = answers::FinalAnswers::new(config.cache.max_bytes);
+        let tips = answers::StateAnswers::new(config.cache.tip_max_bytes);
         let metrics = Metrics::new();
         let series = config
             .chains
@@ -150,6 +153,7 @@ impl Gateway {
             geo,
             trusted,
             answers,
+            tips,
             routes: Default::default(),
             recent: status::Recent::default(),
         });

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proto::frame::{self, FrameError, FrameType};
-use proto::msg::{self, Hello, Reject, Status, Welcome};
+use proto::msg::{self, Head, Hello, Reject, Status, Welcome};
 use tokio_util::sync::CancellationToken;
 
 use crate::registry::Node;
@@ -191,8 +191,22 @@ async fn read_status(
             f = tokio::time::timeout(deadline, frame::read_frame(recv, MAX_CONTROL_FRAME)) => {
                 let Ok(f) = f else { return Err(JoinError::Silent(deadline)) };
                 let Some(f) = f? else { return Ok(()) };
-                let status: Status = msg::decode_json("Status", &f.expect(FrameType::Status)?)?;
-                node.record_status(status);
+                match f.ty {
+                    FrameType::Head => {
+                        let head: Head = msg::decode_json("Head", &f.payload)?;
+                        if !node.set_state_version(head.chain_id, head.state_version) {
+                            return Err(JoinError::Frame(FrameError::Malformed(
+                                "Head",
+                                format!("chain {} was not in the node's Hello", head.chain_id),
+                            )));
+                        }
+                    }
+                    _ => {
+                        let status: Status =
+                            msg::decode_json("Status", &f.expect(FrameType::Status)?)?;
+                        node.record_status(status);
+                    }
+                }
             }
         }
     }

@@ -148,6 +148,9 @@ pub struct Metrics {
     /// The gateway tier of the cache, read at each scrape.
     pub answer_cache_entries: IntGauge,
     pub answer_cache_bytes: IntGauge,
+    /// Its tip part (answers tied to a node's chain state), read at each scrape.
+    pub tip_cache_entries: IntGauge,
+    pub tip_cache_bytes: IntGauge,
     pub nodes: nodes::NodeGauges,
 }
 
@@ -268,6 +271,16 @@ impl Metrics {
                 "Weighted size of the gateway tier of the cache (bounded by [cache] max_bytes).",
             )
             .unwrap(),
+            tip_cache_entries: IntGauge::new(
+                "tip_cache_entries",
+                "Tip answers (tied to a node's announced chain state) held in the gateway tier.",
+            )
+            .unwrap(),
+            tip_cache_bytes: IntGauge::new(
+                "tip_cache_bytes",
+                "Weighted size of the tip answers (bounded by [cache] tip_max_bytes).",
+            )
+            .unwrap(),
             nodes: nodes::NodeGauges::new(),
             registry,
         };
@@ -291,6 +304,8 @@ impl Metrics {
         r.register(Box::new(m.answer_cache_entries.clone()))
             .unwrap();
         r.register(Box::new(m.answer_cache_bytes.clone())).unwrap();
+        r.register(Box::new(m.tip_cache_entries.clone())).unwrap();
+        r.register(Box::new(m.tip_cache_bytes.clone())).unwrap();
         m.nodes.register(r).unwrap();
         for e in QUIC_EVENTS {
             m.quic_events.with_label_values(&[e]);

@@ -38,6 +38,10 @@ pub struct Node {
     error_rate_ppm: AtomicU32,
     /// Cache results of the calls this node answered (the status page's hit ratio).
     pub cache: CacheTally,
+    /// Per entry of `chains`: the chain-state version the node last announced (`Head`
+    /// frames), 0 before the first. Answers the node tied to a state are repeated from the
+    /// gateway only while it is current.
+    state_versions: Vec<AtomicU64>,
 }
 
 /// Cache results (from `x-cache`) of the calls one node answered since it joined.
@@ -104,7 +108,27 @@ impl Node {
             plausible: AtomicBool::new(true),
             error_rate_ppm: AtomicU32::new(0),
             cache: CacheTally::default(),
+            state_versions: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Records a `Head` announcement; false for a chain the node did not join with.
+    pub fn set_state_version(&self, chain_id: u64, version: u64) -> bool {
+        match self.chains.iter().position(|&c| c == chain_id) {
+            Some(i) => {
+                self.state_versions[i].store(version, Ordering::Release);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The chain-state version last announced for `chain_id` (0: none yet).
+    pub fn state_version(&self, chain_id: u64) -> u64 {
+        self.chains
+            .iter()
+            .position(|&c| c == chain_id)
+            .map_or(0, |i| self.state_versions[i].load(Ordering::Acquire))
     }
 
     /// Failed share (0.0 ..= 1.0) of the gateway's attempts in the last health interval.

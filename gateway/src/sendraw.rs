@@ -58,6 +58,7 @@ pub fn sent(hash: String, like: &CallResult) -> CallResult {
         cache: like.cache,
         outcome: Outcome::Result(format!("\"{hash}\"").into()),
         final_answer: false,
+        at_state: false,
     }
 }
 
@@ -96,6 +97,7 @@ mod tests {
             cache: CacheStatus::Bypass,
             outcome: Outcome::Error(proto::rpc::error_object(-32000, msg)),
             final_answer: false,
+            at_state: false,
         }
     }
 

@@ -76,8 +76,10 @@ fn responses(c: &mut Criterion) {
         results: vec![CallResult {
             cache: CacheStatus::Hit,
             final_answer: true,
+            at_state: false,
             outcome: Outcome::Result(Bytes::from_static(br#""0x21e19e0c9bab2400000""#)),
         }],
+        state_version: None,
     };
     let payload = decode_one(resp.encode(), DEFAULT_MAX_FRAME_BYTES)
         .unwrap()

@@ -13,6 +13,7 @@ pub enum FrameType {
     Welcome = 0x02,
     Reject = 0x03,
     Status = 0x04,
+    Head = 0x05,
     RpcRequest = 0x10,
     RpcResponse = 0x11,
 }
@@ -25,6 +26,7 @@ impl TryFrom<u8> for FrameType {
             0x02 => Self::Welcome,
             0x03 => Self::Reject,
             0x04 => Self::Status,
+            0x05 => Self::Head,
             0x10 => Self::RpcRequest,
             0x11 => Self::RpcResponse,
             other => return Err(FrameError::UnknownType(other)),

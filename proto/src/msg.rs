@@ -6,7 +6,8 @@
 //! binary layout that never re-encodes those bodies.
 //!
 //! Connection life: the node opens one bidirectional *control* stream, sends `Hello`, and reads
-//! `Welcome` or `Reject`. It then sends a `Status` frame on that stream at least every second.
+//! `Welcome` or `Reject`. It then sends a `Status` frame on that stream at least every second,
+//! and a `Head` frame for a chain as soon as its chain state changes (and once after joining).
 //! For each client request the gateway opens a new bidirectional stream, writes one
 //! `RpcRequest` frame and finishes; the node answers with one `RpcResponse` frame and finishes.
 
@@ -53,6 +54,17 @@ pub struct Status {
     pub chains: Vec<ChainStatus>,
     /// Requests the node is handling right now.
     pub in_flight: u32,
+}
+
+/// Node -> gateway on the control stream, the moment a chain's state changes (new head, reorg,
+/// rollback, finality): the gateway may keep serving an answer the node tied to a state version
+/// (see [`RpcResponse::state_version`]) only while that version is the last one announced here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Head {
+    pub chain_id: u64,
+    /// Starts at 1 and only grows for the life of the connection.
+    pub state_version: u64,
+    pub head_number: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -139,12 +151,19 @@ pub struct CallResult {
     /// The answer concerns only final data (a finalized block named by number or hash, or a
     /// static fact): it will never change, so the gateway may keep it in its own cache.
     pub final_answer: bool,
+    /// The answer holds for exactly the chain state the response names in `state_version`
+    /// (a `latest` read, the head number): the gateway may repeat it until the node announces
+    /// another state.
+    pub at_state: bool,
     pub outcome: Outcome,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcResponse {
     pub results: Vec<CallResult>,
+    /// The node's chain-state version every `at_state` answer was computed under (the versions
+    /// that `Head` frames announce); `None` when no answer is tied to one.
+    pub state_version: Option<u64>,
 }
 
 const MAX_CALLS: usize = 100_000;
@@ -206,22 +225,28 @@ impl RpcRequest {
 
 impl RpcResponse {
     pub fn encode(&self) -> Bytes {
-        let size = 4 + self
-            .results
-            .iter()
-            .map(|r| {
-                6 + match &r.outcome {
-                    Outcome::Result(b) | Outcome::Error(b) | Outcome::NodeError(b) => b.len(),
-                }
-            })
-            .sum::<usize>();
+        let size = 4
+            + self
+                .results
+                .iter()
+                .map(|r| {
+                    6 + match &r.outcome {
+                        Outcome::Result(b) | Outcome::Error(b) | Outcome::NodeError(b) => b.len(),
+                    }
+                })
+                .sum::<usize>()
+            + 8;
         let mut b = BytesMut::with_capacity(5 + size);
         b.put_u32(1 + size as u32);
         b.put_u8(FrameType::RpcResponse as u8);
         b.put_u32(self.results.len() as u32);
         for r in &self.results {
-            // High bit of the cache byte: the answer is final.
-            b.put_u8(r.cache as u8 | if r.final_answer { 0x80 } else { 0 });
+            // High bits of the cache byte: the answer is final (0x80), tied to the state (0x40).
+            b.put_u8(
+                r.cache as u8
+                    | if r.final_answer { 0x80 } else { 0 }
+                    | if r.at_state { 0x40 } else { 0 },
+            );
             let (kind, body) = match &r.outcome {
                 Outcome::Result(body) => (0u8, body),
                 Outcome::Error(body) => (1u8, body),
@@ -231,6 +256,8 @@ impl RpcResponse {
             b.put_u32(body.len() as u32);
             b.put_slice(body);
         }
+        // 0: no state version (versions start at 1).
+        b.put_u64(self.state_version.unwrap_or(0));
         b.freeze()
     }
 
@@ -244,7 +271,8 @@ impl RpcResponse {
         for _ in 0..n {
             let flags = get_u8(&mut p, W)?;
             let final_answer = flags & 0x80 != 0;
-            let cache = match flags & 0x7f {
+            let at_state = flags & 0x40 != 0;
+            let cache = match flags & 0x3f {
                 0 => CacheStatus::Hit,
                 1 => CacheStatus::Miss,
                 2 => CacheStatus::Bypass,
@@ -263,12 +291,17 @@ impl RpcResponse {
                 cache,
                 outcome,
                 final_answer,
+                at_state,
             });
         }
+        let state_version = Some(get_u64(&mut p, W)?).filter(|&v| v != 0);
         if p.has_remaining() {
             return Err(FrameError::Malformed(W, "trailing bytes".into()));
         }
-        Ok(Self { results })
+        Ok(Self {
+            results,
+            state_version,
+        })
     }
 }
 
@@ -352,7 +385,14 @@ mod tests {
                 CallResult {
                     cache: CacheStatus::Hit,
                     outcome: Outcome::Result(Bytes::from_static(b"\"0x7a69\"")),
+                    final_answer: true,
+                    at_state: false,
+                },
+                CallResult {
+                    cache: CacheStatus::Miss,
+                    outcome: Outcome::Result(Bytes::from_static(b"\"0x10\"")),
                     final_answer: false,
+                    at_state: true,
                 },
                 CallResult {
                     cache: CacheStatus::Bypass,
@@ -360,11 +400,25 @@ mod tests {
                         br#"{"code":3,"message":"execution reverted"}"#,
                     )),
                     final_answer: false,
+                    at_state: false,
                 },
             ],
+            state_version: Some(7),
         };
         let f = decode_one(r.encode(), 1 << 20).unwrap();
-        assert_eq!(RpcResponse::decode(f.payload).unwrap(), r);
+        assert_eq!(RpcResponse::decode(f.payload.clone()).unwrap(), r);
+        for cut in 0..f.payload.len() {
+            assert!(
+                RpcResponse::decode(f.payload.slice(..cut)).is_err(),
+                "cut {cut}"
+            );
+        }
+        let none = RpcResponse {
+            results: vec![],
+            state_version: None,
+        };
+        let f = decode_one(none.encode(), 1 << 20).unwrap();
+        assert_eq!(RpcResponse::decode(f.payload).unwrap(), none);
     }
 
     #[test]

@@ -288,6 +288,110 @@ async fn finalized_data_is_a_hit_and_tip_data_follows_the_head() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tip_answers_repeat_only_while_the_node_announces_the_same_state() {
+    let r = rig(None, false).await;
+    wait_serving(&r.gw, 1).await;
+    r.direct("anvil_mine", json!(["0x50"])).await;
+    r.synced().await;
+    let chain = r
+        .node
+        .shared
+        .service
+        .chains
+        .values()
+        .next()
+        .unwrap()
+        .clone();
+    let gw_node = || r.gw.app.registry.snapshot().into_iter().next().unwrap();
+    // The node announces every state it publishes, so the gateway knows the current one.
+    let announced = || async {
+        for _ in 0..200 {
+            if gw_node().state_version(CHAIN_ID) == chain.state_version() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!(
+            "gateway saw state {}, node is at {}",
+            gw_node().state_version(CHAIN_ID),
+            chain.state_version()
+        );
+    };
+    announced().await;
+    let body =
+        json!({"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":[DEV[1], "latest"]})
+            .to_string();
+    let first = r.http.post(&r.url, body.clone()).await;
+    let again = r.http.post(&r.url, body.clone()).await;
+    assert_eq!(first.header("x-cache"), Some("MISS"));
+    assert_eq!(
+        (again.header("x-cache"), again.header("x-cache-tier")),
+        (Some("HIT"), Some("gateway")),
+        "a repeat under the same state is answered by the gateway"
+    );
+    assert_eq!(again.header("x-edge-node"), first.header("x-edge-node"));
+    assert_eq!(again.json(), first.json());
+    let block = r
+        .http
+        .post(
+            &r.url,
+            json!({"jsonrpc":"2.0","id":2,"method":"eth_blockNumber","params":[]}).to_string(),
+        )
+        .await;
+    let block_again = r
+        .http
+        .post(
+            &r.url,
+            json!({"jsonrpc":"2.0","id":2,"method":"eth_blockNumber","params":[]}).to_string(),
+        )
+        .await;
+    assert_eq!(block_again.header("x-cache-tier"), Some("gateway"));
+    assert_eq!(block_again.json(), block.json());
+
+    // A transfer lands in a new block: from the moment the gateway hears of the node's new
+    // state, the old answer is never given again, and the new one is repeated in turn.
+    let old = first.json()["result"].clone();
+    let sent = r
+        .direct(
+            "eth_sendTransaction",
+            json!([{"from": DEV[0], "to": DEV[1], "value": "0x1234"}]),
+        )
+        .await;
+    r.mined(&sent).await;
+    let new = r.direct("eth_getBalance", json!([DEV[1], "latest"])).await["result"].clone();
+    assert_ne!(new, old);
+    let before = chain.state_version();
+    let mut seen_new = false;
+    let mut tiers = Vec::new();
+    for _ in 0..2000 {
+        // Read the gateway's view first: an answer after it names the new state is never old.
+        let moved = gw_node().state_version(CHAIN_ID) > before;
+        let a = r.http.post(&r.url, body.clone()).await;
+        let got = a.json()["result"].clone();
+        if moved {
+            assert_eq!(got, new, "old answer after the new state was announced");
+        }
+        if got == new {
+            seen_new = true;
+            tiers.push(a.header("x-cache-tier").map(str::to_string));
+        } else {
+            assert!(!seen_new, "the old answer came back after the new one");
+            assert_eq!(got, old);
+        }
+        if tiers.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    assert!(seen_new, "the new balance never came through");
+    assert_eq!(
+        tiers.last().cloned().flatten().as_deref(),
+        Some("gateway"),
+        "the new answer is repeated by the gateway too: {tiers:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorgs_and_rollbacks_never_leave_stale_answers() {
     let r = rig(None, false).await;
     wait_serving(&r.gw, 1).await;

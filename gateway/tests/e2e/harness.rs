@@ -504,11 +504,13 @@ pub async fn call_as(
     if !status.is_success() || v.get("error").is_some() {
         return Err(format!("HTTP {status}: {v}"));
     }
-    // A final answer kept by the gateway itself involves no node.
-    if tier.as_deref() == Some("gateway") {
-        return Ok("gateway".into());
+    // A final answer kept by the gateway itself involves no node; a tip answer it repeats
+    // names the node whose chain state it is (the node routing picked).
+    match (region, tier.as_deref()) {
+        (Some(region), _) => Ok(region),
+        (None, Some("gateway")) => Ok("gateway".into()),
+        (None, _) => Err("no x-edge-region".into()),
     }
-    region.ok_or_else(|| "no x-edge-region".into())
 }
 
 /// Waits until `n` nodes serve the test chain, or panics after `secs`.
