@@ -397,8 +397,8 @@ workload_4() {
   [ "$KILL_AFTER" -lt "${DURATION%s}" ] 2>/dev/null ||
     lt_die "LT_KILL_AFTER ($KILL_AFTER) must be below LT_DURATION ($DURATION, in s)"
   local wrk_pid kill_at
-  # A `latest` read: the gateway's own tier never keeps it, so every request goes to a node.
-  LT_BODY="$BODY_LATEST" LT_EVENTS="$LT_TMP/events" \
+  # A fresh question per request: no cache tier can answer, so every request travels to a node.
+  LT_FRESH=1 LT_EVENTS="$LT_TMP/events" \
     lt_wrk 4 gateway "${URL[gateway]}" failover.lua 32 "$DURATION" --timeout 10s &
   wrk_pid=$!
   LT_WRK_PID=$wrk_pid
