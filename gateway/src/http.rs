@@ -94,12 +94,13 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
 }
 
 async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
-    let request_id = new_request_id();
-    let mut resp = route(&app, req, peer, &request_id).await;
+    let id_buf = new_request_id();
+    let request_id = std::str::from_utf8(&id_buf).expect("hex digits");
+    let mut resp = route(&app, req, peer, request_id).await;
     let h = resp.headers_mut();
     h.insert(
         "x-request-id",
-        HeaderValue::from_str(&request_id).expect("hex is a valid header"),
+        HeaderValue::from_str(request_id).expect("hex is a valid header"),
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -242,18 +243,7 @@ async fn serve_rpc(
         Parsed::Single(e) => (vec![e], false),
         Parsed::Batch(v) => (v, true),
     };
-    // The request's span, made once everything it names is known: fields recorded later cost
-    // a formatting pass each (about a tenth of a gateway-tier hit's CPU), and nothing logs
-    // after the answer is built. Events before this point are none: refusals only count.
-    let method = match (&entries[0], is_batch) {
-        (_, true) => "batch",
-        (Entry::Call { method, .. }, false) => method.as_str(),
-        (Entry::Invalid { .. }, false) => "invalid",
-    };
-    let span = tracing::info_span!("rpc", id = %request_id, chain = %chain.name, method);
-    answer(app, chain, entries, is_batch, request_id, started, caller)
-        .instrument(span)
-        .await
+    answer(app, chain, entries, is_batch, request_id, started, caller).await
 }
 
 async fn answer(
@@ -265,6 +255,7 @@ async fn answer(
     started: Instant,
     caller: Option<&Location>,
 ) -> Resp {
+    let series = app.series(chain.chain_id);
     // Decide each entry locally first: invalid and refused calls never leave the gateway.
     let mut answers: Vec<Option<(CacheStatus, Result<Bytes, Bytes>)>> = vec![None; entries.len()];
     let mut to_send: Vec<(usize, Call)> = Vec::new();
@@ -293,7 +284,6 @@ async fn answer(
             }
             Entry::Call { method, params, .. } => {
                 let key = FinalAnswers::key(chain.chain_id, method, params);
-                let series = app.series(chain.chain_id);
                 if let Some(hit) = app.answers.get(&key) {
                     series.gateway_hit.inc();
                     series.gateway_hit_call(method);
@@ -322,7 +312,6 @@ async fn answer(
     if let (Some(Ok(ranked)), true) = (&ranked, app.tips.enabled()) {
         if let Some(node) = ranked.first() {
             let current = node.state_version(chain.chain_id);
-            let series = app.series(chain.chain_id);
             let before = gateway_hits;
             to_send.retain(|(i, call)| {
                 let key = StateAnswers::key(&node.id, chain.chain_id, &call.method, &call.params);
@@ -341,7 +330,6 @@ async fn answer(
         }
     }
     if !to_send.is_empty() {
-        let series = app.series(chain.chain_id);
         for _ in &to_send {
             series.gateway_miss.inc();
         }
@@ -350,7 +338,19 @@ async fn answer(
         let methods: Vec<&'static str> = calls.iter().map(|c| method_label(&c.method)).collect();
         let d = match ranked.expect("ranked when there are calls to send") {
             Ok(ranked) => {
-                dispatch::dispatch(app, chain.chain_id, request_id, calls, ranked, deadline).await
+                // The request's span, once it needs a node: everything that can log happens
+                // from here on (failovers, bad answers). Answers from the gateway's own tier
+                // log nothing, and a span cost them about a tenth of their CPU. Made with every
+                // field it will carry: recording one later costs a formatting pass each.
+                let method = match (is_batch, calls.first()) {
+                    (false, Some(c)) => c.method.as_str(),
+                    _ => "batch",
+                };
+                let span =
+                    tracing::info_span!("rpc", id = %request_id, chain = %chain.name, method);
+                dispatch::dispatch(app, chain.chain_id, request_id, calls, ranked, deadline)
+                    .instrument(span)
+                    .await
             }
             Err(e) => {
                 app.metrics.rejected.with_label_values(&[e.reason()]).inc();
@@ -414,7 +414,6 @@ async fn answer(
         out.extend_from_slice(b"]");
     }
     let ok = answers.iter().flatten().all(|(_, r)| r.is_ok());
-    let series = app.series(chain.chain_id);
     if ok {
         &series.requests_ok
     } else {
@@ -543,11 +542,26 @@ fn text(status: StatusCode, body: &str) -> Resp {
     r
 }
 
-fn new_request_id() -> String {
-    // 16 lowercase hex digits; by hand, as `format!` costs several times more per request.
+fn new_request_id() -> [u8; 16] {
+    // 16 lowercase hex digits, on the stack: `format!` and a `String` cost several times more
+    // per request.
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = rand::random::<u64>();
-    (0..16)
-        .map(|i| HEX[(n >> (60 - 4 * i)) as usize & 0xf] as char)
-        .collect()
+    std::array::from_fn(|i| HEX[(n >> (60 - 4 * i)) as usize & 0xf])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_16_hex_digits_and_differ() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert!(a
+            .iter()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+        assert!(HeaderValue::from_bytes(&a).is_ok());
+    }
 }
