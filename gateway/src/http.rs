@@ -369,11 +369,18 @@ async fn answer(
                 (Outcome::Result(b), true, _) => app
                     .answers
                     .insert(FinalAnswers::key(chain.chain_id, method, params), b.clone()),
-                (Outcome::Result(b), false, Some((node, version))) => app.tips.insert(
-                    StateAnswers::key(&node.id, chain.chain_id, method, params),
-                    version,
-                    b.clone(),
-                ),
+                // Only an answer the node's own cache already had: a question asked twice
+                // under this state. One-off questions (most `latest` misses) would cost an
+                // insert each and never be asked again.
+                (Outcome::Result(b), false, Some((node, version)))
+                    if r.cache == CacheStatus::Hit =>
+                {
+                    app.tips.insert(
+                        StateAnswers::key(&node.id, chain.chain_id, method, params),
+                        version,
+                        b.clone(),
+                    )
+                }
                 _ => {}
             }
             let (outcome, res) = match r.outcome {

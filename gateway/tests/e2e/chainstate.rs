@@ -322,8 +322,14 @@ async fn tip_answers_repeat_only_while_the_node_announces_the_same_state() {
         json!({"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":[DEV[1], "latest"]})
             .to_string();
     let first = r.http.post(&r.url, body.clone()).await;
+    let second = r.http.post(&r.url, body.clone()).await;
     let again = r.http.post(&r.url, body.clone()).await;
     assert_eq!(first.header("x-cache"), Some("MISS"));
+    // The gateway keeps a tip answer once the node's cache had it (a question asked twice).
+    assert_eq!(
+        (second.header("x-cache"), second.header("x-cache-tier")),
+        (Some("HIT"), Some("edge"))
+    );
     assert_eq!(
         (again.header("x-cache"), again.header("x-cache-tier")),
         (Some("HIT"), Some("gateway")),
@@ -331,6 +337,7 @@ async fn tip_answers_repeat_only_while_the_node_announces_the_same_state() {
     );
     assert_eq!(again.header("x-edge-node"), first.header("x-edge-node"));
     assert_eq!(again.json(), first.json());
+    // The node answers the block number itself (a hit there), so the gateway keeps it at once.
     let block = r
         .http
         .post(
