@@ -9,7 +9,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion};
 use gateway::answers::FinalAnswers;
-use gateway::jsonrpc::{parse, write_response, Entry, Parsed};
+use gateway::jsonrpc::{parse_bytes, write_response, Entry, Parsed};
 
 const CHAIN_ID: u64 = 31337;
 const BLOCK_HASH: &str = "0x8c2d8b5e3f6a1d4c7b9e0f2a5d8c1b4e7a0d3f6c9b2e5a8d1c4f7b0e3a6d9c2f";
@@ -49,13 +49,13 @@ fn assert_call(e: &Entry, want_id: &[u8]) {
 }
 
 fn parsing(c: &mut Criterion) {
-    let single = call(1, ADDRESS).into_bytes();
-    match parse(&single, 100).unwrap() {
+    let single = Bytes::from(call(1, ADDRESS));
+    match parse_bytes(&single, 100).unwrap() {
         Parsed::Single(e) => assert_call(&e, b"1"),
         other => panic!("expected a single call, got {other:?}"),
     }
     c.bench_function("jsonrpc/parse_single", |b| {
-        b.iter(|| parse(black_box(&single), 100))
+        b.iter(|| parse_bytes(black_box(&single), 100))
     });
 
     let batch = format!(
@@ -64,9 +64,9 @@ fn parsing(c: &mut Criterion) {
             .map(|i| call(i + 1, &address(i)))
             .collect::<Vec<_>>()
             .join(",")
-    )
-    .into_bytes();
-    match parse(&batch, 100).unwrap() {
+    );
+    let batch = Bytes::from(batch);
+    match parse_bytes(&batch, 100).unwrap() {
         Parsed::Batch(v) => {
             assert_eq!(v.len(), 50);
             for (i, e) in v.iter().enumerate() {
@@ -76,7 +76,7 @@ fn parsing(c: &mut Criterion) {
         other => panic!("expected a batch, got {other:?}"),
     }
     c.bench_function("jsonrpc/parse_batch_50", |b| {
-        b.iter(|| parse(black_box(&batch), 100))
+        b.iter(|| parse_bytes(black_box(&batch), 100))
     });
 }
 

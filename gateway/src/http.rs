@@ -218,12 +218,12 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: 
 async fn serve_rpc(
     app: &App,
     chain: &ChainConfig,
-    body: &[u8],
+    body: &Bytes,
     request_id: &str,
     started: Instant,
     caller: Option<&Location>,
 ) -> Resp {
-    let parsed = match jsonrpc::parse(body, app.config.server.max_batch) {
+    let parsed = match jsonrpc::parse_bytes(body, app.config.server.max_batch) {
         Ok(p) => p,
         Err(e) => {
             let reason = match e {

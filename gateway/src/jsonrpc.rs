@@ -87,26 +87,42 @@ pub const MAX_METHOD_LEN: usize = 128;
 
 /// Parses a request body. `max_batch` bounds the number of batch elements.
 pub fn parse(body: &[u8], max_batch: usize) -> Result<Parsed, BodyError> {
+    parse_bytes(&Bytes::copy_from_slice(body), max_batch)
+}
+
+/// Bodies up to this size try the one-pass parse first (bounding what it allocates before the
+/// batch length is checked: at most a few MiB of element records).
+const ONE_PASS_MAX: usize = 256 * 1024;
+
+/// [`parse`] without copying: ids and params are slices of `body`.
+pub fn parse_bytes(body: &Bytes, max_batch: usize) -> Result<Parsed, BodyError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     match first {
         Some(b'[') => {
+            // One pass when every element is an object (the usual case); the careful path
+            // below tells a malformed body from a bad element otherwise.
+            if body.len() <= ONE_PASS_MAX {
+                if let Ok(items) = serde_json::from_slice::<Vec<RawRequest<'_>>>(body) {
+                    check_batch_len(items.len(), max_batch)?;
+                    return Ok(Parsed::Batch(
+                        items.into_iter().map(|r| entry_from(body, r)).collect(),
+                    ));
+                }
+            }
             let items: Vec<&RawValue> =
                 serde_json::from_slice(body).map_err(|e| BodyError::Parse(e.to_string()))?;
-            if items.is_empty() {
-                return Err(BodyError::EmptyBatch);
-            }
-            if items.len() > max_batch {
-                return Err(BodyError::BatchTooLarge {
-                    len: items.len(),
-                    max: max_batch,
-                });
-            }
-            Ok(Parsed::Batch(items.into_iter().map(entry).collect()))
+            check_batch_len(items.len(), max_batch)?;
+            Ok(Parsed::Batch(
+                items.into_iter().map(|raw| entry(body, raw)).collect(),
+            ))
         }
         Some(b'{') => {
+            if let Ok(r) = serde_json::from_slice::<RawRequest<'_>>(body) {
+                return Ok(Parsed::Single(entry_from(body, r)));
+            }
             let raw: &RawValue =
                 serde_json::from_slice(body).map_err(|e| BodyError::Parse(e.to_string()))?;
-            Ok(Parsed::Single(entry(raw)))
+            Ok(Parsed::Single(entry(body, raw)))
         }
         _ => {
             // Valid JSON that is neither object nor array is an invalid request; anything else
@@ -118,6 +134,14 @@ pub fn parse(body: &[u8], max_batch: usize) -> Result<Parsed, BodyError> {
     }
 }
 
+fn check_batch_len(len: usize, max: usize) -> Result<(), BodyError> {
+    match len {
+        0 => Err(BodyError::EmptyBatch),
+        len if len > max => Err(BodyError::BatchTooLarge { len, max }),
+        _ => Ok(()),
+    }
+}
+
 fn invalid(id: Bytes, msg: &str) -> Entry {
     Entry::Invalid {
         id,
@@ -125,15 +149,20 @@ fn invalid(id: Bytes, msg: &str) -> Entry {
     }
 }
 
-fn entry(raw: &RawValue) -> Entry {
+fn entry(body: &Bytes, raw: &RawValue) -> Entry {
     let text = raw.get();
     if !text.starts_with('{') {
         return invalid(NULL, "each request must be a JSON object");
     }
-    let r: RawRequest<'_> = match serde_json::from_str(text) {
-        Ok(r) => r,
-        Err(e) => return invalid(NULL, &e.to_string()),
-    };
+    match serde_json::from_str(text) {
+        Ok(r) => entry_from(body, r),
+        Err(e) => invalid(NULL, &e.to_string()),
+    }
+}
+
+fn entry_from(body: &Bytes, r: RawRequest<'_>) -> Entry {
+    // Members are slices of the body (zero-copy `Bytes`).
+    let slice = |v: &RawValue| body.slice_ref(v.get().as_bytes());
     // The id first, so later errors can be answered under it.
     let id = match r.id {
         None => None,
@@ -146,7 +175,7 @@ fn entry(raw: &RawValue) -> Entry {
             if !ok {
                 return invalid(NULL, "id must be a string, number or null");
             }
-            Some(Bytes::copy_from_slice(s.as_bytes()))
+            Some(slice(v))
         }
     };
     let answer_id = id.clone().unwrap_or(NULL);
@@ -164,9 +193,7 @@ fn entry(raw: &RawValue) -> Entry {
     let params = match r.params {
         None => Bytes::new(),
         Some(p) if p.get() == "null" => Bytes::new(),
-        Some(p) if p.get().starts_with('[') || p.get().starts_with('{') => {
-            Bytes::copy_from_slice(p.get().as_bytes())
-        }
+        Some(p) if p.get().starts_with('[') || p.get().starts_with('{') => slice(p),
         Some(_) => return invalid(answer_id, "params must be an array or an object"),
     };
     Entry::Call { id, method, params }
@@ -299,6 +326,31 @@ mod tests {
             let got = invalid_code(&single(body));
             assert_eq!(got, want.map(|(i, c)| (i.to_string(), c)), "{body}");
         }
+    }
+
+    #[test]
+    fn one_pass_and_careful_parses_agree() {
+        // All objects: the one-pass path. One duplicate member: the careful path, which
+        // refuses only that element.
+        let good = br#"[{"jsonrpc":"2.0","id":1,"method":"a","params":[1]},{"jsonrpc":"2.0","id":"b","method":"b"}]"#;
+        let dup = br#"[{"jsonrpc":"2.0","id":1,"method":"a","params":[1]},{"jsonrpc":"2.0","id":"b","method":"b","method":"c"}]"#;
+        let (Ok(Parsed::Batch(g)), Ok(Parsed::Batch(d))) = (parse(good, 10), parse(dup, 10)) else {
+            panic!("both are batches");
+        };
+        assert_eq!(format!("{:?}", g[0]), format!("{:?}", d[0]));
+        assert!(matches!(&g[1], Entry::Call { method, .. } if method == "b"));
+        assert!(matches!(&d[1], Entry::Invalid { .. }), "{:?}", d[1]);
+        // Ids and params are slices of the body, not copies.
+        let body = Bytes::from_static(good);
+        let Ok(Parsed::Batch(e)) = parse_bytes(&body, 10) else {
+            panic!()
+        };
+        let Entry::Call { params, .. } = &e[0] else {
+            panic!()
+        };
+        assert_eq!(&params[..], b"[1]");
+        let range = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
+        assert!(range.contains(&(params.as_ptr() as usize)));
     }
 
     #[test]
