@@ -74,8 +74,9 @@ pub struct Chain {
     final_hashes: Mutex<std::collections::HashSet<B256>>,
     /// Hashes asked about that the node could not place yet (bounded queue).
     to_learn: Mutex<Vec<B256>>,
-    /// Bumped at every publish (new head, reorg, rollback, finality): answers planned under
-    /// one version hold for exactly that state, which the gateway is told about (`Head`).
+    /// Bumped, under the state lock, at every change readers can see (publish of a new head,
+    /// reorg, rollback, finality, a cleared ring): answers planned and sent under one version
+    /// hold for exactly that state, which the gateway is told about (`Head`).
     version: tokio::sync::watch::Sender<u64>,
 }
 
@@ -104,6 +105,12 @@ impl Chain {
         *self.version.borrow()
     }
 
+    /// Called with the state lock held after every change readers can see, so that an answer
+    /// planned before the change and sent after it never carries one version.
+    fn bump_version(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
     /// Wakes on every publish (see [`Self::state_version`]).
     pub fn watch_state(&self) -> tokio::sync::watch::Receiver<u64> {
         self.version.subscribe()
@@ -121,7 +128,7 @@ impl Chain {
         }
         s.finalized = Some(finalized);
         s.safe = Some(finalized);
-        self.version.send_modify(|v| *v += 1);
+        self.bump_version();
     }
 
     pub fn upstream_healthy(&self) -> bool {
@@ -497,6 +504,7 @@ impl Chain {
             if latest.number > old.number + RING {
                 let mut st = self.state.lock();
                 st.headers.clear();
+                self.bump_version();
             }
         }
         // Collect the new canonical segment back to a block the ring already agrees with.
@@ -571,8 +579,10 @@ impl Chain {
                 finalized = ?old_finalized,
                 "a block at or below finalized was replaced; the chain's cache was dropped"
             );
-            self.state.lock().finalized =
-                Some(lowest_replaced.saturating_sub(1).min(latest.number));
+            let mut st = self.state.lock();
+            st.finalized = Some(lowest_replaced.saturating_sub(1).min(latest.number));
+            self.bump_version();
+            drop(st);
         }
         if !replaced.is_empty() {
             let depth = replaced.len() as u64;
@@ -641,8 +651,7 @@ impl Chain {
             _ => fin_now,
         };
         s.safe = Some(safe.max(fin_now).min(head));
-        // Under the state lock: a reader that sees this version sees this state.
-        self.version.send_modify(|v| *v += 1);
+        self.bump_version();
         Ok(true)
     }
 

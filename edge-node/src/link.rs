@@ -146,14 +146,14 @@ async fn session(
         // Every chain's state version, announced at once on change (and first right away, as
         // the receivers start out unseen): the gateway repeats answers tied to a state only
         // while it is the last one announced.
-        let mut states: Vec<(u64, tokio::sync::watch::Receiver<u64>)> = status_shared
+        let mut states: Vec<(u64, tokio::sync::watch::Receiver<u64>, u64)> = status_shared
             .service
             .chains
             .iter()
             .map(|(&id, c)| {
                 let mut rx = c.watch_state();
                 rx.mark_changed();
-                (id, rx)
+                (id, rx, 0)
             })
             .collect();
         loop {
@@ -164,18 +164,25 @@ async fn session(
                     }
                     // Err only if the chain was dropped, which happens only at exit.
                     let _ = futures::future::select_all(
-                        states.iter_mut().map(|(_, rx)| Box::pin(rx.changed())),
+                        states.iter_mut().map(|(_, rx, _)| Box::pin(rx.changed())),
                     )
                     .await;
                 };
                 tokio::select! {
-                    _ = tick.tick() => false,
+                    // A new state is announced before any status that shows its head.
+                    biased;
                     _ = changed => true,
+                    _ = tick.tick() => false,
                 }
             };
             if announce {
-                for (chain_id, rx) in &mut states {
+                for (chain_id, rx, sent) in &mut states {
+                    // `changed()` already marked the value seen: compare with what was sent.
                     let state_version = *rx.borrow_and_update();
+                    if state_version == *sent {
+                        continue;
+                    }
+                    *sent = state_version;
                     let Some(chain) = status_shared.service.chains.get(chain_id) else {
                         continue;
                     };

@@ -75,18 +75,17 @@ impl Service {
         // An answer is tied to the state only if no new state was published between its
         // planning and now: then it holds for exactly the version this response names.
         let now = chain.state_version();
-        let mut tied = false;
         let results = results
             .into_iter()
             .map(|(mut r, planned_at)| {
                 r.at_state &= planned_at == now && now != 0;
-                tied |= r.at_state;
                 r
             })
             .collect();
+        // Always named: it also tells the gateway of a new state that may overtake its `Head`.
         RpcResponse {
             results,
-            state_version: tied.then_some(now),
+            state_version: Some(now).filter(|&v| v != 0),
         }
     }
 

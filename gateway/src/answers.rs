@@ -66,7 +66,8 @@ impl FinalAnswers {
 /// repeated from the gateway only while the node's last announced state version is the one
 /// the answer was computed under: the node announces every new version (`Head` frame) the
 /// moment it publishes it, so this tier adds no staleness beyond that message's trip. Kept per
-/// node, so a caller always gets the state of the node routing picked for them.
+/// node session, so a caller always gets the state of the node routing picked for them, and a
+/// restarted node (whose versions start again) never meets its old answers.
 #[derive(Clone)]
 pub struct StateAnswers {
     store: Option<moka::sync::Cache<Bytes, (u64, Bytes)>>,
@@ -92,11 +93,10 @@ impl StateAnswers {
         self.store.is_some()
     }
 
-    /// `FinalAnswers::key` prefixed by the node id.
-    pub fn key(node_id: &str, chain_id: u64, method: &str, params: &[u8]) -> Bytes {
-        let mut k = BytesMut::with_capacity(1 + node_id.len() + 9 + method.len() + params.len());
-        k.put_u8(node_id.len() as u8);
-        k.put_slice(node_id.as_bytes());
+    /// `FinalAnswers::key` prefixed by the node's session (`registry::Node::session`).
+    pub fn key(session: u64, chain_id: u64, method: &str, params: &[u8]) -> Bytes {
+        let mut k = BytesMut::with_capacity(17 + method.len() + params.len());
+        k.put_u64(session);
         k.put_u64(chain_id);
         k.put_slice(method.as_bytes());
         k.put_u8(0);
@@ -150,8 +150,8 @@ mod tests {
     #[test]
     fn state_answers_hold_only_for_their_version() {
         let c = StateAnswers::new(1 << 20);
-        let k = StateAnswers::key("node-a", 1, "eth_blockNumber", b"[]");
-        assert_ne!(k, StateAnswers::key("node-b", 1, "eth_blockNumber", b"[]"));
+        let k = StateAnswers::key(1, 1, "eth_blockNumber", b"[]");
+        assert_ne!(k, StateAnswers::key(2, 1, "eth_blockNumber", b"[]"));
         c.insert(k.clone(), 7, Bytes::from_static(b"\"0x10\""));
         assert_eq!(c.get(&k, 7).as_deref(), Some(&b"\"0x10\""[..]));
         assert_eq!(c.get(&k, 8), None, "the node moved on");

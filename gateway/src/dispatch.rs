@@ -93,6 +93,10 @@ pub async fn dispatch(
         match res {
             Ok(resp) if resp.results.len() == pending.len() => {
                 node_used = Some(node.clone());
+                if let Some(v) = resp.state_version {
+                    // A response can overtake the `Head` frame announcing its state.
+                    node.raise_state_version(chain_id, v);
+                }
                 node.cache.record(&resp.results);
                 let mut still = Vec::new();
                 for (&i, r) in pending.iter().zip(resp.results) {

@@ -314,7 +314,8 @@ async fn answer(
             let current = node.state_version(chain.chain_id);
             let before = gateway_hits;
             to_send.retain(|(i, call)| {
-                let key = StateAnswers::key(&node.id, chain.chain_id, &call.method, &call.params);
+                let key =
+                    StateAnswers::key(node.session, chain.chain_id, &call.method, &call.params);
                 let Some(hit) = app.tips.get(&key, current) else {
                     return true;
                 };
@@ -365,10 +366,13 @@ async fn answer(
                 Entry::Call { method, params, .. } => (method, params),
                 Entry::Invalid { .. } => unreachable!("only calls are dispatched"),
             };
+            // Kept answers are copied out of the response frame, which may be far larger
+            // (a batch with a big answer): a slice would keep the whole frame alive.
             match (&r.outcome, r.final_answer, tied) {
-                (Outcome::Result(b), true, _) => app
-                    .answers
-                    .insert(FinalAnswers::key(chain.chain_id, method, params), b.clone()),
+                (Outcome::Result(b), true, _) => app.answers.insert(
+                    FinalAnswers::key(chain.chain_id, method, params),
+                    Bytes::copy_from_slice(b),
+                ),
                 // Only an answer the node's own cache already had: a question asked twice
                 // under this state. One-off questions (most `latest` misses) would cost an
                 // insert each and never be asked again.
@@ -376,9 +380,9 @@ async fn answer(
                     if r.cache == CacheStatus::Hit =>
                 {
                     app.tips.insert(
-                        StateAnswers::key(&node.id, chain.chain_id, method, params),
+                        StateAnswers::key(node.session, chain.chain_id, method, params),
                         version,
-                        b.clone(),
+                        Bytes::copy_from_slice(b),
                     )
                 }
                 _ => {}

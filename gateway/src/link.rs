@@ -194,7 +194,7 @@ async fn read_status(
                 match f.ty {
                     FrameType::Head => {
                         let head: Head = msg::decode_json("Head", &f.payload)?;
-                        if !node.set_state_version(head.chain_id, head.state_version) {
+                        if !node.raise_state_version(head.chain_id, head.state_version) {
                             return Err(JoinError::Frame(FrameError::Malformed(
                                 "Head",
                                 format!("chain {} was not in the node's Hello", head.chain_id),

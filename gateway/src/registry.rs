@@ -38,11 +38,17 @@ pub struct Node {
     error_rate_ppm: AtomicU32,
     /// Cache results of the calls this node answered (the status page's hit ratio).
     pub cache: CacheTally,
-    /// Per entry of `chains`: the chain-state version the node last announced (`Head`
-    /// frames), 0 before the first. Answers the node tied to a state are repeated from the
-    /// gateway only while it is current.
+    /// Per entry of `chains`: the newest chain-state version the node has announced (`Head`
+    /// frames) or named on a response, 0 before the first. Answers the node tied to a state are
+    /// repeated from the gateway only while it is current.
     state_versions: Vec<AtomicU64>,
+    /// Unique per joined session in this gateway process: a restarted node counts its state
+    /// versions from 1 again, so answers kept for its last session must never match.
+    pub session: u64,
 }
+
+/// Source of [`Node::session`].
+static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
 /// Cache results (from `x-cache`) of the calls one node answered since it joined.
 #[derive(Debug, Default)]
@@ -109,14 +115,16 @@ impl Node {
             error_rate_ppm: AtomicU32::new(0),
             cache: CacheTally::default(),
             state_versions: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
+            session: SESSIONS.fetch_add(1, Ordering::Relaxed),
         }
     }
 
-    /// Records a `Head` announcement; false for a chain the node did not join with.
-    pub fn set_state_version(&self, chain_id: u64, version: u64) -> bool {
+    /// Records a chain-state version the node announced (`Head`) or named on a response: the
+    /// newest wins, whichever stream arrives first. False for a chain the node did not join with.
+    pub fn raise_state_version(&self, chain_id: u64, version: u64) -> bool {
         match self.chains.iter().position(|&c| c == chain_id) {
             Some(i) => {
-                self.state_versions[i].store(version, Ordering::Release);
+                self.state_versions[i].fetch_max(version, Ordering::AcqRel);
                 true
             }
             None => false,

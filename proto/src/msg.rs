@@ -62,7 +62,8 @@ pub struct Status {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Head {
     pub chain_id: u64,
-    /// Starts at 1 and only grows for the life of the connection.
+    /// Starts at 1 and only grows for the life of the node process (a restarted node starts
+    /// again: the gateway keeps versions per session).
     pub state_version: u64,
     pub head_number: u64,
 }
@@ -161,8 +162,9 @@ pub struct CallResult {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RpcResponse {
     pub results: Vec<CallResult>,
-    /// The node's chain-state version every `at_state` answer was computed under (the versions
-    /// that `Head` frames announce); `None` when no answer is tied to one.
+    /// The node's chain-state version when it sent the response (the versions `Head` frames
+    /// announce); every `at_state` answer was computed under it. `None` before the node has a
+    /// chain state.
     pub state_version: Option<u64>,
 }
 

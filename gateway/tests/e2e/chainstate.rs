@@ -399,6 +399,90 @@ async fn tip_answers_repeat_only_while_the_node_announces_the_same_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_never_meets_its_old_tip_answers() {
+    // Same key, new process: its state versions count from 1 again. Answers the gateway kept
+    // for the old session must not match the new session's versions.
+    let anvil = Anvil::start(&[]).await;
+    let gw = start_gateway("").await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("node.key");
+    let start = || async {
+        edge_node::EdgeNode::start(
+            node_config(&gw, &NodeSpec::eu_west(&anvil.url), TOKEN),
+            proto::identity::Identity::load_or_generate(&key).unwrap(),
+        )
+        .await
+        .unwrap()
+    };
+    let http = Http::default();
+    let url = format!("http://{}/", gw.http_addr);
+    let body =
+        json!({"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":[DEV[1], "latest"]})
+            .to_string();
+    let gw_version = || {
+        gw.app
+            .registry
+            .snapshot()
+            .first()
+            .map_or(0, |n| n.state_version(CHAIN_ID))
+    };
+
+    let node = start().await;
+    wait_serving(&gw, 1).await;
+    let mut kept = None;
+    for _ in 0..20 {
+        let a = http.post(&url, body.clone()).await;
+        if a.header("x-cache-tier") == Some("gateway") {
+            kept = Some((gw_version(), a.json()["result"].clone()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (old_version, old) = kept.expect("the gateway never kept the tip answer");
+    node.shutdown().await;
+    wait_serving_for(&gw, 0, 10).await;
+
+    let sent = http
+        .rpc(
+            &anvil.url,
+            "eth_sendTransaction",
+            json!([{"from": DEV[0], "to": DEV[1], "value": "0x1234"}]),
+        )
+        .await;
+    assert!(sent.get("error").is_none(), "{sent}");
+    let new = loop {
+        let b = http
+            .rpc(&anvil.url, "eth_getBalance", json!([DEV[1], "latest"]))
+            .await["result"]
+            .clone();
+        if b != old {
+            break b;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    let _node = start().await;
+    wait_serving(&gw, 1).await;
+    // Walk the new session's versions up past the old one, asking at each.
+    for _ in 0..200 {
+        let a = http.post(&url, body.clone()).await;
+        assert_eq!(
+            a.json()["result"],
+            new,
+            "an answer kept for the node's previous session came back (tier {:?}, version {})",
+            a.header("x-cache-tier"),
+            gw_version()
+        );
+        if gw_version() > old_version + 1 {
+            return;
+        }
+        http.rpc(&anvil.url, "anvil_mine", json!(["0x1"])).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    panic!("the new session never passed version {old_version}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reorgs_and_rollbacks_never_leave_stale_answers() {
     let r = rig(None, false).await;
     wait_serving(&r.gw, 1).await;
