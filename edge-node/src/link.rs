@@ -146,14 +146,14 @@ async fn session(
         // Every chain's state version, announced at once on change (and first right away, as
         // the receivers start out unseen): the gateway repeats answers tied to a state only
         // while it is the last one announced.
-        let mut states: Vec<(u64, tokio::sync::watch::Receiver<u64>, u64)> = status_shared
+        let mut states: Vec<_> = status_shared
             .service
             .chains
-            .iter()
-            .map(|(&id, c)| {
+            .values()
+            .map(|c| {
                 let mut rx = c.watch_state();
                 rx.mark_changed();
-                (id, rx, 0)
+                (c.clone(), rx, 0u64)
             })
             .collect();
         loop {
@@ -162,7 +162,7 @@ async fn session(
                     if states.is_empty() {
                         std::future::pending::<()>().await;
                     }
-                    // Err only if the chain was dropped, which happens only at exit.
+                    // Never Err: `states` holds each chain, so its sender lives.
                     let _ = futures::future::select_all(
                         states.iter_mut().map(|(_, rx, _)| Box::pin(rx.changed())),
                     )
@@ -176,21 +176,16 @@ async fn session(
                 }
             };
             if announce {
-                for (chain_id, rx, sent) in &mut states {
-                    // `changed()` already marked the value seen: compare with what was sent.
+                for (chain, rx, sent) in &mut states {
+                    // `changed()` already marked the value seen: compare with what was sent
+                    // (0 at first, which is also "no state yet").
                     let state_version = *rx.borrow_and_update();
                     if state_version == *sent {
                         continue;
                     }
                     *sent = state_version;
-                    let Some(chain) = status_shared.service.chains.get(chain_id) else {
-                        continue;
-                    };
-                    if state_version == 0 {
-                        continue;
-                    }
                     let head = msg::Head {
-                        chain_id: *chain_id,
+                        chain_id: chain.chain_id,
                         state_version,
                         head_number: chain.head().map_or(0, |h| h.number),
                     };

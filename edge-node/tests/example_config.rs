@@ -10,6 +10,9 @@ use edge_node::config::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_UPSTREAM_TIMEOUT_MS,
 };
 
+#[path = "../../gateway/tests/support/example_keys.rs"]
+mod example_keys;
+
 const EXAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/../config/edge-node.example.toml"
@@ -24,97 +27,6 @@ fn example_root() -> toml::Value {
     toml::from_str(&text).expect("the example is TOML")
 }
 
-fn deserialize(v: &toml::Value) -> Result<Config, String> {
-    v.clone().try_into::<Config>().map_err(|e| e.to_string())
-}
-
-/// Every table in `v` (the root, nested tables, each entry of an array of tables), by path.
-fn tables(v: &toml::Value, path: &str, out: &mut Vec<String>) {
-    out.push(path.to_string());
-    let toml::Value::Table(t) = v else { return };
-    for (k, child) in t {
-        let p = join(path, k);
-        match child {
-            toml::Value::Table(_) => tables(child, &p, out),
-            toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
-                for (i, item) in items.iter().enumerate() {
-                    tables(item, &format!("{p}[{i}]"), out);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Every key whose value is not a table or an array of tables, by path.
-fn leaves(v: &toml::Value, path: &str, out: &mut Vec<String>) {
-    let toml::Value::Table(t) = v else { return };
-    for (k, child) in t {
-        let p = join(path, k);
-        match child {
-            toml::Value::Table(_) => leaves(child, &p, out),
-            toml::Value::Array(items)
-                if !items.is_empty() && items.iter().all(toml::Value::is_table) =>
-            {
-                for (i, item) in items.iter().enumerate() {
-                    leaves(item, &format!("{p}[{i}]"), out);
-                }
-            }
-            _ => out.push(p),
-        }
-    }
-}
-
-fn join(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
-    }
-}
-
-/// The table at `path` (segments `a`, `a[0]`), created when missing.
-fn table_at<'a>(root: &'a mut toml::Value, path: &str) -> &'a mut toml::Table {
-    let mut v = root;
-    for seg in path.split('.').filter(|s| !s.is_empty()) {
-        let (key, index) = match seg.split_once('[') {
-            Some((k, i)) => (k, Some(i.trim_end_matches(']').parse::<usize>().unwrap())),
-            None => (seg, None),
-        };
-        let t = v.as_table_mut().unwrap();
-        v = t
-            .entry(key)
-            .or_insert_with(|| toml::Value::Table(Default::default()));
-        if let Some(i) = index {
-            v = &mut v.as_array_mut().unwrap()[i];
-        }
-    }
-    v.as_table_mut().unwrap()
-}
-
-/// The fields serde expects at `path`, read from its unknown-field error (every config struct
-/// is `deny_unknown_fields`): so a key added to the code and not to the example is found.
-fn expected_fields(root: &toml::Value, path: &str) -> Vec<String> {
-    let mut probe = root.clone();
-    table_at(&mut probe, path).insert("__probe__".into(), toml::Value::Integer(0));
-    let err = deserialize(&probe).expect_err("an unknown key must be refused");
-    let list = err
-        .split("unknown field `__probe__`, expected ")
-        .nth(1)
-        .unwrap_or_else(|| panic!("{path}: no field list in {err}"));
-    let list = list.lines().next().unwrap();
-    list.split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_string)
-        .collect()
-}
-
-fn remove(root: &mut toml::Value, path: &str) {
-    let (parent, key) = path.rsplit_once('.').unwrap_or(("", path));
-    table_at(root, parent).remove(key);
-}
-
 #[test]
 fn example_loads_with_the_real_loader() {
     let cfg = Config::load(Path::new(EXAMPLE)).expect("the example must load");
@@ -125,18 +37,7 @@ fn example_loads_with_the_real_loader() {
 #[test]
 fn example_names_every_key_the_code_accepts() {
     let root = example_root();
-    let mut paths = Vec::new();
-    tables(&root, "", &mut paths);
-    let mut missing = Vec::new();
-    for path in &paths {
-        let mut at = root.clone();
-        let table = table_at(&mut at, path).clone();
-        for field in expected_fields(&root, path) {
-            if !table.contains_key(&field) {
-                missing.push(join(path, &field));
-            }
-        }
-    }
+    let (paths, missing) = example_keys::missing_keys::<Config>(&root);
     assert!(
         missing.is_empty(),
         "keys missing from the example: {missing:?}"
@@ -153,21 +54,7 @@ fn example_names_every_key_the_code_accepts() {
 #[test]
 fn every_key_with_a_default_is_set_to_it() {
     let root = example_root();
-    let whole = format!("{:?}", deserialize(&root).unwrap());
-    let mut keys = Vec::new();
-    leaves(&root, "", &mut keys);
-    let mut differ = Vec::new();
-    for key in &keys {
-        let mut without = root.clone();
-        remove(&mut without, key);
-        let Ok(cfg) = deserialize(&without) else {
-            continue; // required
-        };
-        let is_example = EXAMPLE_VALUES.contains(&key.as_str());
-        if (format!("{cfg:?}") != whole) != is_example {
-            differ.push(key.clone());
-        }
-    }
+    let differ = example_keys::keys_off_their_defaults::<Config>(&root, EXAMPLE_VALUES);
     assert!(
         differ.is_empty(),
         "not at their defaults (or listed as examples but at a default / required): {differ:?}"

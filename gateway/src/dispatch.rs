@@ -42,7 +42,6 @@ pub struct Dispatched {
     pub results: Vec<CallResult>,
     /// The node that answered the last attempt (shown in `x-edge-node`), if any did.
     pub node: Option<Arc<Node>>,
-    pub attempts: u32,
     /// Per call: the node and chain-state version its answer is tied to (`at_state`), if so.
     pub tied: Vec<Option<(Arc<Node>, u64)>>,
 }
@@ -62,7 +61,6 @@ pub async fn dispatch(
     let mut tied: Vec<Option<(Arc<Node>, u64)>> = vec![None; n];
     let mut pending: Vec<usize> = (0..n).collect();
     let mut node_used = None;
-    let mut attempts = 0u32;
     let mut last_error: Option<String> = None;
     let mut candidates = ranked.into_iter();
     // Calls an earlier attempt may have delivered (a transaction may already be in a pool).
@@ -78,7 +76,6 @@ pub async fn dispatch(
             break;
         }
         let Some(node) = candidates.next() else { break };
-        attempts += 1;
         let req = RpcRequest {
             chain_id,
             request_id: request_id.to_string(),
@@ -181,7 +178,6 @@ pub async fn dispatch(
             .map(|r| r.unwrap_or_else(|| fallback(&last_error)))
             .collect(),
         node: node_used,
-        attempts,
         tied,
     }
 }
@@ -234,7 +230,6 @@ pub fn unserved(calls: &[Call], message: &str) -> Dispatched {
             })
             .collect(),
         node: None,
-        attempts: 0,
         tied: vec![None; calls.len()],
     }
 }

@@ -331,9 +331,7 @@ async fn answer(
         }
     }
     if !to_send.is_empty() {
-        for _ in &to_send {
-            series.gateway_miss.inc();
-        }
+        series.gateway_miss.inc_by(to_send.len() as u64);
         let deadline = started + Duration::from_millis(app.config.server.request_timeout_ms);
         let (idx, calls): (Vec<usize>, Vec<Call>) = to_send.into_iter().unzip();
         let methods: Vec<&'static str> = calls.iter().map(|c| method_label(&c.method)).collect();

@@ -46,6 +46,11 @@ async fn rig(upstream: Option<&str>, verify: bool) -> Rig {
     }
 }
 
+/// The node's one chain (every rig here serves one).
+fn chain_of(node: &edge_node::EdgeNode) -> &Arc<edge_node::chain::Chain> {
+    node.shared.service.chains.values().next().unwrap()
+}
+
 impl Rig {
     async fn direct(&self, method: &str, params: Value) -> Value {
         self.http.rpc(&self.anvil.url, method, params).await
@@ -63,7 +68,7 @@ impl Rig {
             .await["result"]["hash"]
             .clone();
         for _ in 0..500 {
-            let chain = self.node.shared.service.chains.values().next().unwrap();
+            let chain = chain_of(&self.node);
             if chain
                 .head()
                 .is_some_and(|h| json!(format!("{:#x}", h.hash)) == want)
@@ -293,15 +298,7 @@ async fn tip_answers_repeat_only_while_the_node_announces_the_same_state() {
     wait_serving(&r.gw, 1).await;
     r.direct("anvil_mine", json!(["0x50"])).await;
     r.synced().await;
-    let chain = r
-        .node
-        .shared
-        .service
-        .chains
-        .values()
-        .next()
-        .unwrap()
-        .clone();
+    let chain = chain_of(&r.node).clone();
     let gw_node = || r.gw.app.registry.snapshot().into_iter().next().unwrap();
     // The node announces every state it publishes, so the gateway knows the current one.
     let announced = || async {
@@ -488,15 +485,7 @@ async fn reorgs_and_rollbacks_never_leave_stale_answers() {
     wait_serving(&r.gw, 1).await;
     r.direct("anvil_mine", json!(["0x50"])).await;
     r.synced().await;
-    let poll = r
-        .node
-        .shared
-        .service
-        .chains
-        .values()
-        .next()
-        .unwrap()
-        .poll_interval();
+    let poll = chain_of(&r.node).poll_interval();
     let head = r.head().await;
     // Warm the cache with answers about the tip blocks that the reorg will replace.
     let probes: Vec<(&str, Value)> = vec![
@@ -571,7 +560,7 @@ async fn reorgs_and_rollbacks_never_leave_stale_answers() {
 /// Waits until `node` has followed the chain to block `n`.
 async fn wait_head(node: &edge_node::EdgeNode, n: u64) {
     for _ in 0..250 {
-        let chain = node.shared.service.chains.values().next().unwrap();
+        let chain = chain_of(node);
         if chain.head().is_some_and(|h| h.number >= n) {
             return;
         }
@@ -754,7 +743,7 @@ async fn upstreams_on_another_fork_or_lagging_are_not_used() {
         .rpc(&a.url, "eth_getBlockByNumber", json!(["latest", false]))
         .await["result"]["hash"]
         .clone();
-    let chain = node.shared.service.chains.values().next().unwrap();
+    let chain = chain_of(&node);
     assert_eq!(
         json!(format!("{:#x}", chain.head().unwrap().hash)),
         want,
