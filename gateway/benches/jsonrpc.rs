@@ -9,7 +9,7 @@ use std::hint::black_box;
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion};
 use gateway::answers::FinalAnswers;
-use gateway::jsonrpc::{parse_bytes, write_response, Entry, Parsed};
+use gateway::front::jsonrpc::{parse_bytes, write_response, Entry, Parsed};
 
 const CHAIN_ID: u64 = 31337;
 const BLOCK_HASH: &str = "0x8c2d8b5e3f6a1d4c7b9e0f2a5d8c1b4e7a0d3f6c9b2e5a8d1c4f7b0e3a6d9c2f";

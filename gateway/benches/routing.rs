@@ -13,7 +13,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use gateway::config::RoutingConfig;
 use gateway::geo::{client_ip, Geo, GeoOptions, Location, TrustedProxies};
-use gateway::router::{Routable, Table, Target};
+use gateway::nodes::router::{Routable, Table, Target};
 use http::{HeaderMap, HeaderValue};
 
 #[derive(Clone)]

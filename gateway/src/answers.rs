@@ -1,17 +1,69 @@
 //! The gateway tier of the cache: answers an edge node marked final (about finalized blocks
 //! named by number or hash, or static facts) are kept here too, so a repeat is answered without
 //! a QUIC round trip. Only final answers are kept, so no reorg or head move can make an entry
-//! wrong; the bound is in bytes.
+//! wrong; the bound is in bytes (an entry weighs its key, its value and the measured
+//! per-entry overhead, [`daemon::weigh`]).
 //!
 //! Keys are the chain id, method and the params exactly as the caller sent them (no
 //! re-encoding on the hot path): differently spelled params just occupy separate entries.
+//!
+//! [`Tiers`] holds both parts and owns the rule for what each keeps ([`Tiers::remember`]).
 
 use bytes::{BufMut, Bytes, BytesMut};
+use daemon::weigh::weight;
+use proto::msg::CacheStatus;
 
-/// What an entry costs beyond its key and value bytes (moka's bookkeeping, the `Bytes`
-/// handles, allocator rounding), so that `max_bytes` bounds real memory: measured as
-/// resident-memory growth per entry in the load tests' soak run.
-pub const ENTRY_OVERHEAD_BYTES: usize = 480;
+/// The gateway's two cache tiers, and what each keeps of a node's answer.
+pub struct Tiers {
+    /// Final answers (`[cache] max_bytes`).
+    pub finals: FinalAnswers,
+    /// Answers tied to a node's announced chain state (`[cache] tip_max_bytes`).
+    pub tips: StateAnswers,
+}
+
+/// A node's answer to one call, as the tiers see it.
+pub struct Offered<'a> {
+    pub chain_id: u64,
+    pub method: &'a str,
+    pub params: &'a [u8],
+    /// The call's key in the final tier ([`FinalAnswers::key`]).
+    pub key: &'a Bytes,
+    pub result: &'a Bytes,
+    pub cache: CacheStatus,
+    /// The node flagged the answer final.
+    pub final_answer: bool,
+    /// The node session and chain-state version the answer holds for, if it is tied to one.
+    pub tied: Option<(u64, u64)>,
+}
+
+impl Tiers {
+    pub fn new(max_bytes: u64, tip_max_bytes: u64) -> Self {
+        Self {
+            finals: FinalAnswers::new(max_bytes),
+            tips: StateAnswers::new(tip_max_bytes),
+        }
+    }
+
+    /// Keeps a node's answer where it may be repeated from. Kept answers are copied out of the
+    /// response frame, which may be far larger (a batch with a big answer): a slice would keep
+    /// the whole frame alive.
+    pub fn remember(&self, a: Offered<'_>) {
+        match (a.final_answer, a.tied) {
+            (true, _) => self
+                .finals
+                .insert(a.key.clone(), Bytes::copy_from_slice(a.result)),
+            // Only an answer the node's own cache already had: a question asked twice under
+            // this state. One-off questions (most `latest` misses) would cost an insert each
+            // and never be asked again.
+            (false, Some((session, version))) if a.cache == CacheStatus::Hit => self.tips.insert(
+                StateAnswers::key(session, a.chain_id, a.method, a.params),
+                version,
+                Bytes::copy_from_slice(a.result),
+            ),
+            _ => {}
+        }
+    }
+}
 
 /// Byte-bounded store of final answers.
 #[derive(Clone)]
@@ -25,11 +77,7 @@ impl FinalAnswers {
         let store = (max_bytes > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|k: &Bytes, v: &Bytes| {
-                    (k.len() + v.len() + ENTRY_OVERHEAD_BYTES)
-                        .try_into()
-                        .unwrap_or(u32::MAX)
-                })
+                .weigher(|k: &Bytes, v: &Bytes| weight(k.len(), v.len(), 0))
                 .build()
         });
         Self { store }
@@ -79,11 +127,7 @@ impl StateAnswers {
         let store = (max_bytes > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|k: &Bytes, v: &(u64, Bytes)| {
-                    (k.len() + v.1.len() + 8 + ENTRY_OVERHEAD_BYTES)
-                        .try_into()
-                        .unwrap_or(u32::MAX)
-                })
+                .weigher(|k: &Bytes, v: &(u64, Bytes)| weight(k.len(), v.1.len(), 8))
                 .build()
         });
         Self { store }
@@ -160,6 +204,33 @@ mod tests {
         c.insert(k.clone(), 0, Bytes::from_static(b"\"0x0\""));
         assert_eq!(c.get(&k, 0), None);
         assert!(!StateAnswers::new(0).enabled());
+    }
+
+    #[test]
+    fn final_answers_are_kept_and_tied_ones_only_after_a_node_hit() {
+        let t = Tiers::new(1 << 20, 1 << 20);
+        let key = FinalAnswers::key(1, "eth_getBalance", b"[]");
+        let result = Bytes::from_static(b"\"0x1\"");
+        let offer = |final_answer, tied, cache| Offered {
+            chain_id: 1,
+            method: "eth_getBalance",
+            params: b"[]",
+            key: &key,
+            result: &result,
+            cache,
+            final_answer,
+            tied,
+        };
+        let tip_key = StateAnswers::key(9, 1, "eth_getBalance", b"[]");
+        t.remember(offer(false, Some((9, 3)), CacheStatus::Miss));
+        assert_eq!(t.tips.get(&tip_key, 3), None, "a one-off miss is not kept");
+        t.remember(offer(false, None, CacheStatus::Hit));
+        assert_eq!(t.finals.get(&key), None, "untied, not final: nowhere");
+        t.remember(offer(false, Some((9, 3)), CacheStatus::Hit));
+        assert_eq!(t.tips.get(&tip_key, 3), Some(result.clone()));
+        assert_eq!(t.finals.get(&key), None);
+        t.remember(offer(true, None, CacheStatus::Miss));
+        assert_eq!(t.finals.get(&key), Some(result.clone()));
     }
 
     #[test]

@@ -22,7 +22,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    gateway::init_tracing();
+    daemon::logging::init_tracing();
     let config = gateway::config::Config::load(&args.config)?;
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if config.server.worker_threads > 0 {
@@ -55,17 +55,8 @@ async fn run(args: Args, config: gateway::config::Config) -> anyhow::Result<()> 
             }
         }
     });
-    shutdown_signal().await;
+    daemon::shutdown::signal().await;
     tracing::info!("shutting down");
     gw.shutdown().await;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing the SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
 }

@@ -9,8 +9,20 @@ use proto::frame::{self, FrameError, FrameType};
 use proto::msg::{self, Head, Hello, Reject, Status, Welcome};
 use tokio_util::sync::CancellationToken;
 
-use crate::registry::Node;
-use crate::App;
+use super::registry::{Node, Registry};
+use crate::config::QuicConfig;
+use crate::ops::metrics::Metrics;
+use crate::ops::status::Recent;
+
+/// What accepting nodes needs.
+pub struct Link {
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub recent: Arc<Recent>,
+    /// This gateway's key fingerprint, sent in `Welcome`.
+    pub gateway_id: String,
+    pub quic: QuicConfig,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum JoinError {
@@ -29,7 +41,7 @@ pub enum JoinError {
 const JOIN_DEADLINE: Duration = Duration::from_secs(5);
 const MAX_CONTROL_FRAME: usize = 256 * 1024;
 
-pub async fn accept_loop(app: Arc<App>, endpoint: quinn::Endpoint, stop: CancellationToken) {
+pub async fn accept_loop(app: Arc<Link>, endpoint: quinn::Endpoint, stop: CancellationToken) {
     loop {
         let incoming = tokio::select! {
             _ = stop.cancelled() => break,
@@ -73,7 +85,7 @@ pub async fn accept_loop(app: Arc<App>, endpoint: quinn::Endpoint, stop: Cancell
     endpoint.close(0u32.into(), b"gateway shutting down");
 }
 
-async fn session(app: &Arc<App>, conn: quinn::Connection) -> Result<(), JoinError> {
+async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
     let (mut send, mut recv) = tokio::time::timeout(JOIN_DEADLINE, conn.accept_bi())
         .await
         .map_err(|_| JoinError::Timeout)??;
@@ -107,7 +119,7 @@ async fn session(app: &Arc<App>, conn: quinn::Connection) -> Result<(), JoinErro
     let node = Arc::new(Node::new(&hello, conn.clone()));
     let welcome = Welcome {
         gateway_id: app.gateway_id.clone(),
-        status_interval_ms: app.config.quic.status_interval_ms,
+        status_interval_ms: app.quic.status_interval_ms,
     };
     // Registered before the Welcome goes out, so a node that has been welcomed is known.
     app.registry.insert(node.clone());
@@ -127,7 +139,7 @@ async fn session(app: &Arc<App>, conn: quinn::Connection) -> Result<(), JoinErro
         "node joined"
     );
 
-    let deadline = Duration::from_millis(app.config.quic.status_deadline_ms);
+    let deadline = Duration::from_millis(app.quic.status_deadline_ms);
     let res = read_status(&node, &mut recv, deadline).await;
     if app.registry.remove(&node) {
         let reason = describe(&res, &conn);
@@ -138,7 +150,7 @@ async fn session(app: &Arc<App>, conn: quinn::Connection) -> Result<(), JoinErro
     res
 }
 
-fn check_join(app: &App, conn: &quinn::Connection, hello: &Hello) -> Result<(), String> {
+fn check_join(app: &Link, conn: &quinn::Connection, hello: &Hello) -> Result<(), String> {
     if hello.protocol != proto::PROTOCOL_VERSION {
         return Err(format!(
             "protocol {} is not supported (gateway speaks {})",
@@ -147,7 +159,6 @@ fn check_join(app: &App, conn: &quinn::Connection, hello: &Hello) -> Result<(), 
         ));
     }
     if !app
-        .config
         .quic
         .join_tokens
         .iter()
@@ -171,8 +182,7 @@ fn check_join(app: &App, conn: &quinn::Connection, hello: &Hello) -> Result<(), 
     if hello.region.is_empty() || hello.region.len() > 64 || hello.chains.is_empty() {
         return Err("region (1-64 chars) and at least one chain are required".into());
     }
-    if app.registry.len() >= app.config.quic.max_nodes && app.registry.get(&hello.node_id).is_none()
-    {
+    if app.registry.len() >= app.quic.max_nodes && app.registry.get(&hello.node_id).is_none() {
         return Err("gateway is at its node limit".into());
     }
     Ok(())

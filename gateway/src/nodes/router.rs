@@ -20,13 +20,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
-use crate::config::{ResidencyRule, RoutingConfig, RoutingMode};
+use super::registry::{Node, Registry};
+use crate::config::{Config, ResidencyRule, RoutingConfig, RoutingMode};
 use crate::geo::{haversine_km, Location};
-use crate::registry::Node;
-use crate::App;
 
 /// Nodes kept per caller cell: the failover order is this long.
 pub const TOP_K: usize = 16;
@@ -220,70 +220,91 @@ impl<T: Routable> Table<T> {
     }
 }
 
-/// Builds the routing table of `chain_id` from the nodes routable now.
-pub fn build_table(app: &App, chain_id: u64) -> Table<Arc<Node>> {
-    let deadline = std::time::Duration::from_millis(app.config.quic.status_deadline_ms);
-    let r = &app.config.routing;
-    let targets = app
-        .registry
-        .candidates(chain_id, deadline)
-        .into_iter()
-        .map(|n| {
-            let rtt_ms = n.rtt().as_secs_f64() * 1000.0;
-            let base_ms = match r.mode {
-                RoutingMode::LowestLatency => rtt_ms,
-                RoutingMode::Geo => {
-                    r.rtt_weight * rtt_ms + r.error_penalty_ms * n.recent_error_rate()
-                }
-            };
-            Target {
-                lat: n.latitude,
-                lon: n.longitude,
-                region: n.region.clone(),
-                base_ms,
-                plausible: n.plausible(),
-                item: n,
-            }
-        })
-        .collect();
-    Table::new(targets)
+/// Per chain, the routing table the health checker rebuilt last, and what ranking needs.
+pub struct Router {
+    registry: Arc<Registry>,
+    routing: RoutingConfig,
+    residency: Vec<ResidencyRule>,
+    chains: Vec<u64>,
+    status_deadline: Duration,
+    tables: RwLock<HashMap<u64, Arc<Table<Arc<Node>>>>>,
 }
 
-/// Rebuilds every chain's table (the health checker calls this after each round).
-pub fn rebuild(app: &App) {
-    let tables = app
-        .config
-        .chains
-        .iter()
-        .map(|c| (c.chain_id, Arc::new(build_table(app, c.chain_id))))
-        .collect();
-    *app.routes.write() = tables;
-}
-
-/// Candidates for `chain_id`, best first.
-pub fn rank(
-    app: &App,
-    chain_id: u64,
-    caller: Option<&Location>,
-) -> Result<Vec<Arc<Node>>, RouteError> {
-    let table = app.routes.read().get(&chain_id).cloned();
-    // Before the first health round there is no table yet: build one on the spot.
-    let table = table.unwrap_or_else(|| Arc::new(build_table(app, chain_id)));
-    let rule = residency_rule(&app.config.residency, caller);
-    let ranked = table.rank(&app.config.routing, caller, rule);
-    if !ranked.is_empty() {
-        return Ok(ranked);
+impl Router {
+    pub fn new(registry: Arc<Registry>, config: &Config) -> Self {
+        Self {
+            registry,
+            routing: config.routing.clone(),
+            residency: config.residency.clone(),
+            chains: config.chains.iter().map(|c| c.chain_id).collect(),
+            status_deadline: Duration::from_millis(config.quic.status_deadline_ms),
+            tables: RwLock::default(),
+        }
     }
-    Err(match rule {
-        Some((_, rule)) => RouteError::Residency {
-            rule: rule.name.clone(),
-            country: caller
-                .and_then(|c| c.country.clone())
-                .unwrap_or_else(|| "?".into()),
-            regions: rule.regions.join(", "),
-        },
-        None => RouteError::NoNode(chain_id),
-    })
+
+    /// Builds the routing table of `chain_id` from the nodes routable now.
+    pub fn build_table(&self, chain_id: u64) -> Table<Arc<Node>> {
+        let r = &self.routing;
+        let targets = self
+            .registry
+            .candidates(chain_id, self.status_deadline)
+            .into_iter()
+            .map(|n| {
+                let rtt_ms = n.rtt().as_secs_f64() * 1000.0;
+                let base_ms = match r.mode {
+                    RoutingMode::LowestLatency => rtt_ms,
+                    RoutingMode::Geo => {
+                        r.rtt_weight * rtt_ms + r.error_penalty_ms * n.recent_error_rate()
+                    }
+                };
+                Target {
+                    lat: n.latitude,
+                    lon: n.longitude,
+                    region: n.region.clone(),
+                    base_ms,
+                    plausible: n.plausible(),
+                    item: n,
+                }
+            })
+            .collect();
+        Table::new(targets)
+    }
+
+    /// Rebuilds every chain's table (the health checker calls this after each round).
+    pub fn rebuild(&self) {
+        let tables = self
+            .chains
+            .iter()
+            .map(|&c| (c, Arc::new(self.build_table(c))))
+            .collect();
+        *self.tables.write() = tables;
+    }
+
+    /// Candidates for `chain_id`, best first.
+    pub fn rank(
+        &self,
+        chain_id: u64,
+        caller: Option<&Location>,
+    ) -> Result<Vec<Arc<Node>>, RouteError> {
+        let table = self.tables.read().get(&chain_id).cloned();
+        // Before the first health round there is no table yet: build one on the spot.
+        let table = table.unwrap_or_else(|| Arc::new(self.build_table(chain_id)));
+        let rule = residency_rule(&self.residency, caller);
+        let ranked = table.rank(&self.routing, caller, rule);
+        if !ranked.is_empty() {
+            return Ok(ranked);
+        }
+        Err(match rule {
+            Some((_, rule)) => RouteError::Residency {
+                rule: rule.name.clone(),
+                country: caller
+                    .and_then(|c| c.country.clone())
+                    .unwrap_or_else(|| "?".into()),
+                regions: rule.regions.join(", "),
+            },
+            None => RouteError::NoNode(chain_id),
+        })
+    }
 }
 
 /// Power of two choices among the entries within `spread_ms` of the best.

@@ -11,8 +11,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::registry::Node;
-use crate::App;
+use crate::config::Config;
+use crate::nodes::registry::{Node, Registry};
 
 /// The page; it has no external references (the admin listener also sends a CSP that forbids
 /// them), so it works on an air-gapped operator network.
@@ -210,12 +210,11 @@ pub struct NodeChainDoc {
 }
 
 /// Builds the document the page renders.
-pub fn build(app: &App) -> StatusDoc {
-    let deadline = Duration::from_millis(app.config.quic.status_deadline_ms);
-    let nodes = app.registry.snapshot();
-    let best = crate::health::best_heads(&nodes, deadline);
-    let chains = app
-        .config
+pub fn build(config: &Config, registry: &Registry, recent: &Recent) -> StatusDoc {
+    let deadline = Duration::from_millis(config.quic.status_deadline_ms);
+    let nodes = registry.snapshot();
+    let best = crate::nodes::health::best_heads(&nodes, deadline);
+    let chains = config
         .chains
         .iter()
         .map(|c| ChainDoc {
@@ -228,9 +227,11 @@ pub fn build(app: &App) -> StatusDoc {
             best_head: best.get(&c.chain_id).copied(),
         })
         .collect();
-    let node_docs: Vec<NodeDoc> = nodes.iter().map(|n| node_doc(app, n, deadline)).collect();
-    let departed = app
-        .recent
+    let node_docs: Vec<NodeDoc> = nodes
+        .iter()
+        .map(|n| node_doc(config, n, deadline))
+        .collect();
+    let departed = recent
         .departures()
         .into_iter()
         .filter(|d| !nodes.iter().any(|n| n.id == d.id))
@@ -238,22 +239,21 @@ pub fn build(app: &App) -> StatusDoc {
     StatusDoc {
         version: env!("CARGO_PKG_VERSION"),
         generated_at_ms: now_ms(),
-        uptime_seconds: app.recent.started.elapsed().as_secs_f64(),
-        gateway_location: app.config.geo.gateway_location.as_ref().map(|p| Point {
+        uptime_seconds: recent.started.elapsed().as_secs_f64(),
+        gateway_location: config.geo.gateway_location.as_ref().map(|p| Point {
             latitude: p.lat,
             longitude: p.lon,
         }),
         chains,
         nodes: node_docs,
         departed,
-        failovers: app.recent.failovers(),
+        failovers: recent.failovers(),
     }
 }
 
-fn node_doc(app: &App, n: &Node, deadline: Duration) -> NodeDoc {
+fn node_doc(config: &Config, n: &Node, deadline: Duration) -> NodeDoc {
     let status = n.last_status();
-    let chains: Vec<NodeChainDoc> = app
-        .config
+    let chains: Vec<NodeChainDoc> = config
         .chains
         .iter()
         .filter(|c| n.chains.contains(&c.chain_id))

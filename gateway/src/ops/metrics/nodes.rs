@@ -10,7 +10,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
 
-use crate::App;
+use crate::config::ChainConfig;
+use crate::nodes::registry::Registry as Nodes;
 
 pub struct NodeGauges {
     pub info: IntGaugeVec,
@@ -117,7 +118,7 @@ impl NodeGauges {
     }
 
     /// Rebuilds every series from the registry. Call right before rendering.
-    pub fn refresh(&self, app: &App) {
+    pub fn refresh(&self, registry: &Nodes, chains: &[ChainConfig], status_deadline: Duration) {
         let _one_at_a_time = self.refresh.lock();
         for v in [
             &self.info,
@@ -138,9 +139,9 @@ impl NodeGauges {
         ] {
             v.reset();
         }
-        let deadline = Duration::from_millis(app.config.quic.status_deadline_ms);
-        let nodes = app.registry.snapshot();
-        for c in &app.config.chains {
+        let deadline = status_deadline;
+        let nodes = registry.snapshot();
+        for c in chains {
             let serving = nodes
                 .iter()
                 .filter(|n| n.serves(c.chain_id, deadline))
@@ -181,12 +182,7 @@ impl NodeGauges {
                     .set(age.as_secs_f64());
             }
             // Only configured chains: a node cannot grow the label set by announcing more.
-            for c in app
-                .config
-                .chains
-                .iter()
-                .filter(|c| n.chains.contains(&c.chain_id))
-            {
+            for c in chains.iter().filter(|c| n.chains.contains(&c.chain_id)) {
                 let labels = [id, region, c.name.as_str()];
                 self.healthy
                     .with_label_values(&labels)

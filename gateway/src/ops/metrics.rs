@@ -7,8 +7,8 @@
 pub mod nodes;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 
 /// From sub-millisecond cache hits to multi-second misses and timeouts.
@@ -356,11 +356,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding to a Vec cannot fail");
-        String::from_utf8(buf).expect("exposition is UTF-8")
+        daemon::metrics::render(&self.registry)
     }
 }
 

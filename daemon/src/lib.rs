@@ -1,0 +1,15 @@
+//! What both daemons (the gateway and the edge node) need around their job, written once:
+//!
+//! - [`config`]: the config error both validate into (naming the file and the key);
+//! - [`logging`]: tracing to stderr (`RUST_LOG`, `LOG_FORMAT=json`);
+//! - [`admin`]: the admin listener's accept loop and its plain responses;
+//! - [`metrics`]: the Prometheus text exposition;
+//! - [`shutdown`]: waiting for SIGINT or SIGTERM;
+//! - [`weigh`]: what a cache entry costs, so byte bounds are memory bounds.
+
+pub mod admin;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod shutdown;
+pub mod weigh;

@@ -1,0 +1,11 @@
+//! The one place a daemon waits for its stop signal.
+
+/// Resolves on the first SIGINT or SIGTERM.
+pub async fn signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,244 @@
+//! Wiring: [`App`] holds the parts every listener and task was built from, and
+//! [`Gateway::start`] builds them, binds the listeners and starts the tasks. Modules take the
+//! parts they use, not `App`; only this file and the HTTP entries (`front::entry`,
+//! `ops::admin`) see it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use proto::identity::Identity;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::answers::Tiers;
+use crate::config::{ChainConfig, Config};
+use crate::nodes::dispatch::Dispatcher;
+use crate::nodes::health::Checker;
+use crate::nodes::link::Link;
+use crate::nodes::registry::Registry;
+use crate::nodes::router::Router;
+use crate::ops::metrics::{ChainSeries, Metrics};
+use crate::ops::status::Recent;
+use crate::request::Path;
+use crate::{front, geo, nodes, ops};
+
+/// Time open HTTP requests get to finish after shutdown starts.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// The parts of a running gateway.
+pub struct App {
+    pub config: Config,
+    /// This gateway's key fingerprint, which nodes pin.
+    pub gateway_id: String,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub geo: geo::Geo,
+    pub trusted: geo::TrustedProxies,
+    /// The gateway's cache tiers: final answers and tip answers.
+    pub answers: Tiers,
+    /// Routing tables, rebuilt by the health checker.
+    pub router: Arc<Router>,
+    pub dispatcher: Dispatcher,
+    /// Recent failovers and departed nodes, for the status page.
+    pub recent: Arc<Recent>,
+    /// Per chain id, its hot-path metric series.
+    pub series: HashMap<u64, ChainSeries>,
+}
+
+impl App {
+    fn new(config: Config, gateway_id: String) -> anyhow::Result<Self> {
+        let geo = open_geo(&config.geo)?;
+        let trusted = geo::TrustedProxies::parse(&config.geo.trusted_proxies)
+            .context("geo.trusted_proxies")?;
+        let metrics = Arc::new(Metrics::new());
+        let series = config
+            .chains
+            .iter()
+            .map(|c| (c.chain_id, metrics.chain_series(&c.name)))
+            .collect();
+        let registry = Arc::new(Registry::default());
+        let recent = Arc::new(Recent::default());
+        Ok(Self {
+            gateway_id,
+            answers: Tiers::new(config.cache.max_bytes, config.cache.tip_max_bytes),
+            router: Arc::new(Router::new(registry.clone(), &config)),
+            dispatcher: Dispatcher::new(metrics.clone(), recent.clone(), &config),
+            registry,
+            metrics,
+            series,
+            geo,
+            trusted,
+            recent,
+            config,
+        })
+    }
+
+    /// Where a caller is (counted by result).
+    pub fn locate(&self, ip: std::net::IpAddr) -> Option<geo::Location> {
+        let loc = self.geo.locate(ip);
+        match (&loc, geo::is_public(ip)) {
+            (Some(_), true) => &self.metrics.geo_found,
+            (Some(_), false) => &self.metrics.geo_default,
+            (None, _) => &self.metrics.geo_unknown,
+        }
+        .inc();
+        loc
+    }
+
+    /// A configured chain's hot-path metric series.
+    pub fn series(&self, chain_id: u64) -> &ChainSeries {
+        self.series
+            .get(&chain_id)
+            .expect("series exist for every configured chain")
+    }
+
+    /// The request path of one chain.
+    pub fn path<'a>(&'a self, chain: &'a ChainConfig) -> Path<'a> {
+        Path {
+            chain,
+            deny: &self.config.methods.deny,
+            max_batch: self.config.server.max_batch,
+            request_timeout: Duration::from_millis(self.config.server.request_timeout_ms),
+            tiers: &self.answers,
+            router: &self.router,
+            dispatcher: &self.dispatcher,
+            metrics: &self.metrics,
+            series: self.series(chain.chain_id),
+        }
+    }
+
+    /// Names of configured chains with no healthy node right now.
+    pub fn unserved_chains(&self) -> Vec<String> {
+        let deadline = Duration::from_millis(self.config.quic.status_deadline_ms);
+        self.config
+            .chains
+            .iter()
+            .filter(|c| self.registry.candidates(c.chain_id, deadline).is_empty())
+            .map(|c| c.name.clone())
+            .collect()
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    pub http_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+    pub quic_addr: SocketAddr,
+    pub fingerprint: String,
+    pub app: Arc<App>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Gateway {
+    /// Binds every listener and starts serving.
+    pub async fn start(config: Config, identity: Identity) -> anyhow::Result<Self> {
+        let http_listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding server.listen {}", config.server.listen))?;
+        let admin_listener = match config.server.admin_listen {
+            Some(a) => Some(
+                tokio::net::TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("binding server.admin_listen {a}"))?,
+            ),
+            None => None,
+        };
+        let server_cfg = proto::tls::server_config(&identity, proto::tls::Transport::default())?;
+        let endpoint = quinn::Endpoint::server(server_cfg, config.quic.listen)
+            .with_context(|| format!("binding quic.listen {}", config.quic.listen))?;
+        let app = Arc::new(App::new(config, identity.fingerprint())?);
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let http_addr = http_listener.local_addr()?;
+        let quic_addr = endpoint.local_addr()?;
+        let admin_addr = admin_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
+        tasks.spawn(front::entry::serve(
+            app.clone(),
+            http_listener,
+            stop.child_token(),
+            SHUTDOWN_GRACE,
+        ));
+        if let Some(l) = admin_listener {
+            tasks.spawn(ops::admin::serve(app.clone(), l, stop.child_token()));
+        }
+        let link = Link {
+            registry: app.registry.clone(),
+            metrics: app.metrics.clone(),
+            recent: app.recent.clone(),
+            gateway_id: app.gateway_id.clone(),
+            quic: app.config.quic.clone(),
+        };
+        tasks.spawn(nodes::link::accept_loop(
+            Arc::new(link),
+            endpoint,
+            stop.child_token(),
+        ));
+        let checker = Checker::new(
+            app.registry.clone(),
+            app.router.clone(),
+            app.metrics.clone(),
+            &app.config,
+        );
+        tasks.spawn(checker.run(stop.child_token()));
+        if !app.config.geo.databases.is_empty() {
+            let watcher = app
+                .geo
+                .spawn_watcher(Duration::from_millis(app.config.geo.reload_interval_ms));
+            let stop_watch = stop.child_token();
+            tasks.spawn(async move {
+                stop_watch.cancelled().await;
+                watcher.shutdown().await;
+            });
+        }
+        tracing::info!(%http_addr, %quic_addr, fingerprint = %identity.fingerprint(), "gateway started");
+        Ok(Self {
+            http_addr,
+            admin_addr,
+            quic_addr,
+            fingerprint: identity.fingerprint(),
+            app,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Stops accepting, drains open requests (bounded by [`SHUTDOWN_GRACE`]) and closes nodes.
+    pub async fn shutdown(mut self) {
+        self.stop.cancel();
+        let drain = async { while self.tasks.join_next().await.is_some() {} };
+        if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), drain)
+            .await
+            .is_err()
+        {
+            self.tasks.abort_all();
+        }
+    }
+}
+
+/// Opens the configured geo databases (or none: every caller gets the default location).
+fn open_geo(cfg: &crate::config::GeoConfig) -> anyhow::Result<geo::Geo> {
+    let options = geo::GeoOptions {
+        cache_capacity: cfg.cache_entries,
+        default_location: cfg.default_location.as_ref().map(|d| geo::Location {
+            lat: d.lat,
+            lon: d.lon,
+            continent: d
+                .country
+                .as_deref()
+                .and_then(geo::continent_of)
+                .map(str::to_string),
+            country: d.country.clone(),
+        }),
+    };
+    if cfg.databases.is_empty() {
+        return Ok(geo::Geo::without_database(options));
+    }
+    geo::Geo::open_many(&cfg.databases, options).context("geo.databases")
+}

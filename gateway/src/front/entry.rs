@@ -1,0 +1,257 @@
+//! The JSON-RPC HTTP entry: HTTP/1.1 and h2c, `POST /` for the default chain and
+//! `POST /{chain}` by name or id, bounded in connections, header time, body size and body time.
+//! Every response carries `x-request-id`. Once the body is read, the request path
+//! ([`crate::request`]) takes over.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use proto::rpc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::respond::{new_request_id, preflight, readyz, rpc_error, text, Resp};
+use crate::app::App;
+use crate::config::ChainConfig;
+
+/// Serves until `stop` fires, then lets open requests finish for up to `grace`.
+pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken, grace: Duration) {
+    let conns = Arc::new(Semaphore::new(app.config.server.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(app.config.server.header_timeout_ms))
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(s) => s,
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            app.metrics
+                .rejected
+                .with_label_values(&["connection_limit"])
+                .inc();
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app2 = app.clone();
+        let svc = service_fn(move |req| {
+            let app = app2.clone();
+            async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        let metrics_app = app.clone();
+        tokio::spawn(async move {
+            metrics_app.metrics.http_connections.inc();
+            let _ = conn.await;
+            metrics_app.metrics.http_connections.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over; dropping remaining connections");
+    }
+}
+
+async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    let id_buf = new_request_id();
+    let request_id = std::str::from_utf8(&id_buf).expect("hex digits");
+    let mut resp = route(&app, req, peer, request_id).await;
+    let h = resp.headers_mut();
+    h.insert(
+        "x-request-id",
+        HeaderValue::from_str(request_id).expect("hex is a valid header"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    resp
+}
+
+async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: &str) -> Resp {
+    // Owned only in its `Uri` (an `Arc`-backed `Bytes`): a clone instead of a copy per request.
+    let uri = req.uri().clone();
+    let path = uri.path();
+    match (req.method(), path) {
+        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz") => return readyz(app.unserved_chains()),
+        (&Method::OPTIONS, _) => return preflight(),
+        _ => {}
+    }
+    let chain = match chain_for(app, path) {
+        Ok(chain) => chain,
+        Err(resp) => return reject(req.into_body(), *resp).await,
+    };
+    if req.method() != Method::POST {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "JSON-RPC needs POST\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+        return reject(req.into_body(), r).await;
+    }
+    if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+        app.metrics
+            .rejected
+            .with_label_values(&["content_type"])
+            .inc();
+        let resp = rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            rpc::INVALID_REQUEST,
+            "content-type must be application/json",
+        );
+        return reject(req.into_body(), resp).await;
+    }
+    let max = app.config.server.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return too_large(app, max);
+    }
+    let started = Instant::now();
+    let caller_ip = crate::geo::client_ip(peer.ip(), req.headers(), &app.trusted);
+    let caller = app.locate(caller_ip);
+    let series = app.series(chain.chain_id);
+    series.request_from(caller.as_ref().and_then(|c| c.country.as_deref()));
+    let body = match read_body(app, req.into_body(), max).await {
+        Ok(body) => body,
+        Err(resp) => return resp,
+    };
+    let resp = app
+        .path(chain)
+        .serve(&body, request_id, started, caller.as_ref())
+        .await;
+    if body.first() == Some(&b'[') {
+        &series.duration_batch
+    } else {
+        &series.duration_single
+    }
+    .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+/// The chain a path names: `/` is the default chain, `/{name}` or `/{chain_id}` a configured one.
+fn chain_for<'a>(app: &'a App, path: &str) -> Result<&'a ChainConfig, Box<Resp>> {
+    match path.trim_start_matches('/') {
+        "" => Ok(app.config.default_chain()),
+        name if !name.contains('/') => app.config.chain(name).ok_or_else(|| {
+            app.metrics
+                .rejected
+                .with_label_values(&["unknown_chain"])
+                .inc();
+            let known: Vec<_> = app.config.chains.iter().map(|c| c.name.as_str()).collect();
+            Box::new(rpc_error(
+                StatusCode::NOT_FOUND,
+                rpc::UNKNOWN_CHAIN,
+                &format!(
+                    "unknown chain {name:?}; this gateway serves: {}",
+                    known.join(", ")
+                ),
+            ))
+        }),
+        _ => Err(Box::new(text(StatusCode::NOT_FOUND, "not found\n"))),
+    }
+}
+
+/// Reads the body within the size limit and the body deadline.
+async fn read_body(app: &App, body: Incoming, max: usize) -> Result<Bytes, Resp> {
+    let body_timeout = Duration::from_millis(app.config.server.body_timeout_ms);
+    let collected = tokio::time::timeout(body_timeout, Limited::new(body, max).collect()).await;
+    match collected {
+        Ok(Ok(b)) => Ok(b.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large(app, max))
+        }
+        Ok(Err(_)) => {
+            app.metrics
+                .rejected
+                .with_label_values(&["body_error"])
+                .inc();
+            Err(text(
+                StatusCode::BAD_REQUEST,
+                "could not read the request body\n",
+            ))
+        }
+        Err(_) => {
+            app.metrics.rejected.with_label_values(&["slow_body"]).inc();
+            Err(rpc_error(
+                StatusCode::REQUEST_TIMEOUT,
+                rpc::INVALID_REQUEST,
+                &format!(
+                    "request body not received within {} ms",
+                    body_timeout.as_millis()
+                ),
+            ))
+        }
+    }
+}
+
+/// Answers a request refused before its body was read. A small body is read (and dropped)
+/// first, so the client is not cut off mid-write and the connection can be reused; a large or
+/// slow one is not waited for.
+async fn reject(body: Incoming, resp: Resp) -> Resp {
+    const DRAIN_MAX: usize = 64 * 1024;
+    let drain = Limited::new(body, DRAIN_MAX).collect();
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    resp
+}
+
+fn is_json(ct: Option<&HeaderValue>) -> bool {
+    let Some(ct) = ct.and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    mime.eq_ignore_ascii_case("application/json")
+        || mime.eq_ignore_ascii_case("application/json-rpc")
+}
+
+fn too_large(app: &App, max: usize) -> Resp {
+    app.metrics
+        .rejected
+        .with_label_values(&["body_too_large"])
+        .inc();
+    rpc_error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        rpc::LIMIT_EXCEEDED,
+        &format!("request body exceeds {max} bytes"),
+    )
+}

@@ -1,0 +1,15 @@
+//! The edge nodes, from the gateway's side.
+//!
+//! - [`link`]: accepting nodes over QUIC, checking their join, reading their status;
+//! - [`registry`]: joined nodes and what the gateway knows of each;
+//! - [`health`]: judging nodes from their status every interval, with hysteresis;
+//! - [`router`]: which healthy nodes may serve a caller, best first;
+//! - [`dispatch`]: one QUIC stream per attempt, failover within the deadline;
+//! - [`sendraw`]: `eth_sendRawTransaction` across failovers.
+
+pub mod dispatch;
+pub mod health;
+pub mod link;
+pub mod registry;
+pub mod router;
+pub mod sendraw;

@@ -1,0 +1,323 @@
+//! Sends calls to edge nodes and fails over: one QUIC stream per attempt, the next candidate on
+//! a transport error, a lost node, a refused stream or a node-side failure, all within the
+//! request's deadline. Application errors from the chain (e.g. `execution reverted`) are final.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proto::frame::{self, FrameType};
+use proto::msg::{CacheStatus, Call, CallResult, Outcome, RpcRequest, RpcResponse};
+use proto::rpc;
+use tokio::time::Instant;
+
+use super::registry::{InFlight, Node};
+use super::sendraw;
+use crate::config::Config;
+use crate::ops::metrics::Metrics;
+use crate::ops::status::Recent;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AttemptError {
+    #[error("node left")]
+    NodeGone,
+    #[error("timed out")]
+    Timeout,
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error("bad response: {0}")]
+    Protocol(String),
+}
+
+impl AttemptError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AttemptError::NodeGone => "node_gone",
+            AttemptError::Timeout => "timeout",
+            AttemptError::Stream(_) => "stream_error",
+            AttemptError::Protocol(_) => "protocol_error",
+        }
+    }
+}
+
+/// The outcome of dispatching one request.
+pub struct Dispatched {
+    pub results: Vec<CallResult>,
+    /// The node that answered the last attempt (shown in `x-edge-node`), if any did.
+    pub node: Option<Arc<Node>>,
+    /// Per call: the node and chain-state version its answer is tied to (`at_state`), if so.
+    pub tied: Vec<Option<(Arc<Node>, u64)>>,
+}
+
+/// Sends calls to nodes: what every attempt needs.
+pub struct Dispatcher {
+    metrics: Arc<Metrics>,
+    recent: Arc<Recent>,
+    /// `server.request_timeout_ms`, named in timeout errors.
+    request_timeout: std::time::Duration,
+    max_frame_bytes: usize,
+}
+
+impl Dispatcher {
+    pub fn new(metrics: Arc<Metrics>, recent: Arc<Recent>, config: &Config) -> Self {
+        Self {
+            metrics,
+            recent,
+            request_timeout: std::time::Duration::from_millis(config.server.request_timeout_ms),
+            max_frame_bytes: config.quic.max_frame_bytes,
+        }
+    }
+
+    /// Counts a failover away from `node` and keeps it for the status page.
+    fn failed_over(&self, node: &Node, chain_id: u64, request_id: &str, reason: &'static str) {
+        self.metrics.failovers.with_label_values(&[reason]).inc();
+        self.recent.failover(node, chain_id, request_id, reason);
+    }
+
+    fn timed_out(&self) -> String {
+        format!(
+            "request timed out after {} ms",
+            self.request_timeout.as_millis()
+        )
+    }
+
+    /// Dispatches `calls` for `chain_id` to `ranked` nodes in order until every call has a
+    /// final answer or the candidates or the deadline run out.
+    pub async fn dispatch(
+        &self,
+        chain_id: u64,
+        request_id: &str,
+        calls: Vec<Call>,
+        ranked: Vec<Arc<Node>>,
+        deadline: Instant,
+    ) -> Dispatched {
+        let mut p = Progress::new(calls);
+        let mut candidates = ranked.into_iter();
+        while !p.pending.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                p.last_error = Some(self.timed_out());
+                break;
+            }
+            let Some(node) = candidates.next() else { break };
+            let req = RpcRequest {
+                chain_id,
+                request_id: request_id.to_string(),
+                budget_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
+                calls: p.pending.iter().map(|&i| p.calls[i].clone()).collect(),
+            };
+            let res = self.attempt(&node, req.encode(), deadline).await;
+            // The breaker counts the node's own failures (transport, protocol), not its
+            // upstream's trouble with a request (a heavy call timing out), which node errors
+            // report.
+            let ok = matches!(&res, Ok(r) if r.results.len() == p.pending.len());
+            node.record_attempt(ok);
+            let attempt = Attempt {
+                node: &node,
+                chain_id,
+                request_id,
+                deadline,
+            };
+            let (reason, error) = match res {
+                Ok(resp) if resp.results.len() == p.pending.len() => {
+                    self.take(&mut p, &attempt, resp).await;
+                    continue;
+                }
+                Ok(resp) => {
+                    let e = AttemptError::Protocol(format!(
+                        "{} results for {} calls",
+                        resp.results.len(),
+                        p.pending.len()
+                    ));
+                    tracing::warn!(node = %node.id, error = %e, "node answered badly");
+                    (e.reason(), e.to_string())
+                }
+                Err(e) => {
+                    tracing::debug!(node = %node.id, error = %e, "attempt failed; failing over");
+                    let error = match &e {
+                        AttemptError::Timeout => self.timed_out(),
+                        other => format!("edge node failed: {other}"),
+                    };
+                    (e.reason(), error)
+                }
+            };
+            p.pending.iter().for_each(|&i| p.maybe_sent[i] = true);
+            self.failed_over(&node, chain_id, request_id, reason);
+            p.last_error = Some(error);
+        }
+        p.finish(chain_id)
+    }
+
+    /// Takes a node's response to the pending calls: final answers are settled, calls the
+    /// node could not answer stay pending for the next node.
+    async fn take(&self, p: &mut Progress, a: &Attempt<'_>, resp: RpcResponse) {
+        p.node_used = Some(a.node.clone());
+        if let Some(v) = resp.state_version {
+            // A response can overtake the `Head` frame announcing its state.
+            a.node.raise_state_version(a.chain_id, v);
+        }
+        a.node.cache.record(&resp.results);
+        let mut still = Vec::new();
+        for (i, r) in std::mem::take(&mut p.pending).into_iter().zip(resp.results) {
+            if let Outcome::NodeError(_) = &r.outcome {
+                // The node could not answer (its upstream failed): try the next node, but keep
+                // this answer in case none can.
+                self.failed_over(a.node, a.chain_id, a.request_id, "node_error");
+                still.push(i);
+                p.maybe_sent[i] = true;
+                p.results[i] = Some(r);
+                continue;
+            }
+            p.results[i] = Some(match sendraw::settle(&p.calls[i], p.maybe_sent[i], r) {
+                sendraw::Settled::Final(r) => {
+                    if let (true, Some(v)) = (r.at_state, resp.state_version) {
+                        p.tied[i] = Some((a.node.clone(), v));
+                    }
+                    r
+                }
+                sendraw::Settled::Confirm { hash, otherwise } => {
+                    a.confirm(self, hash, otherwise).await
+                }
+            });
+        }
+        p.pending = still;
+    }
+}
+
+/// One dispatch's progress: per call its answer so far, and which calls still need one.
+struct Progress {
+    calls: Vec<Call>,
+    results: Vec<Option<CallResult>>,
+    /// Per call: the node and chain-state version its answer is tied to, if so.
+    tied: Vec<Option<(Arc<Node>, u64)>>,
+    pending: Vec<usize>,
+    /// Calls an earlier attempt may have delivered (a transaction may already be in a pool).
+    maybe_sent: Vec<bool>,
+    node_used: Option<Arc<Node>>,
+    last_error: Option<String>,
+}
+
+impl Progress {
+    fn new(calls: Vec<Call>) -> Self {
+        let n = calls.len();
+        Self {
+            calls,
+            results: vec![None; n],
+            tied: vec![None; n],
+            pending: (0..n).collect(),
+            maybe_sent: vec![false; n],
+            node_used: None,
+            last_error: None,
+        }
+    }
+
+    /// Every call's answer; calls no node answered get the last error.
+    fn finish(self, chain_id: u64) -> Dispatched {
+        let error = match &self.last_error {
+            Some(m) => rpc::error_object(rpc::INTERNAL_ERROR, m),
+            None => rpc::error_object(
+                rpc::NO_NODE,
+                format!("no healthy edge node for chain {chain_id}"),
+            ),
+        };
+        Dispatched {
+            results: self
+                .results
+                .into_iter()
+                .map(|r| r.unwrap_or_else(|| gateway_error(error.clone())))
+                .collect(),
+            node: self.node_used,
+            tied: self.tied,
+        }
+    }
+}
+
+/// One attempt on one node.
+struct Attempt<'a> {
+    node: &'a Arc<Node>,
+    chain_id: u64,
+    request_id: &'a str,
+    deadline: Instant,
+}
+
+impl Attempt<'_> {
+    /// Asks the node whether the chain knows a transaction: if so a retried send succeeded (its
+    /// first copy got there), else the error stands.
+    async fn confirm(&self, d: &Dispatcher, hash: String, otherwise: CallResult) -> CallResult {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let req = RpcRequest {
+            chain_id: self.chain_id,
+            request_id: self.request_id.to_string(),
+            budget_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
+            calls: vec![Call {
+                method: "eth_getTransactionByHash".into(),
+                params: format!("[\"{hash}\"]").into(),
+            }],
+        };
+        let known = match d.attempt(self.node, req.encode(), self.deadline).await {
+            Ok(r) => matches!(r.results.first(),
+                Some(CallResult { outcome: Outcome::Result(b), .. }) if &b[..] != b"null"),
+            Err(_) => false,
+        };
+        if known {
+            sendraw::sent(hash, &otherwise)
+        } else {
+            otherwise
+        }
+    }
+}
+
+/// Answers every call with the same routing error (nothing was sent).
+pub fn unserved(calls: &[Call], message: &str) -> Dispatched {
+    let err = rpc::error_object(rpc::NO_NODE, message);
+    Dispatched {
+        results: calls.iter().map(|_| gateway_error(err.clone())).collect(),
+        node: None,
+        tied: vec![None; calls.len()],
+    }
+}
+
+impl Dispatcher {
+    async fn attempt(
+        &self,
+        node: &Arc<Node>,
+        frame_bytes: Bytes,
+        deadline: Instant,
+    ) -> Result<RpcResponse, AttemptError> {
+        let _load = InFlight::new(node.clone());
+        let max = self.max_frame_bytes;
+        let work = async {
+            let (mut send, mut recv) = node
+                .conn
+                .open_bi()
+                .await
+                .map_err(|e| AttemptError::Stream(e.to_string()))?;
+            send.write_all(&frame_bytes)
+                .await
+                .map_err(|e| AttemptError::Stream(e.to_string()))?;
+            let _ = send.finish();
+            let buf = recv
+                .read_to_end(max)
+                .await
+                .map_err(|e| AttemptError::Stream(e.to_string()))?;
+            let f = frame::decode_one(buf.into(), max)
+                .and_then(|f| f.expect(FrameType::RpcResponse))
+                .map_err(|e| AttemptError::Protocol(e.to_string()))?;
+            RpcResponse::decode(f).map_err(|e| AttemptError::Protocol(e.to_string()))
+        };
+        tokio::select! {
+            r = work => r,
+            _ = node.gone.cancelled() => Err(AttemptError::NodeGone),
+            _ = tokio::time::sleep_until(deadline) => Err(AttemptError::Timeout),
+        }
+    }
+}
+
+/// An error the gateway gives a call itself (no node answered it).
+fn gateway_error(error: Bytes) -> CallResult {
+    CallResult {
+        cache: CacheStatus::Bypass,
+        outcome: Outcome::Error(error),
+        final_answer: false,
+        at_state: false,
+    }
+}

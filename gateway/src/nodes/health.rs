@@ -1,0 +1,254 @@
+//! Health from sync status: every status interval, judge each node for each chain it serves
+//! and flip its routability only after streaks of results (hysteresis), logging each flip with
+//! its reason.
+//!
+//! A node is bad for a chain when its status is missing or stale, its upstream reports another
+//! chain id, its upstream is down, it lags more than `max_lag_blocks` behind the best head any
+//! live node reports, its head block is older than `max_head_age_ms`, or the gateway's attempts
+//! to it failed at more than `breaker_error_rate` over the last interval. Hard faults (silence,
+//! wrong chain) drop it at once; soft ones after `fail_after` checks in a row. A dropped or new
+//! node serves after `recover_after` good checks in a row.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::registry::{Node, Registry};
+use super::router::Router;
+use crate::config::{Config, HealthConfig, Point};
+use crate::ops::metrics::Metrics;
+
+/// Result of one check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Good {
+        lag: u64,
+    },
+    Bad {
+        hard: bool,
+        reason: String,
+        lag: u64,
+    },
+}
+
+/// The health checker: what a round of checks reads and acts on.
+pub struct Checker {
+    registry: Arc<Registry>,
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    health: HealthConfig,
+    interval: Duration,
+    status_deadline: Duration,
+    /// Where the gateway is, for location plausibility (`geo.gateway_location`).
+    gateway_location: Option<Point>,
+    km_per_ms: f64,
+}
+
+impl Checker {
+    pub fn new(
+        registry: Arc<Registry>,
+        router: Arc<Router>,
+        metrics: Arc<Metrics>,
+        config: &Config,
+    ) -> Self {
+        Self {
+            registry,
+            router,
+            metrics,
+            health: config.health.clone(),
+            interval: Duration::from_millis(config.quic.status_interval_ms),
+            status_deadline: Duration::from_millis(config.quic.status_deadline_ms),
+            gateway_location: config.geo.gateway_location,
+            km_per_ms: config.routing.km_per_ms,
+        }
+    }
+
+    /// Runs the checks until `stop` fires.
+    pub async fn run(self, stop: CancellationToken) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tick.tick() => self.check_all(),
+            }
+        }
+    }
+
+    /// One round of checks over every joined node, then the routing tables are rebuilt.
+    pub fn check_all(&self) {
+        let deadline = self.status_deadline;
+        let nodes = self.registry.snapshot();
+        let best = best_heads(&nodes, deadline);
+        for n in &nodes {
+            self.check_plausibility(n);
+            let window = n.take_window();
+            for &chain_id in &n.chains {
+                let best = best.get(&chain_id).copied();
+                let v = judge(&self.health, n, chain_id, best, window, deadline);
+                self.apply(n, chain_id, v);
+            }
+        }
+        self.router.rebuild();
+    }
+}
+
+/// The highest head reported per chain by nodes heard from within the deadline.
+pub fn best_heads(nodes: &[Arc<Node>], deadline: Duration) -> HashMap<u64, u64> {
+    let mut best = HashMap::new();
+    for n in nodes {
+        if let Some((s, age)) = n.last_status() {
+            if age > deadline {
+                continue;
+            }
+            for c in s.chains.iter().filter(|c| n.chains.contains(&c.chain_id)) {
+                let e = best.entry(c.chain_id).or_insert(0);
+                *e = (*e).max(c.head_number);
+            }
+        }
+    }
+    best
+}
+
+/// Judges one node for one chain.
+pub fn judge(
+    h: &HealthConfig,
+    n: &Node,
+    chain_id: u64,
+    best: Option<u64>,
+    (ok, err): (u32, u32),
+    deadline: Duration,
+) -> Verdict {
+    let bad = |hard, reason: String, lag| Verdict::Bad { hard, reason, lag };
+    let Some((status, age)) = n.last_status() else {
+        return bad(false, "no status yet".into(), 0);
+    };
+    if age > deadline {
+        return bad(true, format!("silent for {} ms", age.as_millis()), 0);
+    }
+    let Some(c) = status.chains.iter().find(|c| c.chain_id == chain_id) else {
+        let reported: Vec<u64> = status.chains.iter().map(|c| c.chain_id).collect();
+        return bad(
+            true,
+            format!("wrong chain: upstream reports {reported:?}, expected {chain_id}"),
+            0,
+        );
+    };
+    let lag = best.unwrap_or(c.head_number).saturating_sub(c.head_number);
+    if !c.upstream_healthy {
+        return bad(false, "upstream not answering".into(), lag);
+    }
+    if lag > h.max_lag_blocks {
+        return bad(
+            false,
+            format!(
+                "lagging {lag} blocks behind the best head (max {})",
+                h.max_lag_blocks
+            ),
+            lag,
+        );
+    }
+    if c.head_age_ms > h.max_head_age_ms {
+        return bad(
+            false,
+            format!(
+                "head is {} s old (max {} s)",
+                c.head_age_ms / 1000,
+                h.max_head_age_ms / 1000
+            ),
+            lag,
+        );
+    }
+    let total = ok + err;
+    if total >= h.breaker_min_requests && total > 0 {
+        let rate = f64::from(err) / f64::from(total);
+        if rate > h.breaker_error_rate {
+            return bad(
+                false,
+                format!("error rate {:.0}% over {total} requests", rate * 100.0),
+                lag,
+            );
+        }
+    }
+    Verdict::Good { lag }
+}
+
+impl Checker {
+    /// Applies a verdict with hysteresis; logs and counts every flip.
+    pub fn apply(&self, n: &Node, chain_id: u64, v: Verdict) {
+        let h = &self.health;
+        let flip = n.update_health(chain_id, |st| match v {
+            Verdict::Good { lag } => {
+                st.lag_blocks = lag;
+                st.bad_streak = 0;
+                st.good_streak = st.good_streak.saturating_add(1);
+                if !st.healthy && st.good_streak >= h.recover_after {
+                    st.healthy = true;
+                    Some((true, std::mem::take(&mut st.reason)))
+                } else {
+                    None
+                }
+            }
+            Verdict::Bad { hard, reason, lag } => {
+                st.lag_blocks = lag;
+                st.good_streak = 0;
+                st.bad_streak = st.bad_streak.saturating_add(1);
+                st.reason = reason.clone();
+                if st.healthy && (hard || st.bad_streak >= h.fail_after) {
+                    st.healthy = false;
+                    Some((false, reason))
+                } else {
+                    None
+                }
+            }
+        });
+        match flip {
+            Some((true, was)) => {
+                self.metrics
+                    .health_transitions
+                    .with_label_values(&["healthy"])
+                    .inc();
+                tracing::info!(node = %n.id, region = %n.region, chain_id, previously = %was, "node healthy: serving");
+            }
+            Some((false, reason)) => {
+                self.metrics
+                    .health_transitions
+                    .with_label_values(&["unhealthy"])
+                    .inc();
+                tracing::warn!(node = %n.id, region = %n.region, chain_id, %reason, "node unhealthy: dropped from routing");
+            }
+            None => {}
+        }
+    }
+
+    /// Flags a node whose claimed location is farther from the gateway than light in fibre could
+    /// reach in its smallest measured RTT. A node can add delay but not remove it, so only the
+    /// too-far direction is judged.
+    fn check_plausibility(&self, n: &Node) {
+        let min_rtt = n.sample_min_rtt();
+        let Some(gw) = self.gateway_location else {
+            return;
+        };
+        let km = crate::geo::haversine_km((gw.lat, gw.lon), (n.latitude, n.longitude));
+        let reach = self.km_per_ms * min_rtt.as_secs_f64() * 1000.0;
+        let plausible = km <= reach;
+        let was = n.set_plausible(plausible);
+        if was != plausible {
+            if plausible {
+                tracing::info!(node = %n.id, region = %n.region, "node location now plausible");
+            } else {
+                self.metrics.implausible_nodes_total.inc();
+                tracing::warn!(
+                    node = %n.id,
+                    region = %n.region,
+                    claimed_km = km.round(),
+                    min_rtt_ms = min_rtt.as_secs_f64() * 1000.0,
+                    reach_km = reach.round(),
+                    "node location implausible: farther than its RTT allows; excluded from residency routing"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The gateway's admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and the
+//! status page `/status` with its data `/status.json`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use daemon::admin::{body, text, AdminResponse};
+use http::{header, HeaderValue, StatusCode};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::front::respond::readyz;
+use crate::ops::status;
+
+pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken) {
+    daemon::admin::serve(listener, app, |app, req| route(app, req.uri().path()), stop).await
+}
+
+fn route(app: &App, path: &str) -> AdminResponse {
+    match path {
+        "/metrics" => body(StatusCode::OK, daemon::metrics::CONTENT_TYPE, scrape(app)),
+        // Only the exact path: the page fetches `status.json` relative to itself.
+        "/status" => {
+            let mut r = body(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                status::PAGE.as_bytes(),
+            );
+            // Enforces "self-contained": the page may only talk to this listener.
+            r.headers_mut().insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                     connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'",
+                ),
+            );
+            r
+        }
+        "/status.json" => {
+            let doc = status::build(&app.config, &app.registry, &app.recent);
+            let json = serde_json::to_vec(&doc).expect("the status document serialises");
+            let mut r = body(StatusCode::OK, "application/json", json);
+            r.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            r
+        }
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => readyz(app.unserved_chains()),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Brings the gauges read at scrape time up to date, then renders every metric.
+fn scrape(app: &App) -> String {
+    let m = &app.metrics;
+    m.nodes_joined.set(app.registry.len() as i64);
+    let deadline = Duration::from_millis(app.config.quic.status_deadline_ms);
+    m.nodes.refresh(&app.registry, &app.config.chains, deadline);
+    let (entries, bytes) = app.answers.finals.usage();
+    m.answer_cache_entries.set(entries as i64);
+    m.answer_cache_bytes.set(bytes as i64);
+    let (entries, bytes) = app.answers.tips.usage();
+    m.tip_cache_entries.set(entries as i64);
+    m.tip_cache_bytes.set(bytes as i64);
+    m.render()
+}

@@ -1,0 +1,89 @@
+//! The request path: what happens to a JSON-RPC request body once the HTTP front door has
+//! read it, as named phases over one [`Slot`] per call, in the order they run:
+//!
+//! 1. **admit** ([`Path::admit`]): the request's right to be served: the body is parsed
+//!    within the batch limit and the request counted by the caller's country. Keys and quotas
+//!    plug in here.
+//! 2. **decide locally** ([`Path::decide_locally`]): invalid calls and methods this gateway
+//!    refuses are answered on the spot and never leave it.
+//! 3. **gateway tier** ([`Path::gateway_tier`]): final answers the gateway kept.
+//! 4. **route** ([`Path::route`]): the nodes that may serve the chain, best first.
+//! 5. **tip tier** ([`Path::tip_tier`]): answers the chosen node gave under the chain state it
+//!    still announces.
+//! 6. **dispatch** ([`Path::dispatch`]): what is left goes to the nodes, with failover.
+//! 7. **remember** ([`Path::remember`]): each tier keeps what it may
+//!    ([`crate::answers::Tiers::remember`] owns the rule).
+//! 8. **write** ([`Path::write`]): the body in call order with each caller's id, and the
+//!    headers (`x-cache`, `x-cache-tier`, `x-edge-node`, `x-edge-region`).
+
+mod phases;
+mod slot;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+pub use slot::{Answer, Slot, Tier};
+
+use crate::answers::Tiers;
+use crate::config::ChainConfig;
+use crate::front::respond::Resp;
+use crate::geo::Location;
+use crate::nodes::dispatch::Dispatcher;
+use crate::nodes::registry::Node;
+use crate::nodes::router::Router;
+use crate::ops::metrics::{ChainSeries, Metrics};
+
+/// What the phases use: one chain's view of the gateway, borrowed for one request.
+pub struct Path<'a> {
+    pub chain: &'a ChainConfig,
+    /// The gateway-wide deny list (`[methods] deny`); the chain's own lists are in `chain`.
+    pub deny: &'a [String],
+    pub max_batch: usize,
+    pub request_timeout: Duration,
+    pub tiers: &'a Tiers,
+    pub router: &'a Router,
+    pub dispatcher: &'a Dispatcher,
+    pub metrics: &'a Metrics,
+    pub series: &'a ChainSeries,
+}
+
+/// One request on its way through the phases.
+pub struct Request<'r> {
+    /// The `x-request-id`, also sent to the node and logged on both sides.
+    pub id: &'r str,
+    pub started: Instant,
+    pub caller: Option<&'r Location>,
+    pub batch: bool,
+    pub slots: Vec<Slot>,
+    /// The node named in `x-edge-node`: the one that answered, or whose tip answers were used.
+    pub node: Option<Arc<Node>>,
+}
+
+impl Path<'_> {
+    /// Runs every phase over `body` and returns the response.
+    pub async fn serve(
+        &self,
+        body: &bytes::Bytes,
+        id: &str,
+        started: Instant,
+        caller: Option<&Location>,
+    ) -> Resp {
+        let mut req = match self.admit(body, id, started, caller) {
+            Ok(req) => req,
+            Err(refused) => return *refused,
+        };
+        self.decide_locally(&mut req);
+        self.gateway_tier(&mut req);
+        if req.slots.iter().any(Slot::open) {
+            let ranked = self.route(&req);
+            if let Ok(ranked) = &ranked {
+                self.tip_tier(&mut req, ranked.first());
+            }
+            self.dispatch(&mut req, ranked).await;
+            self.remember(&req);
+        }
+        self.write(req)
+    }
+}

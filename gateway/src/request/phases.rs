@@ -1,0 +1,301 @@
+//! The phases of [`Path`], each one job over the request's slots (see the module docs of
+//! [`crate::request`] for the order).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, StatusCode};
+use proto::msg::{CacheStatus, Call, Outcome};
+use proto::rpc;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::{Answer, Path, Request, Slot, Tier};
+use crate::answers::{FinalAnswers, Offered, StateAnswers};
+use crate::front::jsonrpc::{self, Entry, Parsed};
+use crate::front::respond::{json, Resp};
+use crate::geo::Location;
+use crate::nodes::dispatch::{self, Dispatched};
+use crate::nodes::registry::Node;
+use crate::nodes::router::RouteError;
+use crate::ops::metrics::method_label;
+
+impl Path<'_> {
+    /// Admit: parses the body within the batch limit into one slot per element; a body that
+    /// is not JSON-RPC, or a batch over the limit, is refused as a whole.
+    pub fn admit<'r>(
+        &self,
+        body: &Bytes,
+        id: &'r str,
+        started: Instant,
+        caller: Option<&'r Location>,
+    ) -> Result<Request<'r>, Box<Resp>> {
+        let parsed = jsonrpc::parse_bytes(body, self.max_batch).map_err(|e| {
+            let reason = match e {
+                jsonrpc::BodyError::Parse(_) => "parse_error",
+                jsonrpc::BodyError::BatchTooLarge { .. } => "batch_too_large",
+                _ => "invalid_request",
+            };
+            self.metrics.rejected.with_label_values(&[reason]).inc();
+            self.metrics
+                .requests
+                .with_label_values(&[&self.chain.name, reason])
+                .inc();
+            Box::new(json(StatusCode::OK, jsonrpc::body_error(&e)))
+        })?;
+        let (entries, batch) = match parsed {
+            Parsed::Single(e) => (vec![e], false),
+            Parsed::Batch(v) => (v, true),
+        };
+        Ok(Request {
+            id,
+            started,
+            caller,
+            batch,
+            slots: entries.into_iter().map(Slot::new).collect(),
+            node: None,
+        })
+    }
+
+    /// Decide locally: invalid elements and methods this gateway refuses are answered here.
+    pub fn decide_locally(&self, req: &mut Request<'_>) {
+        for slot in &mut req.slots {
+            let (reason, error) = match &slot.entry {
+                Entry::Invalid { error, .. } => ("invalid_request", error.clone()),
+                Entry::Call { method, .. } if !self.allowed(method) => (
+                    "method_denied",
+                    rpc::error_object(
+                        rpc::METHOD_NOT_FOUND,
+                        format!("method {method} is not allowed on this gateway"),
+                    ),
+                ),
+                Entry::Call { .. } => continue,
+            };
+            self.metrics.rejected.with_label_values(&[reason]).inc();
+            slot.decide(CacheStatus::Bypass, Err(error), Tier::Local);
+        }
+    }
+
+    /// The gateway-wide deny list, then the chain's own allow and deny lists.
+    fn allowed(&self, method: &str) -> bool {
+        !jsonrpc::denied(self.deny, method)
+            && !jsonrpc::denied(&self.chain.methods_deny, method)
+            && self
+                .chain
+                .methods_allow
+                .as_ref()
+                .is_none_or(|allow| jsonrpc::denied(allow, method))
+    }
+
+    /// Gateway tier: final answers kept here. Each miss keeps its key for `remember`.
+    pub fn gateway_tier(&self, req: &mut Request<'_>) {
+        for slot in req.slots.iter_mut().filter(|s| s.open()) {
+            let Some((method, params)) = slot.call() else {
+                continue;
+            };
+            let key = FinalAnswers::key(self.chain.chain_id, method, params);
+            match self.tiers.finals.get(&key) {
+                Some(hit) => {
+                    self.series.gateway_hit.inc();
+                    self.series.gateway_hit_call(method);
+                    slot.decide(CacheStatus::Hit, Ok(hit), Tier::Gateway);
+                }
+                None => slot.key = Some(key),
+            }
+        }
+    }
+
+    /// Route: the nodes that may serve this chain for this caller, best first.
+    pub fn route(&self, req: &Request<'_>) -> Result<Vec<Arc<Node>>, RouteError> {
+        self.router.rank(self.chain.chain_id, req.caller)
+    }
+
+    /// Tip tier: what the node routing picked said under the chain state it still announces.
+    pub fn tip_tier(&self, req: &mut Request<'_>, first: Option<&Arc<Node>>) {
+        let Some(node) = first.filter(|_| self.tiers.tips.enabled()) else {
+            return;
+        };
+        let current = node.state_version(self.chain.chain_id);
+        let mut used = false;
+        for slot in req.slots.iter_mut().filter(|s| s.open()) {
+            let Some((method, params)) = slot.call() else {
+                continue;
+            };
+            let key = StateAnswers::key(node.session, self.chain.chain_id, method, params);
+            if let Some(hit) = self.tiers.tips.get(&key, current) {
+                self.series.gateway_hit.inc();
+                self.series.gateway_hit_call(method);
+                slot.decide(CacheStatus::Hit, Ok(hit), Tier::Gateway);
+                used = true;
+            }
+        }
+        if used {
+            req.node = Some(node.clone());
+        }
+    }
+
+    /// Dispatch: the calls still open go to the ranked nodes (or all get the routing error).
+    pub async fn dispatch(
+        &self,
+        req: &mut Request<'_>,
+        ranked: Result<Vec<Arc<Node>>, RouteError>,
+    ) {
+        let (open, calls): (Vec<usize>, Vec<Call>) = req
+            .slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.open())
+            .filter_map(|(i, s)| Some((i, s.to_call()?)))
+            .unzip();
+        if calls.is_empty() {
+            return;
+        }
+        self.series.gateway_miss.inc_by(calls.len() as u64);
+        let d = match ranked {
+            Ok(ranked) => {
+                // The request's span, once it needs a node: everything that can log happens
+                // from here on (failovers, bad answers). Answers from the gateway's own tier
+                // log nothing, and a span cost them about a tenth of their CPU. Made with
+                // every field it will carry: recording one later costs a formatting pass each.
+                let method = match (req.batch, calls.first()) {
+                    (false, Some(c)) => c.method.as_str(),
+                    _ => "batch",
+                };
+                let span =
+                    tracing::info_span!("rpc", id = %req.id, chain = %self.chain.name, method);
+                let deadline = req.started + self.request_timeout;
+                self.dispatcher
+                    .dispatch(self.chain.chain_id, req.id, calls, ranked, deadline)
+                    .instrument(span)
+                    .await
+            }
+            Err(e) => {
+                self.metrics.rejected.with_label_values(&[e.reason()]).inc();
+                dispatch::unserved(&calls, &e.to_string())
+            }
+        };
+        self.settle(req, open, d);
+    }
+
+    /// Puts each node answer in its slot and counts it.
+    fn settle(&self, req: &mut Request<'_>, open: Vec<usize>, d: Dispatched) {
+        let by_node = d.node.is_some();
+        if let Some(n) = d.node {
+            req.node = Some(n);
+        }
+        for ((i, r), tied) in open.into_iter().zip(d.results).zip(d.tied) {
+            let slot = &mut req.slots[i];
+            let (outcome, result) = match r.outcome {
+                Outcome::Result(b) => ("result", Ok(b)),
+                Outcome::Error(b) => ("rpc_error", Err(b)),
+                Outcome::NodeError(b) => ("node_error", Err(b)),
+            };
+            let method = slot.call().map_or("", |(m, _)| m);
+            self.metrics
+                .calls
+                .with_label_values(&[
+                    &self.chain.name,
+                    method_label(method),
+                    r.cache.as_str(),
+                    outcome,
+                ])
+                .inc();
+            let tier = match by_node {
+                true => {
+                    self.metrics.cache_result(&self.chain.name, "edge", r.cache);
+                    Tier::Node {
+                        final_answer: r.final_answer,
+                        tied: tied.map(|(node, version)| (node.session, version)),
+                    }
+                }
+                false => Tier::Local,
+            };
+            slot.decide(r.cache, result, tier);
+        }
+    }
+
+    /// Remember: the gateway tiers keep what they may of the nodes' answers.
+    pub fn remember(&self, req: &Request<'_>) {
+        for slot in &req.slots {
+            let (Some((method, params)), Some(key), Some(answer)) =
+                (slot.call(), &slot.key, &slot.answer)
+            else {
+                continue;
+            };
+            let (Ok(result), Tier::Node { final_answer, tied }) = (&answer.result, answer.tier)
+            else {
+                continue;
+            };
+            self.tiers.remember(Offered {
+                chain_id: self.chain.chain_id,
+                method,
+                params,
+                key,
+                result,
+                cache: answer.cache,
+                final_answer,
+                tied,
+            });
+        }
+    }
+
+    /// Write: the body in call order with each caller's id (notifications get no answer, a
+    /// request of notifications only an empty body), then the headers.
+    pub fn write(&self, req: Request<'_>) -> Resp {
+        let mut out = BytesMut::with_capacity(256);
+        if req.batch {
+            out.extend_from_slice(b"[");
+        }
+        let mut first = true;
+        let mut ok = true;
+        for slot in &req.slots {
+            let answer = slot.answer.as_ref().expect("every call was answered");
+            ok &= answer.result.is_ok();
+            let Some(id) = slot.entry.id() else { continue };
+            if !first {
+                out.extend_from_slice(b",");
+            }
+            first = false;
+            let result = answer.result.as_ref().map(|b| &b[..]).map_err(|b| &b[..]);
+            jsonrpc::write_response(&mut out, id, result);
+        }
+        if req.batch {
+            out.extend_from_slice(b"]");
+        }
+        match ok {
+            true => &self.series.requests_ok,
+            false => &self.series.requests_error,
+        }
+        .inc();
+        let body = if first { Bytes::new() } else { out.freeze() };
+        let mut resp = json(StatusCode::OK, body);
+        if !req.batch {
+            single_headers(&mut resp, &req);
+        }
+        resp
+    }
+}
+
+/// `x-edge-node`, `x-edge-region`, `x-cache` and `x-cache-tier` (on hits) of a single call.
+fn single_headers(resp: &mut Resp, req: &Request<'_>) {
+    let h = resp.headers_mut();
+    if let Some(node) = &req.node {
+        if let Ok(v) = HeaderValue::from_str(&node.id) {
+            h.insert("x-edge-node", v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&node.region) {
+            h.insert("x-edge-region", v);
+        }
+    }
+    let Some(Answer { cache, tier, .. }) = req.slots.first().and_then(|s| s.answer.as_ref()) else {
+        return;
+    };
+    h.insert("x-cache", HeaderValue::from_static(cache.as_str()));
+    if *cache == CacheStatus::Hit {
+        let tier = match tier {
+            Tier::Gateway => "gateway",
+            _ => "edge",
+        };
+        h.insert("x-cache-tier", HeaderValue::from_static(tier));
+    }
+}
