@@ -6,9 +6,9 @@
 
 pub mod nodes;
 
+use daemon::metrics::Families;
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry,
 };
 
 /// From sub-millisecond cache hits to multi-second misses and timeouts.
@@ -157,166 +157,109 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("gateway".into()), None).expect("valid prefix");
-        let geo_lookups = IntCounterVec::new(
-            Opts::new(
-                "geo_lookups_total",
-                "Caller geolocations by result (found, default, unknown).",
-            ),
+        let f = Families(&registry);
+        let geo_lookups = f.counter_vec(
+            "geo_lookups_total",
+            "Caller geolocations by result (found, default, unknown).",
             &["result"],
-        )
-        .unwrap();
+        );
         let m = Self {
-            requests: IntCounterVec::new(
-                Opts::new("http_requests_total", "JSON-RPC HTTP requests by chain and outcome."),
+            requests: f.counter_vec(
+                "http_requests_total",
+                "JSON-RPC HTTP requests by chain and outcome.",
                 &["chain", "outcome"],
-            )
-            .unwrap(),
-            request_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "http_request_duration_seconds",
-                    "Time from request received to response ready.",
-                )
-                .buckets(REQUEST_BUCKETS.to_vec()),
+            ),
+            request_duration: f.histogram_vec(
+                "http_request_duration_seconds",
+                "Time from request received to response ready.",
+                REQUEST_BUCKETS,
                 &["chain", "kind"],
-            )
-            .unwrap(),
-            calls: IntCounterVec::new(
-                Opts::new(
-                    "rpc_calls_total",
-                    "JSON-RPC calls (batch elements count one each) by method, cache result and outcome.",
-                ),
+            ),
+            calls: f.counter_vec(
+                "rpc_calls_total",
+                "JSON-RPC calls (batch elements count one each) by method, cache result and outcome.",
                 &["chain", "method", "cache", "outcome"],
-            )
-            .unwrap(),
-            rejected: IntCounterVec::new(
-                Opts::new(
-                    "rejected_requests_total",
-                    "Requests or calls refused before reaching a node, by reason.",
-                ),
+            ),
+            rejected: f.counter_vec(
+                "rejected_requests_total",
+                "Requests or calls refused before reaching a node, by reason.",
                 &["reason"],
-            )
-            .unwrap(),
-            failovers: IntCounterVec::new(
-                Opts::new(
-                    "failovers_total",
-                    "Attempts moved to another node, by reason.",
-                ),
+            ),
+            failovers: f.counter_vec(
+                "failovers_total",
+                "Attempts moved to another node, by reason.",
                 &["reason"],
-            )
-            .unwrap(),
-            node_joins: IntCounterVec::new(
-                Opts::new("node_joins_total", "Node join attempts by outcome."),
+            ),
+            node_joins: f.counter_vec(
+                "node_joins_total",
+                "Node join attempts by outcome.",
                 &["outcome"],
-            )
-            .unwrap(),
-            nodes_joined: IntGauge::new("nodes_joined", "Edge nodes currently joined.").unwrap(),
-            http_connections: IntGauge::new(
+            ),
+            nodes_joined: f.gauge("nodes_joined", "Edge nodes currently joined."),
+            http_connections: f.gauge(
                 "http_open_connections",
                 "Client HTTP connections currently open.",
-            )
-            .unwrap(),
-            health_transitions: IntCounterVec::new(
-                Opts::new(
-                    "node_health_transitions_total",
-                    "Node health flips (per chain) by new state.",
-                ),
+            ),
+            health_transitions: f.counter_vec(
+                "node_health_transitions_total",
+                "Node health flips (per chain) by new state.",
                 &["state"],
-            )
-            .unwrap(),
-            implausible_nodes_total: IntCounter::new(
+            ),
+            implausible_nodes_total: f.counter(
                 "node_location_implausible_total",
                 "Times a node was flagged for claiming a location farther than its RTT allows.",
-            )
-            .unwrap(),
+            ),
             geo_found: geo_lookups.with_label_values(&["found"]),
             geo_default: geo_lookups.with_label_values(&["default"]),
             geo_unknown: geo_lookups.with_label_values(&["unknown"]),
             geo_lookups,
-            requests_by_country: IntCounterVec::new(
-                Opts::new(
-                    "requests_by_country_total",
-                    "JSON-RPC HTTP requests by chain and caller country (ISO code, or unknown).",
-                ),
+            requests_by_country: f.counter_vec(
+                "requests_by_country_total",
+                "JSON-RPC HTTP requests by chain and caller country (ISO code, or unknown).",
                 &["chain", "country"],
-            )
-            .unwrap(),
-            cache_results: IntCounterVec::new(
-                Opts::new(
-                    "cache_results_total",
-                    "Calls by cache tier (edge: a node's cache; gateway: the gateway's own) and result (hit, miss, bypass).",
-                ),
+            ),
+            cache_results: f.counter_vec(
+                "cache_results_total",
+                "Calls by cache tier (edge: a node's cache; gateway: the gateway's own) and result (hit, miss, bypass).",
                 &["chain", "tier", "result"],
-            )
-            .unwrap(),
-            quic_events: IntCounterVec::new(
-                Opts::new(
-                    "quic_connection_events_total",
-                    "Node QUIC connections: handshakes and how sessions ended.",
-                ),
+            ),
+            quic_events: f.counter_vec(
+                "quic_connection_events_total",
+                "Node QUIC connections: handshakes and how sessions ended.",
                 &["event"],
-            )
-            .unwrap(),
-            build_info: IntGaugeVec::new(
-                Opts::new("build_info", "Always 1; the version label says which build runs."),
-                &["version"],
-            )
-            .unwrap(),
-            answer_cache_entries: IntGauge::new(
+            ),
+            build_info: f.build_info(env!("CARGO_PKG_VERSION")),
+            answer_cache_entries: f.gauge(
                 "answer_cache_entries",
                 "Final answers held in the gateway tier of the cache.",
-            )
-            .unwrap(),
-            answer_cache_bytes: IntGauge::new(
+            ),
+            answer_cache_bytes: f.gauge(
                 "answer_cache_bytes",
                 "Weighted size of the gateway tier of the cache (bounded by [cache] max_bytes).",
-            )
-            .unwrap(),
-            tip_cache_entries: IntGauge::new(
+            ),
+            tip_cache_entries: f.gauge(
                 "tip_cache_entries",
                 "Tip answers (tied to a node's announced chain state) held in the gateway tier.",
-            )
-            .unwrap(),
-            tip_cache_bytes: IntGauge::new(
+            ),
+            tip_cache_bytes: f.gauge(
                 "tip_cache_bytes",
                 "Weighted size of the tip answers (bounded by [cache] tip_max_bytes).",
-            )
-            .unwrap(),
-            nodes: nodes::NodeGauges::new(),
+            ),
+            nodes: nodes::NodeGauges::new(&f),
             registry,
         };
-        let r = &m.registry;
-        r.register(Box::new(m.requests.clone())).unwrap();
-        r.register(Box::new(m.request_duration.clone())).unwrap();
-        r.register(Box::new(m.calls.clone())).unwrap();
-        r.register(Box::new(m.rejected.clone())).unwrap();
-        r.register(Box::new(m.failovers.clone())).unwrap();
-        r.register(Box::new(m.node_joins.clone())).unwrap();
-        r.register(Box::new(m.nodes_joined.clone())).unwrap();
-        r.register(Box::new(m.http_connections.clone())).unwrap();
-        r.register(Box::new(m.health_transitions.clone())).unwrap();
-        r.register(Box::new(m.implausible_nodes_total.clone()))
-            .unwrap();
-        r.register(Box::new(m.geo_lookups.clone())).unwrap();
-        r.register(Box::new(m.requests_by_country.clone())).unwrap();
-        r.register(Box::new(m.cache_results.clone())).unwrap();
-        r.register(Box::new(m.quic_events.clone())).unwrap();
-        r.register(Box::new(m.build_info.clone())).unwrap();
-        r.register(Box::new(m.answer_cache_entries.clone()))
-            .unwrap();
-        r.register(Box::new(m.answer_cache_bytes.clone())).unwrap();
-        r.register(Box::new(m.tip_cache_entries.clone())).unwrap();
-        r.register(Box::new(m.tip_cache_bytes.clone())).unwrap();
-        m.nodes.register(r).unwrap();
+        m.precreate();
+        m
+    }
+
+    /// Series that alerts and rates need before their first event exist at zero.
+    fn precreate(&self) {
         for e in QUIC_EVENTS {
-            m.quic_events.with_label_values(&[e]);
+            self.quic_events.with_label_values(&[e]);
         }
         for r in FAILOVER_REASONS {
-            m.failovers.with_label_values(&[r]);
+            self.failovers.with_label_values(&[r]);
         }
-        m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
-        m
     }
 
     /// Resolves one chain's hot-path series (see [`ChainSeries`]).

@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
+use daemon::metrics::Families;
 use parking_lot::Mutex;
-use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
+use prometheus::{GaugeVec, IntGaugeVec};
 
 use crate::config::ChainConfig;
 use crate::nodes::registry::Registry as Nodes;
@@ -32,16 +33,11 @@ pub struct NodeGauges {
 const NODE: &[&str] = &["node", "region"];
 const NODE_CHAIN: &[&str] = &["node", "region", "chain"];
 
-fn gauge(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    GaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
-}
-
-fn int_gauge(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric")
-}
-
 impl NodeGauges {
-    pub fn new() -> Self {
+    /// Makes the families and registers them with `f`'s registry.
+    pub fn new(f: &Families<'_>) -> Self {
+        let gauge = |name, help, labels| f.float_gauge_vec(name, help, labels);
+        let int_gauge = |name, help, labels| f.gauge_vec(name, help, labels);
         Self {
             info: int_gauge(
                 "node_info",
@@ -100,21 +96,6 @@ impl NodeGauges {
             ),
             refresh: Mutex::new(()),
         }
-    }
-
-    pub fn register(&self, r: &Registry) -> prometheus::Result<()> {
-        r.register(Box::new(self.info.clone()))?;
-        r.register(Box::new(self.healthy.clone()))?;
-        r.register(Box::new(self.rtt.clone()))?;
-        r.register(Box::new(self.min_rtt.clone()))?;
-        r.register(Box::new(self.in_flight.clone()))?;
-        r.register(Box::new(self.error_ratio.clone()))?;
-        r.register(Box::new(self.head.clone()))?;
-        r.register(Box::new(self.lag.clone()))?;
-        r.register(Box::new(self.plausible.clone()))?;
-        r.register(Box::new(self.status_age.clone()))?;
-        r.register(Box::new(self.chain_healthy_nodes.clone()))?;
-        Ok(())
     }
 
     /// Rebuilds every series from the registry. Call right before rendering.
@@ -200,11 +181,5 @@ impl NodeGauges {
                 }
             }
         }
-    }
-}
-
-impl Default for NodeGauges {
-    fn default() -> Self {
-        Self::new()
     }
 }
