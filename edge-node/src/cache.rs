@@ -81,20 +81,12 @@ pub fn store_counting_evictions(max_bytes: u64, evictions: prometheus::IntCounte
         .build()
 }
 
-/// What an entry costs beyond its key and value bytes (moka's entry, deque and hash-table
-/// nodes, the `Bytes` handles, allocator rounding), so that `max_bytes` bounds real memory:
-/// measured as resident-memory growth per entry in the load tests' soak run (~620 bytes per
-/// entry with ~150 bytes of key and value).
-pub const ENTRY_OVERHEAD_BYTES: usize = 480;
-
+/// The store's builder: an entry weighs its key, its value and the measured per-entry overhead
+/// ([`daemon::weigh`]), so `max_bytes` bounds real memory.
 fn builder(max_bytes: u64) -> moka::future::CacheBuilder<Bytes, Bytes, Store> {
     moka::future::Cache::builder()
         .max_capacity(max_bytes)
-        .weigher(|k: &Bytes, v: &Bytes| {
-            (k.len() + v.len() + ENTRY_OVERHEAD_BYTES)
-                .try_into()
-                .unwrap_or(u32::MAX)
-        })
+        .weigher(|k: &Bytes, v: &Bytes| daemon::weigh::weight(k.len(), v.len(), 0))
         // Reorg eviction removes every key naming a replaced block hash.
         .support_invalidation_closures()
 }

@@ -89,6 +89,23 @@ async fn session(
     endpoint: &quinn::Endpoint,
     stop: &CancellationToken,
 ) -> Result<(), LinkError> {
+    let (conn, ctl_send, welcome) = join(shared, endpoint).await?;
+    let interval = Duration::from_millis(welcome.status_interval_ms.clamp(100, 1000));
+    let res = tokio::select! {
+        _ = stop.cancelled() => Ok(()),
+        r = report(shared, ctl_send, interval) => r,
+        r = accept(shared, &conn) => r,
+    };
+    conn.close(0u32.into(), b"bye");
+    res
+}
+
+/// Dials the gateway and joins: `Hello` out, `Welcome` (or `Reject`) back on the control
+/// stream, whose sending half is returned for status reports.
+async fn join(
+    shared: &Shared,
+    endpoint: &quinn::Endpoint,
+) -> Result<(quinn::Connection, quinn::SendStream, Welcome), LinkError> {
     let cfg = &shared.config;
     let addr = resolve(&cfg.gateway.address).await?;
     let conn = endpoint
@@ -138,101 +155,100 @@ async fn session(
         .gateway_connects
         .with_label_values(&["joined"])
         .inc();
+    Ok((conn, ctl_send, welcome))
+}
 
-    let interval = Duration::from_millis(welcome.status_interval_ms.clamp(100, 1000));
-    let status_shared = shared.clone();
-    let status_task = async move {
-        let mut tick = tokio::time::interval(interval);
-        // Every chain's state version, announced at once on change (and first right away, as
-        // the receivers start out unseen): the gateway repeats answers tied to a state only
-        // while it is the last one announced.
-        let mut states: Vec<_> = status_shared
-            .service
-            .chains
-            .values()
-            .map(|c| {
-                let mut rx = c.watch_state();
-                rx.mark_changed();
-                (c.clone(), rx, 0u64)
-            })
-            .collect();
-        loop {
-            let announce = {
-                let changed = async {
-                    if states.is_empty() {
-                        std::future::pending::<()>().await;
-                    }
-                    // Never Err: `states` holds each chain, so its sender lives.
-                    let _ = futures::future::select_all(
-                        states.iter_mut().map(|(_, rx, _)| Box::pin(rx.changed())),
-                    )
-                    .await;
-                };
-                tokio::select! {
-                    // A new state is announced before any status that shows its head.
-                    biased;
-                    _ = changed => true,
-                    _ = tick.tick() => false,
-                }
-            };
-            if announce {
-                for (chain, rx, sent) in &mut states {
-                    // `changed()` already marked the value seen: compare with what was sent
-                    // (0 at first, which is also "no state yet").
-                    let state_version = *rx.borrow_and_update();
-                    if state_version == *sent {
-                        continue;
-                    }
-                    *sent = state_version;
-                    let head = msg::Head {
-                        chain_id: chain.chain_id,
-                        state_version,
-                        head_number: chain.head().map_or(0, |h| h.number),
-                    };
-                    ctl_send
-                        .write_all(&msg::encode_json(FrameType::Head, &head))
-                        .await?;
-                }
+/// The control stream's sending side: every chain's new state version at once (`Head`), and
+/// a `Status` every `interval`. Returns only on a write error.
+async fn report(
+    shared: &Shared,
+    mut ctl_send: quinn::SendStream,
+    interval: Duration,
+) -> Result<(), LinkError> {
+    let mut tick = tokio::time::interval(interval);
+    // Every chain's state version, announced at once on change (and first right away, as the
+    // receivers start out unseen): the gateway repeats answers tied to a state only while it
+    // is the last one announced.
+    let mut states: Vec<_> = shared
+        .service
+        .chains
+        .values()
+        .map(|c| {
+            let mut rx = c.watch_state();
+            rx.mark_changed();
+            (c.clone(), rx, 0u64)
+        })
+        .collect();
+    loop {
+        let changed = async {
+            if states.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            // Never Err: `states` holds each chain, so its sender lives.
+            let _ = futures::future::select_all(
+                states.iter_mut().map(|(_, rx, _)| Box::pin(rx.changed())),
+            )
+            .await;
+        };
+        let announce = tokio::select! {
+            // A new state is announced before any status that shows its head.
+            biased;
+            _ = changed => true,
+            _ = tick.tick() => false,
+        };
+        if !announce {
+            send_status(shared, &mut ctl_send).await?;
+            continue;
+        }
+        for (chain, rx, sent) in &mut states {
+            // `changed()` already marked the value seen: compare with what was sent (0 at
+            // first, which is also "no state yet").
+            let state_version = *rx.borrow_and_update();
+            if state_version == *sent {
                 continue;
             }
-            let status = status_shared.status();
-            // Finality comes from the chain trackers through the status; mirror it for Prometheus.
-            for c in &status.chains {
-                if let Some(f) = c.finalized_number {
-                    status_shared
-                        .metrics
-                        .finalized_block
-                        .with_label_values(&[&c.chain_id.to_string()])
-                        .set(f as i64);
-                }
-            }
+            *sent = state_version;
+            let head = msg::Head {
+                chain_id: chain.chain_id,
+                state_version,
+                head_number: chain.head().map_or(0, |h| h.number),
+            };
             ctl_send
-                .write_all(&msg::encode_json(FrameType::Status, &status))
+                .write_all(&msg::encode_json(FrameType::Head, &head))
                 .await?;
         }
-        #[allow(unreachable_code)]
-        Ok::<(), LinkError>(())
-    };
-    let accept_task = async {
-        loop {
-            let (send, recv) = conn.accept_bi().await?;
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                if let Err(e) = serve_stream(&shared, send, recv).await {
-                    tracing::debug!(error = %e, "request stream failed");
-                }
-            });
+    }
+}
+
+async fn send_status(shared: &Shared, ctl_send: &mut quinn::SendStream) -> Result<(), LinkError> {
+    let status = shared.status();
+    // Finality comes from the chain trackers through the status; mirror it for Prometheus.
+    for c in &status.chains {
+        if let Some(f) = c.finalized_number {
+            shared
+                .metrics
+                .finalized_block
+                .with_label_values(&[&c.chain_id.to_string()])
+                .set(f as i64);
         }
-        #[allow(unreachable_code)]
-        Ok::<(), LinkError>(())
-    };
-    let res = tokio::select! {
-        _ = stop.cancelled() => Ok(()),
-        r = status_task => r,
-        r = accept_task => r,
-    };
-    conn.close(0u32.into(), b"bye");
-    res
+    }
+    ctl_send
+        .write_all(&msg::encode_json(FrameType::Status, &status))
+        .await?;
+    Ok(())
+}
+
+/// Answers each request stream the gateway opens, one task per stream.
+async fn accept(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<(), LinkError> {
+    loop {
+        let (send, recv) = conn.accept_bi().await?;
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Err(e) = serve_stream(&shared, send, recv).await {
+                tracing::debug!(error = %e, "request stream failed");
+            }
+        });
+    }
 }
 
 async fn serve_stream(

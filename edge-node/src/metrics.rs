@@ -4,10 +4,8 @@
 //! Label sets that dashboards and alerts rely on are created at start (per configured chain, per
 //! known outcome) so the series exist at 0 before the first event, rather than appearing late.
 
-use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
-};
+use daemon::metrics::Families;
+use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Upstream round trips run from ~100 µs (loopback) to the timeout.
 const UPSTREAM_BUCKETS: &[f64] = &[
@@ -49,141 +47,91 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new_custom(Some("edge".into()), None).expect("valid prefix");
+        let f = Families(&registry);
         let m = Self {
-            cache_requests: IntCounterVec::new(
-                Opts::new("cache_requests_total", "Calls by cache result (hit, miss, bypass)."),
+            cache_requests: f.counter_vec(
+                "cache_requests_total",
+                "Calls by cache result (hit, miss, bypass).",
                 &["result"],
-            )
-            .unwrap(),
-            cache_entries: IntGauge::new("cache_entries", "Entries in the response cache.").unwrap(),
-            cache_bytes: IntGauge::new(
+            ),
+            cache_entries: f.gauge("cache_entries", "Entries in the response cache."),
+            cache_bytes: f.gauge(
                 "cache_bytes",
                 "Weighted size of the response cache (keys + values + overhead).",
-            )
-            .unwrap(),
-            coalesced: IntCounter::new(
+            ),
+            coalesced: f.counter(
                 "coalesced_requests_total",
                 "Calls that waited for an identical in-flight upstream request instead of sending their own.",
-            )
-            .unwrap(),
-            upstream_requests: IntCounterVec::new(
-                Opts::new("upstream_requests_total", "Requests sent to upstreams by outcome."),
+            ),
+            upstream_requests: f.counter_vec(
+                "upstream_requests_total",
+                "Requests sent to upstreams by outcome.",
                 &["upstream", "outcome"],
-            )
-            .unwrap(),
-            upstream_duration: HistogramVec::new(
-                HistogramOpts::new(
-                    "upstream_request_duration_seconds",
-                    "Upstream request latency.",
-                )
-                .buckets(UPSTREAM_BUCKETS.to_vec()),
+            ),
+            upstream_duration: f.histogram_vec(
+                "upstream_request_duration_seconds",
+                "Upstream request latency.",
+                UPSTREAM_BUCKETS,
                 &["upstream"],
-            )
-            .unwrap(),
-            head_block: IntGaugeVec::new(
-                Opts::new("head_block_number", "Latest block number seen per chain."),
+            ),
+            head_block: f.gauge_vec(
+                "head_block_number",
+                "Latest block number seen per chain.",
                 &["chain_id"],
-            )
-            .unwrap(),
-            in_flight: IntGauge::new("in_flight_requests", "Gateway requests being handled.")
-                .unwrap(),
-            gateway_connected: IntGauge::new(
+            ),
+            in_flight: f.gauge("in_flight_requests", "Gateway requests being handled."),
+            gateway_connected: f.gauge(
                 "gateway_connected",
                 "1 while the node is joined to its gateway.",
-            )
-            .unwrap(),
-            gateway_connects: IntCounterVec::new(
-                Opts::new(
-                    "gateway_connect_attempts_total",
-                    "Attempts to join the gateway by outcome.",
-                ),
+            ),
+            gateway_connects: f.counter_vec(
+                "gateway_connect_attempts_total",
+                "Attempts to join the gateway by outcome.",
                 &["outcome"],
-            )
-            .unwrap(),
-            requests: IntCounter::new(
+            ),
+            requests: f.counter(
                 "gateway_requests_total",
                 "Request streams received from the gateway.",
-            )
-            .unwrap(),
-            cache_evictions: IntCounterVec::new(
-                Opts::new(
-                    "cache_evictions_total",
-                    "Cache entries evicted by cause (size: the byte bound; expired).",
-                ),
+            ),
+            cache_evictions: f.counter_vec(
+                "cache_evictions_total",
+                "Cache entries evicted by cause (size: the byte bound; expired).",
                 &["cause"],
-            )
-            .unwrap(),
-            finalized_block: IntGaugeVec::new(
-                Opts::new(
-                    "finalized_block_number",
-                    "Latest finalized block number seen per chain.",
-                ),
+            ),
+            finalized_block: f.gauge_vec(
+                "finalized_block_number",
+                "Latest finalized block number seen per chain.",
                 &["chain_id"],
-            )
-            .unwrap(),
-            reorgs: IntCounterVec::new(
-                Opts::new("reorgs_total", "Chain reorganisations seen per chain."),
+            ),
+            reorgs: f.counter_vec(
+                "reorgs_total",
+                "Chain reorganisations seen per chain.",
                 &["chain_id"],
-            )
-            .unwrap(),
-            reorg_depth: HistogramVec::new(
-                HistogramOpts::new(
-                    "reorg_depth_blocks",
-                    "Depth of each reorganisation seen, in blocks.",
-                )
-                .buckets(REORG_DEPTH_BUCKETS.to_vec()),
+            ),
+            reorg_depth: f.histogram_vec(
+                "reorg_depth_blocks",
+                "Depth of each reorganisation seen, in blocks.",
+                REORG_DEPTH_BUCKETS,
                 &["chain_id"],
-            )
-            .unwrap(),
-            proof_verifications: IntCounterVec::new(
-                Opts::new(
-                    "proof_verifications_total",
-                    "Merkle proof verifications by outcome.",
-                ),
+            ),
+            proof_verifications: f.counter_vec(
+                "proof_verifications_total",
+                "Merkle proof verifications by outcome.",
                 &["outcome"],
-            )
-            .unwrap(),
-            header_verification_failures: IntCounter::new(
+            ),
+            header_verification_failures: f.counter(
                 "header_verification_failures_total",
                 "Upstream headers rejected because their hash did not match their contents.",
-            )
-            .unwrap(),
-            build_info: IntGaugeVec::new(
-                Opts::new("build_info", "Always 1; the version label says which build runs."),
-                &["version"],
-            )
-            .unwrap(),
+            ),
+            build_info: f.build_info(env!("CARGO_PKG_VERSION")),
             registry,
         };
-        let r = &m.registry;
-        r.register(Box::new(m.cache_requests.clone())).unwrap();
-        r.register(Box::new(m.cache_entries.clone())).unwrap();
-        r.register(Box::new(m.cache_bytes.clone())).unwrap();
-        r.register(Box::new(m.coalesced.clone())).unwrap();
-        r.register(Box::new(m.upstream_requests.clone())).unwrap();
-        r.register(Box::new(m.upstream_duration.clone())).unwrap();
-        r.register(Box::new(m.head_block.clone())).unwrap();
-        r.register(Box::new(m.in_flight.clone())).unwrap();
-        r.register(Box::new(m.gateway_connected.clone())).unwrap();
-        r.register(Box::new(m.gateway_connects.clone())).unwrap();
-        r.register(Box::new(m.requests.clone())).unwrap();
-        r.register(Box::new(m.cache_evictions.clone())).unwrap();
-        r.register(Box::new(m.finalized_block.clone())).unwrap();
-        r.register(Box::new(m.reorgs.clone())).unwrap();
-        r.register(Box::new(m.reorg_depth.clone())).unwrap();
-        r.register(Box::new(m.proof_verifications.clone())).unwrap();
-        r.register(Box::new(m.header_verification_failures.clone()))
-            .unwrap();
-        r.register(Box::new(m.build_info.clone())).unwrap();
         for cause in EVICTION_CAUSES {
             m.cache_evictions.with_label_values(&[cause]);
         }
         for outcome in PROOF_OUTCOMES {
             m.proof_verifications.with_label_values(&[outcome]);
         }
-        m.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
-            .set(1);
         m
     }
 
@@ -195,11 +143,7 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
-        TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
-            .expect("text encoding to a Vec cannot fail");
-        String::from_utf8(buf).expect("exposition is UTF-8")
+        daemon::metrics::render(&self.registry)
     }
 }
 

@@ -24,7 +24,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    edge_node::init_tracing();
+    daemon::logging::init_tracing();
     let mut config = edge_node::config::Config::load(&args.config)?;
     if let Some(fp) = &args.gateway_fingerprint {
         config.gateway.fingerprint = fp.clone();
@@ -48,7 +48,7 @@ async fn run(args: Args, config: edge_node::config::Config) -> anyhow::Result<()
         return Ok(());
     }
     let node = edge_node::EdgeNode::start(config, identity).await?;
-    edge_node::shutdown_signal().await;
+    daemon::shutdown::signal().await;
     tracing::info!("shutting down");
     node.shutdown().await;
     Ok(())
