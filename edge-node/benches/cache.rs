@@ -19,7 +19,7 @@ fn cache_keys(c: &mut Criterion) {
     let params: Value = serde_json::from_slice(PARAMS).unwrap();
     assert!(params.is_array());
     c.bench_function("cache/params_parse", |b| {
-        b.iter(|| serde_json::from_slice::<Value>(black_box(PARAMS)))
+        b.iter(|| serde_json::from_slice::<Value>(black_box(PARAMS)));
     });
 
     let k = key(31337, "eth_getBalance", &params);
@@ -34,7 +34,7 @@ fn cache_keys(c: &mut Criterion) {
                 black_box("eth_getBalance"),
                 black_box(&params),
             )
-        })
+        });
     });
 }
 

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Shared;
 
 pub async fn serve(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
-    daemon::admin::serve(listener, shared, route, stop).await
+    daemon::admin::serve(listener, shared, route, stop).await;
 }
 
 fn route<B>(shared: &Shared, req: &Request<B>) -> AdminResponse {

@@ -257,13 +257,10 @@ async fn serve_stream(
     mut recv: quinn::RecvStream,
 ) -> Result<(), LinkError> {
     shared.metrics.requests.inc();
-    let _permit = match shared.in_flight.clone().try_acquire_owned() {
-        Ok(p) => p,
-        Err(_) => {
-            // Overloaded: refuse the stream so the gateway retries elsewhere at once.
-            let _ = send.reset(1u32.into());
-            return Ok(());
-        }
+    let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
+        // Overloaded: refuse the stream so the gateway retries elsewhere at once.
+        let _ = send.reset(1u32.into());
+        return Ok(());
     };
     let max = shared.config.gateway.max_frame_bytes;
     let buf = recv
@@ -292,14 +289,14 @@ async fn serve_stream(
         let results = resp
             .results
             .iter()
-            .map(|_| proto::msg::CallResult {
-                cache: proto::msg::CacheStatus::Bypass,
-                outcome: proto::msg::Outcome::Error(err.clone()),
+            .map(|_| msg::CallResult {
+                cache: msg::CacheStatus::Bypass,
+                outcome: msg::Outcome::Error(err.clone()),
                 final_answer: false,
                 at_state: false,
             })
             .collect();
-        frame = proto::msg::RpcResponse {
+        frame = msg::RpcResponse {
             results,
             state_version: None,
         }

@@ -123,7 +123,7 @@ impl Service {
             self.metrics
                 .cache_requests
                 .with_label_values(&[label])
-                .inc()
+                .inc();
         };
         match policy::plan(chain, &call.method, &params, self.logs) {
             Plan::Local(answer) => {

@@ -32,12 +32,12 @@ fn locate(c: &mut Criterion) {
     let ip: IpAddr = "8.8.8.8".parse().unwrap();
     assert!(geo.locate(ip).is_some());
     c.bench_function("geo/locate_memoised", |b| {
-        b.iter(|| geo.locate(black_box(ip)))
+        b.iter(|| geo.locate(black_box(ip)));
     });
 
     let private: IpAddr = "10.1.2.3".parse().unwrap();
     c.bench_function("geo/locate_private", |b| {
-        b.iter(|| geo.locate(black_box(private)))
+        b.iter(|| geo.locate(black_box(private)));
     });
 
     // A cache of 0 entries measures the database lookup and record decoding itself.
@@ -71,7 +71,7 @@ fn parse_headers(c: &mut Criterion) {
     );
     assert_eq!(client_ip(proxy, &xff, &trusted).to_string(), "198.51.100.7");
     c.bench_function("client_ip/xff_3_hops", |b| {
-        b.iter(|| client_ip(black_box(proxy), black_box(&xff), &trusted))
+        b.iter(|| client_ip(black_box(proxy), black_box(&xff), &trusted));
     });
 
     let mut fwd = HeaderMap::new();
@@ -86,12 +86,12 @@ fn parse_headers(c: &mut Criterion) {
         "2001:db8:cafe::17"
     );
     c.bench_function("client_ip/forwarded_3_hops", |b| {
-        b.iter(|| client_ip(black_box(proxy), black_box(&fwd), &trusted))
+        b.iter(|| client_ip(black_box(proxy), black_box(&fwd), &trusted));
     });
 
     let direct: IpAddr = "198.51.100.7".parse().unwrap();
     c.bench_function("client_ip/untrusted_peer", |b| {
-        b.iter(|| client_ip(black_box(direct), black_box(&xff), &trusted))
+        b.iter(|| client_ip(black_box(direct), black_box(&xff), &trusted));
     });
 }
 
@@ -103,7 +103,7 @@ fn open(c: &mut Criterion) {
     let mut group = c.benchmark_group("geo/open");
     group.sample_size(10);
     group.bench_function("dbip_real_v4", |b| {
-        b.iter(|| Geo::open(&path, GeoOptions::default()).unwrap())
+        b.iter(|| Geo::open(&path, GeoOptions::default()).unwrap());
     });
     group.finish();
 }

@@ -55,7 +55,7 @@ fn parsing(c: &mut Criterion) {
         other => panic!("expected a single call, got {other:?}"),
     }
     c.bench_function("jsonrpc/parse_single", |b| {
-        b.iter(|| parse_bytes(black_box(&single), 100))
+        b.iter(|| parse_bytes(black_box(&single), 100));
     });
 
     let batch = format!(
@@ -76,7 +76,7 @@ fn parsing(c: &mut Criterion) {
         other => panic!("expected a batch, got {other:?}"),
     }
     c.bench_function("jsonrpc/parse_batch_50", |b| {
-        b.iter(|| parse_bytes(black_box(&batch), 100))
+        b.iter(|| parse_bytes(black_box(&batch), 100));
     });
 }
 
@@ -94,14 +94,14 @@ fn responding(c: &mut Criterion) {
             out.clear();
             write_response(&mut out, black_box(id), Ok(black_box(RESULT)));
             black_box(out.len())
-        })
+        });
     });
 }
 
 fn answers(c: &mut Criterion) {
     let params = params(ADDRESS).into_bytes();
     c.bench_function("jsonrpc/answer_key", |b| {
-        b.iter(|| FinalAnswers::key(black_box(CHAIN_ID), black_box("eth_getBalance"), &params))
+        b.iter(|| FinalAnswers::key(black_box(CHAIN_ID), black_box("eth_getBalance"), &params));
     });
 
     let store = FinalAnswers::new(64 << 20);
@@ -109,7 +109,7 @@ fn answers(c: &mut Criterion) {
     store.insert(key.clone(), Bytes::from_static(RESULT));
     assert_eq!(store.get(&key).as_deref(), Some(RESULT));
     c.bench_function("jsonrpc/answer_hit", |b| {
-        b.iter(|| store.get(black_box(&key)))
+        b.iter(|| store.get(black_box(&key)));
     });
 }
 

@@ -67,11 +67,11 @@ fn rank(c: &mut Criterion) {
         let caller = london();
         assert!(!t.rank(&cfg, Some(&caller), None).is_empty());
         g.bench_with_input(BenchmarkId::new("warm", n), &n, |b, _| {
-            b.iter(|| t.rank(&cfg, black_box(Some(&caller)), None))
+            b.iter(|| t.rank(&cfg, black_box(Some(&caller)), None));
         });
         // The full scan the first caller from a cell pays (once per cell per interval).
         g.bench_with_input(BenchmarkId::new("cold_cell_scan", n), &n, |b, _| {
-            b.iter(|| t.scan(&cfg, black_box(Some(&caller)), None))
+            b.iter(|| t.scan(&cfg, black_box(Some(&caller)), None));
         });
     }
     g.finish();
@@ -98,7 +98,7 @@ fn per_request(c: &mut Criterion) {
             let ip = client_ip(black_box(peer), black_box(&headers), &trusted);
             let loc = geo.locate(ip);
             t.rank(&cfg, loc.as_ref(), None)
-        })
+        });
     });
 }
 

@@ -44,10 +44,10 @@ fn framing(c: &mut Criterion) {
     assert_eq!(back.payload, payload);
 
     c.bench_function("wire/frame_encode", |b| {
-        b.iter(|| encode(FrameType::RpcRequest, black_box(&payload)))
+        b.iter(|| encode(FrameType::RpcRequest, black_box(&payload)));
     });
     c.bench_function("wire/frame_decode", |b| {
-        b.iter(|| decode_one(black_box(frame.clone()), DEFAULT_MAX_FRAME_BYTES))
+        b.iter(|| decode_one(black_box(frame.clone()), DEFAULT_MAX_FRAME_BYTES));
     });
 }
 
@@ -66,7 +66,7 @@ fn requests(c: &mut Criterion) {
 
         c.bench_function(enc_name, |b| b.iter(|| black_box(&req).encode()));
         c.bench_function(dec_name, |b| {
-            b.iter(|| RpcRequest::decode(black_box(payload.clone())))
+            b.iter(|| RpcRequest::decode(black_box(payload.clone())));
         });
     }
 }
@@ -88,10 +88,10 @@ fn responses(c: &mut Criterion) {
     assert_eq!(RpcResponse::decode(payload.clone()).unwrap(), resp);
 
     c.bench_function("wire/response_encode", |b| {
-        b.iter(|| black_box(&resp).encode())
+        b.iter(|| black_box(&resp).encode());
     });
     c.bench_function("wire/response_decode", |b| {
-        b.iter(|| RpcResponse::decode(black_box(payload.clone())))
+        b.iter(|| RpcResponse::decode(black_box(payload.clone())));
     });
 }
 

@@ -50,7 +50,7 @@ async fn run(args: Args, config: gateway::config::Config) -> anyhow::Result<()> 
             match geo.reload_async().await {
                 Ok(()) => tracing::info!("geo databases reloaded (SIGHUP)"),
                 Err(e) => {
-                    tracing::error!(error = %e, "geo reload failed; the old database keeps serving")
+                    tracing::error!(error = %e, "geo reload failed; the old database keeps serving");
                 }
             }
         }

@@ -14,7 +14,7 @@ use crate::front::respond::readyz;
 use crate::ops::status;
 
 pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken) {
-    daemon::admin::serve(listener, app, |app, req| route(app, req.uri().path()), stop).await
+    daemon::admin::serve(listener, app, |app, req| route(app, req.uri().path()), stop).await;
 }
 
 fn route(app: &App, path: &str) -> AdminResponse {

@@ -216,7 +216,7 @@ pub fn lint(prefix: &str, fams: &[Family]) -> Vec<String> {
             "counter" if !n.ends_with("_total") => err("counter without _total".into()),
             "counter" => {}
             "gauge" | "histogram" if n.ends_with("_total") => {
-                err(format!("{} ends in _total", f.kind))
+                err(format!("{} ends in _total", f.kind));
             }
             "gauge" | "histogram" => {}
             other => err(format!(
