@@ -13,8 +13,9 @@
 use bytes::Bytes;
 use serde_json::{json, Value};
 
+use crate::blockref::BlockRef;
 use crate::cache;
-use crate::chain::{BlockRef, Chain, Resolved};
+use crate::chain::{Chain, Resolved};
 
 /// How one method is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -396,7 +397,7 @@ pub fn tx_is_final(result: &[u8], finalized: Option<u64>) -> bool {
         .and_then(|v| {
             v.get("blockNumber")?
                 .as_str()
-                .and_then(crate::chain::parse_hex)
+                .and_then(crate::blockref::parse_hex)
         })
         .is_some_and(|n| n <= f)
 }

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::chain::{parse_hex, Chain};
+use crate::blockref::parse_hex;
+use crate::chain::Chain;
 use crate::header;
 use crate::metrics::Metrics;
 use crate::upstream::{Answer, UpstreamError};
