@@ -27,7 +27,6 @@ use crate::header::Header;
 use crate::policy::LogLimits;
 use crate::upstream::Upstreams;
 
-
 /// Polls per expected block: a few requests per block, not per second per method.
 const POLLS_PER_BLOCK: u32 = 4;
 const MIN_POLL: Duration = Duration::from_millis(50);

@@ -369,10 +369,11 @@ fn uris<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<http::Uri>, D::Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
+    /// A minimal valid config with one chain (31337); other tests append to it.
+    pub(crate) const GOOD: &str = r#"
 key_file = "node.key"
 region = "eu-west"
 latitude = 50.11
@@ -421,5 +422,30 @@ upstreams = ["http://127.0.0.1:8545"]
             let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
             assert!(err.contains(key) && err.contains("t.toml"), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn typed_values_and_unparsable_urls() {
+        let c = Config::parse(
+            &GOOD.replace(
+                "31337",
+                "31337\nhead_poll_ms = 250\nupstream_timeout_ms = 300",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.chains[0].head_poll, Duration::from_millis(250));
+        assert_eq!(c.chains[0].upstream_timeout, Duration::from_millis(300));
+        assert_eq!(c.chains[0].upstreams[0].host(), Some("127.0.0.1"));
+        let err = Config::parse(&GOOD.replace("127.0.0.1:8545", "a b"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("upstreams[0]") && err.contains("t.toml"),
+            "{err}"
+        );
+        let short = GOOD.replace("31337", "31337\nhead_poll_ms = 49");
+        let err = Config::parse(&short, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("chains[0].head_poll_ms"), "{err}");
     }
 }

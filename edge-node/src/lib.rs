@@ -206,3 +206,23 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `logs_max_range` and `logs_chunk_blocks` hold for the chain they are configured on.
+    #[test]
+    fn each_chain_gets_its_own_log_limits() {
+        let text = format!(
+            "{}logs_max_range = 100\nlogs_chunk_blocks = 10\n\n[[chains]]\nchain_id = 2\n\
+             upstreams = [\"http://127.0.0.1:8546\"]\nlogs_max_range = 5000\n",
+            config::tests::GOOD
+        );
+        let cfg = Config::parse(&text, "t.toml").unwrap();
+        let chains = build_chains(&cfg, &Arc::new(Metrics::new()));
+        let limits = |id: u64| (chains[&id].logs.max_range, chains[&id].logs.chunk);
+        assert_eq!(limits(31337), (100, 10));
+        assert_eq!(limits(2), (5000, config::DEFAULT_LOGS_CHUNK_BLOCKS));
+    }
+}

@@ -17,10 +17,18 @@ use crate::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("resolving gateway address {0}: {1}")]
-    Resolve(String, String),
+    #[error("resolving gateway address {addr}: {source}")]
+    Resolve {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("resolving gateway address {0}: no addresses")]
+    NoAddress(String),
     #[error("connecting to gateway: {0}")]
-    Connect(String),
+    Connect(#[source] quinn::ConnectError),
+    #[error("connecting to gateway: {0}")]
+    Handshake(#[source] quinn::ConnectionError),
     #[error("gateway refused the join: {0}")]
     Rejected(String),
     #[error("gateway did not answer the join in time")]
@@ -78,9 +86,12 @@ pub async fn run(shared: Arc<Shared>, endpoint: quinn::Endpoint, stop: Cancellat
 async fn resolve(addr: &str) -> Result<SocketAddr, LinkError> {
     lookup_host(addr)
         .await
-        .map_err(|e| LinkError::Resolve(addr.into(), e.to_string()))?
+        .map_err(|source| LinkError::Resolve {
+            addr: addr.into(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| LinkError::Resolve(addr.into(), "no addresses".into()))
+        .ok_or_else(|| LinkError::NoAddress(addr.into()))
 }
 
 /// One joined session; returns `Ok` only on shutdown.
@@ -93,9 +104,9 @@ async fn session(
     let addr = resolve(&cfg.gateway.address).await?;
     let conn = endpoint
         .connect(addr, proto::tls::SERVER_NAME)
-        .map_err(|e| LinkError::Connect(e.to_string()))?
+        .map_err(LinkError::Connect)?
         .await
-        .map_err(|e| LinkError::Connect(e.to_string()))?;
+        .map_err(LinkError::Handshake)?;
     let (mut ctl_send, mut ctl_recv) = conn.open_bi().await?;
     let hello = Hello {
         protocol: proto::PROTOCOL_VERSION,
@@ -253,7 +264,7 @@ async fn serve_stream(
     let buf = recv
         .read_to_end(max)
         .await
-        .map_err(|e| LinkError::Frame(FrameError::Io(std::io::Error::other(e.to_string()))))?;
+        .map_err(|e| LinkError::Frame(FrameError::Io(std::io::Error::other(e))))?;
     let req =
         RpcRequest::decode(frame::decode_one(buf.into(), max)?.expect(FrameType::RpcRequest)?)?;
     // At info level so that warnings raised while answering (an upstream failing) carry the

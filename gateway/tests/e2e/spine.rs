@@ -432,7 +432,7 @@ async fn upstream_timeout_is_named() {
     let anvil = Anvil::start(&[]).await;
     let gw = start_gateway("").await;
     let mut cfg = node_config(&gw, &NodeSpec::eu_west(&anvil.url), TOKEN);
-    cfg.chains[0].upstream_timeout_ms = 300;
+    cfg.chains[0].upstream_timeout = std::time::Duration::from_millis(300);
     let node = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
         .await
         .unwrap();
