@@ -100,6 +100,48 @@ async fn session(
     endpoint: &quinn::Endpoint,
     stop: &CancellationToken,
 ) -> Result<(), LinkError> {
+    // The control stream's receive half lives as long as the session: dropping it would tell
+    // the gateway to stop sending.
+    let Joined {
+        conn,
+        ctl_send,
+        ctl_recv: _ctl_recv,
+        welcome,
+    } = join(shared, endpoint).await?;
+    let interval = Duration::from_millis(welcome.status_interval_ms.clamp(100, 1000));
+    let status_task = report(shared.clone(), ctl_send, interval);
+    let accept_task = async {
+        loop {
+            let (send, recv) = conn.accept_bi().await?;
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_stream(&shared, send, recv).await {
+                    tracing::debug!(error = %e, "request stream failed");
+                }
+            });
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), LinkError>(())
+    };
+    let res = tokio::select! {
+        _ = stop.cancelled() => Ok(()),
+        r = status_task => r,
+        r = accept_task => r,
+    };
+    conn.close(0u32.into(), b"bye");
+    res
+}
+
+/// A joined session: the connection, its control stream and the gateway's welcome.
+struct Joined {
+    conn: quinn::Connection,
+    ctl_send: quinn::SendStream,
+    ctl_recv: quinn::RecvStream,
+    welcome: Welcome,
+}
+
+/// Connects and joins: `Hello` out, `Welcome` (or `Reject`) back on the control stream.
+async fn join(shared: &Shared, endpoint: &quinn::Endpoint) -> Result<Joined, LinkError> {
     let cfg = &shared.config;
     let addr = resolve(&cfg.gateway.address).await?;
     let conn = endpoint
@@ -150,100 +192,89 @@ async fn session(
         .with_label_values(&["joined"])
         .inc();
 
-    let interval = Duration::from_millis(welcome.status_interval_ms.clamp(100, 1000));
-    let status_shared = shared.clone();
-    let status_task = async move {
-        let mut tick = tokio::time::interval(interval);
-        // Every chain's state version, announced at once on change (and first right away, as
-        // the receivers start out unseen): the gateway repeats answers tied to a state only
-        // while it is the last one announced.
-        let mut states: Vec<_> = status_shared
-            .service
-            .chains
-            .values()
-            .map(|c| {
-                let mut rx = c.watch_state();
-                rx.mark_changed();
-                (c.clone(), rx, 0u64)
-            })
-            .collect();
-        loop {
-            let announce = {
-                let changed = async {
-                    if states.is_empty() {
-                        std::future::pending::<()>().await;
-                    }
-                    // Never Err: `states` holds each chain, so its sender lives.
-                    let _ = futures::future::select_all(
-                        states.iter_mut().map(|(_, rx, _)| Box::pin(rx.changed())),
-                    )
-                    .await;
-                };
-                tokio::select! {
-                    // A new state is announced before any status that shows its head.
-                    biased;
-                    _ = changed => true,
-                    _ = tick.tick() => false,
+    Ok(Joined {
+        conn,
+        ctl_send,
+        ctl_recv,
+        welcome,
+    })
+}
+
+/// Writes state versions (`Head`, on change) and statuses (every `interval`) on the control
+/// stream until it fails.
+async fn report(
+    shared: Arc<Shared>,
+    mut ctl_send: quinn::SendStream,
+    interval: Duration,
+) -> Result<(), LinkError> {
+    let mut tick = tokio::time::interval(interval);
+    // Every chain's state version, announced at once on change (and first right away, as
+    // the receivers start out unseen): the gateway repeats answers tied to a state only
+    // while it is the last one announced.
+    let mut states: Vec<_> = shared
+        .service
+        .chains
+        .values()
+        .map(|c| {
+            let mut rx = c.watch_state();
+            rx.mark_changed();
+            (c.clone(), rx, 0u64)
+        })
+        .collect();
+    loop {
+        let announce = {
+            let changed = async {
+                if states.is_empty() {
+                    std::future::pending::<()>().await;
                 }
+                // Never Err: `states` holds each chain, so its sender lives.
+                let _ = futures::future::select_all(
+                    states.iter_mut().map(|(_, rx, _)| Box::pin(rx.changed())),
+                )
+                .await;
             };
-            if announce {
-                for (chain, rx, sent) in &mut states {
-                    // `changed()` already marked the value seen: compare with what was sent
-                    // (0 at first, which is also "no state yet").
-                    let state_version = *rx.borrow_and_update();
-                    if state_version == *sent {
-                        continue;
-                    }
-                    *sent = state_version;
-                    let head = msg::Head {
-                        chain_id: chain.chain_id,
-                        state_version,
-                        head_number: chain.head().map_or(0, |h| h.number),
-                    };
-                    ctl_send
-                        .write_all(&msg::encode_json(FrameType::Head, &head))
-                        .await?;
-                }
-                continue;
+            tokio::select! {
+                // A new state is announced before any status that shows its head.
+                biased;
+                _ = changed => true,
+                _ = tick.tick() => false,
             }
-            let status = status_shared.status();
-            // Finality comes from the chain trackers through the status; mirror it for Prometheus.
-            for c in &status.chains {
-                if let Some(f) = c.finalized_number {
-                    status_shared
-                        .metrics
-                        .finalized_block
-                        .with_label_values(&[&c.chain_id.to_string()])
-                        .set(f as i64);
+        };
+        if announce {
+            for (chain, rx, sent) in &mut states {
+                // `changed()` already marked the value seen: compare with what was sent
+                // (0 at first, which is also "no state yet").
+                let state_version = *rx.borrow_and_update();
+                if state_version == *sent {
+                    continue;
                 }
+                *sent = state_version;
+                let head = msg::Head {
+                    chain_id: chain.chain_id,
+                    state_version,
+                    head_number: chain.head().map_or(0, |h| h.number),
+                };
+                ctl_send
+                    .write_all(&msg::encode_json(FrameType::Head, &head))
+                    .await?;
             }
-            ctl_send
-                .write_all(&msg::encode_json(FrameType::Status, &status))
-                .await?;
+            continue;
         }
-        #[allow(unreachable_code)]
-        Ok::<(), LinkError>(())
-    };
-    let accept_task = async {
-        loop {
-            let (send, recv) = conn.accept_bi().await?;
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                if let Err(e) = serve_stream(&shared, send, recv).await {
-                    tracing::debug!(error = %e, "request stream failed");
-                }
-            });
+        let status = shared.status();
+        // Finality comes from the chain trackers through the status; mirror it for Prometheus.
+        for c in &status.chains {
+            if let Some(f) = c.finalized_number {
+                shared
+                    .metrics
+                    .finalized_block
+                    .with_label_values(&[&c.chain_id.to_string()])
+                    .set(f as i64);
+            }
         }
-        #[allow(unreachable_code)]
-        Ok::<(), LinkError>(())
-    };
-    let res = tokio::select! {
-        _ = stop.cancelled() => Ok(()),
-        r = status_task => r,
-        r = accept_task => r,
-    };
-    conn.close(0u32.into(), b"bye");
-    res
+        ctl_send
+            .write_all(&msg::encode_json(FrameType::Status, &status))
+            .await?;
+    }
 }
 
 async fn serve_stream(

@@ -147,17 +147,10 @@ impl Service {
                     } else {
                         chain.upstreams.call(&method, &pinned, budget).await
                     };
-                    match answer {
-                        Ok(Answer::Result(r))
-                            if cache::storable(&r)
-                                && (!only_if_final
-                                    || policy::tx_is_final(&r, chain.finalized())) =>
-                        {
-                            Ok(r)
-                        }
-                        Ok(a) => Err(NotStored::Answer(a)),
-                        Err(e) => Err(NotStored::Failed(e)),
-                    }
+                    keep_if(answer, |r| {
+                        cache::storable(r)
+                            && (!only_if_final || policy::tx_is_final(r, chain.finalized()))
+                    })
                 };
                 let mut result = self.cached(key, fetch).await;
                 result.final_answer = match &result.outcome {
@@ -188,30 +181,51 @@ impl Service {
                 cache_key,
                 final_for_client,
             } => {
-                let fetch = async {
-                    match logs::fetch(chain, &filter, from, to, chain.logs.chunk, budget).await {
-                        Ok(Answer::Result(r)) => Ok(r),
-                        Ok(a) => Err(NotStored::Answer(a)),
-                        Err(e) => Err(NotStored::Failed(e)),
-                    }
+                self.logs(
+                    chain,
+                    &filter,
+                    (from, to),
+                    cache_key,
+                    final_for_client,
+                    budget,
+                )
+                .await
+            }
+        }
+    }
+
+    /// An `eth_getLogs` call over `from..=to`: through the cache when it has a key (the range
+    /// is final), else sent upstream (in chunks) and kept nowhere.
+    async fn logs(
+        &self,
+        chain: &Chain,
+        filter: &Value,
+        (from, to): (u64, u64),
+        cache_key: Option<Bytes>,
+        final_for_client: bool,
+        budget: Duration,
+    ) -> CallResult {
+        let fetch = async {
+            let answer = logs::fetch(chain, filter, from, to, chain.logs.chunk, budget).await;
+            keep_if(answer, |_| true)
+        };
+        match cache_key {
+            Some(key) => {
+                let mut r = self.cached(key, fetch).await;
+                r.final_answer = final_for_client && matches!(r.outcome, Outcome::Result(_));
+                r
+            }
+            None => {
+                self.metrics
+                    .cache_requests
+                    .with_label_values(&["bypass"])
+                    .inc();
+                let outcome = match fetch.await {
+                    Ok(r) => Outcome::Result(r),
+                    Err(NotStored::Answer(a)) => to_outcome(Ok(a)),
+                    Err(NotStored::Failed(e)) => to_outcome(Err(e)),
                 };
-                match cache_key {
-                    Some(key) => {
-                        let mut r = self.cached(key, fetch).await;
-                        r.final_answer =
-                            final_for_client && matches!(r.outcome, Outcome::Result(_));
-                        r
-                    }
-                    None => {
-                        count("bypass");
-                        let outcome = match fetch.await {
-                            Ok(r) => Outcome::Result(r),
-                            Err(NotStored::Answer(a)) => to_outcome(Ok(a)),
-                            Err(NotStored::Failed(e)) => to_outcome(Err(e)),
-                        };
-                        CallResult::bypass(outcome)
-                    }
-                }
+                CallResult::bypass(outcome)
             }
         }
     }
@@ -298,6 +312,18 @@ async fn as_asked(chain: &Chain, call: &Call, budget: Duration) -> Outcome {
             .call(&call.method, &call.params, budget)
             .await,
     )
+}
+
+/// An upstream answer for the cache: a result that passes `keep`, or why it is not stored.
+fn keep_if(
+    answer: Result<Answer, UpstreamError>,
+    keep: impl FnOnce(&Bytes) -> bool,
+) -> Result<Bytes, NotStored> {
+    match answer {
+        Ok(Answer::Result(r)) if keep(&r) => Ok(r),
+        Ok(a) => Err(NotStored::Answer(a)),
+        Err(e) => Err(NotStored::Failed(e)),
+    }
 }
 
 /// Does an answer to a block-pinned call say the upstream does not (or no longer) know the block?
