@@ -39,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::chain::Chain;
+pub use crate::chain::{Chain, Resolved};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::Service;
