@@ -1,14 +1,20 @@
-//! Edge-node configuration: TOML, unknown keys rejected, validated once at load with errors
-//! that name the key and the file.
+//! Edge-node configuration: TOML, unknown keys rejected, parsed once at load into typed values
+//! (`*_ms` keys into [`Duration`]s, upstream URLs into [`http::Uri`]s) and validated section by
+//! section, with errors that name the key and the file.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_UPSTREAM_TIMEOUT_MS: u64 = 10_000;
 pub const DEFAULT_HEAD_POLL_MS: u64 = 1_000;
+pub const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_millis(DEFAULT_UPSTREAM_TIMEOUT_MS);
+pub const DEFAULT_HEAD_POLL: Duration = Duration::from_millis(DEFAULT_HEAD_POLL_MS);
+/// Shortest `head_poll_ms` accepted.
+pub const MIN_HEAD_POLL: Duration = Duration::from_millis(50);
 pub const DEFAULT_MAX_FRAME_BYTES: usize = proto::DEFAULT_MAX_FRAME_BYTES;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 4096;
 pub const DEFAULT_FINALITY_DEPTH: u64 = 64;
@@ -22,8 +28,12 @@ pub enum ConfigError {
         file: String,
         source: std::io::Error,
     },
-    #[error("{file}: {message}")]
-    Parse { file: String, message: String },
+    #[error("{file}: {source}")]
+    Parse {
+        file: String,
+        #[source]
+        source: toml::de::Error,
+    },
     #[error("{file}: `{key}` {problem}")]
     Invalid {
         file: String,
@@ -106,14 +116,24 @@ impl Default for CacheConfig {
 pub struct ChainConfig {
     /// Expected chain id; the upstream's `eth_chainId` is checked against it.
     pub chain_id: u64,
-    /// One or more JSON-RPC URLs (`http://` or `https://`).
-    pub upstreams: Vec<String>,
-    #[serde(default = "d_upstream_timeout")]
-    pub upstream_timeout_ms: u64,
+    /// One or more JSON-RPC URLs (`http://` or `https://`), parsed at load.
+    #[serde(deserialize_with = "uris")]
+    pub upstreams: Vec<http::Uri>,
+    /// TOML key `upstream_timeout_ms`.
+    #[serde(
+        rename = "upstream_timeout_ms",
+        default = "d_upstream_timeout",
+        deserialize_with = "millis"
+    )]
+    pub upstream_timeout: Duration,
     /// Longest pause between head polls; the actual pace is a quarter of the observed block
-    /// time when that is shorter.
-    #[serde(default = "d_head_poll")]
-    pub head_poll_ms: u64,
+    /// time when that is shorter. TOML key `head_poll_ms`.
+    #[serde(
+        rename = "head_poll_ms",
+        default = "d_head_poll",
+        deserialize_with = "millis"
+    )]
+    pub head_poll: Duration,
     /// Depth treated as final when the upstream has no `finalized` tag.
     #[serde(default = "d_finality_depth")]
     pub finality_depth: u64,
@@ -138,11 +158,11 @@ fn d_max_frame() -> usize {
 fn d_cache_bytes() -> u64 {
     DEFAULT_CACHE_MAX_BYTES
 }
-fn d_upstream_timeout() -> u64 {
-    DEFAULT_UPSTREAM_TIMEOUT_MS
+fn d_upstream_timeout() -> Duration {
+    DEFAULT_UPSTREAM_TIMEOUT
 }
-fn d_head_poll() -> u64 {
-    DEFAULT_HEAD_POLL_MS
+fn d_head_poll() -> Duration {
+    DEFAULT_HEAD_POLL
 }
 fn d_finality_depth() -> u64 {
     DEFAULT_FINALITY_DEPTH
@@ -171,128 +191,189 @@ impl Config {
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let cfg: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
             file: file.to_string(),
-            message: e.to_string(),
+            source,
         })?;
         cfg.validate(file)?;
         Ok(cfg)
     }
 
+    /// Checks every section; the error names the file and the key (with its list index).
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let bad = |key: &str, problem: String| ConfigError::Invalid {
+        let named = |Bad { key, problem }| ConfigError::Invalid {
             file: file.to_string(),
-            key: key.to_string(),
+            key,
             problem,
         };
+        self.validate_node().map_err(named)?;
+        self.gateway.validate().map_err(named)?;
+        self.cache.validate().map_err(named)?;
+        validate_chains(&self.chains).map_err(named)
+    }
+
+    fn validate_node(&self) -> Result<(), Bad> {
         if self.worker_threads > MAX_WORKER_THREADS {
-            return Err(bad(
+            return Err(Bad::new(
                 "worker_threads",
                 format!("{} is more than {MAX_WORKER_THREADS}", self.worker_threads),
             ));
         }
         if self.region.trim().is_empty() {
-            return Err(bad("region", "must not be empty".into()));
+            return Err(Bad::new("region", "must not be empty"));
         }
         if !(-90.0..=90.0).contains(&self.latitude) {
-            return Err(bad(
+            return Err(Bad::new(
                 "latitude",
                 format!("{} is not in -90..=90", self.latitude),
             ));
         }
         if !(-180.0..=180.0).contains(&self.longitude) {
-            return Err(bad(
+            return Err(Bad::new(
                 "longitude",
                 format!("{} is not in -180..=180", self.longitude),
             ));
         }
-        let fp = &self.gateway.fingerprint;
-        let hex = fp.strip_prefix("sha256:").unwrap_or("");
-        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(bad(
-                "gateway.fingerprint",
-                format!("{fp:?} is not `sha256:` followed by 64 hex digits"),
-            ));
-        }
-        if self.gateway.token.is_empty() {
-            return Err(bad("gateway.token", "must not be empty".into()));
-        }
-        if self.gateway.address.is_empty() {
-            return Err(bad("gateway.address", "must not be empty".into()));
-        }
-        if self.gateway.max_frame_bytes < 1024 {
-            return Err(bad(
-                "gateway.max_frame_bytes",
-                "must be at least 1024".into(),
-            ));
-        }
-        if self.cache.max_bytes == 0 {
-            return Err(bad("cache.max_bytes", "must be greater than 0".into()));
-        }
         if self.max_in_flight == 0 {
-            return Err(bad("max_in_flight", "must be greater than 0".into()));
-        }
-        if self.chains.is_empty() {
-            return Err(bad(
-                "chains",
-                "at least one [[chains]] entry is required".into(),
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for (i, c) in self.chains.iter().enumerate() {
-            if !seen.insert(c.chain_id) {
-                return Err(bad(
-                    &format!("chains[{i}].chain_id"),
-                    format!("{} is listed twice", c.chain_id),
-                ));
-            }
-            if c.upstreams.is_empty() {
-                return Err(bad(
-                    &format!("chains[{i}].upstreams"),
-                    "needs at least one URL".into(),
-                ));
-            }
-            for (j, u) in c.upstreams.iter().enumerate() {
-                let ok = u
-                    .parse::<http::Uri>()
-                    .ok()
-                    .filter(|uri| matches!(uri.scheme_str(), Some("http" | "https")))
-                    .filter(|uri| uri.host().is_some());
-                if ok.is_none() {
-                    return Err(bad(
-                        &format!("chains[{i}].upstreams[{j}]"),
-                        format!("{u:?} is not an http:// or https:// URL"),
-                    ));
-                }
-            }
-            if c.upstream_timeout_ms == 0 {
-                return Err(bad(
-                    &format!("chains[{i}].upstream_timeout_ms"),
-                    "must be greater than 0".into(),
-                ));
-            }
-            if c.logs_max_range == 0 || c.logs_chunk_blocks == 0 {
-                return Err(bad(
-                    &format!("chains[{i}].logs_max_range"),
-                    "logs_max_range and logs_chunk_blocks must be greater than 0".into(),
-                ));
-            }
-            if c.head_poll_ms < 50 {
-                return Err(bad(
-                    &format!("chains[{i}].head_poll_ms"),
-                    "must be at least 50".into(),
-                ));
-            }
+            return Err(Bad::new("max_in_flight", "must be greater than 0"));
         }
         Ok(())
     }
 }
 
+/// A key and what is wrong with it; [`Config::validate`] adds the file.
+struct Bad {
+    key: String,
+    problem: String,
+}
+
+impl Bad {
+    fn new(key: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+impl GatewayLink {
+    fn validate(&self) -> Result<(), Bad> {
+        let fp = &self.fingerprint;
+        let hex = fp.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(Bad::new(
+                "gateway.fingerprint",
+                format!("{fp:?} is not `sha256:` followed by 64 hex digits"),
+            ));
+        }
+        if self.token.is_empty() {
+            return Err(Bad::new("gateway.token", "must not be empty"));
+        }
+        if self.address.is_empty() {
+            return Err(Bad::new("gateway.address", "must not be empty"));
+        }
+        if self.max_frame_bytes < 1024 {
+            return Err(Bad::new("gateway.max_frame_bytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
+}
+
+impl CacheConfig {
+    fn validate(&self) -> Result<(), Bad> {
+        if self.max_bytes == 0 {
+            return Err(Bad::new("cache.max_bytes", "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+fn validate_chains(chains: &[ChainConfig]) -> Result<(), Bad> {
+    if chains.is_empty() {
+        return Err(Bad::new(
+            "chains",
+            "at least one [[chains]] entry is required",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in chains.iter().enumerate() {
+        if !seen.insert(c.chain_id) {
+            return Err(Bad::new(
+                format!("chains[{i}].chain_id"),
+                format!("{} is listed twice", c.chain_id),
+            ));
+        }
+        c.validate(&format!("chains[{i}]"))?;
+    }
+    Ok(())
+}
+
+impl ChainConfig {
+    /// `at` is this chain's place in the file, e.g. `chains[0]`.
+    fn validate(&self, at: &str) -> Result<(), Bad> {
+        if self.upstreams.is_empty() {
+            return Err(Bad::new(
+                format!("{at}.upstreams"),
+                "needs at least one URL",
+            ));
+        }
+        for (j, u) in self.upstreams.iter().enumerate() {
+            if !matches!(u.scheme_str(), Some("http" | "https")) || u.host().is_none() {
+                return Err(Bad::new(
+                    format!("{at}.upstreams[{j}]"),
+                    format!("{:?} is not an http:// or https:// URL", u.to_string()),
+                ));
+            }
+        }
+        if self.upstream_timeout.is_zero() {
+            return Err(Bad::new(
+                format!("{at}.upstream_timeout_ms"),
+                "must be greater than 0",
+            ));
+        }
+        if self.logs_max_range == 0 || self.logs_chunk_blocks == 0 {
+            return Err(Bad::new(
+                format!("{at}.logs_max_range"),
+                "logs_max_range and logs_chunk_blocks must be greater than 0",
+            ));
+        }
+        if self.head_poll < MIN_HEAD_POLL {
+            return Err(Bad::new(
+                format!("{at}.head_poll_ms"),
+                "must be at least 50",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A `*_ms` key: whole milliseconds in the file, a [`Duration`] in the code.
+fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    u64::deserialize(d).map(Duration::from_millis)
+}
+
+/// Upstream URLs, parsed once here; whether each is http(s) with a host is checked by
+/// [`ChainConfig::validate`], which names the key.
+fn uris<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<http::Uri>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .into_iter()
+        .enumerate()
+        .map(|(j, u)| {
+            u.parse::<http::Uri>().map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "upstreams[{j}]: {u:?} is not an http:// or https:// URL ({e})"
+                ))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    const GOOD: &str = r#"
+    /// A minimal valid config with one chain (31337); other tests append to it.
+    pub(crate) const GOOD: &str = r#"
 key_file = "node.key"
 region = "eu-west"
 latitude = 50.11
@@ -310,7 +391,11 @@ upstreams = ["http://127.0.0.1:8545"]
     fn good_config_parses_with_defaults() {
         let c = Config::parse(GOOD, "t.toml").unwrap();
         assert_eq!(c.cache.max_bytes, DEFAULT_CACHE_MAX_BYTES);
-        assert_eq!(c.chains[0].upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS);
+        assert_eq!(c.chains[0].upstream_timeout, DEFAULT_UPSTREAM_TIMEOUT);
+        assert_eq!(
+            c.chains[0].head_poll,
+            Duration::from_millis(DEFAULT_HEAD_POLL_MS)
+        );
         assert!(!format!("{:?}", c.gateway).contains("secret"));
     }
 
@@ -337,5 +422,30 @@ upstreams = ["http://127.0.0.1:8545"]
             let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
             assert!(err.contains(key) && err.contains("t.toml"), "{key}: {err}");
         }
+    }
+
+    #[test]
+    fn typed_values_and_unparsable_urls() {
+        let c = Config::parse(
+            &GOOD.replace(
+                "31337",
+                "31337\nhead_poll_ms = 250\nupstream_timeout_ms = 300",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.chains[0].head_poll, Duration::from_millis(250));
+        assert_eq!(c.chains[0].upstream_timeout, Duration::from_millis(300));
+        assert_eq!(c.chains[0].upstreams[0].host(), Some("127.0.0.1"));
+        let err = Config::parse(&GOOD.replace("127.0.0.1:8545", "a b"), "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("upstreams[0]") && err.contains("t.toml"),
+            "{err}"
+        );
+        let short = GOOD.replace("31337", "31337\nhead_poll_ms = 49");
+        let err = Config::parse(&short, "t.toml").unwrap_err().to_string();
+        assert!(err.contains("chains[0].head_poll_ms"), "{err}");
     }
 }

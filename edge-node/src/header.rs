@@ -16,10 +16,10 @@ pub struct Header {
     pub timestamp: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum HeaderError {
     #[error("not a block object: {0}")]
-    Malformed(String),
+    Malformed(#[source] serde_json::Error),
     #[error("block {number}: claimed hash {claimed} but the header hashes to {computed}")]
     HashMismatch {
         number: u64,
@@ -35,10 +35,8 @@ struct WithHash {
 
 /// Parses an RPC block object (`eth_getBlockBy*` result) and verifies its hash.
 pub fn verify(raw: &[u8]) -> Result<Header, HeaderError> {
-    let claimed: WithHash =
-        serde_json::from_slice(raw).map_err(|e| HeaderError::Malformed(e.to_string()))?;
-    let h: ConsensusHeader =
-        serde_json::from_slice(raw).map_err(|e| HeaderError::Malformed(e.to_string()))?;
+    let claimed: WithHash = serde_json::from_slice(raw).map_err(HeaderError::Malformed)?;
+    let h: ConsensusHeader = serde_json::from_slice(raw).map_err(HeaderError::Malformed)?;
     let computed = h.hash_slow();
     if computed != claimed.hash {
         return Err(HeaderError::HashMismatch {

@@ -7,13 +7,16 @@
 //! - [`link`]: the QUIC session with the gateway (join, status, request streams);
 //! - [`service`]: answering one request (cache policy, coalescing, upstream calls);
 //! - [`cache`]: the cache policy table, keys and the byte-bounded store;
-//! - [`chain`]: per-chain head tracking and status;
+//! - [`Chain`] (module `chain`, private): per-chain head tracking and status, reached through
+//!   [`EdgeNode::chain`] and [`EdgeNode::chains`];
+//! - [`blockref`]: block parameters and hex quantities;
 //! - [`upstream`]: pooled HTTP(S) JSON-RPC clients;
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
 
 pub mod admin;
+pub mod blockref;
 pub mod cache;
-pub mod chain;
+mod chain;
 pub mod config;
 pub mod header;
 pub mod link;
@@ -36,7 +39,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::chain::Chain;
+pub use crate::chain::{Chain, Resolved};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -72,38 +75,13 @@ impl EdgeNode {
     /// configured) the admin listener.
     pub async fn start(config: Config, identity: Identity) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let mut chains = HashMap::new();
-        for c in &config.chains {
-            metrics.init_chain(c.chain_id);
-            let ups = Upstreams::new(
-                &c.upstreams,
-                Duration::from_millis(c.upstream_timeout_ms),
-                metrics.clone(),
-            );
-            chains.insert(c.chain_id, Arc::new(Chain::new(c, ups)));
-        }
         let service = Service {
-            chains,
+            chains: build_chains(&config, &metrics),
             cache: cache::store_counting_evictions(
                 config.cache.max_bytes,
                 metrics.cache_evictions.clone(),
             ),
             metrics: metrics.clone(),
-            // One node serves every chain with the first chain's log limits' stricter values.
-            logs: policy::LogLimits {
-                max_range: config
-                    .chains
-                    .iter()
-                    .map(|c| c.logs_max_range)
-                    .min()
-                    .unwrap_or(1),
-                chunk: config
-                    .chains
-                    .iter()
-                    .map(|c| c.logs_chunk_blocks)
-                    .min()
-                    .unwrap_or(1),
-            },
         };
         let node_id = identity.node_id();
         let client_cfg = proto::tls::client_config(
@@ -158,6 +136,16 @@ impl EdgeNode {
         })
     }
 
+    /// The served chain with this id.
+    pub fn chain(&self, chain_id: u64) -> Option<&Arc<Chain>> {
+        self.shared.service.chains.get(&chain_id)
+    }
+
+    /// Every served chain (in no particular order).
+    pub fn chains(&self) -> impl Iterator<Item = &Arc<Chain>> + '_ {
+        self.shared.service.chains.values()
+    }
+
     /// Stops every task and waits (bounded) for them to finish.
     pub async fn shutdown(mut self) {
         self.stop.cancel();
@@ -173,5 +161,36 @@ impl EdgeNode {
     /// Stops at once without a goodbye to the gateway: the closest thing to a crash in-process.
     pub fn abort(mut self) {
         self.tasks.abort_all();
+    }
+}
+
+/// One [`Chain`] per configured chain, each with its own upstreams and limits.
+fn build_chains(config: &Config, metrics: &Arc<Metrics>) -> HashMap<u64, Arc<Chain>> {
+    let mut chains = HashMap::new();
+    for c in &config.chains {
+        metrics.init_chain(c.chain_id);
+        let ups = Upstreams::new(&c.upstreams, c.upstream_timeout, metrics.clone());
+        chains.insert(c.chain_id, Arc::new(Chain::new(c, ups)));
+    }
+    chains
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `logs_max_range` and `logs_chunk_blocks` hold for the chain they are configured on.
+    #[test]
+    fn each_chain_gets_its_own_log_limits() {
+        let text = format!(
+            "{}logs_max_range = 100\nlogs_chunk_blocks = 10\n\n[[chains]]\nchain_id = 2\n\
+             upstreams = [\"http://127.0.0.1:8546\"]\nlogs_max_range = 5000\n",
+            config::tests::GOOD
+        );
+        let cfg = Config::parse(&text, "t.toml").unwrap();
+        let chains = build_chains(&cfg, &Arc::new(Metrics::new()));
+        let limits = |id: u64| (chains[&id].logs.max_range, chains[&id].logs.chunk);
+        assert_eq!(limits(31337), (100, 10));
+        assert_eq!(limits(2), (5000, config::DEFAULT_LOGS_CHUNK_BLOCKS));
     }
 }

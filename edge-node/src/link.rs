@@ -17,10 +17,18 @@ use crate::Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
-    #[error("resolving gateway address {0}: {1}")]
-    Resolve(String, String),
+    #[error("resolving gateway address {addr}: {source}")]
+    Resolve {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("resolving gateway address {0}: no addresses")]
+    NoAddress(String),
     #[error("connecting to gateway: {0}")]
-    Connect(String),
+    Connect(#[source] quinn::ConnectError),
+    #[error("connecting to gateway: {0}")]
+    Handshake(#[source] quinn::ConnectionError),
     #[error("gateway refused the join: {0}")]
     Rejected(String),
     #[error("gateway did not answer the join in time")]
@@ -78,9 +86,12 @@ pub async fn run(shared: Arc<Shared>, endpoint: quinn::Endpoint, stop: Cancellat
 async fn resolve(addr: &str) -> Result<SocketAddr, LinkError> {
     lookup_host(addr)
         .await
-        .map_err(|e| LinkError::Resolve(addr.into(), e.to_string()))?
+        .map_err(|source| LinkError::Resolve {
+            addr: addr.into(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| LinkError::Resolve(addr.into(), "no addresses".into()))
+        .ok_or_else(|| LinkError::NoAddress(addr.into()))
 }
 
 /// One joined session; returns `Ok` only on shutdown.
@@ -89,30 +100,55 @@ async fn session(
     endpoint: &quinn::Endpoint,
     stop: &CancellationToken,
 ) -> Result<(), LinkError> {
-    let (conn, ctl_send, welcome) = join(shared, endpoint).await?;
+    // The control stream's receive half lives as long as the session: dropping it would tell
+    // the gateway to stop sending.
+    let Joined {
+        conn,
+        ctl_send,
+        ctl_recv: _ctl_recv,
+        welcome,
+    } = join(shared, endpoint).await?;
     let interval = Duration::from_millis(welcome.status_interval_ms.clamp(100, 1000));
+    let status_task = report(shared.clone(), ctl_send, interval);
+    let accept_task = async {
+        loop {
+            let (send, recv) = conn.accept_bi().await?;
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = serve_stream(&shared, send, recv).await {
+                    tracing::debug!(error = %e, "request stream failed");
+                }
+            });
+        }
+        #[allow(unreachable_code)]
+        Ok::<(), LinkError>(())
+    };
     let res = tokio::select! {
         _ = stop.cancelled() => Ok(()),
-        r = report(shared, ctl_send, interval) => r,
-        r = accept(shared, &conn) => r,
+        r = status_task => r,
+        r = accept_task => r,
     };
     conn.close(0u32.into(), b"bye");
     res
 }
 
-/// Dials the gateway and joins: `Hello` out, `Welcome` (or `Reject`) back on the control
-/// stream, whose sending half is returned for status reports.
-async fn join(
-    shared: &Shared,
-    endpoint: &quinn::Endpoint,
-) -> Result<(quinn::Connection, quinn::SendStream, Welcome), LinkError> {
+/// A joined session: the connection, its control stream and the gateway's welcome.
+struct Joined {
+    conn: quinn::Connection,
+    ctl_send: quinn::SendStream,
+    ctl_recv: quinn::RecvStream,
+    welcome: Welcome,
+}
+
+/// Connects and joins: `Hello` out, `Welcome` (or `Reject`) back on the control stream.
+async fn join(shared: &Shared, endpoint: &quinn::Endpoint) -> Result<Joined, LinkError> {
     let cfg = &shared.config;
     let addr = resolve(&cfg.gateway.address).await?;
     let conn = endpoint
         .connect(addr, proto::tls::SERVER_NAME)
-        .map_err(|e| LinkError::Connect(e.to_string()))?
+        .map_err(LinkError::Connect)?
         .await
-        .map_err(|e| LinkError::Connect(e.to_string()))?;
+        .map_err(LinkError::Handshake)?;
     let (mut ctl_send, mut ctl_recv) = conn.open_bi().await?;
     let hello = Hello {
         protocol: proto::PROTOCOL_VERSION,
@@ -155,20 +191,26 @@ async fn join(
         .gateway_connects
         .with_label_values(&["joined"])
         .inc();
-    Ok((conn, ctl_send, welcome))
+
+    Ok(Joined {
+        conn,
+        ctl_send,
+        ctl_recv,
+        welcome,
+    })
 }
 
-/// The control stream's sending side: every chain's new state version at once (`Head`), and
-/// a `Status` every `interval`. Returns only on a write error.
+/// Writes state versions (`Head`, on change) and statuses (every `interval`) on the control
+/// stream until it fails.
 async fn report(
-    shared: &Shared,
+    shared: Arc<Shared>,
     mut ctl_send: quinn::SendStream,
     interval: Duration,
 ) -> Result<(), LinkError> {
     let mut tick = tokio::time::interval(interval);
-    // Every chain's state version, announced at once on change (and first right away, as the
-    // receivers start out unseen): the gateway repeats answers tied to a state only while it
-    // is the last one announced.
+    // Every chain's state version, announced at once on change (and first right away, as
+    // the receivers start out unseen): the gateway repeats answers tied to a state only
+    // while it is the last one announced.
     let mut states: Vec<_> = shared
         .service
         .chains
@@ -180,74 +222,58 @@ async fn report(
         })
         .collect();
     loop {
-        let changed = async {
-            if states.is_empty() {
-                std::future::pending::<()>().await;
+        let announce = {
+            let changed = async {
+                if states.is_empty() {
+                    std::future::pending::<()>().await;
+                }
+                // Never Err: `states` holds each chain, so its sender lives.
+                let _ = futures::future::select_all(
+                    states.iter_mut().map(|(_, rx, _)| Box::pin(rx.changed())),
+                )
+                .await;
+            };
+            tokio::select! {
+                // A new state is announced before any status that shows its head.
+                biased;
+                _ = changed => true,
+                _ = tick.tick() => false,
             }
-            // Never Err: `states` holds each chain, so its sender lives.
-            let _ = futures::future::select_all(
-                states.iter_mut().map(|(_, rx, _)| Box::pin(rx.changed())),
-            )
-            .await;
         };
-        let announce = tokio::select! {
-            // A new state is announced before any status that shows its head.
-            biased;
-            _ = changed => true,
-            _ = tick.tick() => false,
-        };
-        if !announce {
-            send_status(shared, &mut ctl_send).await?;
+        if announce {
+            for (chain, rx, sent) in &mut states {
+                // `changed()` already marked the value seen: compare with what was sent
+                // (0 at first, which is also "no state yet").
+                let state_version = *rx.borrow_and_update();
+                if state_version == *sent {
+                    continue;
+                }
+                *sent = state_version;
+                let head = msg::Head {
+                    chain_id: chain.chain_id,
+                    state_version,
+                    head_number: chain.head().map_or(0, |h| h.number),
+                };
+                ctl_send
+                    .write_all(&msg::encode_json(FrameType::Head, &head))
+                    .await?;
+            }
             continue;
         }
-        for (chain, rx, sent) in &mut states {
-            // `changed()` already marked the value seen: compare with what was sent (0 at
-            // first, which is also "no state yet").
-            let state_version = *rx.borrow_and_update();
-            if state_version == *sent {
-                continue;
+        let status = shared.status();
+        // Finality comes from the chain trackers through the status; mirror it for Prometheus.
+        for c in &status.chains {
+            if let Some(f) = c.finalized_number {
+                shared
+                    .metrics
+                    .finalized_block
+                    .with_label_values(&[&c.chain_id.to_string()])
+                    .set(f as i64);
             }
-            *sent = state_version;
-            let head = msg::Head {
-                chain_id: chain.chain_id,
-                state_version,
-                head_number: chain.head().map_or(0, |h| h.number),
-            };
-            ctl_send
-                .write_all(&msg::encode_json(FrameType::Head, &head))
-                .await?;
         }
-    }
-}
-
-async fn send_status(shared: &Shared, ctl_send: &mut quinn::SendStream) -> Result<(), LinkError> {
-    let status = shared.status();
-    // Finality comes from the chain trackers through the status; mirror it for Prometheus.
-    for c in &status.chains {
-        if let Some(f) = c.finalized_number {
-            shared
-                .metrics
-                .finalized_block
-                .with_label_values(&[&c.chain_id.to_string()])
-                .set(f as i64);
-        }
-    }
-    ctl_send
-        .write_all(&msg::encode_json(FrameType::Status, &status))
-        .await?;
-    Ok(())
-}
-
-/// Answers each request stream the gateway opens, one task per stream.
-async fn accept(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<(), LinkError> {
-    loop {
-        let (send, recv) = conn.accept_bi().await?;
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(e) = serve_stream(&shared, send, recv).await {
-                tracing::debug!(error = %e, "request stream failed");
-            }
-        });
+        ctl_send
+            .write_all(&msg::encode_json(FrameType::Status, &status))
+            .await?;
     }
 }
 
@@ -266,7 +292,7 @@ async fn serve_stream(
     let buf = recv
         .read_to_end(max)
         .await
-        .map_err(|e| LinkError::Frame(FrameError::Io(std::io::Error::other(e.to_string()))))?;
+        .map_err(|e| LinkError::Frame(FrameError::Io(std::io::Error::other(e))))?;
     let req =
         RpcRequest::decode(frame::decode_one(buf.into(), max)?.expect(FrameType::RpcRequest)?)?;
     // At info level so that warnings raised while answering (an upstream failing) carry the

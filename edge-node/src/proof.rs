@@ -8,12 +8,16 @@
 use std::time::Duration;
 
 use alloy_primitives::{keccak256, Address, Bytes as ABytes, B256, U256};
-use alloy_trie::{proof::verify_proof, Nibbles, TrieAccount, EMPTY_ROOT_HASH, KECCAK_EMPTY};
+use alloy_trie::{
+    proof::verify_proof, proof::ProofVerificationError, Nibbles, TrieAccount, EMPTY_ROOT_HASH,
+    KECCAK_EMPTY,
+};
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::chain::{parse_hex, Chain};
+use crate::blockref::parse_hex;
+use crate::chain::Chain;
 use crate::header;
 use crate::metrics::Metrics;
 use crate::upstream::{Answer, UpstreamError};
@@ -49,10 +53,12 @@ struct StorageProof {
 pub enum ProofError {
     #[error("malformed eth_getProof answer: {0}")]
     Malformed(String),
+    #[error("malformed eth_getProof answer: {0}")]
+    Json(#[source] serde_json::Error),
     #[error("account proof does not match the state root: {0}")]
-    Account(String),
+    Account(#[source] ProofVerificationError),
     #[error("storage proof does not match the storage root: {0}")]
-    Storage(String),
+    Storage(#[source] ProofVerificationError),
     #[error("code does not hash to the proven code hash")]
     Code,
 }
@@ -150,8 +156,7 @@ fn check(
     address: Address,
     slot: Option<B256>,
 ) -> Result<(AccountProof, Option<U256>), ProofErrorOr> {
-    let p: AccountProof =
-        serde_json::from_slice(raw).map_err(|e| ProofError::Malformed(e.to_string()))?;
+    let p: AccountProof = serde_json::from_slice(raw).map_err(ProofError::Json)?;
     let nonce: u64 = p
         .nonce
         .try_into()
@@ -181,7 +186,7 @@ fn check(
         expected,
         &p.account_proof,
     )
-    .map_err(|e| ProofError::Account(e.to_string()))?;
+    .map_err(ProofError::Account)?;
     let value = match slot {
         None => None,
         Some(slot) => {
@@ -197,7 +202,7 @@ fn check(
                 expected,
                 &sp.proof,
             )
-            .map_err(|e| ProofError::Storage(e.to_string()))?;
+            .map_err(ProofError::Storage)?;
             Some(sp.value)
         }
     };
@@ -234,8 +239,7 @@ async fn finish(
                     )))
                 }
             };
-            let hex: String =
-                serde_json::from_slice(&code).map_err(|e| ProofError::Malformed(e.to_string()))?;
+            let hex: String = serde_json::from_slice(&code).map_err(ProofError::Json)?;
             let bytes: ABytes = hex
                 .parse()
                 .map_err(|_| ProofError::Malformed("code".into()))?;

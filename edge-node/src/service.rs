@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::cache::{self, Store};
 use crate::chain::Chain;
 use crate::metrics::Metrics;
-use crate::policy::{self, LogLimits, Plan};
+use crate::policy::{self, Plan};
 use crate::upstream::{Answer, UpstreamError};
 use crate::{logs, proof};
 
@@ -25,7 +25,6 @@ pub struct Service {
     pub chains: HashMap<u64, Arc<Chain>>,
     pub cache: Store,
     pub metrics: Arc<Metrics>,
-    pub logs: LogLimits,
 }
 
 /// Why a cacheable miss was not stored; every waiter on the same key receives it.
@@ -47,12 +46,7 @@ impl Service {
                 results: req
                     .calls
                     .iter()
-                    .map(|_| CallResult {
-                        cache: CacheStatus::Bypass,
-                        outcome: Outcome::NodeError(err.clone()),
-                        final_answer: false,
-                        at_state: false,
-                    })
+                    .map(|_| CallResult::node_error(err.clone()))
                     .collect(),
             };
         };
@@ -107,15 +101,10 @@ impl Service {
             match serde_json::from_slice(&call.params) {
                 Ok(v) => v,
                 Err(e) => {
-                    return CallResult {
-                        cache: CacheStatus::Bypass,
-                        outcome: Outcome::Error(rpc::error_object(
-                            rpc::INVALID_PARAMS,
-                            format!("params are not valid JSON: {e}"),
-                        )),
-                        final_answer: false,
-                        at_state: false,
-                    }
+                    return CallResult::bypass(Outcome::Error(rpc::error_object(
+                        rpc::INVALID_PARAMS,
+                        format!("params are not valid JSON: {e}"),
+                    )))
                 }
             }
         };
@@ -125,39 +114,24 @@ impl Service {
                 .with_label_values(&[label])
                 .inc();
         };
-        match policy::plan(chain, &call.method, &params, self.logs) {
+        match policy::plan(chain, &call.method, &params, chain.logs) {
             Plan::Local(answer) => {
                 count("hit");
+                // The chain id never changes; the tip does, with the chain state.
+                let chain_id = call.method == "eth_chainId";
                 CallResult {
-                    cache: CacheStatus::Hit,
-                    outcome: Outcome::Result(answer),
-                    // The chain id never changes; the tip does, with the chain state.
-                    final_answer: call.method == "eth_chainId",
-                    at_state: call.method != "eth_chainId",
+                    final_answer: chain_id,
+                    at_state: !chain_id,
+                    ..CallResult::hit(Outcome::Result(answer))
                 }
             }
             Plan::Reject(err) => {
                 count("bypass");
-                CallResult {
-                    cache: CacheStatus::Bypass,
-                    outcome: Outcome::Error(err),
-                    final_answer: false,
-                    at_state: false,
-                }
+                CallResult::bypass(Outcome::Error(err))
             }
             Plan::Bypass => {
                 count("bypass");
-                CallResult {
-                    cache: CacheStatus::Bypass,
-                    outcome: to_outcome(
-                        chain
-                            .upstreams
-                            .call(&call.method, &call.params, budget)
-                            .await,
-                    ),
-                    final_answer: false,
-                    at_state: false,
-                }
+                CallResult::bypass(as_asked(chain, call, budget).await)
             }
             Plan::Cache {
                 key,
@@ -173,17 +147,10 @@ impl Service {
                     } else {
                         chain.upstreams.call(&method, &pinned, budget).await
                     };
-                    match answer {
-                        Ok(Answer::Result(r))
-                            if cache::storable(&r)
-                                && (!only_if_final
-                                    || policy::tx_is_final(&r, chain.finalized())) =>
-                        {
-                            Ok(r)
-                        }
-                        Ok(a) => Err(NotStored::Answer(a)),
-                        Err(e) => Err(NotStored::Failed(e)),
-                    }
+                    keep_if(answer, |r| {
+                        cache::storable(r)
+                            && (!only_if_final || policy::tx_is_final(r, chain.finalized()))
+                    })
                 };
                 let mut result = self.cached(key, fetch).await;
                 result.final_answer = match &result.outcome {
@@ -203,17 +170,7 @@ impl Service {
                 // Never for verified reads: an unproven answer must not slip in this way.
                 let rewritten = method != call.method || pinned != call.params;
                 if rewritten && !verified && block_gone(&result.outcome) {
-                    result = CallResult {
-                        cache: CacheStatus::Bypass,
-                        outcome: to_outcome(
-                            chain
-                                .upstreams
-                                .call(&call.method, &call.params, budget)
-                                .await,
-                        ),
-                        final_answer: false,
-                        at_state: false,
-                    };
+                    result = CallResult::bypass(as_asked(chain, call, budget).await);
                 }
                 result
             }
@@ -224,35 +181,51 @@ impl Service {
                 cache_key,
                 final_for_client,
             } => {
-                let fetch = async {
-                    match logs::fetch(chain, &filter, from, to, self.logs.chunk, budget).await {
-                        Ok(Answer::Result(r)) => Ok(r),
-                        Ok(a) => Err(NotStored::Answer(a)),
-                        Err(e) => Err(NotStored::Failed(e)),
-                    }
+                self.logs(
+                    chain,
+                    &filter,
+                    (from, to),
+                    cache_key,
+                    final_for_client,
+                    budget,
+                )
+                .await
+            }
+        }
+    }
+
+    /// An `eth_getLogs` call over `from..=to`: through the cache when it has a key (the range
+    /// is final), else sent upstream (in chunks) and kept nowhere.
+    async fn logs(
+        &self,
+        chain: &Chain,
+        filter: &Value,
+        (from, to): (u64, u64),
+        cache_key: Option<Bytes>,
+        final_for_client: bool,
+        budget: Duration,
+    ) -> CallResult {
+        let fetch = async {
+            let answer = logs::fetch(chain, filter, from, to, chain.logs.chunk, budget).await;
+            keep_if(answer, |_| true)
+        };
+        match cache_key {
+            Some(key) => {
+                let mut r = self.cached(key, fetch).await;
+                r.final_answer = final_for_client && matches!(r.outcome, Outcome::Result(_));
+                r
+            }
+            None => {
+                self.metrics
+                    .cache_requests
+                    .with_label_values(&["bypass"])
+                    .inc();
+                let outcome = match fetch.await {
+                    Ok(r) => Outcome::Result(r),
+                    Err(NotStored::Answer(a)) => to_outcome(Ok(a)),
+                    Err(NotStored::Failed(e)) => to_outcome(Err(e)),
                 };
-                match cache_key {
-                    Some(key) => {
-                        let mut r = self.cached(key, fetch).await;
-                        r.final_answer =
-                            final_for_client && matches!(r.outcome, Outcome::Result(_));
-                        r
-                    }
-                    None => {
-                        count("bypass");
-                        let outcome = match fetch.await {
-                            Ok(r) => Outcome::Result(r),
-                            Err(NotStored::Answer(a)) => to_outcome(Ok(a)),
-                            Err(NotStored::Failed(e)) => to_outcome(Err(e)),
-                        };
-                        CallResult {
-                            cache: CacheStatus::Bypass,
-                            outcome,
-                            final_answer: false,
-                            at_state: false,
-                        }
-                    }
-                }
+                CallResult::bypass(outcome)
             }
         }
     }
@@ -269,12 +242,7 @@ impl Service {
                 .cache_requests
                 .with_label_values(&["hit"])
                 .inc();
-            return CallResult {
-                cache: CacheStatus::Hit,
-                outcome: Outcome::Result(v),
-                final_answer: false,
-                at_state: false,
-            };
+            return CallResult::hit(Outcome::Result(v));
         }
         let (status, outcome) = match self.cache.entry(key).or_try_insert_with(fetch).await {
             Ok(entry) if entry.is_fresh() => {
@@ -299,12 +267,62 @@ impl Service {
             .cache_requests
             .with_label_values(&[label])
             .inc();
+        CallResult::of(status, outcome)
+    }
+}
+
+/// Short constructors for the node's results: neither final nor tied to the state unless a
+/// caller says so (struct update syntax).
+trait CallResultExt {
+    fn of(cache: CacheStatus, outcome: Outcome) -> Self;
+    fn hit(outcome: Outcome) -> Self;
+    fn bypass(outcome: Outcome) -> Self;
+    /// The node could not answer (the gateway may try another node).
+    fn node_error(err: Bytes) -> Self;
+}
+
+impl CallResultExt for CallResult {
+    fn of(cache: CacheStatus, outcome: Outcome) -> Self {
         CallResult {
-            cache: status,
+            cache,
             outcome,
             final_answer: false,
             at_state: false,
         }
+    }
+
+    fn hit(outcome: Outcome) -> Self {
+        Self::of(CacheStatus::Hit, outcome)
+    }
+
+    fn bypass(outcome: Outcome) -> Self {
+        Self::of(CacheStatus::Bypass, outcome)
+    }
+
+    fn node_error(err: Bytes) -> Self {
+        Self::bypass(Outcome::NodeError(err))
+    }
+}
+
+/// The call sent upstream as the client put it.
+async fn as_asked(chain: &Chain, call: &Call, budget: Duration) -> Outcome {
+    to_outcome(
+        chain
+            .upstreams
+            .call(&call.method, &call.params, budget)
+            .await,
+    )
+}
+
+/// An upstream answer for the cache: a result that passes `keep`, or why it is not stored.
+fn keep_if(
+    answer: Result<Answer, UpstreamError>,
+    keep: impl FnOnce(&Bytes) -> bool,
+) -> Result<Bytes, NotStored> {
+    match answer {
+        Ok(Answer::Result(r)) if keep(&r) => Ok(r),
+        Ok(a) => Err(NotStored::Answer(a)),
+        Err(e) => Err(NotStored::Failed(e)),
     }
 }
 

@@ -69,7 +69,8 @@ struct Envelope<'a> {
 }
 
 impl Upstreams {
-    pub fn new(urls: &[String], timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    /// `urls` as parsed (and checked to be http(s) with a host) at config load.
+    pub fn new(urls: &[http::Uri], timeout: Duration, metrics: Arc<Metrics>) -> Self {
         let mut http = HttpConnector::new();
         // Small JSON-RPC requests must not wait on Nagle; TLS needs non-http schemes allowed.
         http.set_nodelay(true);
@@ -86,14 +87,13 @@ impl Upstreams {
             .build(https);
         let list = urls
             .iter()
-            .map(|u| {
-                let url: http::Uri = u.parse().expect("validated at config load");
+            .map(|url| {
                 let label = url
                     .authority()
                     .map(|a| a.to_string())
-                    .unwrap_or_else(|| u.clone());
+                    .unwrap_or_else(|| url.to_string());
                 Upstream {
-                    url,
+                    url: url.clone(),
                     label,
                     suspect_until: parking_lot::Mutex::new(None),
                 }

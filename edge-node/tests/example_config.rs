@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use edge_node::config::{
-    CacheConfig, Config, DEFAULT_CACHE_MAX_BYTES, DEFAULT_FINALITY_DEPTH, DEFAULT_HEAD_POLL_MS,
+    CacheConfig, Config, DEFAULT_CACHE_MAX_BYTES, DEFAULT_FINALITY_DEPTH, DEFAULT_HEAD_POLL,
     DEFAULT_LOGS_CHUNK_BLOCKS, DEFAULT_LOGS_MAX_RANGE, DEFAULT_MAX_FRAME_BYTES,
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_UPSTREAM_TIMEOUT_MS,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_UPSTREAM_TIMEOUT,
 };
 
 #[path = "../../gateway/tests/support/example_keys.rs"]
@@ -76,8 +76,8 @@ fn example_values_equal_the_code_defaults() {
 
     assert_eq!(cfg.chains.len(), 1);
     let c = &cfg.chains[0];
-    assert_eq!(c.upstream_timeout_ms, DEFAULT_UPSTREAM_TIMEOUT_MS);
-    assert_eq!(c.head_poll_ms, DEFAULT_HEAD_POLL_MS);
+    assert_eq!(c.upstream_timeout, DEFAULT_UPSTREAM_TIMEOUT);
+    assert_eq!(c.head_poll, DEFAULT_HEAD_POLL);
     assert_eq!(c.finality_depth, DEFAULT_FINALITY_DEPTH);
     assert_eq!(c.logs_max_range, DEFAULT_LOGS_MAX_RANGE);
     assert_eq!(c.logs_chunk_blocks, DEFAULT_LOGS_CHUNK_BLOCKS);

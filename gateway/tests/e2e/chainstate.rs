@@ -47,8 +47,8 @@ async fn rig(upstream: Option<&str>, verify: bool) -> Rig {
 }
 
 /// The node's one chain (every rig here serves one).
-fn chain_of(node: &edge_node::EdgeNode) -> &Arc<edge_node::chain::Chain> {
-    node.shared.service.chains.values().next().unwrap()
+fn chain_of(node: &edge_node::EdgeNode) -> &Arc<edge_node::Chain> {
+    node.chains().next().unwrap()
 }
 
 impl Rig {
@@ -643,7 +643,7 @@ async fn lying_upstreams_are_caught_by_header_and_proof_checks() {
     http.rpc(&anvil.url, "anvil_mine", json!(["0x3"])).await;
     let mut cfg = node_config(&gw, &NodeSpec::eu_west(&liar.url), TOKEN);
     cfg.chains[0].verify_state = true;
-    cfg.chains[0].upstreams = vec![liar.url.clone(), anvil.url.clone()];
+    cfg.chains[0].upstreams = vec![liar.url.parse().unwrap(), anvil.url.parse().unwrap()];
     let mixed =
         edge_node::EdgeNode::start(cfg.clone(), proto::identity::Identity::generate().unwrap())
             .await
@@ -681,7 +681,7 @@ async fn lying_upstreams_are_caught_by_header_and_proof_checks() {
     // Gone from routing before its successor is judged (which takes a few health rounds).
     wait_serving(&gw, 0).await;
 
-    cfg.chains[0].upstreams = vec![liar.url.clone()];
+    cfg.chains[0].upstreams = vec![liar.url.parse().unwrap()];
     let only_liar = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
         .await
         .unwrap();
@@ -728,12 +728,9 @@ async fn upstreams_on_another_fork_or_lagging_are_not_used() {
 
     let gw = start_gateway("").await;
     let mut cfg = node_config(&gw, &NodeSpec::eu_west(&a.url), TOKEN);
-    cfg.chains[0].upstreams = vec![
-        b.url.clone(),
-        lagging.url.clone(),
-        a_proxy.url.clone(),
-        a.url.clone(),
-    ];
+    cfg.chains[0].upstreams = [&b.url, &lagging.url, &a_proxy.url, &a.url]
+        .map(|u| u.parse().unwrap())
+        .to_vec();
     let node = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
         .await
         .unwrap();

@@ -219,7 +219,7 @@ async fn bad_input_gets_exact_errors_and_changes_nothing() {
     let ok_call = json!({"jsonrpc":"2.0","id":"ok","method":"eth_chainId"}).to_string();
     let huge = format!("[{}]", vec![ok_call.as_str(); 1001].join(","));
 
-    let cases: Vec<BadCase> = vec![
+    let cases: Vec<BadCase<'_>> = vec![
         (
             "malformed JSON",
             "/",
@@ -432,7 +432,7 @@ async fn upstream_timeout_is_named() {
     let anvil = Anvil::start(&[]).await;
     let gw = start_gateway("").await;
     let mut cfg = node_config(&gw, &NodeSpec::eu_west(&anvil.url), TOKEN);
-    cfg.chains[0].upstream_timeout_ms = 300;
+    cfg.chains[0].upstream_timeout = Duration::from_millis(300);
     let node = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
         .await
         .unwrap();
