@@ -44,6 +44,7 @@ fn route(app: &App, path: &str) -> Response<Full<Bytes>> {
         "/metrics" => {
             app.metrics.nodes_joined.set(app.registry.len() as i64);
             app.metrics.nodes.refresh(app);
+            app.metrics.geo_reloads.refresh(&app.geo.stats());
             let (entries, bytes) = app.answers.usage();
             app.metrics.answer_cache_entries.set(entries as i64);
             app.metrics.answer_cache_bytes.set(bytes as i64);

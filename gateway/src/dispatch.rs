@@ -71,7 +71,7 @@ pub async fn dispatch(
         if left.is_zero() {
             last_error = Some(format!(
                 "request timed out after {} ms",
-                app.config.server.request_timeout_ms
+                app.config.server.request_timeout.as_millis()
             ));
             break;
         }
@@ -152,7 +152,7 @@ pub async fn dispatch(
                 last_error = Some(match e {
                     AttemptError::Timeout => format!(
                         "request timed out after {} ms",
-                        app.config.server.request_timeout_ms
+                        app.config.server.request_timeout.as_millis()
                     ),
                     other => format!("edge node failed: {other}"),
                 });

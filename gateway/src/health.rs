@@ -34,7 +34,7 @@ pub enum Verdict {
 
 /// Runs the checks until `stop` fires.
 pub async fn run(app: Arc<App>, stop: CancellationToken) {
-    let mut tick = tokio::time::interval(Duration::from_millis(app.config.quic.status_interval_ms));
+    let mut tick = tokio::time::interval(app.config.quic.status_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -64,7 +64,7 @@ pub fn best_heads(nodes: &[Arc<Node>], deadline: Duration) -> HashMap<u64, u64> 
 /// One round of checks over every joined node.
 pub fn check_all(app: &App) {
     let cfg = &app.config;
-    let deadline = Duration::from_millis(cfg.quic.status_deadline_ms);
+    let deadline = cfg.quic.status_deadline;
     let nodes = app.registry.snapshot();
     let best = best_heads(&nodes, deadline);
     for n in &nodes {
@@ -124,13 +124,13 @@ pub fn judge(
             lag,
         );
     }
-    if c.head_age_ms > h.max_head_age_ms {
+    if Duration::from_millis(c.head_age_ms) > h.max_head_age {
         return bad(
             false,
             format!(
                 "head is {} s old (max {} s)",
                 c.head_age_ms / 1000,
-                h.max_head_age_ms / 1000
+                h.max_head_age.as_secs()
             ),
             lag,
         );

@@ -39,7 +39,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(app.config.server.header_timeout_ms))
+        .header_read_timeout(app.config.server.header_timeout)
         .keep_alive(true);
     builder
         .http2()
@@ -174,7 +174,7 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: 
     let caller = app.locate(caller_ip);
     app.series(chain.chain_id)
         .request_from(caller.as_ref().and_then(|c| c.country.as_deref()));
-    let body_timeout = Duration::from_millis(app.config.server.body_timeout_ms);
+    let body_timeout = app.config.server.body_timeout;
     let collected =
         tokio::time::timeout(body_timeout, Limited::new(req.into_body(), max).collect()).await;
     let body = match collected {
@@ -332,7 +332,7 @@ async fn answer(
     }
     if !to_send.is_empty() {
         series.gateway_miss.inc_by(to_send.len() as u64);
-        let deadline = started + Duration::from_millis(app.config.server.request_timeout_ms);
+        let deadline = started + app.config.server.request_timeout;
         let (idx, calls): (Vec<usize>, Vec<Call>) = to_send.into_iter().unzip();
         let methods: Vec<&'static str> = calls.iter().map(|c| method_label(&c.method)).collect();
         let d = match ranked.expect("ranked when there are calls to send") {

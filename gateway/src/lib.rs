@@ -94,7 +94,7 @@ impl App {
 
     /// Names of configured chains with no healthy node right now.
     pub fn unserved_chains(&self) -> Vec<String> {
-        let deadline = Duration::from_millis(self.config.quic.status_deadline_ms);
+        let deadline = self.config.quic.status_deadline;
         self.config
             .chains
             .iter()
@@ -134,8 +134,7 @@ impl Gateway {
             .with_context(|| format!("binding quic.listen {}", config.quic.listen))?;
 
         let geo = open_geo(&config.geo)?;
-        let trusted = geo::TrustedProxies::parse(&config.geo.trusted_proxies)
-            .context("geo.trusted_proxies")?;
+        let trusted = config.geo.trusted();
         let answers = answers::FinalAnswers::new(config.cache.max_bytes);
         let tips = answers::StateAnswers::new(config.cache.tip_max_bytes);
         let metrics = Metrics::new();
@@ -177,9 +176,7 @@ impl Gateway {
         tasks.spawn(link::accept_loop(app.clone(), endpoint, stop.child_token()));
         tasks.spawn(health::run(app.clone(), stop.child_token()));
         if !app.config.geo.databases.is_empty() {
-            let watcher = app
-                .geo
-                .spawn_watcher(Duration::from_millis(app.config.geo.reload_interval_ms));
+            let watcher = app.geo.spawn_watcher(app.config.geo.reload_interval);
             let stop_watch = stop.child_token();
             tasks.spawn(async move {
                 stop_watch.cancelled().await;

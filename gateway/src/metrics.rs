@@ -2,8 +2,10 @@
 //! (configured chain names, a fixed set of method names, fixed outcome/reason names, node ids
 //! and regions of joined nodes, which are bounded by `quic.max_nodes`, and ISO country codes).
 //!
-//! [`nodes`] holds the per-node gauges that are rebuilt from the node registry at each scrape.
+//! [`nodes`] holds the per-node gauges that are rebuilt from the node registry at each scrape;
+//! [`geo`] the geo database reload counters, copied from the geo service's stats at each scrape.
 
+pub mod geo;
 pub mod nodes;
 
 use prometheus::{
@@ -152,6 +154,7 @@ pub struct Metrics {
     pub tip_cache_entries: IntGauge,
     pub tip_cache_bytes: IntGauge,
     pub nodes: nodes::NodeGauges,
+    pub geo_reloads: geo::GeoReloads,
 }
 
 impl Metrics {
@@ -282,6 +285,7 @@ impl Metrics {
             )
             .unwrap(),
             nodes: nodes::NodeGauges::new(),
+            geo_reloads: geo::GeoReloads::new(),
             registry,
         };
         let r = &m.registry;
@@ -307,6 +311,7 @@ impl Metrics {
         r.register(Box::new(m.tip_cache_entries.clone())).unwrap();
         r.register(Box::new(m.tip_cache_bytes.clone())).unwrap();
         m.nodes.register(r).unwrap();
+        m.geo_reloads.register(r).unwrap();
         for e in QUIC_EVENTS {
             m.quic_events.with_label_values(&[e]);
         }

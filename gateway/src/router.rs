@@ -222,7 +222,7 @@ impl<T: Routable> Table<T> {
 
 /// Builds the routing table of `chain_id` from the nodes routable now.
 pub fn build_table(app: &App, chain_id: u64) -> Table<Arc<Node>> {
-    let deadline = std::time::Duration::from_millis(app.config.quic.status_deadline_ms);
+    let deadline = app.config.quic.status_deadline;
     let r = &app.config.routing;
     let targets = app
         .registry

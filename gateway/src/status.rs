@@ -211,7 +211,7 @@ pub struct NodeChainDoc {
 
 /// Builds the document the page renders.
 pub fn build(app: &App) -> StatusDoc {
-    let deadline = Duration::from_millis(app.config.quic.status_deadline_ms);
+    let deadline = app.config.quic.status_deadline;
     let nodes = app.registry.snapshot();
     let best = crate::health::best_heads(&nodes, deadline);
     let chains = app

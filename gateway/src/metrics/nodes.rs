@@ -5,7 +5,6 @@
 //! Labels: `node` (node id, 32 hex), `region` (as the node announced it, 1-64 chars), `chain`
 //! (configured chain name). All are bounded by `quic.max_nodes` and the config.
 
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
@@ -138,7 +137,7 @@ impl NodeGauges {
         ] {
             v.reset();
         }
-        let deadline = Duration::from_millis(app.config.quic.status_deadline_ms);
+        let deadline = app.config.quic.status_deadline;
         let nodes = app.registry.snapshot();
         for c in &app.config.chains {
             let serving = nodes
