@@ -1,11 +1,16 @@
 //! Caller location against real MaxMind DB files: the committed fixtures for both schemas,
-//! hot reload, and the real DB-IP Lite database that scripts/deps.sh installs.
+//! hot reload, and the real DB-IP Lite database that scripts/deps.sh installs; and the caller's
+//! address as the `[geo]` config sets it up.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gateway::geo::{haversine_km, Geo, GeoError, GeoOptions, Location};
+
+use gateway::config::Config;
+use gateway::geo::client_ip;
+use http::{HeaderMap, HeaderValue};
 
 const LONDON: (f64, f64) = (51.5074, -0.1278);
 const MOUNTAIN_VIEW: (f64, f64) = (37.3861, -122.0839);
@@ -500,4 +505,49 @@ fn real_dbip_lite_database() {
 
     let types: Vec<u16> = geo.databases().iter().map(|d| d.ip_version).collect();
     assert_eq!(types, [4, 6]);
+}
+
+// === the caller's address, as configured ===
+
+fn config_with_geo(geo: &str) -> Config {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+[quic]
+listen = "127.0.0.1:0"
+key_file = "gw.key"
+join_tokens = ["0123456789"]
+[geo]
+trusted_proxies = ["10.0.0.0/8"]
+{geo}
+[[chains]]
+name = "anvil"
+chain_id = 31337
+"#
+    );
+    Config::parse(&text, "geo-test.toml").unwrap()
+}
+
+/// A proxy that writes only `Forwarded`, and a client that adds its own `X-Forwarded-For`.
+fn spoofed_xff() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.append("x-forwarded-for", HeaderValue::from_static("8.8.8.8"));
+    h.append("forwarded", HeaderValue::from_static("for=198.51.100.7"));
+    h
+}
+
+#[test]
+fn forwarded_only_setting_ignores_a_spoofed_x_forwarded_for() {
+    let proxy = ip("10.0.0.5");
+    let cfg = config_with_geo("client_ip_header = \"forwarded\"");
+    let caller = client_ip(proxy, &spoofed_xff(), &cfg.geo.trusted());
+    assert_eq!(caller, ip("198.51.100.7"));
+
+    // Without the setting the client-written header wins: what the setting is for.
+    let cfg = config_with_geo("");
+    assert_eq!(
+        client_ip(proxy, &spoofed_xff(), &cfg.geo.trusted()),
+        ip("8.8.8.8")
+    );
 }

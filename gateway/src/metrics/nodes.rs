@@ -5,7 +5,6 @@
 //! Labels: `node` (node id, 32 hex), `region` (as the node announced it, 1-64 chars), `chain`
 //! (configured chain name). All are bounded by `quic.max_nodes` and the config.
 
-
 use parking_lot::Mutex;
 use prometheus::{GaugeVec, IntGaugeVec, Opts, Registry};
 
