@@ -509,24 +509,19 @@ fn real_dbip_lite_database() {
 
 // === the caller's address, as configured ===
 
-fn config_with_geo(geo: &str) -> Config {
-    let text = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-[quic]
-listen = "127.0.0.1:0"
-key_file = "gw.key"
-join_tokens = ["0123456789"]
-[geo]
-trusted_proxies = ["10.0.0.0/8"]
-{geo}
-[[chains]]
-name = "anvil"
-chain_id = 31337
-"#
-    );
-    Config::parse(&text, "geo-test.toml").unwrap()
+/// The example config, trusting 10.0.0.0/8, with `client_ip_header` as given (its default
+/// when `None`).
+fn config_with_header(header: Option<&str>) -> Config {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.example.toml");
+    let mut text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("trusted_proxies = []", "trusted_proxies = [\"10.0.0.0/8\"]");
+    if let Some(h) = header {
+        let default = "client_ip_header = \"prefer-x-forwarded-for\"";
+        assert!(text.contains(default));
+        text = text.replace(default, &format!("client_ip_header = {h:?}"));
+    }
+    Config::parse(&text, "gateway.example.toml").unwrap()
 }
 
 /// A proxy that writes only `Forwarded`, and a client that adds its own `X-Forwarded-For`.
@@ -540,12 +535,12 @@ fn spoofed_xff() -> HeaderMap {
 #[test]
 fn forwarded_only_setting_ignores_a_spoofed_x_forwarded_for() {
     let proxy = ip("10.0.0.5");
-    let cfg = config_with_geo("client_ip_header = \"forwarded\"");
+    let cfg = config_with_header(Some("forwarded"));
     let caller = client_ip(proxy, &spoofed_xff(), &cfg.geo.trusted());
     assert_eq!(caller, ip("198.51.100.7"));
 
     // Without the setting the client-written header wins: what the setting is for.
-    let cfg = config_with_geo("");
+    let cfg = config_with_header(None);
     assert_eq!(
         client_ip(proxy, &spoofed_xff(), &cfg.geo.trusted()),
         ip("8.8.8.8")

@@ -60,7 +60,7 @@ pub struct GeoConfig {
     #[serde(
         rename = "reload_interval_ms",
         default = "d_geo_reload",
-        deserialize_with = "millis::deserialize"
+        with = "millis"
     )]
     pub reload_interval: Duration,
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// For `#[serde(deserialize_with = "millis::deserialize")]`.
+/// For `#[serde(with = "millis")]` (only deserialized).
 pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     u64::deserialize(d).map(Duration::from_millis)
 }

@@ -75,7 +75,7 @@ pub struct HealthConfig {
     #[serde(
         rename = "max_head_age_ms",
         default = "d_max_head_age",
-        deserialize_with = "millis::deserialize"
+        with = "millis"
     )]
     pub max_head_age: Duration,
     /// Consecutive bad checks before a node is dropped (disconnects and wrong chains: at once).

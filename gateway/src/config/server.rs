@@ -40,7 +40,7 @@ pub struct ServerConfig {
     #[serde(
         rename = "request_timeout_ms",
         default = "d_req_timeout",
-        deserialize_with = "millis::deserialize"
+        with = "millis"
     )]
     pub request_timeout: Duration,
     #[serde(default = "d_max_conn")]
@@ -49,14 +49,14 @@ pub struct ServerConfig {
     #[serde(
         rename = "header_timeout_ms",
         default = "d_header_timeout",
-        deserialize_with = "millis::deserialize"
+        with = "millis"
     )]
     pub header_timeout: Duration,
     /// `body_timeout_ms`: a client must finish sending its request body within this time.
     #[serde(
         rename = "body_timeout_ms",
         default = "d_body_timeout",
-        deserialize_with = "millis::deserialize"
+        with = "millis"
     )]
     pub body_timeout: Duration,
     /// Runtime worker threads; 0 (the default) means one per CPU core. With one, a request
@@ -79,14 +79,14 @@ pub struct QuicConfig {
     #[serde(
         rename = "status_interval_ms",
         default = "d_status_interval",
-        deserialize_with = "millis::deserialize"
+        with = "millis"
     )]
     pub status_interval: Duration,
     /// `status_deadline_ms`: a node silent for this long is dropped from routing.
     #[serde(
         rename = "status_deadline_ms",
         default = "d_status_deadline",
-        deserialize_with = "millis::deserialize"
+        with = "millis"
     )]
     pub status_deadline: Duration,
     #[serde(default = "d_frame")]
