@@ -51,8 +51,7 @@ pub struct App {
 impl App {
     fn new(config: Config, gateway_id: String) -> anyhow::Result<Self> {
         let geo = open_geo(&config.geo)?;
-        let trusted = geo::TrustedProxies::parse(&config.geo.trusted_proxies)
-            .context("geo.trusted_proxies")?;
+        let trusted = config.geo.trusted();
         let metrics = Arc::new(Metrics::new());
         let series = config
             .chains
@@ -101,7 +100,7 @@ impl App {
             chain,
             deny: &self.config.methods.deny,
             max_batch: self.config.server.max_batch,
-            request_timeout: Duration::from_millis(self.config.server.request_timeout_ms),
+            request_timeout: self.config.server.request_timeout,
             tiers: &self.answers,
             router: &self.router,
             dispatcher: &self.dispatcher,
@@ -112,7 +111,7 @@ impl App {
 
     /// Names of configured chains with no healthy node right now.
     pub fn unserved_chains(&self) -> Vec<String> {
-        let deadline = Duration::from_millis(self.config.quic.status_deadline_ms);
+        let deadline = self.config.quic.status_deadline;
         self.config
             .chains
             .iter()
@@ -188,9 +187,7 @@ impl Gateway {
         );
         tasks.spawn(checker.run(stop.child_token()));
         if !app.config.geo.databases.is_empty() {
-            let watcher = app
-                .geo
-                .spawn_watcher(Duration::from_millis(app.config.geo.reload_interval_ms));
+            let watcher = app.geo.spawn_watcher(app.config.geo.reload_interval);
             let stop_watch = stop.child_token();
             tasks.spawn(async move {
                 stop_watch.cancelled().await;

@@ -6,14 +6,15 @@ use std::path::Path;
 
 use gateway::config::{
     CacheConfig, Config, GeoConfig, HealthConfig, MethodsConfig, RoutingConfig, RoutingMode,
-    DEFAULT_BODY_TIMEOUT_MS, DEFAULT_BREAKER_ERROR_RATE, DEFAULT_BREAKER_MIN_REQUESTS,
-    DEFAULT_DENY, DEFAULT_ERROR_PENALTY_MS, DEFAULT_FAIL_AFTER, DEFAULT_GATEWAY_CACHE_BYTES,
-    DEFAULT_GEO_CACHE_ENTRIES, DEFAULT_GEO_RELOAD_MS, DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_KM_PER_MS,
-    DEFAULT_LOAD_PENALTY_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HEAD_AGE_MS, DEFAULT_MAX_LAG_BLOCKS, DEFAULT_MAX_NODES,
-    DEFAULT_RECOVER_AFTER, DEFAULT_REQUEST_TIMEOUT_MS, DEFAULT_SPREAD_MS,
-    DEFAULT_STATUS_DEADLINE_MS, DEFAULT_STATUS_INTERVAL_MS, DEFAULT_TIP_CACHE_BYTES,
+    DEFAULT_BODY_TIMEOUT, DEFAULT_BREAKER_ERROR_RATE, DEFAULT_BREAKER_MIN_REQUESTS, DEFAULT_DENY,
+    DEFAULT_ERROR_PENALTY_MS, DEFAULT_FAIL_AFTER, DEFAULT_GATEWAY_CACHE_BYTES,
+    DEFAULT_GEO_CACHE_ENTRIES, DEFAULT_GEO_RELOAD_INTERVAL, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KM_PER_MS, DEFAULT_LOAD_PENALTY_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HEAD_AGE, DEFAULT_MAX_LAG_BLOCKS,
+    DEFAULT_MAX_NODES, DEFAULT_RECOVER_AFTER, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SPREAD_MS,
+    DEFAULT_STATUS_DEADLINE, DEFAULT_STATUS_INTERVAL, DEFAULT_TIP_CACHE_BYTES,
 };
+use gateway::geo::HeaderPolicy;
 
 #[path = "support/example_keys.rs"]
 mod example_keys;
@@ -90,16 +91,16 @@ fn example_values_equal_the_code_defaults() {
     let s = &cfg.server;
     assert_eq!(s.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
     assert_eq!(s.max_batch, DEFAULT_MAX_BATCH);
-    assert_eq!(s.request_timeout_ms, DEFAULT_REQUEST_TIMEOUT_MS);
+    assert_eq!(s.request_timeout, DEFAULT_REQUEST_TIMEOUT);
     assert_eq!(s.max_connections, DEFAULT_MAX_CONNECTIONS);
-    assert_eq!(s.header_timeout_ms, DEFAULT_HEADER_TIMEOUT_MS);
-    assert_eq!(s.body_timeout_ms, DEFAULT_BODY_TIMEOUT_MS);
+    assert_eq!(s.header_timeout, DEFAULT_HEADER_TIMEOUT);
+    assert_eq!(s.body_timeout, DEFAULT_BODY_TIMEOUT);
     // `#[serde(default)]` on a usize: no constant, the default is 0 (one thread per core).
     assert_eq!(s.worker_threads, 0);
 
     let q = &cfg.quic;
-    assert_eq!(q.status_interval_ms, DEFAULT_STATUS_INTERVAL_MS);
-    assert_eq!(q.status_deadline_ms, DEFAULT_STATUS_DEADLINE_MS);
+    assert_eq!(q.status_interval, DEFAULT_STATUS_INTERVAL);
+    assert_eq!(q.status_deadline, DEFAULT_STATUS_DEADLINE);
     assert_eq!(q.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
     assert_eq!(q.max_nodes, DEFAULT_MAX_NODES);
 
@@ -109,12 +110,14 @@ fn example_values_equal_the_code_defaults() {
     let (g, gd) = (&cfg.geo, GeoConfig::default());
     assert_eq!(g.databases, gd.databases);
     assert_eq!(g.trusted_proxies, gd.trusted_proxies);
+    assert_eq!(g.client_ip_header, HeaderPolicy::default());
+    assert_eq!(g.client_ip_header, gd.client_ip_header);
     assert!(g.default_location.is_none() && gd.default_location.is_none());
     assert_eq!(g.gateway_location, gd.gateway_location);
     assert_eq!(g.cache_entries, DEFAULT_GEO_CACHE_ENTRIES);
     assert_eq!(g.cache_entries, gd.cache_entries);
-    assert_eq!(g.reload_interval_ms, DEFAULT_GEO_RELOAD_MS);
-    assert_eq!(g.reload_interval_ms, gd.reload_interval_ms);
+    assert_eq!(g.reload_interval, DEFAULT_GEO_RELOAD_INTERVAL);
+    assert_eq!(g.reload_interval, gd.reload_interval);
 
     let (c, cd) = (&cfg.cache, CacheConfig::default());
     assert_eq!(c.max_bytes, DEFAULT_GATEWAY_CACHE_BYTES);
@@ -140,8 +143,8 @@ fn example_values_equal_the_code_defaults() {
     let (h, hd) = (&cfg.health, HealthConfig::default());
     assert_eq!(h.max_lag_blocks, DEFAULT_MAX_LAG_BLOCKS);
     assert_eq!(h.max_lag_blocks, hd.max_lag_blocks);
-    assert_eq!(h.max_head_age_ms, DEFAULT_MAX_HEAD_AGE_MS);
-    assert_eq!(h.max_head_age_ms, hd.max_head_age_ms);
+    assert_eq!(h.max_head_age, DEFAULT_MAX_HEAD_AGE);
+    assert_eq!(h.max_head_age, hd.max_head_age);
     assert_eq!(h.fail_after, DEFAULT_FAIL_AFTER);
     assert_eq!(h.fail_after, hd.fail_after);
     assert_eq!(h.recover_after, DEFAULT_RECOVER_AFTER);

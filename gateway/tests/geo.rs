@@ -1,11 +1,16 @@
 //! Caller location against real MaxMind DB files: the committed fixtures for both schemas,
-//! hot reload, and the real DB-IP Lite database that scripts/deps.sh installs.
+//! hot reload, and the real DB-IP Lite database that scripts/deps.sh installs; and the caller's
+//! address as the `[geo]` config sets it up.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use gateway::geo::{haversine_km, Geo, GeoError, GeoOptions, Location};
+
+use gateway::config::Config;
+use gateway::geo::client_ip;
+use http::{HeaderMap, HeaderValue};
 
 const LONDON: (f64, f64) = (51.5074, -0.1278);
 const MOUNTAIN_VIEW: (f64, f64) = (37.3861, -122.0839);
@@ -500,4 +505,44 @@ fn real_dbip_lite_database() {
 
     let types: Vec<u16> = geo.databases().iter().map(|d| d.ip_version).collect();
     assert_eq!(types, [4, 6]);
+}
+
+// === the caller's address, as configured ===
+
+/// The example config, trusting 10.0.0.0/8, with `client_ip_header` as given (its default
+/// when `None`).
+fn config_with_header(header: Option<&str>) -> Config {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/gateway.example.toml");
+    let mut text = std::fs::read_to_string(example)
+        .unwrap()
+        .replace("trusted_proxies = []", "trusted_proxies = [\"10.0.0.0/8\"]");
+    if let Some(h) = header {
+        let default = "client_ip_header = \"prefer-x-forwarded-for\"";
+        assert!(text.contains(default));
+        text = text.replace(default, &format!("client_ip_header = {h:?}"));
+    }
+    Config::parse(&text, "gateway.example.toml").unwrap()
+}
+
+/// A proxy that writes only `Forwarded`, and a client that adds its own `X-Forwarded-For`.
+fn spoofed_xff() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.append("x-forwarded-for", HeaderValue::from_static("8.8.8.8"));
+    h.append("forwarded", HeaderValue::from_static("for=198.51.100.7"));
+    h
+}
+
+#[test]
+fn forwarded_only_setting_ignores_a_spoofed_x_forwarded_for() {
+    let proxy = ip("10.0.0.5");
+    let cfg = config_with_header(Some("forwarded"));
+    let caller = client_ip(proxy, &spoofed_xff(), &cfg.geo.trusted());
+    assert_eq!(caller, ip("198.51.100.7"));
+
+    // Without the setting the client-written header wins: what the setting is for.
+    let cfg = config_with_header(None);
+    assert_eq!(
+        client_ip(proxy, &spoofed_xff(), &cfg.geo.trusted()),
+        ip("8.8.8.8")
+    );
 }

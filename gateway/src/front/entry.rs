@@ -33,7 +33,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(app.config.server.header_timeout_ms))
+        .header_read_timeout(app.config.server.header_timeout)
         .keep_alive(true);
     builder
         .http2()
@@ -191,7 +191,7 @@ fn chain_for<'a>(app: &'a App, path: &str) -> Result<&'a ChainConfig, Box<Resp>>
 
 /// Reads the body within the size limit and the body deadline.
 async fn read_body(app: &App, body: Incoming, max: usize) -> Result<Bytes, Resp> {
-    let body_timeout = Duration::from_millis(app.config.server.body_timeout_ms);
+    let body_timeout = app.config.server.body_timeout;
     let collected = tokio::time::timeout(body_timeout, Limited::new(body, max).collect()).await;
     match collected {
         Ok(Ok(b)) => Ok(b.to_bytes()),

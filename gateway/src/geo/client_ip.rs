@@ -11,7 +11,8 @@
 //! through from the client untouched, so reading it lets the client choose its address; since
 //! almost every proxy and load balancer appends `X-Forwarded-For` (nginx, HAProxy, Envoy, cloud
 //! load balancers), preferring it is the safer guess. Deployments whose proxies write only
-//! `Forwarded` should say so with [`HeaderPolicy::ForwardedOnly`].
+//! `Forwarded` should say so with [`HeaderPolicy::ForwardedOnly`] (`[geo] client_ip_header =
+//! "forwarded"`).
 
 use std::net::IpAddr;
 
@@ -38,6 +39,51 @@ pub enum HeaderPolicy {
     XForwardedForOnly,
     /// Only `Forwarded`; `X-Forwarded-For` is ignored.
     ForwardedOnly,
+}
+
+impl HeaderPolicy {
+    /// The names `[geo] client_ip_header` accepts, one per policy: the header the trusted
+    /// proxies write, alone (the other is ignored) or preferred (the other read only when it
+    /// is missing).
+    pub const NAMES: &'static [(&'static str, HeaderPolicy)] = &[
+        ("prefer-x-forwarded-for", HeaderPolicy::PreferXForwardedFor),
+        ("prefer-forwarded", HeaderPolicy::PreferForwarded),
+        ("x-forwarded-for", HeaderPolicy::XForwardedForOnly),
+        ("forwarded", HeaderPolicy::ForwardedOnly),
+    ];
+}
+
+/// A `client_ip_header` value that names no [`HeaderPolicy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderPolicyParseError {
+    pub value: String,
+}
+
+impl std::fmt::Display for HeaderPolicyParseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?} is not one of ", self.value)?;
+        let names: Vec<String> = HeaderPolicy::NAMES
+            .iter()
+            .map(|(name, _)| format!("{name:?}"))
+            .collect();
+        write!(f, "{} (the first is the default)", names.join(", "))
+    }
+}
+
+impl std::error::Error for HeaderPolicyParseError {}
+
+impl std::str::FromStr for HeaderPolicy {
+    type Err = HeaderPolicyParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::NAMES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, policy)| *policy)
+            .ok_or_else(|| HeaderPolicyParseError {
+                value: s.to_owned(),
+            })
+    }
 }
 
 /// The proxies whose forwarding headers we believe, and which header they write.
@@ -494,6 +540,18 @@ mod tests {
         let forged_fwd = headers(&[("forwarded", b"for=8.8.8.8")]);
         let xff_only = trusted().with_policy(HeaderPolicy::XForwardedForOnly);
         assert_eq!(client_ip(peer, &forged_fwd, &xff_only), peer);
+    }
+
+    #[test]
+    fn every_policy_has_a_config_name_that_parses_back() {
+        for (name, policy) in HeaderPolicy::NAMES {
+            assert_eq!(name.parse::<HeaderPolicy>(), Ok(*policy));
+        }
+        assert_eq!(HeaderPolicy::NAMES[0].1, HeaderPolicy::default());
+        let err = "X-Forwarded-For".parse::<HeaderPolicy>().unwrap_err();
+        for (name, _) in HeaderPolicy::NAMES {
+            assert!(err.to_string().contains(name), "{name} missing from: {err}");
+        }
     }
 
     #[test]

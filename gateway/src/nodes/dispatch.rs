@@ -62,7 +62,7 @@ impl Dispatcher {
         Self {
             metrics,
             recent,
-            request_timeout: std::time::Duration::from_millis(config.server.request_timeout_ms),
+            request_timeout: config.server.request_timeout,
             max_frame_bytes: config.quic.max_frame_bytes,
         }
     }

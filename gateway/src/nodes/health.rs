@@ -58,8 +58,8 @@ impl Checker {
             router,
             metrics,
             health: config.health.clone(),
-            interval: Duration::from_millis(config.quic.status_interval_ms),
-            status_deadline: Duration::from_millis(config.quic.status_deadline_ms),
+            interval: config.quic.status_interval,
+            status_deadline: config.quic.status_deadline,
             gateway_location: config.geo.gateway_location,
             km_per_ms: config.routing.km_per_ms,
         }
@@ -150,13 +150,13 @@ pub fn judge(
             lag,
         );
     }
-    if c.head_age_ms > h.max_head_age_ms {
+    if Duration::from_millis(c.head_age_ms) > h.max_head_age {
         return bad(
             false,
             format!(
                 "head is {} s old (max {} s)",
                 c.head_age_ms / 1000,
-                h.max_head_age_ms / 1000
+                h.max_head_age.as_secs()
             ),
             lag,
         );

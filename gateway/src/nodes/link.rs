@@ -119,7 +119,7 @@ async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
     let node = Arc::new(Node::new(&hello, conn.clone()));
     let welcome = Welcome {
         gateway_id: app.gateway_id.clone(),
-        status_interval_ms: app.quic.status_interval_ms,
+        status_interval_ms: app.quic.status_interval.as_millis() as u64,
     };
     // Registered before the Welcome goes out, so a node that has been welcomed is known.
     app.registry.insert(node.clone());
@@ -139,7 +139,7 @@ async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
         "node joined"
     );
 
-    let deadline = Duration::from_millis(app.quic.status_deadline_ms);
+    let deadline = app.quic.status_deadline;
     let res = read_status(&node, &mut recv, deadline).await;
     if app.registry.remove(&node) {
         let reason = describe(&res, &conn);

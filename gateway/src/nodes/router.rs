@@ -237,7 +237,7 @@ impl Router {
             routing: config.routing.clone(),
             residency: config.residency.clone(),
             chains: config.chains.iter().map(|c| c.chain_id).collect(),
-            status_deadline: Duration::from_millis(config.quic.status_deadline_ms),
+            status_deadline: config.quic.status_deadline,
             tables: RwLock::default(),
         }
     }

@@ -2,7 +2,6 @@
 //! status page `/status` with its data `/status.json`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use daemon::admin::{body, text, AdminResponse};
 use http::{header, HeaderValue, StatusCode};
@@ -55,7 +54,7 @@ fn route(app: &App, path: &str) -> AdminResponse {
 fn scrape(app: &App) -> String {
     let m = &app.metrics;
     m.nodes_joined.set(app.registry.len() as i64);
-    let deadline = Duration::from_millis(app.config.quic.status_deadline_ms);
+    let deadline = app.config.quic.status_deadline;
     m.nodes.refresh(&app.registry, &app.config.chains, deadline);
     let (entries, bytes) = app.answers.finals.usage();
     m.answer_cache_entries.set(entries as i64);
@@ -63,5 +62,6 @@ fn scrape(app: &App) -> String {
     let (entries, bytes) = app.answers.tips.usage();
     m.tip_cache_entries.set(entries as i64);
     m.tip_cache_bytes.set(bytes as i64);
+    m.geo_reloads.refresh(&app.geo.stats());
     m.render()
 }

@@ -2,8 +2,10 @@
 //! (configured chain names, a fixed set of method names, fixed outcome/reason names, node ids
 //! and regions of joined nodes, which are bounded by `quic.max_nodes`, and ISO country codes).
 //!
-//! [`nodes`] holds the per-node gauges that are rebuilt from the node registry at each scrape.
+//! [`nodes`] holds the per-node gauges that are rebuilt from the node registry at each scrape;
+//! [`geo`] the geo database reload counters, copied from the geo service's stats at each scrape.
 
+pub mod geo;
 pub mod nodes;
 
 use daemon::metrics::Families;
@@ -152,6 +154,7 @@ pub struct Metrics {
     pub tip_cache_entries: IntGauge,
     pub tip_cache_bytes: IntGauge,
     pub nodes: nodes::NodeGauges,
+    pub geo_reloads: geo::GeoReloads,
 }
 
 impl Metrics {
@@ -246,6 +249,7 @@ impl Metrics {
                 "Weighted size of the tip answers (bounded by [cache] tip_max_bytes).",
             ),
             nodes: nodes::NodeGauges::new(&f),
+            geo_reloads: geo::GeoReloads::new(&f),
             registry,
         };
         m.precreate();

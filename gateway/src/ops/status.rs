@@ -211,7 +211,7 @@ pub struct NodeChainDoc {
 
 /// Builds the document the page renders.
 pub fn build(config: &Config, registry: &Registry, recent: &Recent) -> StatusDoc {
-    let deadline = Duration::from_millis(config.quic.status_deadline_ms);
+    let deadline = config.quic.status_deadline;
     let nodes = registry.snapshot();
     let best = crate::nodes::health::best_heads(&nodes, deadline);
     let chains = config

@@ -267,7 +267,7 @@ pub async fn start_node(gw: &Gateway, spec: &NodeSpec<'_>) -> EdgeNode {
 
 /// Waits until `n` nodes can serve the test chain.
 pub async fn wait_serving(gw: &Gateway, n: usize) {
-    let deadline = Duration::from_millis(gw.app.config.quic.status_deadline_ms);
+    let deadline = gw.app.config.quic.status_deadline;
     for _ in 0..200 {
         if gw.app.registry.candidates(CHAIN_ID, deadline).len() == n {
             return;
@@ -515,7 +515,7 @@ pub async fn call_as(
 
 /// Waits until `n` nodes serve the test chain, or panics after `secs`.
 pub async fn wait_serving_for(gw: &Gateway, n: usize, secs: u64) {
-    let deadline = Duration::from_millis(gw.app.config.quic.status_deadline_ms);
+    let deadline = gw.app.config.quic.status_deadline;
     for _ in 0..secs * 20 {
         if gw.app.registry.candidates(CHAIN_ID, deadline).len() == n {
             return;

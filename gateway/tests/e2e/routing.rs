@@ -188,9 +188,7 @@ async fn killing_the_nearest_node_under_load_fails_no_request() {
         "traffic moved after {moved:?}"
     );
     // Served by eu-west again only after the hysteresis (recover_after good checks).
-    let hysteresis = Duration::from_millis(
-        gw.app.config.quic.status_interval_ms * u64::from(gw.app.config.health.recover_after - 1),
-    );
+    let hysteresis = gw.app.config.quic.status_interval * (gw.app.config.health.recover_after - 1);
     assert!(
         back >= hysteresis,
         "eu-west returned after {back:?}, before the hysteresis {hysteresis:?}"

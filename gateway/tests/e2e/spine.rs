@@ -457,7 +457,7 @@ async fn upstream_timeout_is_named() {
 async fn a_slow_client_gets_408_and_does_not_hold_up_others() {
     let s = stack().await;
     let mut cfg = gateway_config("");
-    cfg.server.body_timeout_ms = 500;
+    cfg.server.body_timeout = Duration::from_millis(500);
     let gw = gateway::Gateway::start(cfg, proto::identity::Identity::generate().unwrap())
         .await
         .unwrap();
