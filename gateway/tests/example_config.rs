@@ -15,7 +15,7 @@ use gateway::config::{
     DEFAULT_STATUS_DEADLINE_MS, DEFAULT_STATUS_INTERVAL_MS, DEFAULT_TIP_CACHE_BYTES,
 };
 
-#[path = "support/example_keys.rs"]
+#[path = "../../tests/support/example_keys.rs"]
 mod example_keys;
 
 const EXAMPLE: &str = concat!(

@@ -20,7 +20,7 @@ use gateway::Gateway;
 use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use e2e::*;
 
 const LONDON: &str = "81.2.69.142";
 const MOUNTAIN_VIEW: &str = "8.8.8.8";
@@ -857,7 +857,7 @@ async fn status_page_in_headless_chromium() {
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
 
-    let shot = workspace_root().join("target/status-page.png");
+    let shot = repo_root().join("target/status-page.png");
     browser.screenshot(&shot).await;
     // Written past the test harness's capture so it shows in a normal `cargo test` run.
     let _ = writeln!(

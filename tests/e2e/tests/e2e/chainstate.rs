@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use e2e::*;
 
 const DEV: [&str; 3] = [
     "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",

