@@ -46,11 +46,6 @@ async fn rig(upstream: Option<&str>, verify: bool) -> Rig {
     }
 }
 
-/// The node's one chain (every rig here serves one).
-fn chain_of(node: &edge_node::EdgeNode) -> &Arc<edge_node::chain::Chain> {
-    node.shared.service.chains.values().next().unwrap()
-}
-
 impl Rig {
     async fn direct(&self, method: &str, params: Value) -> Value {
         self.http.rpc(&self.anvil.url, method, params).await
