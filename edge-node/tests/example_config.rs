@@ -10,7 +10,7 @@ use edge_node::config::{
     DEFAULT_MAX_IN_FLIGHT, DEFAULT_UPSTREAM_TIMEOUT,
 };
 
-#[path = "../../gateway/tests/support/example_keys.rs"]
+#[path = "../../tests/support/example_keys.rs"]
 mod example_keys;
 
 const EXAMPLE: &str = concat!(

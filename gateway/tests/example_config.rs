@@ -16,7 +16,7 @@ use gateway::config::{
 };
 use gateway::geo::HeaderPolicy;
 
-#[path = "support/example_keys.rs"]
+#[path = "../../tests/support/example_keys.rs"]
 mod example_keys;
 
 const EXAMPLE: &str = concat!(

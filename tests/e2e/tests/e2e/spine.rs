@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use e2e::*;
 
 const ACCT0: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 
@@ -524,7 +524,7 @@ fn signal(pid: u32, sig: &str) {
 /// Runs a real client script against `rpc_url`; panics with its output unless it succeeds.
 async fn run_client(program: &std::path::Path, script: &str, rpc_url: &str) -> String {
     let out = tokio::process::Command::new(program)
-        .arg(workspace_root().join("tests/clients").join(script))
+        .arg(repo_root().join("tests/clients").join(script))
         .env("RPC_URL", rpc_url)
         .output()
         .await
@@ -546,7 +546,7 @@ async fn real_clients_read_send_and_wait_through_the_gateway() {
     wait_serving(&gw, 1).await;
     let url = format!("http://{}/", gw.http_addr);
 
-    let root = workspace_root();
+    let root = repo_root();
     assert!(
         root.join("tests/clients/node_modules/viem").exists(),
         "viem is not installed: run scripts/deps.sh"

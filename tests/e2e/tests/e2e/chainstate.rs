@@ -8,7 +8,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::harness::*;
+use e2e::*;
 
 const DEV: [&str; 3] = [
     "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",
@@ -44,11 +44,6 @@ async fn rig(upstream: Option<&str>, verify: bool) -> Rig {
         url,
         http: Http::default(),
     }
-}
-
-/// The node's one chain (every rig here serves one).
-fn chain_of(node: &edge_node::EdgeNode) -> &Arc<edge_node::Chain> {
-    node.chains().next().unwrap()
 }
 
 impl Rig {

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::harness::workspace_root;
+use e2e::repo_root;
 
 pub fn dashboards_dir() -> PathBuf {
-    workspace_root().join("dashboards")
+    repo_root().join("dashboards")
 }
 
 /// The dashboard files (asserted non-empty: a glob that matches nothing must not pass).

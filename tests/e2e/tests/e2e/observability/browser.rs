@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::tools::{self, Proc};
-use crate::harness::Http;
+use e2e::Http;
 
 pub struct Browser {
     driver: Option<Proc>,

@@ -1,10 +1,10 @@
 //! Every shipped config file loads and validates.
 
-use crate::harness::workspace_root;
+use e2e::repo_root;
 
 #[test]
 fn shipped_configs_load() {
-    let dir = workspace_root().join("config");
+    let dir = repo_root().join("config");
     let mut gateways = 0;
     let mut nodes = 0;
     for entry in std::fs::read_dir(&dir).unwrap() {

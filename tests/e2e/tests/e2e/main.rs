@@ -1,8 +1,9 @@
 //! End-to-end tests: one test binary (one link step on a 2-core machine), one module per area.
+//! The harness is this crate's library (`use e2e::*`). `configs` and `observability::dashboards`
+//! only read files and start no stack.
 
 mod chainstate;
 mod configs;
-mod harness;
 mod join;
 mod observability;
 mod routing;

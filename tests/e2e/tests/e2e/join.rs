@@ -6,7 +6,7 @@ use proto::frame::{self, FrameType};
 use proto::identity::Identity;
 use proto::msg::{self, Hello, Reject};
 
-use crate::harness::*;
+use e2e::*;
 
 /// Joins by hand with `identity`, claiming `claimed_id` and `token`; returns the reply frame.
 async fn raw_join(

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::*;
+use e2e::*;
 
 const LONDON: &str = "81.2.69.142";
 const MOUNTAIN_VIEW: &str = "8.8.8.8";

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::process::{Child, Command};
 
-use crate::harness::Http;
+use e2e::Http;
 
 /// `env` if set, else `name` on PATH, else fail naming the package that provides it.
 pub fn find(env: &str, name: &str, package: &str) -> PathBuf {
