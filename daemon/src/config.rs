@@ -1,6 +1,8 @@
 //! The config error both daemons return from loading and validating their TOML files: it
 //! names the file and, for a bad value, the key (with its list index, e.g. `chains[1].name`).
 
+pub mod millis;
+
 use std::path::Path;
 
 #[derive(Debug, thiserror::Error)]

@@ -21,26 +21,7 @@ pub const DEFAULT_FINALITY_DEPTH: u64 = 64;
 pub const DEFAULT_LOGS_MAX_RANGE: u64 = 10_000;
 pub const DEFAULT_LOGS_CHUNK_BLOCKS: u64 = 2_000;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {file}: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
-    #[error("{file}: {source}")]
-    Parse {
-        file: String,
-        #[source]
-        source: toml::de::Error,
-    },
-    #[error("{file}: `{key}` {problem}")]
-    Invalid {
-        file: String,
-        key: String,
-        problem: String,
-    },
-}
+pub use daemon::config::ConfigError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -123,7 +104,7 @@ pub struct ChainConfig {
     #[serde(
         rename = "upstream_timeout_ms",
         default = "d_upstream_timeout",
-        deserialize_with = "millis"
+        deserialize_with = "daemon::config::millis::deserialize"
     )]
     pub upstream_timeout: Duration,
     /// Longest pause between head polls; the actual pace is a quarter of the observed block
@@ -131,7 +112,7 @@ pub struct ChainConfig {
     #[serde(
         rename = "head_poll_ms",
         default = "d_head_poll",
-        deserialize_with = "millis"
+        deserialize_with = "daemon::config::millis::deserialize"
     )]
     pub head_poll: Duration,
     /// Depth treated as final when the upstream has no `finalized` tag.
@@ -345,11 +326,6 @@ impl ChainConfig {
         }
         Ok(())
     }
-}
-
-/// A `*_ms` key: whole milliseconds in the file, a [`Duration`] in the code.
-fn millis<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    u64::deserialize(d).map(Duration::from_millis)
 }
 
 /// Upstream URLs, parsed once here; whether each is http(s) with a host is checked by

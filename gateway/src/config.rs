@@ -11,7 +11,6 @@
 
 mod chains;
 mod geo;
-mod millis;
 mod routing;
 mod server;
 
@@ -38,29 +37,7 @@ pub use server::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATUS_DEADLINE, DEFAULT_STATUS_INTERVAL, MAX_WORKER_THREADS,
 };
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {file}: {source}")]
-    Read {
-        file: String,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Not TOML, an unknown key, a wrong type, or a value that does not parse into its type
-    /// (the message names the key).
-    #[error("{file}: {source}")]
-    Parse {
-        file: String,
-        #[source]
-        source: toml::de::Error,
-    },
-    #[error("{file}: `{key}` {problem}")]
-    Invalid {
-        file: String,
-        key: String,
-        problem: String,
-    },
-}
+pub use daemon::config::ConfigError;
 
 /// A failed check, before the file name is attached: the key (with its list index, e.g.
 /// `chains[1].name`) and what is wrong with it.

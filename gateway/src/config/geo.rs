@@ -9,9 +9,9 @@ use ipnet::IpNet;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer};
 
-use super::millis::{self, ms};
 use super::{invalid, Check};
 use crate::geo::{HeaderPolicy, TrustedProxies};
+use daemon::config::millis::{self, ms};
 
 pub const DEFAULT_GEO_CACHE_ENTRIES: usize = 100_000;
 pub const DEFAULT_GEO_RELOAD_INTERVAL: Duration = Duration::from_millis(30_000);

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::millis;
 use super::{invalid, Check};
+use daemon::config::millis;
 
 /// Light in fibre: about 200,000 km/s one way, so ~100 km per millisecond of round trip.
 pub const DEFAULT_KM_PER_MS: f64 = 100.0;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::millis::{self, ms};
 use super::{invalid, Check};
+use daemon::config::millis::{self, ms};
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 pub const DEFAULT_MAX_BATCH: usize = 1000;
