@@ -20,12 +20,16 @@ pub enum IdentityError {
         path: String,
         source: std::io::Error,
     },
-    #[error("key file {path} is not a PKCS#8 PEM private key: {reason}")]
-    BadKey { path: String, reason: String },
+    #[error("key file {path} is not a PKCS#8 PEM private key: {source}")]
+    BadKey {
+        path: String,
+        #[source]
+        source: rcgen::Error,
+    },
     #[error("generating certificate: {0}")]
     Cert(#[from] rcgen::Error),
     #[error("peer certificate cannot be parsed: {0}")]
-    BadPeerCert(String),
+    BadPeerCert(#[source] rustls::Error),
 }
 
 /// A key pair plus the self-signed certificate made from it.
@@ -56,9 +60,9 @@ impl Identity {
         let shown = path.display().to_string();
         match std::fs::read_to_string(path) {
             Ok(pem) => {
-                let key = rcgen::KeyPair::from_pem(&pem).map_err(|e| IdentityError::BadKey {
+                let key = rcgen::KeyPair::from_pem(&pem).map_err(|source| IdentityError::BadKey {
                     path: shown,
-                    reason: e.to_string(),
+                    source,
                 })?;
                 Self::from_key(key)
             }
@@ -118,7 +122,7 @@ impl Identity {
 /// SHA-256 of a certificate's SubjectPublicKeyInfo.
 pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<[u8; 32], IdentityError> {
     let parsed = rustls::server::ParsedCertificate::try_from(cert)
-        .map_err(|e| IdentityError::BadPeerCert(e.to_string()))?;
+        .map_err(IdentityError::BadPeerCert)?;
     Ok(Sha256::digest(parsed.subject_public_key_info().as_ref()).into())
 }
 

@@ -22,7 +22,7 @@ pub enum TlsError {
     #[error("tls: {0}")]
     Rustls(#[from] rustls::Error),
     #[error("quic crypto: {0}")]
-    Quic(String),
+    Quic(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
 }
 
 /// Knobs both ends share.
@@ -69,7 +69,7 @@ pub fn server_config(id: &Identity, t: Transport) -> Result<quinn::ServerConfig,
         .with_client_cert_verifier(Arc::new(AnyKeyClientVerifier { provider }))
         .with_single_cert(vec![id.cert()], id.key())?;
     cfg.alpn_protocols = vec![crate::ALPN.to_vec()];
-    let crypto = QuicServerConfig::try_from(cfg).map_err(|e| TlsError::Quic(e.to_string()))?;
+    let crypto = QuicServerConfig::try_from(cfg)?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     // The node opens one control stream; the gateway opens the request streams.
     sc.transport_config(transport_config(t, 4));
@@ -92,7 +92,7 @@ pub fn client_config(
         }))
         .with_client_auth_cert(vec![id.cert()], id.key())?;
     cfg.alpn_protocols = vec![crate::ALPN.to_vec()];
-    let crypto = QuicClientConfig::try_from(cfg).map_err(|e| TlsError::Quic(e.to_string()))?;
+    let crypto = QuicClientConfig::try_from(cfg)?;
     let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
     cc.transport_config(transport_config(t, t.max_streams));
     Ok(cc)

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use proto::frame::{self, FrameType};
+use proto::frame::{self, FrameError, FrameType};
 use proto::msg::{CacheStatus, Call, CallResult, Outcome, RpcRequest, RpcResponse};
 use proto::rpc;
 use tokio::time::Instant;
@@ -23,7 +23,14 @@ pub enum AttemptError {
     #[error("timed out")]
     Timeout,
     #[error("stream: {0}")]
-    Stream(String),
+    Open(#[from] quinn::ConnectionError),
+    #[error("stream: {0}")]
+    Write(#[from] quinn::WriteError),
+    #[error("stream: {0}")]
+    Read(#[from] quinn::ReadToEndError),
+    #[error("bad response: {0}")]
+    Frame(#[from] FrameError),
+    /// A well-formed response that does not fit the request (e.g. its call count).
     #[error("bad response: {0}")]
     Protocol(String),
 }
@@ -33,8 +40,10 @@ impl AttemptError {
         match self {
             AttemptError::NodeGone => "node_gone",
             AttemptError::Timeout => "timeout",
-            AttemptError::Stream(_) => "stream_error",
-            AttemptError::Protocol(_) => "protocol_error",
+            AttemptError::Open(_) | AttemptError::Write(_) | AttemptError::Read(_) => {
+                "stream_error"
+            }
+            AttemptError::Frame(_) | AttemptError::Protocol(_) => "protocol_error",
         }
     }
 }
@@ -286,23 +295,13 @@ impl Dispatcher {
         let _load = InFlight::new(node.clone());
         let max = self.max_frame_bytes;
         let work = async {
-            let (mut send, mut recv) = node
-                .conn
-                .open_bi()
-                .await
-                .map_err(|e| AttemptError::Stream(e.to_string()))?;
-            send.write_all(&frame_bytes)
-                .await
-                .map_err(|e| AttemptError::Stream(e.to_string()))?;
+            let (mut send, mut recv) = node.conn.open_bi().await?;
+            send.write_all(&frame_bytes).await?;
             let _ = send.finish();
-            let buf = recv
-                .read_to_end(max)
-                .await
-                .map_err(|e| AttemptError::Stream(e.to_string()))?;
+            let buf = recv.read_to_end(max).await?;
             let f = frame::decode_one(buf.into(), max)
-                .and_then(|f| f.expect(FrameType::RpcResponse))
-                .map_err(|e| AttemptError::Protocol(e.to_string()))?;
-            RpcResponse::decode(f).map_err(|e| AttemptError::Protocol(e.to_string()))
+                .and_then(|f| f.expect(FrameType::RpcResponse))?;
+            Ok(RpcResponse::decode(f)?)
         };
         tokio::select! {
             r = work => r,
