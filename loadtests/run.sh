@@ -387,7 +387,7 @@ workload_fill() {
   m1=$(lt_metric "$admin" edge_cache_requests_total 'result="miss"')
   after=$(lt_metric "$admin" edge_cache_bytes)
   # The edge cache's weigher: key ("31337|method|canonical params") + value ("0x0") + the
-  # per-entry overhead (edge_node::cache::ENTRY_OVERHEAD_BYTES).
+  # per-entry overhead (daemon::weigh::ENTRY_OVERHEAD_BYTES).
   weight=$(($(printf '31337|eth_getBalance|["0x%040d",{"blockHash":"%s"}]' 0 "$GENESIS" | wc -c) + 3 + 480))
   lt_record "{\"kind\":\"fill\",\"misses\":$((${m1%.*} - ${m0%.*})),\"entry_bytes\":$weight,\"inserted_bytes\":$(((${m1%.*} - ${m0%.*}) * weight)),\"max_bytes\":$CACHE_MAX,\"cache_bytes_after\":${after%.*}}"
 }

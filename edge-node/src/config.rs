@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use daemon::config::millis;
 use serde::{Deserialize, Deserializer};
 
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 256 * 1024 * 1024;
@@ -104,16 +105,12 @@ pub struct ChainConfig {
     #[serde(
         rename = "upstream_timeout_ms",
         default = "d_upstream_timeout",
-        deserialize_with = "daemon::config::millis::deserialize"
+        with = "millis"
     )]
     pub upstream_timeout: Duration,
     /// Longest pause between head polls; the actual pace is a quarter of the observed block
     /// time when that is shorter. TOML key `head_poll_ms`.
-    #[serde(
-        rename = "head_poll_ms",
-        default = "d_head_poll",
-        deserialize_with = "daemon::config::millis::deserialize"
-    )]
+    #[serde(rename = "head_poll_ms", default = "d_head_poll", with = "millis")]
     pub head_poll: Duration,
     /// Depth treated as final when the upstream has no `finalized` tag.
     #[serde(default = "d_finality_depth")]
@@ -158,10 +155,7 @@ fn d_logs_chunk() -> u64 {
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let text = daemon::config::read(path)?;
         let mut cfg = Self::parse(&text, &file)?;
         if cfg.key_file.is_relative() {
             if let Some(dir) = path.parent() {
@@ -172,21 +166,14 @@ impl Config {
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let cfg: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            file: file.to_string(),
-            source,
-        })?;
+        let cfg: Self = daemon::config::parse_toml(text, file)?;
         cfg.validate(file)?;
         Ok(cfg)
     }
 
     /// Checks every section; the error names the file and the key (with its list index).
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        let named = |Bad { key, problem }| ConfigError::Invalid {
-            file: file.to_string(),
-            key,
-            problem,
-        };
+        let named = |Bad { key, problem }| ConfigError::invalid(file, key, problem);
         self.validate_node().map_err(named)?;
         self.gateway.validate().map_err(named)?;
         self.cache.validate().map_err(named)?;

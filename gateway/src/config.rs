@@ -1,13 +1,12 @@
 //! Gateway configuration: TOML, unknown keys rejected, every value parsed once at load into the
-//! type it is used as (`*_ms` keys into `Duration`s, trusted proxies into networks, the
-//! default chain into an index), then validated section by section with errors that name the
+//! type it is used as (`*_ms` keys into `Duration`s, trusted proxies into networks), then validated section by section with errors that name the
 //! key and the file. Every default is a `DEFAULT_*` constant documented in
 //! `config/gateway.example.toml`.
 //!
 //! One submodule per group of sections owns its structs, defaults and checks: [`server`]
 //! (`[server]`, `[quic]`), [`geo`] (`[geo]`), [`routing`] (`[routing]`, `[health]`),
-//! [`chains`] (`[[chains]]`, `[methods]`, `[[residency]]`, `[cache]`); [`millis`] turns `*_ms`
-//! keys into `Duration`s.
+//! [`chains`] (`[[chains]]`, `[methods]`, `[[residency]]`, `[cache]`); `daemon::config::millis`
+//! turns `*_ms` keys into `Duration`s.
 
 mod chains;
 mod geo;
@@ -79,18 +78,12 @@ pub struct Config {
     #[serde(default)]
     pub default_chain: Option<String>,
     pub chains: Vec<ChainConfig>,
-    /// `default_chain` resolved at load, so `POST /` does not look it up again.
-    #[serde(skip)]
-    default_chain_index: usize,
 }
 
 impl Config {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let text = daemon::config::read(path)?;
         let mut cfg = Self::parse(&text, &file)?;
         if let Some(dir) = path.parent() {
             if cfg.quic.key_file.is_relative() {
@@ -106,24 +99,14 @@ impl Config {
     }
 
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
-        let mut cfg: Self = toml::from_str(text).map_err(|source| ConfigError::Parse {
-            file: file.to_string(),
-            source,
-        })?;
+        let cfg: Self = daemon::config::parse_toml(text, file)?;
         cfg.validate(file)?;
-        cfg.default_chain_index = match &cfg.default_chain {
-            Some(d) => cfg.chain_index(d).expect("validated"),
-            None => 0,
-        };
         Ok(cfg)
     }
 
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
-        self.check().map_err(|e| ConfigError::Invalid {
-            file: file.to_string(),
-            key: e.key,
-            problem: e.problem,
-        })
+        self.check()
+            .map_err(|e| ConfigError::invalid(file, e.key, e.problem))
     }
 
     fn check(&self) -> Check {
@@ -157,8 +140,12 @@ impl Config {
         self.chain_index(key).map(|i| &self.chains[i])
     }
 
+    /// The chain `POST /` serves: `default_chain`, else the first.
     pub fn default_chain(&self) -> &ChainConfig {
-        &self.chains[self.default_chain_index]
+        self.default_chain
+            .as_deref()
+            .and_then(|d| self.chain(d))
+            .unwrap_or(&self.chains[0])
     }
 }
 
@@ -215,7 +202,7 @@ chain_id = 31337
     }
 
     #[test]
-    fn default_chain_is_resolved_at_load() {
+    fn default_chain_is_found_by_name_or_id() {
         let text =
             format!("default_chain = \"7\"\n{GOOD}\n[[chains]]\nname = \"b\"\nchain_id = 7\n");
         let c = Config::parse(&text, "g.toml").unwrap();

@@ -60,10 +60,11 @@ impl Identity {
         let shown = path.display().to_string();
         match std::fs::read_to_string(path) {
             Ok(pem) => {
-                let key = rcgen::KeyPair::from_pem(&pem).map_err(|source| IdentityError::BadKey {
-                    path: shown,
-                    source,
-                })?;
+                let key =
+                    rcgen::KeyPair::from_pem(&pem).map_err(|source| IdentityError::BadKey {
+                        path: shown,
+                        source,
+                    })?;
                 Self::from_key(key)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -121,8 +122,8 @@ impl Identity {
 
 /// SHA-256 of a certificate's SubjectPublicKeyInfo.
 pub fn spki_sha256(cert: &CertificateDer<'_>) -> Result<[u8; 32], IdentityError> {
-    let parsed = rustls::server::ParsedCertificate::try_from(cert)
-        .map_err(IdentityError::BadPeerCert)?;
+    let parsed =
+        rustls::server::ParsedCertificate::try_from(cert).map_err(IdentityError::BadPeerCert)?;
     Ok(Sha256::digest(parsed.subject_public_key_info().as_ref()).into())
 }
 

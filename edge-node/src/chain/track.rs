@@ -304,6 +304,8 @@ impl Chain {
         // the new head with the previous head's `finalized`.
         let (fin, safe) = self.fetch_tags(head).await;
         let mut s = self.state.lock();
+        // Cannot fail here: the walk above checked every link, and only this tracker task
+        // changes the ring. Evicting first is safe either way (it only costs misses).
         s.chain.apply(segment, fin, safe)?;
         self.bump_version();
         Ok(true)

@@ -358,9 +358,18 @@ async fn a_transaction_delivered_before_a_failover_is_reported_sent_not_failed()
     let hash = v["result"]
         .as_str()
         .unwrap_or_else(|| panic!("reported failed: {v}"));
-    let receipt = http
-        .rpc(&anvil.url, "eth_getTransactionReceipt", json!([hash]))
-        .await;
+    // The receipt, as a client waits for it: anvil can show a just-mined transaction a moment
+    // before its receipt.
+    let mut receipt = serde_json::Value::Null;
+    for _ in 0..50 {
+        receipt = http
+            .rpc(&anvil.url, "eth_getTransactionReceipt", json!([hash]))
+            .await;
+        if !receipt["result"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         receipt["result"]["status"], "0x1",
         "the reported hash is the mined transaction: {receipt}"
