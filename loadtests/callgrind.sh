@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Instructions the gateway spends per request, counted by valgrind's callgrind: a speed figure
+# that stays put on a noisy machine (wall-clock runs on this VM swing by 2x from hour to hour).
+#
+#   loadtests/callgrind.sh [BIN_DIR ...]   default: target/release (built when missing)
+#
+# For each BIN_DIR (holding `gateway` and `edge-node`; give two to compare builds in one run) it
+# starts, on 127.0.0.1 only: anvil, one edge node, and the gateway under callgrind. Per request
+# kind it sends warm-up requests, zeroes the counters, sends CG_N requests on one keep-alive
+# connection, dumps the counters and prints the gateway's instructions per request:
+#   hit     eth_getBalance at block 0x0 (a final answer: the gateway tier)
+#   batch   a batch of 50 such calls (instructions per batch)
+#   node    eth_getBalance of a new random address at `latest` (every call goes to the node)
+# Background work (health ticks every 250 ms) is counted too, the same way for every build.
+set -euo pipefail
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+N=${CG_N:-2000}
+BASE=${CG_PORT_BASE:-29545}
+"$ROOT/scripts/deps.sh" demo >/dev/null
+# shellcheck source=/dev/null
+source "$ROOT/.deps/env.sh"
+command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
+DIRS=("$@")
+if [ ${#DIRS[@]} -eq 0 ]; then
+  [ -x target/release/gateway ] || cargo build --release --quiet --bin gateway --bin edge-node
+  DIRS=(target/release)
+fi
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+rpc() { curl -fsS -H 'content-type: application/json' -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$2\",\"params\":$3}" "$1"; }
+serving() { rpc "$1" eth_chainId '[]' | grep -q '"result"'; }
+wait_for() { for _ in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "callgrind.sh: gave up waiting for: $*" >&2; exit 1; }
+
+ANVIL_URL="http://127.0.0.1:$BASE"
+"$ANVIL_BIN" --host 127.0.0.1 --port "$BASE" --quiet >"$TMP/anvil.log" 2>&1 &
+PIDS+=($!)
+wait_for rpc "$ANVIL_URL" eth_chainId '[]'
+rpc "$ANVIL_URL" anvil_mine '["0x80"]' >/dev/null
+
+# Sends N requests of one kind on one keep-alive connection.
+send() { # KIND COUNT
+  python3 - "$1" "$2" "127.0.0.1" "$((BASE + 1))" <<'PY'
+import http.client, json, os, sys
+kind, n, host, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+c = http.client.HTTPConnection(host, port)
+one = '{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266","0x0"]}'
+batch = "[" + ",".join(one.replace('"id":1', '"id":%d' % i) for i in range(50)) + "]"
+for i in range(n):
+    if kind == "hit":
+        body = one
+    elif kind == "batch":
+        body = batch
+    else:
+        addr = "0x" + os.urandom(20).hex()
+        body = '{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["%s","latest"]}' % addr
+    c.request("POST", "/", body, {"content-type": "application/json"})
+    r = c.getresponse()
+    data = r.read()
+    if r.status != 200 or b'"error"' in data:
+        sys.exit("bad answer: %s %s" % (r.status, data[:200]))
+PY
+}
+
+measure() { # BIN_DIR
+  local bin=$1 run="$TMP/run" gw_pid edge_pid
+  rm -rf "$run" && mkdir -p "$run/keys"
+  cat >"$run/gateway.toml" <<TOML
+default_chain = "anvil"
+[server]
+listen = "127.0.0.1:$((BASE + 1))"
+worker_threads = 1
+[quic]
+listen = "127.0.0.1:$((BASE + 2))"
+key_file = "$run/keys/gateway.key"
+join_tokens = ["callgrind"]
+[[chains]]
+name = "anvil"
+chain_id = 31337
+TOML
+  cat >"$run/edge.toml" <<TOML
+key_file = "$run/keys/edge.key"
+region = "eu-west"
+latitude = 50.1
+longitude = 8.7
+worker_threads = 1
+[gateway]
+address = "127.0.0.1:$((BASE + 2))"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+token = "callgrind"
+[[chains]]
+chain_id = 31337
+upstreams = ["$ANVIL_URL"]
+TOML
+  local fp
+  fp=$("$bin/gateway" --config "$run/gateway.toml" --print-fingerprint)
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$run/cg.%p" \
+    "$bin/gateway" --config "$run/gateway.toml" >"$run/gateway.log" 2>&1 &
+  gw_pid=$!
+  PIDS+=("$gw_pid")
+  "$bin/edge-node" --config "$run/edge.toml" --gateway-fingerprint "$fp" >"$run/edge.log" 2>&1 &
+  edge_pid=$!
+  PIDS+=("$edge_pid")
+  wait_for serving "http://127.0.0.1:$((BASE + 1))/"
+  local kind out
+  for kind in hit batch node; do
+    send "$kind" 200
+    callgrind_control -z "$gw_pid" >/dev/null
+    send "$kind" "$N"
+    callgrind_control -d "$kind" "$gw_pid" >/dev/null
+    sleep 1
+    out=$(ls -t "$run"/cg.* | head -1)
+    awk -v n="$N" -v kind="$kind" -v bin="$bin" \
+      '/^summary:/ { printf "%-8s %-32s %12.0f instructions per request (%d requests)\n", kind, bin, $2 / n, n }' "$out"
+  done
+  kill "$gw_pid" "$edge_pid" 2>/dev/null || true
+  wait "$gw_pid" "$edge_pid" 2>/dev/null || true
+}
+
+for d in "${DIRS[@]}"; do measure "$d"; done
