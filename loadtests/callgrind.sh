@@ -12,6 +12,8 @@
 #   batch   a batch of 50 such calls (instructions per batch)
 #   node    eth_getBalance of a new random address at `latest` (every call goes to the node)
 # Background work (health ticks every 250 ms) is counted too, the same way for every build.
+# CG_KEEP=1 keeps the callgrind files (run-1/, run-2/, ... in the order given) for
+# callgrind_annotate.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -32,7 +34,7 @@ PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  rm -rf "$TMP"
+  if [ -n "${CG_KEEP:-}" ]; then echo "callgrind.sh: kept $TMP (callgrind_annotate the cg.* files)" >&2; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 
@@ -71,7 +73,7 @@ PY
 }
 
 measure() { # BIN_DIR
-  local bin=$1 run="$TMP/run" gw_pid edge_pid
+  local bin=$1 run="$TMP/run-$2" gw_pid edge_pid
   rm -rf "$run" && mkdir -p "$run/keys"
   cat >"$run/gateway.toml" <<TOML
 default_chain = "anvil"
@@ -113,9 +115,9 @@ TOML
   local kind out
   for kind in hit batch node; do
     send "$kind" 200
-    callgrind_control -z "$gw_pid" >/dev/null
+    callgrind_control -z "$gw_pid" >/dev/null 2>&1
     send "$kind" "$N"
-    callgrind_control -d "$kind" "$gw_pid" >/dev/null
+    callgrind_control -d "$kind" "$gw_pid" >/dev/null 2>&1
     sleep 1
     out=$(ls -t "$run"/cg.* | head -1)
     awk -v n="$N" -v kind="$kind" -v bin="$bin" \
@@ -125,4 +127,8 @@ TOML
   wait "$gw_pid" "$edge_pid" 2>/dev/null || true
 }
 
-for d in "${DIRS[@]}"; do measure "$d"; done
+i=0
+for d in "${DIRS[@]}"; do
+  i=$((i + 1))
+  measure "$d" "$i"
+done

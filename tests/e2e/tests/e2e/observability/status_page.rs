@@ -157,7 +157,12 @@ async fn status_page_in_headless_chromium() {
         .collect();
     assert!(errors.is_empty(), "console errors: {errors:?}");
 
-    let shot = repo_root().join("target/status-page.png");
+    // Beside the build (`CARGO_TARGET_DIR` when set), which a clean checkout may not have yet.
+    let dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shot = dir.join("status-page.png");
     browser.screenshot(&shot).await;
     // Written past the test harness's capture so it shows in a normal `cargo test` run.
     let _ = writeln!(
