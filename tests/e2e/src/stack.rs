@@ -35,19 +35,9 @@ pub async fn start_node(gw: &Gateway, spec: &NodeSpec<'_>) -> EdgeNode {
         .unwrap()
 }
 
-/// Waits until `n` nodes can serve the test chain.
+/// Waits until `n` nodes can serve the test chain (at most 10 s).
 pub async fn wait_serving(gw: &Gateway, n: usize) {
-    let deadline = gw.app.config.quic.status_deadline;
-    for _ in 0..200 {
-        if gw.app.registry.candidates(CHAIN_ID, deadline).len() == n {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "expected {n} serving nodes, have {}",
-        gw.app.registry.candidates(CHAIN_ID, deadline).len()
-    );
+    wait_serving_for(gw, n, 10).await;
 }
 
 /// Waits until `n` nodes serve the test chain, or panics after `secs`.
