@@ -5,7 +5,6 @@
 //! answer for exactly that block; entries naming replaced blocks are evicted on reorg.
 
 use bytes::Bytes;
-use serde_json::Value;
 
 /// Is an upstream answer fit to keep? `null` is not: the data may simply not have reached
 /// this upstream yet. (Empty lists and `"0x"` about a resolved block are real answers.)
@@ -13,10 +12,13 @@ pub fn storable(result: &[u8]) -> bool {
     !matches!(result, b"null" | b"")
 }
 
-/// Cache key: chain, method and canonical params (object keys sorted, hex lower-cased), never
-/// the JSON-RPC id, so equal questions share one entry whatever the caller's spelling.
-pub fn key(chain_id: u64, method: &str, params: &Value) -> Bytes {
-    let mut out = Vec::with_capacity(64);
+/// Cache key: chain, method and the params as raw JSON, minified, with the hex digits of
+/// `0x`-prefixed hex strings lower-cased; never the JSON-RPC id. Only spellings the upstream
+/// reads alike share a key (hex case, whitespace): an address written `0X..`, an escaped
+/// string or reordered object keys get keys of their own, so one caller's odd spelling can
+/// never be answered with (or wait on) another caller's answer.
+pub fn key(chain_id: u64, method: &str, params: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(24 + method.len() + params.len());
     out.extend_from_slice(chain_id.to_string().as_bytes());
     out.push(b'|');
     out.extend_from_slice(method.as_bytes());
@@ -25,37 +27,36 @@ pub fn key(chain_id: u64, method: &str, params: &Value) -> Bytes {
     Bytes::from(out)
 }
 
-fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::String(s) if s.starts_with("0x") || s.starts_with("0X") => {
-            out.push(b'"');
-            out.extend(s.bytes().map(|b| b.to_ascii_lowercase()));
-            out.push(b'"');
-        }
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(x, out);
+/// Copies JSON text without insignificant whitespace, lower-casing `"0x<hex digits>"` strings.
+fn write_canonical(json: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < json.len() {
+        let b = json[i];
+        if b != b'"' {
+            if !b.is_ascii_whitespace() {
+                out.push(b);
             }
-            out.push(b']');
+            i += 1;
+            continue;
         }
-        Value::Object(o) => {
-            // serde_json's map is a BTreeMap here (no `preserve_order`): keys come sorted.
-            out.push(b'{');
-            for (i, (k, x)) in o.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                out.extend_from_slice(Value::String(k.clone()).to_string().as_bytes());
-                out.push(b':');
-                write_canonical(x, out);
-            }
-            out.push(b'}');
+        // A string: find its end (skipping escaped characters).
+        let start = i;
+        i += 1;
+        while i < json.len() && json[i] != b'"' {
+            i += if json[i] == b'\\' { 2 } else { 1 };
         }
-        other => out.extend_from_slice(other.to_string().as_bytes()),
+        let end = (i + 1).min(json.len());
+        let s = &json[start..end];
+        let inner = &s[1..s.len().saturating_sub(1)];
+        let hex = inner.len() > 2
+            && inner.starts_with(b"0x")
+            && inner[2..].iter().all(u8::is_ascii_hexdigit);
+        if hex {
+            out.extend(s.iter().map(u8::to_ascii_lowercase));
+        } else {
+            out.extend_from_slice(s);
+        }
+        i = end;
     }
 }
 
@@ -94,39 +95,56 @@ fn builder(max_bytes: u64) -> moka::future::CacheBuilder<Bytes, Bytes, Store> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     const H: &str = "0x8a1b5e6b0b8e7d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c6b5a";
 
+    fn k(chain: u64, params: &str) -> Bytes {
+        key(chain, "eth_call", params.as_bytes())
+    }
+
     #[test]
-    fn keys_ignore_spelling_but_not_meaning() {
-        let a = key(
+    fn keys_merge_only_what_the_upstream_reads_alike() {
+        let a = k(
             1,
-            "eth_call",
-            &json!([{"to": "0xABC", "data": "0x01"}, {"blockHash": H}]),
+            &format!(r#"[{{"to":"0xABC","data":"0x01"}},{{"blockHash":"{H}"}}]"#),
         );
-        let b = key(
+        // Whitespace and hex case: the same question.
+        let b = k(
             1,
-            "eth_call",
-            &json!([{"data": "0x01", "to": "0xabc"}, {"blockHash": H}]),
+            &format!(
+                "[ {{\"to\": \"0xabc\",\n \"data\": \"0x01\"}}, {{\"blockHash\": \"{}\"}}]",
+                H.to_uppercase().replace("0X", "0x")
+            ),
         );
         assert_eq!(a, b);
+        // Another chain, other data: other questions.
         assert_ne!(
             a,
-            key(
+            k(
                 2,
-                "eth_call",
-                &json!([{"to": "0xabc", "data": "0x01"}, {"blockHash": H}])
+                &format!(r#"[{{"to":"0xABC","data":"0x01"}},{{"blockHash":"{H}"}}]"#)
             )
         );
         assert_ne!(
             a,
-            key(
+            k(
                 1,
-                "eth_call",
-                &json!([{"to": "0xabc", "data": "0x02"}, {"blockHash": H}])
+                &format!(r#"[{{"to":"0xABC","data":"0x02"}},{{"blockHash":"{H}"}}]"#)
             )
         );
+        // Spellings an upstream may read differently never share a key: a `0X` prefix, an
+        // escaped character, key order, a string that merely looks like hex.
+        for odd in [
+            format!(r#"[{{"to":"0XABC","data":"0x01"}},{{"blockHash":"{H}"}}]"#),
+            format!(r#"[{{"to":"\u0030xabc","data":"0x01"}},{{"blockHash":"{H}"}}]"#),
+            format!(r#"[{{"data":"0x01","to":"0xABC"}},{{"blockHash":"{H}"}}]"#),
+            format!(r#"[{{"to":"0xABC","data":"0x01"}},{{"blockHash":"{H} "}}]"#),
+        ] {
+            assert_ne!(a, k(1, &odd), "{odd}");
+        }
+        // Escaped quotes do not end a string early.
+        assert_eq!(k(1, r#"["a\" b"]"#), k(1, r#"[ "a\" b" ]"#));
+        assert_ne!(k(1, r#"["a\" b"]"#), k(1, r#"["a\"b"]"#));
     }
 
     #[test]

@@ -58,6 +58,39 @@ pub enum Resolved {
     Unknown,
 }
 
+/// Where a block hash a client named stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// In the verified ring (so canonical); `final_` when at or below finalized.
+    Ring { final_: bool },
+    /// An older canonical block at or below finalized, learned in the background.
+    LearnedFinal,
+    /// Not known to the node: maybe a new block it has not seen, an old one, or none at all.
+    Unknown,
+}
+
+impl Placed {
+    pub fn is_final(self) -> bool {
+        matches!(self, Placed::Ring { final_: true } | Placed::LearnedFinal)
+    }
+
+    pub fn is_unknown(self) -> bool {
+        self == Placed::Unknown
+    }
+}
+
+/// The chain state as one request sees it (see [`Chain::view`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct View {
+    /// The head's number and hash.
+    pub head: Option<(u64, B256)>,
+    pub finalized: Option<u64>,
+    /// `safe`, or `finalized` where the upstream has no `safe`.
+    pub safe: Option<u64>,
+    /// What `eth_blockNumber` answers: the highest head ever published.
+    pub served_tip: Option<u64>,
+}
+
 /// One served chain: its upstreams and tracked state.
 pub struct Chain {
     pub chain_id: u64,
@@ -78,6 +111,8 @@ pub struct Chain {
     /// reorg, rollback, finality, a cleared ring): answers planned and sent under one version
     /// hold for exactly that state, which the gateway is told about (`Head`).
     version: tokio::sync::watch::Sender<u64>,
+    /// A block number an upstream answer showed beyond the head, until the next poll (0: none).
+    ahead: tokio::sync::watch::Sender<u64>,
 }
 
 impl Chain {
@@ -102,6 +137,7 @@ impl Chain {
             final_hashes: Mutex::new(HashSet::new()),
             to_learn: Mutex::new(Vec::new()),
             version: tokio::sync::watch::Sender::new(0),
+            ahead: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -161,20 +197,31 @@ impl Chain {
         }
     }
 
-    /// Resolves a block tag or number (already parsed from params).
-    pub fn resolve(&self, tag: &BlockRef) -> Resolved {
+    /// The state one request's block tags resolve against, read once so that every call of a
+    /// batch answers at the same block.
+    pub fn view(&self) -> View {
         let s = self.state.lock();
         let c = &s.chain;
-        let Some(head) = c.head() else {
+        View {
+            head: c.head().map(|h| (h.number, h.hash)),
+            finalized: c.finalized(),
+            safe: c.safe().or(c.finalized()),
+            served_tip: c.served_tip(),
+        }
+    }
+
+    /// Resolves a block tag or number against `view`.
+    pub fn resolve(&self, view: &View, tag: &BlockRef) -> Resolved {
+        let Some((head, head_hash)) = view.head else {
             return Resolved::Unknown;
         };
         let number = match tag {
-            BlockRef::Latest => head.number,
-            BlockRef::Finalized => match c.finalized() {
+            BlockRef::Latest => head,
+            BlockRef::Finalized => match view.finalized {
                 Some(f) => f,
                 None => return Resolved::Unknown,
             },
-            BlockRef::Safe => match c.safe().or(c.finalized()) {
+            BlockRef::Safe => match view.safe {
                 Some(n) => n,
                 None => return Resolved::Unknown,
             },
@@ -182,35 +229,98 @@ impl Chain {
             BlockRef::Number(n) => *n,
             BlockRef::Pending => return Resolved::Unknown,
         };
-        if number > head.number {
+        if number > head {
             return Resolved::Unknown;
         }
-        if c.finalized().is_some_and(|f| number <= f) {
+        if view.finalized.is_some_and(|f| number <= f) {
             return Resolved::Final(number);
         }
-        match c.header(number) {
+        if number == head {
+            return Resolved::Tip(number, head_hash);
+        }
+        match self.state.lock().chain.header(number) {
             Some(h) => Resolved::Tip(number, h.hash),
             None => Resolved::Unknown,
         }
     }
 
-    /// Is `hash` a canonical block at or below finalized (so answers about it never change)?
-    /// An unknown hash is queued to be looked up in the background; until then: no.
-    pub fn is_final_hash(&self, hash: &B256) -> bool {
+    /// Where the node places a block hash a client named.
+    pub fn place_hash(&self, hash: &B256) -> Placed {
         {
             let s = self.state.lock();
             if let Some(h) = s.chain.header_by_hash(hash) {
-                return s.chain.finalized().is_some_and(|f| h.number <= f);
+                let fin = s.chain.finalized().is_some_and(|f| h.number <= f);
+                return Placed::Ring { final_: fin };
             }
         }
         if self.final_hashes.lock().contains(hash) {
-            return true;
+            return Placed::LearnedFinal;
+        }
+        Placed::Unknown
+    }
+
+    /// An upstream answered about `hash`, which the node could not place: learn whether it is
+    /// an old final block (in the background, bounded), and if it is newer than the head, catch
+    /// up at once ([`Self::reveal`]). `number` is the block's, when the answer showed it.
+    pub fn heard_of(&self, hash: B256, number: Option<u64>) {
+        if let Some(n) = number {
+            self.reveal(n);
+            if self.finalized().is_none_or(|f| n > f) {
+                return; // Not final (yet): nothing to learn.
+            }
         }
         let mut q = self.to_learn.lock();
-        if q.len() < TO_LEARN_MAX && !q.contains(hash) {
-            q.push(*hash);
+        if q.len() < TO_LEARN_MAX && !q.contains(&hash) {
+            q.push(hash);
         }
-        false
+    }
+
+    /// An answer showed that block `number` exists upstream. Beyond the head, the tracker
+    /// polls at once and reads wait for it ([`Self::caught_up`]): a client that saw a receipt
+    /// for block N never reads `latest` below N afterwards.
+    pub fn reveal(&self, number: u64) {
+        let behind = self
+            .state
+            .lock()
+            .chain
+            .head()
+            .is_some_and(|h| h.number < number);
+        if behind {
+            self.ahead.send_if_modified(|a| {
+                let raise = number > *a;
+                *a = (*a).max(number);
+                raise
+            });
+        }
+    }
+
+    /// Waits (at most `limit`) until the tracker has caught up with a block an answer revealed;
+    /// returns at once when none is pending.
+    pub async fn caught_up(&self, limit: Duration) {
+        let mut rx = self.ahead.subscribe();
+        if *rx.borrow_and_update() == 0 {
+            return;
+        }
+        let _ = tokio::time::timeout(limit, rx.wait_for(|&a| a == 0)).await;
+    }
+
+    /// Is a revealed block pending (see [`Self::reveal`])?
+    pub fn behind_revealed(&self) -> bool {
+        *self.ahead.borrow() != 0
+    }
+
+    /// After a poll: readers stop waiting once the head reached what was revealed, or once a
+    /// poll that started after the reveal (`pending` then) still did not see it (with several
+    /// upstreams the head is the one they agree on, which may trail one of them).
+    fn settle_reveal(&self, pending: u64) {
+        let head = self.head().map(|h| h.number);
+        self.ahead.send_if_modified(|a| {
+            let done = *a != 0 && (head.is_some_and(|h| h >= *a) || *a == pending);
+            if done {
+                *a = 0;
+            }
+            done
+        });
     }
 
     /// Is `hash` a block the node knows to be canonical (or finalized and so forever)?

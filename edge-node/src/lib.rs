@@ -75,14 +75,14 @@ impl EdgeNode {
     /// configured) the admin listener.
     pub async fn start(config: Config, identity: Identity) -> anyhow::Result<Self> {
         let metrics = Arc::new(Metrics::new());
-        let service = Service {
-            chains: build_chains(&config, &metrics),
-            cache: cache::store_counting_evictions(
+        let service = Service::new(
+            build_chains(&config, &metrics),
+            cache::store_counting_evictions(
                 config.cache.max_bytes,
                 metrics.cache_evictions.clone(),
             ),
-            metrics: metrics.clone(),
-        };
+            metrics.clone(),
+        );
         let node_id = identity.node_id();
         let client_cfg = proto::tls::client_config(
             &identity,

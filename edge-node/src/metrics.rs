@@ -51,7 +51,7 @@ impl Metrics {
         let m = Self {
             cache_requests: f.counter_vec(
                 "cache_requests_total",
-                "Calls by cache result (hit, miss, bypass).",
+                "Calls by cache result (hit, miss, bypass; negative: a remembered not-found about an unknown block hash).",
                 &["result"],
             ),
             cache_entries: f.gauge("cache_entries", "Entries in the response cache."),

@@ -1,6 +1,11 @@
 //! The cache policy: one table ([`RULES`]) saying, per method, how its block is found and
 //! whether (and for how long) its answer may be kept; and [`plan`], which turns a call into
-//! what to do with it against the current chain state.
+//! what to do with it against the chain state a request sees ([`View`]).
+//!
+//! Params are read as raw JSON elements and checked per method (exact arity, block parameter
+//! spelled the one way every upstream reads alike, see [`crate::blockref`]); a call that fails
+//! a check is passed through as asked, so the upstream answers or refuses it itself. Elements
+//! the node does not rewrite go upstream byte for byte (numbers never round-trip a float).
 //!
 //! Block tags are resolved before keying: `latest` becomes the head's hash, `safe`/`finalized`
 //! their numbers. An answer about a block at or below `finalized` is kept until evicted by size
@@ -10,12 +15,15 @@
 //! else (`pending`, writes, filters, subscriptions, `txpool_*`, blocks beyond the head) is
 //! passed through and never cached.
 
+use alloy_primitives::B256;
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
 
-use crate::blockref::BlockRef;
+use crate::blockref::{block_param, is_data, is_hash, plain_str, Accepts, BlockParam, BlockRef};
 use crate::cache;
-use crate::chain::{Chain, Resolved};
+use crate::chain::{Chain, Placed, Resolved, View};
 
 /// How one method is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +110,14 @@ pub enum Plan {
         /// The call as the client wrote it names only final data: the answer can never
         /// change, so the gateway may keep it too.
         final_for_client: bool,
+        /// A tag or number the node pinned to a tip block's hash: if the upstream no longer
+        /// knows that block (a reorg the node has not seen yet), the client's method is asked
+        /// with these params instead: the block's number, so every call of a request still
+        /// answers at one height.
+        fallback: Option<Bytes>,
+        /// The block hash the client named, when the node could not place it: a negative
+        /// answer is remembered briefly, a positive one teaches the node the block.
+        unknown_hash: Option<B256>,
     },
     /// `eth_getLogs` over resolved numbers: split into chunks; cache when `cache_key` is set.
     Logs {
@@ -117,221 +133,338 @@ pub enum Plan {
     Bypass,
 }
 
-fn hash_hex(h: &alloy_primitives::B256) -> String {
-    format!("{h:#x}")
-}
-
 fn qty(n: u64) -> String {
     format!("{n:#x}")
 }
 
-/// A block parameter as sent: a tag/number string or an EIP-1898 object.
-enum BlockParam {
-    Ref(BlockRef),
-    Hash {
-        hash: String,
-        require_canonical: bool,
-    },
+fn quoted(s: &str) -> String {
+    format!("\"{s}\"")
 }
 
-fn block_param(v: Option<&Value>) -> Option<BlockParam> {
-    match v {
-        None | Some(Value::Null) => Some(BlockParam::Ref(BlockRef::Latest)),
-        Some(Value::String(s)) => BlockRef::parse(s).map(BlockParam::Ref),
-        Some(Value::Object(o)) => {
-            if let Some(Value::String(h)) = o.get("blockHash") {
-                return is_hash(h).then(|| BlockParam::Hash {
-                    hash: h.to_ascii_lowercase(),
-                    require_canonical: o
-                        .get("requireCanonical")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(false),
-                });
-            }
-            match o.get("blockNumber") {
-                Some(Value::String(s)) => BlockRef::parse(s).map(BlockParam::Ref),
-                _ => None,
-            }
-        }
-        _ => None,
+/// The call's params as raw elements: absent params are none; anything but an array is `None`
+/// (left to the upstream).
+fn elements(params: &[u8]) -> Option<Vec<&RawValue>> {
+    if params.iter().all(u8::is_ascii_whitespace) {
+        return Some(Vec::new());
     }
+    serde_json::from_slice(params).ok()
 }
 
-pub fn is_hash(s: &str) -> bool {
-    s.len() == 66 && s.starts_with("0x") && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+/// Params rebuilt from raw elements, `at` replaced by `with`.
+fn rebuild(a: &[&RawValue], at: usize, with: &str) -> Bytes {
+    let mut out = String::with_capacity(64 + a.iter().map(|e| e.get().len()).sum::<usize>());
+    out.push('[');
+    for (i, e) in a.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(if i == at { with } else { e.get() });
+    }
+    out.push(']');
+    Bytes::from(out)
+}
+
+fn raw_params(a: &[&RawValue]) -> Bytes {
+    rebuild(a, usize::MAX, "")
 }
 
 /// Where a block parameter points, for keying and for the upstream request.
 enum Pinned {
-    /// Final block by number: `(key form, upstream form)` are both the number.
+    /// Final block by number.
     Number(u64),
-    /// A specific block by hash (tip block, or an explicit hash).
-    Hash(String),
+    /// A tip block the node resolved a tag or number to: `(number, hash)`.
+    Tip(u64, B256),
+    /// A block the client named by hash; `known` is where the node placed it.
+    Named { hash: B256, known: Placed },
 }
 
-fn pin(chain: &Chain, p: &BlockParam) -> Option<Pinned> {
+fn pin(chain: &Chain, view: &View, p: &BlockParam) -> Option<Pinned> {
     match p {
         BlockParam::Hash {
             hash,
             require_canonical,
+            ..
         } => {
-            if *require_canonical {
-                // Canonicality can change; only a hash in the verified ring is known canonical.
-                let b: alloy_primitives::B256 = hash.parse().ok()?;
-                chain.header_by_hash(&b)?;
+            let hash: B256 = hash.parse().ok()?;
+            let known = chain.place_hash(&hash);
+            // Canonicality can change; only a hash in the verified ring is known canonical.
+            if *require_canonical && !matches!(known, Placed::Ring { .. }) {
+                return None;
             }
-            Some(Pinned::Hash(hash.clone()))
+            Some(Pinned::Named { hash, known })
         }
-        BlockParam::Ref(r) => match chain.resolve(r) {
+        BlockParam::Ref(r) => match chain.resolve(view, r) {
             Resolved::Final(n) => Some(Pinned::Number(n)),
-            Resolved::Tip(_, h) => Some(Pinned::Hash(hash_hex(&h))),
+            Resolved::Tip(n, h) => Some(Pinned::Tip(n, h)),
             Resolved::Unknown => None,
         },
     }
 }
 
-fn cache_plan(
-    chain_id: u64,
-    method: &str,
-    params: Value,
-    only_if_final: bool,
-    final_for_client: bool,
-) -> Plan {
-    let key = cache::key(chain_id, method, &params);
-    Plan::Cache {
-        key,
-        method: method.to_string(),
-        params: Bytes::from(params.to_string()),
-        only_if_final,
-        final_for_client,
-    }
-}
-
 /// Does the client's block parameter name a block that is final (not a moving tag)?
-fn names_final_block(chain: &Chain, p: &BlockParam, pinned: &Pinned) -> bool {
+fn names_final_block(p: &BlockParam, pinned: &Pinned) -> bool {
     match (p, pinned) {
         (BlockParam::Ref(BlockRef::Number(_) | BlockRef::Earliest), Pinned::Number(_)) => true,
-        (BlockParam::Hash { hash, .. }, _) => is_final_hash(chain, hash),
+        (_, Pinned::Named { known, .. }) => known.is_final(),
         _ => false,
     }
 }
 
-fn is_final_hash(chain: &Chain, hash: &str) -> bool {
-    let Ok(h) = hash.parse::<alloy_primitives::B256>() else {
-        return false;
-    };
-    chain.is_final_hash(&h)
+struct Cacheable {
+    method: &'static str,
+    params: Bytes,
+    only_if_final: bool,
+    final_for_client: bool,
+    fallback: Option<Bytes>,
+    unknown_hash: Option<B256>,
 }
 
-/// Decides what to do with `method(params)` given the chain state.
-pub fn plan(chain: &Chain, method: &str, params: &Value, logs: LogLimits) -> Plan {
+impl Cacheable {
+    fn plan(self, chain_id: u64) -> Plan {
+        Plan::Cache {
+            key: cache::key(chain_id, self.method, &self.params),
+            method: self.method.to_string(),
+            params: self.params,
+            only_if_final: self.only_if_final,
+            final_for_client: self.final_for_client,
+            fallback: self.fallback,
+            unknown_hash: self.unknown_hash,
+        }
+    }
+
+    fn simple(method: &'static str, params: Bytes, final_for_client: bool) -> Self {
+        Self {
+            method,
+            params,
+            only_if_final: false,
+            final_for_client,
+            fallback: None,
+            unknown_hash: None,
+        }
+    }
+}
+
+/// How many params a method takes (exactly), and what its block parameter accepts.
+fn shape(method: &str) -> (usize, Accepts) {
+    match method {
+        "eth_getStorageAt" | "eth_getProof" => (3, Accepts::Any),
+        "eth_getBlockByNumber"
+        | "eth_getTransactionByBlockNumberAndIndex"
+        | "eth_getBlockByHash"
+        | "eth_getTransactionByBlockHashAndIndex"
+        | "eth_getUncleByBlockHashAndIndex" => (2, Accepts::TagOrNumber),
+        "eth_getBlockTransactionCountByNumber"
+        | "eth_getBlockTransactionCountByHash"
+        | "eth_getUncleCountByBlockHash"
+        | "eth_getTransactionByHash"
+        | "eth_getTransactionReceipt"
+        | "eth_getLogs" => (1, Accepts::TagOrNumber),
+        "eth_getBlockReceipts" => (1, Accepts::Any),
+        // eth_getBalance, eth_getCode, eth_getTransactionCount, eth_call.
+        _ => (2, Accepts::Any),
+    }
+}
+
+/// The params of a state read before its block, checked where a wrong shape could be answered
+/// wrongly (the proof checks parse the address); the rest is the upstream's to judge.
+fn state_args_ok(method: &str, a: &[&RawValue]) -> bool {
+    match method {
+        "eth_call" => a[0].get().starts_with('{'),
+        _ => plain_str(a[0]).is_some_and(|s| is_data(s, 20)),
+    }
+}
+
+/// Decides what to do with `method(params)` given the chain state as `view` saw it. Calls
+/// whose params are not spelled the one way every upstream reads alike are passed through
+/// as asked (see [`crate::blockref`]): the upstream's answer, or its refusal, is theirs.
+pub fn plan(chain: &Chain, view: &View, method: &str, params: &[u8], logs: LogLimits) -> Plan {
     let chain_id = chain.chain_id;
-    let arr = params.as_array();
-    match rule(method) {
+    let rule = rule(method);
+    if rule == Rule::Never {
+        return Plan::Bypass;
+    }
+    let Some(a) = elements(params) else {
+        return Plan::Bypass;
+    };
+    let (arity, accepts) = shape(method);
+    match rule {
         Rule::Never => Plan::Bypass,
-        Rule::Static => cache_plan(chain_id, method, json!([]), false, true),
+        Rule::Static | Rule::Local if !a.is_empty() => Plan::Bypass,
+        Rule::Static => {
+            Cacheable::simple("net_version", Bytes::from_static(b"[]"), true).plan(chain_id)
+        }
         Rule::Local => {
             let answer = match method {
-                "eth_chainId" => chain.reported_chain_id().map(qty),
-                _ => chain.served_tip().map(qty),
+                "eth_chainId" => chain.reported_chain_id(),
+                _ => view.served_tip,
             };
             match answer {
-                Some(a) => Plan::Local(Bytes::from(format!("\"{a}\""))),
+                Some(a) => Plan::Local(Bytes::from(quoted(&qty(a)))),
                 None => Plan::Bypass,
             }
         }
+        _ if a.len() != arity => Plan::Bypass,
         Rule::StateAt(i) => {
-            let Some(a) = arr else { return Plan::Bypass };
-            // Extra parameters (e.g. eth_call state overrides) change the answer: pass through.
-            if a.len() > i + 1 || a.len() < i {
+            if !state_args_ok(method, &a) {
                 return Plan::Bypass;
             }
-            let Some(bp) = block_param(a.get(i)) else {
+            let Some(bp) = block_param(a[i], accepts) else {
                 return Plan::Bypass;
             };
-            let Some(pinned) = pin(chain, &bp) else {
+            let Some(pinned) = pin(chain, view, &bp) else {
                 return Plan::Bypass;
             };
-            let fin = names_final_block(chain, &bp, &pinned);
-            let mut p = a[..i].to_vec();
-            p.push(match pinned {
-                Pinned::Number(n) => Value::String(qty(n)),
-                Pinned::Hash(h) => json!({ "blockHash": h }),
-            });
-            cache_plan(chain_id, method, Value::Array(p), false, fin)
+            let final_for_client = names_final_block(&bp, &pinned);
+            let method = rule_name(method);
+            let (params, fallback, unknown_hash) = match pinned {
+                Pinned::Number(n) => (rebuild(&a, i, &quoted(&qty(n))), None, None),
+                Pinned::Tip(n, h) => (
+                    rebuild(&a, i, &format!(r#"{{"blockHash":"{h:#x}"}}"#)),
+                    Some(rebuild(&a, i, &quoted(&qty(n)))),
+                    None,
+                ),
+                Pinned::Named { hash, known } => {
+                    (raw_params(&a), None, known.is_unknown().then_some(hash))
+                }
+            };
+            Cacheable {
+                method,
+                params,
+                only_if_final: false,
+                final_for_client,
+                fallback,
+                unknown_hash,
+            }
+            .plan(chain_id)
         }
         Rule::ByNumber(twin) => {
-            let Some(a) = arr.filter(|a| !a.is_empty()) else {
+            let Some(bp) = block_param(a[0], accepts) else {
                 return Plan::Bypass;
             };
-            let Some(bp) = block_param(a.first()) else {
+            let Some(pinned) = pin(chain, view, &bp) else {
                 return Plan::Bypass;
             };
-            let Some(pinned) = pin(chain, &bp) else {
-                return Plan::Bypass;
-            };
-            let fin = names_final_block(chain, &bp, &pinned);
-            let mut p = a.clone();
-            match pinned {
+            let final_for_client = names_final_block(&bp, &pinned);
+            let method = rule_name(method);
+            let c = match pinned {
                 Pinned::Number(n) => {
-                    p[0] = Value::String(qty(n));
-                    cache_plan(chain_id, method, Value::Array(p), false, fin)
+                    Cacheable::simple(method, rebuild(&a, 0, &quoted(&qty(n))), final_for_client)
                 }
-                Pinned::Hash(h) => {
-                    p[0] = Value::String(h);
-                    cache_plan(chain_id, twin, Value::Array(p), false, fin)
-                }
-            }
+                Pinned::Tip(n, h) => Cacheable {
+                    fallback: Some(rebuild(&a, 0, &quoted(&qty(n)))),
+                    ..Cacheable::simple(twin, rebuild(&a, 0, &quoted(&format!("{h:#x}"))), false)
+                },
+                Pinned::Named { hash, known } => Cacheable {
+                    unknown_hash: known.is_unknown().then_some(hash),
+                    ..Cacheable::simple(method, raw_params(&a), final_for_client)
+                },
+            };
+            c.plan(chain_id)
         }
-        Rule::ByHash => match arr.and_then(|a| a.first()) {
-            Some(Value::String(h)) if is_hash(h) => cache_plan(
-                chain_id,
-                method,
-                params.clone(),
-                false,
-                is_final_hash(chain, h),
-            ),
-            _ => Plan::Bypass,
-        },
-        Rule::TxLookup => match arr.and_then(|a| a.first()) {
-            Some(Value::String(h)) if is_hash(h) && arr.is_some_and(|a| a.len() == 1) => {
-                cache_plan(chain_id, method, params.clone(), true, false)
+        Rule::ByHash => {
+            let Some(hash) = plain_str(a[0]).filter(|h| is_hash(h)) else {
+                return Plan::Bypass;
+            };
+            let Ok(hash) = hash.parse::<B256>() else {
+                return Plan::Bypass;
+            };
+            let known = chain.place_hash(&hash);
+            Cacheable {
+                unknown_hash: known.is_unknown().then_some(hash),
+                ..Cacheable::simple(rule_name(method), raw_params(&a), known.is_final())
             }
+            .plan(chain_id)
+        }
+        Rule::TxLookup => match plain_str(a[0]) {
+            Some(h) if is_hash(h) => Cacheable {
+                only_if_final: true,
+                ..Cacheable::simple(rule_name(method), raw_params(&a), false)
+            }
+            .plan(chain_id),
             _ => Plan::Bypass,
         },
-        Rule::Logs => plan_logs(chain, params, logs),
+        Rule::Logs => plan_logs(chain, view, a[0], logs),
     }
 }
 
-fn plan_logs(chain: &Chain, params: &Value, limits: LogLimits) -> Plan {
-    let Some(filter) = params
-        .as_array()
-        .filter(|a| a.len() == 1)
-        .and_then(|a| a[0].as_object())
-    else {
+/// The table's own spelling of a method (a `&'static str` for the plan).
+fn rule_name(method: &str) -> &'static str {
+    RULES
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map_or("", |(m, _)| m)
+}
+
+/// A log filter: known keys only, each once; block bounds as strings.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Filter<'a> {
+    #[serde(rename = "fromBlock", borrow, default)]
+    from_block: Option<&'a RawValue>,
+    #[serde(rename = "toBlock", borrow, default)]
+    to_block: Option<&'a RawValue>,
+    #[serde(rename = "blockHash", borrow, default)]
+    block_hash: Option<&'a RawValue>,
+    // Named only so that they are known keys; the filter is passed on as written.
+    #[serde(rename = "address", borrow, default)]
+    _address: Option<&'a RawValue>,
+    #[serde(rename = "topics", borrow, default)]
+    _topics: Option<&'a RawValue>,
+}
+
+/// Addresses and topics are strings, `null` or arrays of them: no numbers to round-trip.
+fn no_numbers(v: &Value) -> bool {
+    match v {
+        Value::Number(_) => false,
+        Value::Array(a) => a.iter().all(no_numbers),
+        Value::Object(o) => o.values().all(no_numbers),
+        _ => true,
+    }
+}
+
+fn plan_logs(chain: &Chain, view: &View, raw: &RawValue, limits: LogLimits) -> Plan {
+    let Ok(f) = serde_json::from_str::<Filter<'_>>(raw.get()) else {
         return Plan::Bypass;
     };
-    if let Some(Value::String(h)) = filter.get("blockHash") {
-        if is_hash(h) && !filter.contains_key("fromBlock") && !filter.contains_key("toBlock") {
-            let fin = is_final_hash(chain, h);
-            return cache_plan(chain.chain_id, "eth_getLogs", params.clone(), false, fin);
-        }
+    let Ok(filter) = serde_json::from_str::<Value>(raw.get()) else {
+        return Plan::Bypass;
+    };
+    if !no_numbers(&filter) {
         return Plan::Bypass;
     }
-    let resolve = |k: &str| -> Option<Resolved> {
-        let r = match filter.get(k) {
-            None | Some(Value::Null) => BlockRef::Latest,
-            Some(Value::String(s)) => BlockRef::parse(s)?,
-            _ => return None,
+    if let Some(h) = f.block_hash {
+        let Some(hash) = plain_str(h).filter(|h| is_hash(h)) else {
+            return Plan::Bypass;
         };
-        Some(chain.resolve(&r))
+        if f.from_block.is_some() || f.to_block.is_some() {
+            return Plan::Bypass;
+        }
+        let Ok(hash) = hash.parse::<B256>() else {
+            return Plan::Bypass;
+        };
+        let known = chain.place_hash(&hash);
+        let params = Bytes::from(format!("[{}]", raw.get()));
+        return Cacheable {
+            unknown_hash: known.is_unknown().then_some(hash),
+            ..Cacheable::simple("eth_getLogs", params, known.is_final())
+        }
+        .plan(chain.chain_id);
+    }
+    // Absent bounds mean `latest` (the spec's default); a present one must be well spelled.
+    let bound = |b: Option<&RawValue>| -> Option<(BlockRef, Resolved)> {
+        let r = match b {
+            None => BlockRef::Latest,
+            Some(raw) => BlockRef::parse(plain_str(raw)?)?,
+        };
+        Some((r, chain.resolve(view, &r)))
+    };
+    let (Some((from_ref, from_r)), Some((to_ref, to_r))) = (bound(f.from_block), bound(f.to_block))
+    else {
+        return Plan::Bypass;
     };
     let num = |r: Resolved| match r {
         Resolved::Final(n) | Resolved::Tip(n, _) => Some(n),
         Resolved::Unknown => None,
-    };
-    let (Some(from_r), Some(to_r)) = (resolve("fromBlock"), resolve("toBlock")) else {
-        return Plan::Bypass;
     };
     let (Some(from), Some(to)) = (num(from_r), num(to_r)) else {
         return Plan::Bypass;
@@ -349,26 +482,23 @@ fn plan_logs(chain: &Chain, params: &Value, limits: LogLimits) -> Plan {
             ),
         ));
     }
-    let mut f = Value::Object(filter.clone());
+    let mut f = filter;
     f["fromBlock"] = Value::String(qty(from));
     f["toBlock"] = Value::String(qty(to));
     let cache_key = matches!(to_r, Resolved::Final(_)).then(|| {
         cache::key(
             chain.chain_id,
             "eth_getLogs",
-            &Value::Array(vec![f.clone()]),
+            Value::Array(vec![f.clone()]).to_string().as_bytes(),
         )
     });
     // Final for the client only when it named both ends by number (tags move).
-    let numbered = |k: &str| {
-        matches!(filter.get(k), Some(Value::String(s))
-            if matches!(BlockRef::parse(s), Some(BlockRef::Number(_) | BlockRef::Earliest)))
-    };
+    let numbered = |r: BlockRef| matches!(r, BlockRef::Number(_) | BlockRef::Earliest);
     Plan::Logs {
         filter: f,
         from,
         to,
-        final_for_client: cache_key.is_some() && numbered("fromBlock") && numbered("toBlock"),
+        final_for_client: cache_key.is_some() && numbered(from_ref) && numbered(to_ref),
         cache_key,
     }
 }
@@ -387,6 +517,28 @@ pub fn chunks(from: u64, to: u64, chunk: u64) -> Vec<(u64, u64)> {
         lo = hi + 1;
     }
     out
+}
+
+/// The block an answer is about: `blockNumber` (transactions, receipts, the first log of a
+/// list) or `number` (a block).
+pub fn block_number_in(result: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    struct Numbered {
+        #[serde(rename = "blockNumber", default)]
+        block_number: Option<String>,
+        #[serde(default)]
+        number: Option<String>,
+    }
+    let n: Numbered = match result.first() {
+        Some(b'[') => serde_json::from_slice::<Vec<Numbered>>(result)
+            .ok()?
+            .into_iter()
+            .next()?,
+        _ => serde_json::from_slice(result).ok()?,
+    };
+    n.block_number
+        .or(n.number)
+        .and_then(|s| crate::blockref::parse_hex(&s))
 }
 
 /// Does a transaction lookup answer concern a block at or below `finalized`?

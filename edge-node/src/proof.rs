@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::blockref::parse_hex;
+use crate::blockref::{is_hash, parse_hex};
 use crate::chain::Chain;
 use crate::header;
 use crate::metrics::Metrics;
@@ -265,11 +265,15 @@ async fn state_root(
     budget: Duration,
     metrics: &Metrics,
 ) -> Result<B256, UpstreamError> {
+    // A block named by hash: an EIP-1898 object, or the 32-byte string a client wrote.
+    let by_hash = match block {
+        Value::Object(o) => o.get("blockHash").and_then(Value::as_str),
+        Value::String(s) if is_hash(s) => Some(s.as_str()),
+        _ => None,
+    };
     let (known, method, params, want_hash, want_number) = match block {
-        Value::Object(o) => {
-            let h: B256 = o
-                .get("blockHash")
-                .and_then(Value::as_str)
+        _ if by_hash.is_some() => {
+            let h: B256 = by_hash
                 .and_then(|h| h.parse().ok())
                 .ok_or_else(|| UpstreamError::BadResponse("bad block hash".into()))?;
             (

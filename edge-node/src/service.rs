@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use alloy_primitives::B256;
 use bytes::Bytes;
 use proto::msg::{CacheStatus, Call, CallResult, Outcome, RpcRequest, RpcResponse};
 use proto::rpc;
 use serde_json::Value;
 
 use crate::cache::{self, Store};
-use crate::chain::Chain;
+use crate::chain::{Chain, View};
 use crate::metrics::Metrics;
 use crate::policy::{self, Plan};
 use crate::upstream::{Answer, UpstreamError};
@@ -21,10 +22,21 @@ use crate::{logs, proof};
 /// Calls of one batch answered at once.
 pub const BATCH_PARALLELISM: usize = 32;
 
+/// The longest a request waits for the node to catch up with a block an answer revealed.
+const REVEAL_WAIT: Duration = Duration::from_millis(500);
+/// Negative answers about unknown block hashes: how many, and for how long at most (they also
+/// lapse at the next chain state, when the hash may have become a new block).
+const NEGATIVES_MAX: u64 = 16_384;
+const NEGATIVE_TTL: Duration = Duration::from_secs(10);
+
 pub struct Service {
     pub chains: HashMap<u64, Arc<Chain>>,
     pub cache: Store,
     pub metrics: Arc<Metrics>,
+    /// Recent `null`/error answers to calls naming a block hash the node could not place,
+    /// with the chain-state version they were asked under: a flood of unknown hashes costs one
+    /// upstream call per distinct question, not one per request.
+    negatives: moka::future::Cache<Bytes, (u64, Outcome)>,
 }
 
 /// Why a cacheable miss was not stored; every waiter on the same key receives it.
@@ -35,6 +47,42 @@ enum NotStored {
 }
 
 impl Service {
+    pub fn new(chains: HashMap<u64, Arc<Chain>>, cache: Store, metrics: Arc<Metrics>) -> Self {
+        Self {
+            chains,
+            cache,
+            metrics,
+            negatives: moka::future::Cache::builder()
+                .max_capacity(NEGATIVES_MAX)
+                .time_to_live(NEGATIVE_TTL)
+                .build(),
+        }
+    }
+
+    /// A negative answer to this question, if one was given under the current chain state.
+    async fn remembered_negative(&self, chain: &Chain, key: &Bytes) -> Option<Outcome> {
+        let (version, outcome) = self.negatives.get(key).await?;
+        (version == chain.state_version()).then_some(outcome)
+    }
+
+    /// What an answer teaches the chain state: a transaction lookup showing a block beyond the
+    /// head (read your writes), or a hash the node could not place turning out to exist.
+    fn learn(&self, chain: &Chain, o: &Outcome, tx_lookup: bool, unknown: Option<B256>) {
+        let Outcome::Result(r) = o else { return };
+        if !tx_lookup && unknown.is_none() || !cache::storable(r) {
+            return;
+        }
+        let number = policy::block_number_in(r);
+        match unknown {
+            Some(hash) => chain.heard_of(hash, number),
+            None => {
+                if let Some(n) = number {
+                    chain.reveal(n);
+                }
+            }
+        }
+    }
+
     pub async fn handle(&self, req: RpcRequest) -> RpcResponse {
         let Some(chain) = self.chains.get(&req.chain_id) else {
             let err = rpc::error_object(
@@ -51,8 +99,16 @@ impl Service {
             };
         };
         let budget = Duration::from_millis(u64::from(req.budget_ms.max(1)));
+        // Read your writes: an answer revealed a block beyond the head; the tracker is
+        // fetching it. Tags resolve only once it has (or has given up), and then once for the
+        // whole request, so a batch answers at one block.
+        if chain.behind_revealed() {
+            chain.caught_up(budget.min(REVEAL_WAIT)).await;
+        }
+        let view = chain.view();
+        let view = &view;
         let results = if req.calls.len() == 1 {
-            vec![self.call_at_state(chain, &req.calls[0], budget).await]
+            vec![self.call_at_state(chain, view, &req.calls[0], budget).await]
         } else {
             // A large batch works through its calls a bounded number at a time, in order, so
             // one request cannot open hundreds of upstream requests at once.
@@ -62,7 +118,7 @@ impl Service {
                     .acquire()
                     .await
                     .expect("the semaphore is never closed");
-                self.call_at_state(chain, c, budget).await
+                self.call_at_state(chain, view, c, budget).await
             }))
             .await
         };
@@ -87,34 +143,22 @@ impl Service {
     async fn call_at_state(
         &self,
         chain: &Chain,
+        view: &View,
         call: &Call,
         budget: Duration,
     ) -> (CallResult, u64) {
         let planned_at = chain.state_version();
-        (self.call(chain, call, budget).await, planned_at)
+        (self.call(chain, view, call, budget).await, planned_at)
     }
 
-    async fn call(&self, chain: &Chain, call: &Call, budget: Duration) -> CallResult {
-        let params: Value = if call.params.is_empty() {
-            Value::Null
-        } else {
-            match serde_json::from_slice(&call.params) {
-                Ok(v) => v,
-                Err(e) => {
-                    return CallResult::bypass(Outcome::Error(rpc::error_object(
-                        rpc::INVALID_PARAMS,
-                        format!("params are not valid JSON: {e}"),
-                    )))
-                }
-            }
-        };
+    async fn call(&self, chain: &Chain, view: &View, call: &Call, budget: Duration) -> CallResult {
         let count = |label: &str| {
             self.metrics
                 .cache_requests
                 .with_label_values(&[label])
                 .inc();
         };
-        match policy::plan(chain, &call.method, &params, chain.logs) {
+        match policy::plan(chain, view, &call.method, &call.params, chain.logs) {
             Plan::Local(answer) => {
                 count("hit");
                 // The chain id never changes; the tip does, with the chain state.
@@ -139,7 +183,16 @@ impl Service {
                 params: pinned,
                 only_if_final,
                 final_for_client,
+                fallback,
+                unknown_hash,
             } => {
+                if unknown_hash.is_some() {
+                    if let Some(remembered) = self.remembered_negative(chain, &key).await {
+                        count("negative");
+                        return CallResult::hit(remembered);
+                    }
+                }
+                let planned_at = chain.state_version();
                 let verified = chain.verify_state && proof::verifiable(&method);
                 let fetch = async {
                     let answer = if verified {
@@ -152,7 +205,13 @@ impl Service {
                             && (!only_if_final || policy::tx_is_final(r, chain.finalized()))
                     })
                 };
-                let mut result = self.cached(key, fetch).await;
+                let mut result = self.cached(key.clone(), fetch).await;
+                self.learn(chain, &result.outcome, only_if_final, unknown_hash);
+                if unknown_hash.is_some() && negative(&result.outcome) {
+                    self.negatives
+                        .insert(key, (planned_at, result.outcome.clone()))
+                        .await;
+                }
                 result.final_answer = match &result.outcome {
                     Outcome::Result(r) if only_if_final => {
                         policy::tx_is_final(r, chain.finalized())
@@ -165,12 +224,15 @@ impl Service {
                 result.at_state = !result.final_answer
                     && !only_if_final
                     && matches!(&result.outcome, Outcome::Result(r) if cache::storable(r));
-                // A call pinned to a block hash can race a reorg the node has not seen yet: the
-                // upstream no longer knows that block. Ask the question as the client put it.
-                // Never for verified reads: an unproven answer must not slip in this way.
-                let rewritten = method != call.method || pinned != call.params;
-                if rewritten && !verified && block_gone(&result.outcome) {
-                    result = CallResult::bypass(as_asked(chain, call, budget).await);
+                // A tag pinned to a tip block's hash can race a reorg the node has not seen
+                // yet: the upstream no longer knows that block. Ask the client's method at the
+                // block's number instead (the same height as the rest of the request). Never
+                // for verified reads: an unproven answer must not slip in this way.
+                if let Some(params) = fallback.filter(|_| !verified) {
+                    if block_gone(&result.outcome) {
+                        let asked = chain.upstreams.call(&call.method, &params, budget).await;
+                        result = CallResult::bypass(to_outcome(asked));
+                    }
                 }
                 result
             }
@@ -323,6 +385,15 @@ fn keep_if(
         Ok(Answer::Result(r)) if keep(&r) => Ok(r),
         Ok(a) => Err(NotStored::Answer(a)),
         Err(e) => Err(NotStored::Failed(e)),
+    }
+}
+
+/// An answer that says a block is not known: `null`, or an error.
+fn negative(o: &Outcome) -> bool {
+    match o {
+        Outcome::Result(r) => !cache::storable(r),
+        Outcome::Error(_) => true,
+        Outcome::NodeError(_) => false,
     }
 }
 

@@ -49,15 +49,20 @@ impl Chain {
         cache: Store,
         stop: CancellationToken,
     ) {
+        let mut revealed = self.ahead.subscribe();
         loop {
+            let pending = *revealed.borrow_and_update();
             let ok = self.poll(&metrics, &cache).await;
+            self.settle_reveal(pending);
             if ok {
                 self.learn_hashes(&metrics).await;
             }
             self.record_probe(ok);
+            // An answer that revealed a block beyond the head cuts the wait short.
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(self.poll_interval()) => {}
+                _ = revealed.wait_for(|&a| a != 0) => {}
             }
         }
     }

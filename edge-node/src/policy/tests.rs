@@ -1,6 +1,7 @@
 //! The policy table and plans, row by row, against a seeded chain.
 
 use super::*;
+use serde_json::json;
 
 #[test]
 fn every_rule_in_the_table_is_reachable_and_unlisted_methods_never_cache() {
@@ -140,10 +141,38 @@ fn policy_rows() {
             json!([a, "latest"]),
             cache("eth_getBalance", json!([a, {"blockHash": hs(20)}]), false),
         ),
+        // A missing or null block is the upstream's to judge (some default to latest, some refuse).
+        ("eth_getBalance", json!([a]), Kind::Bypass),
+        ("eth_getBalance", json!([a, null]), Kind::Bypass),
+        // A 32-byte block parameter is a hash whatever its value, never block 0xff.
         (
             "eth_getBalance",
-            json!([a]),
-            cache("eth_getBalance", json!([a, {"blockHash": hs(20)}]), false),
+            json!([a, format!("0x{}ff", "0".repeat(62))]),
+            cache(
+                "eth_getBalance",
+                json!([a, format!("0x{}ff", "0".repeat(62))]),
+                false,
+            ),
+        ),
+        // Spellings an upstream may refuse go to it as asked.
+        (
+            "eth_getBalance",
+            json!([a.replace("0x", "0X"), "0x5"]),
+            Kind::Bypass,
+        ),
+        ("eth_getBalance", json!([a, "0X5"]), Kind::Bypass),
+        ("eth_getBalance", json!([a, "0x05"]), Kind::Bypass),
+        ("eth_getBalance", json!([a, "Latest"]), Kind::Bypass),
+        ("eth_getBalance", json!([a, 5]), Kind::Bypass),
+        (
+            "eth_getBalance",
+            json!([a, {"blockHash": hs(4), "extra": 1}]),
+            Kind::Bypass,
+        ),
+        (
+            "eth_getBalance",
+            json!([a, "latest", "latest"]),
+            Kind::Bypass,
         ),
         (
             "eth_getBalance",
@@ -189,9 +218,10 @@ fn policy_rows() {
         ),
         (
             "eth_call",
-            json!([{"to": a}]),
+            json!([{"to": a}, "latest"]),
             cache("eth_call", json!([{"to": a}, {"blockHash": hs(20)}]), false),
         ),
+        ("eth_call", json!([{"to": a}]), Kind::Bypass),
         (
             "eth_call",
             json!([{"to": a}, "latest", {"0x1": {}}]),
@@ -224,6 +254,37 @@ fn policy_rows() {
             cache("eth_getBlockByHash", json!([hs(20), true]), false),
         ),
         ("eth_getBlockByNumber", json!(["0x99", false]), Kind::Bypass),
+        // By-number methods take no EIP-1898 object and no hash; their arity is exact.
+        (
+            "eth_getBlockByNumber",
+            json!([{"blockHash": hs(3)}, false]),
+            Kind::Bypass,
+        ),
+        ("eth_getBlockByNumber", json!([hs(3), false]), Kind::Bypass),
+        ("eth_getBlockByNumber", json!(["0x2"]), Kind::Bypass),
+        (
+            "eth_getBlockByNumber",
+            json!(["0x2", false, 1]),
+            Kind::Bypass,
+        ),
+        (
+            "eth_getBlockReceipts",
+            json!([format!("0x{}", "0".repeat(64))]),
+            cache(
+                "eth_getBlockReceipts",
+                json!([format!("0x{}", "0".repeat(64))]),
+                false,
+            ),
+        ),
+        (
+            "eth_getBlockReceipts",
+            json!([hs(2)]),
+            cache("eth_getBlockReceipts", json!([hs(2)]), true),
+        ),
+        // No-argument methods with arguments: the upstream refuses them, so do we not answer.
+        ("net_version", json!([1]), Kind::Bypass),
+        ("eth_blockNumber", json!([1]), Kind::Bypass),
+        ("eth_chainId", json!(["x"]), Kind::Bypass),
         (
             "eth_getBlockTransactionCountByNumber",
             json!(["0x13"]),
@@ -319,6 +380,26 @@ fn policy_rows() {
         ),
         (
             "eth_getLogs",
+            json!([{"fromBlock": "0x1", "extra": 1}]),
+            Kind::Bypass,
+        ),
+        (
+            "eth_getLogs",
+            json!([{"fromBlock": "Latest"}]),
+            Kind::Bypass,
+        ),
+        (
+            "eth_getLogs",
+            json!([{"fromBlock": "0x1", "topics": [1]}]),
+            Kind::Bypass,
+        ),
+        (
+            "eth_getLogs",
+            json!([{"fromBlock": "0x1"}, 1]),
+            Kind::Bypass,
+        ),
+        (
+            "eth_getLogs",
             json!([{"fromBlock": "0x0", "toBlock": "0x99"}]),
             Kind::Bypass,
         ),
@@ -330,19 +411,98 @@ fn policy_rows() {
         ("eth_gasPrice", json!([]), Kind::Bypass),
     ];
     for (m, p, want) in rows {
-        assert_eq!(kind(plan(&c, m, &p, LIMITS)), want, "{m} {p}");
+        assert_eq!(
+            kind(plan(&c, &c.view(), m, p.to_string().as_bytes(), LIMITS)),
+            want,
+            "{m} {p}"
+        );
     }
     // A range wider than the cap is refused with a clear error.
     let wide = kind(plan(
         &c,
+        &c.view(),
         "eth_getLogs",
-        &json!([{"fromBlock": "0x0", "toBlock": "latest"}]),
+        br#"[{"fromBlock": "0x0", "toBlock": "latest"}]"#,
         LogLimits {
             max_range: 5,
             chunk: 1,
         },
     ));
     assert_eq!(wide, Kind::Reject);
+}
+
+/// Tags pinned to a tip block fall back to its number; hashes the node cannot place are marked
+/// (for negative answers and learning); odd spellings of the same question get their own keys.
+#[test]
+fn fallbacks_unknown_hashes_and_keys() {
+    let c = chain();
+    let v = c.view();
+    let a = "0x00000000000000000000000000000000000000aa";
+    let p = |m: &str, params: Value| plan(&c, &v, m, params.to_string().as_bytes(), LIMITS);
+    let Plan::Cache {
+        fallback,
+        unknown_hash,
+        ..
+    } = p("eth_getBalance", json!([a, "latest"]))
+    else {
+        panic!("cacheable")
+    };
+    assert_eq!(
+        fallback.as_deref(),
+        Some(format!(r#"["{a}","0x14"]"#).as_bytes())
+    );
+    assert_eq!(unknown_hash, None);
+    let Plan::Cache {
+        method, fallback, ..
+    } = p(
+        "eth_getTransactionByBlockNumberAndIndex",
+        json!(["latest", "0x0"]),
+    )
+    else {
+        panic!("cacheable")
+    };
+    assert_eq!(method, "eth_getTransactionByBlockHashAndIndex");
+    assert_eq!(fallback.as_deref(), Some(&br#"["0x14","0x0"]"#[..]));
+    // Named blocks are never re-asked another way.
+    let Plan::Cache { fallback, .. } = p("eth_getBalance", json!([a, {"blockHash": hs(15)}]))
+    else {
+        panic!("cacheable")
+    };
+    assert_eq!(fallback, None);
+    let stranger = format!("0x{}", "ee".repeat(32));
+    for (m, params) in [
+        ("eth_getBlockByHash", json!([stranger, false])),
+        ("eth_getBalance", json!([a, {"blockHash": stranger}])),
+        ("eth_getLogs", json!([{"blockHash": stranger}])),
+    ] {
+        let Plan::Cache {
+            unknown_hash,
+            final_for_client,
+            ..
+        } = p(m, params)
+        else {
+            panic!("cacheable: {m}")
+        };
+        assert_eq!(unknown_hash, Some(stranger.parse().unwrap()), "{m}");
+        assert!(!final_for_client, "{m}");
+    }
+    // The numbers are passed on exactly as written (no float round trip).
+    let big = br#"[{"to":"0x00000000000000000000000000000000000000aa","value":340282366920938463463374607431768211455},"0x2"]"#;
+    let Plan::Cache { params, .. } = plan(&c, &v, "eth_call", big, LIMITS) else {
+        panic!("cacheable")
+    };
+    assert_eq!(&params[..], &big[..]);
+    // A batch sees one view: a head published meanwhile does not move its `latest`.
+    let key_of = |p: Plan| match p {
+        Plan::Cache { key, .. } => key,
+        other => panic!("{other:?}"),
+    };
+    let lower = key_of(p("eth_getBalance", json!([a, "0x5"])));
+    let upper = key_of(p(
+        "eth_getBalance",
+        json!([a.to_uppercase().replace("0X", "0x"), "0x5"]),
+    ));
+    assert_eq!(lower, upper, "hex case is one question");
 }
 
 #[test]

@@ -14,7 +14,7 @@ async fn raw_join(
     identity: &Identity,
     claimed_id: &str,
     token: &str,
-) -> frame::Frame {
+) -> (frame::Frame, quinn::Connection) {
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(
         proto::tls::client_config(identity, &gw.fingerprint, Default::default()).unwrap(),
@@ -38,17 +38,19 @@ async fn raw_join(
     send.write_all(&msg::encode_json(FrameType::Hello, &hello))
         .await
         .unwrap();
-    tokio::time::timeout(
+    let f = tokio::time::timeout(
         Duration::from_secs(5),
         frame::read_frame(&mut recv, 1 << 16),
     )
     .await
     .unwrap()
     .unwrap()
-    .unwrap()
+    .unwrap();
+    // The connection is returned so that the session lasts as long as the caller holds it.
+    (f, conn)
 }
 
-fn reject_reason(f: frame::Frame) -> String {
+fn reject_reason((f, _): (frame::Frame, quinn::Connection)) -> String {
     let p = f.expect(FrameType::Reject).expect("expected a Reject");
     msg::decode_json::<Reject>("Reject", &p).unwrap().reason
 }
@@ -67,7 +69,7 @@ async fn bad_tokens_and_mismatched_identities_are_refused() {
     assert!(r.contains("does not match"), "{r}");
 
     // The right token and the node's own id are welcome.
-    let ok = raw_join(&gw, &me, &me.node_id(), TOKEN).await;
+    let (ok, _session) = raw_join(&gw, &me, &me.node_id(), TOKEN).await;
     assert_eq!(ok.ty, FrameType::Welcome);
     assert!(gw.app.registry.get(&me.node_id()).is_some());
     let refused = gw
