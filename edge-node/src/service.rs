@@ -99,9 +99,13 @@ impl Service {
             };
         };
         let budget = Duration::from_millis(u64::from(req.budget_ms.max(1)));
-        // Read your writes: an answer revealed a block beyond the head; the tracker is
-        // fetching it. Tags resolve only once it has (or has given up), and then once for the
-        // whole request, so a batch answers at one block.
+        // Read your writes: an answer (here, or one the gateway passed on as `min_head`)
+        // revealed a block beyond the head; the tracker is fetching it. Tags resolve only once
+        // it has (or has given up), and then once for the whole request, so a batch answers
+        // at one block.
+        if req.min_head > 0 {
+            chain.reveal(req.min_head);
+        }
         if chain.behind_revealed() {
             chain.caught_up(budget.min(REVEAL_WAIT)).await;
         }

@@ -20,6 +20,7 @@ use crate::nodes::health::Checker;
 use crate::nodes::link::Link;
 use crate::nodes::registry::Registry;
 use crate::nodes::router::Router;
+use crate::nodes::tip::Marks;
 use crate::ops::metrics::{ChainSeries, Metrics};
 use crate::ops::status::Recent;
 use crate::request::Path;
@@ -46,6 +47,8 @@ pub struct App {
     pub recent: Arc<Recent>,
     /// Per chain id, its hot-path metric series.
     pub series: HashMap<u64, ChainSeries>,
+    /// Per chain, the tip callers have been shown (monotonic reads).
+    pub marks: Arc<Marks>,
 }
 
 impl App {
@@ -68,6 +71,7 @@ impl App {
             registry,
             metrics,
             series,
+            marks: Arc::new(Marks::new(config.chains.iter().map(|c| c.chain_id))),
             geo,
             trusted,
             recent,
@@ -106,6 +110,7 @@ impl App {
             dispatcher: &self.dispatcher,
             metrics: &self.metrics,
             series: self.series(chain.chain_id),
+            marks: &self.marks,
         }
     }
 
@@ -173,6 +178,7 @@ impl Gateway {
             recent: app.recent.clone(),
             gateway_id: app.gateway_id.clone(),
             quic: app.config.quic.clone(),
+            marks: app.marks.clone(),
         };
         tasks.spawn(nodes::link::accept_loop(
             Arc::new(link),

@@ -5,7 +5,8 @@
 //! - [`health`]: judging nodes from their status every interval, with hysteresis;
 //! - [`router`]: which healthy nodes may serve a caller, best first;
 //! - [`dispatch`]: one QUIC stream per attempt, failover within the deadline;
-//! - [`sendraw`]: `eth_sendRawTransaction` across failovers.
+//! - [`sendraw`]: `eth_sendRawTransaction` across failovers;
+//! - [`tip`]: the chain tip callers have seen, which no later answer goes below.
 
 pub mod dispatch;
 pub mod health;
@@ -13,3 +14,4 @@ pub mod link;
 pub mod registry;
 pub mod router;
 pub mod sendraw;
+pub mod tip;

@@ -10,10 +10,15 @@
 //! 4. **route** ([`Path::route`]): the nodes that may serve the chain, best first.
 //! 5. **tip tier** ([`Path::tip_tier`]): answers the chosen node gave under the chain state it
 //!    still announces.
-//! 6. **dispatch** ([`Path::dispatch`]): what is left goes to the nodes, with failover.
-//! 7. **remember** ([`Path::remember`]): each tier keeps what it may
+//!    Reads at a moving tag go first to nodes that have reached the tip callers have been
+//!    shown ([`crate::nodes::tip`]).
+//! 6. **dispatch** ([`Path::dispatch`]): what is left goes to the nodes, with failover; the
+//!    node is told that tip, so it catches up before it answers if it must.
+//! 7. **hold the tip** ([`Path::hold_tip`]): `eth_blockNumber` never answers below the tip
+//!    callers have seen; block numbers in answers (receipts) raise it.
+//! 8. **remember** ([`Path::remember`]): each tier keeps what it may
 //!    ([`crate::answers::Tiers::remember`] owns the rule).
-//! 8. **write** ([`Path::write`]): the body in call order with each caller's id, and the
+//! 9. **write** ([`Path::write`]): the body in call order with each caller's id, and the
 //!    headers (`x-cache`, `x-cache-tier`, `x-edge-node`, `x-edge-region`).
 
 mod phases;
@@ -33,6 +38,7 @@ use crate::geo::Location;
 use crate::nodes::dispatch::Dispatcher;
 use crate::nodes::registry::Node;
 use crate::nodes::router::Router;
+use crate::nodes::tip::Marks;
 use crate::ops::metrics::{ChainSeries, Metrics};
 
 /// What the phases use: one chain's view of the gateway, borrowed for one request.
@@ -47,6 +53,7 @@ pub struct Path<'a> {
     pub dispatcher: &'a Dispatcher,
     pub metrics: &'a Metrics,
     pub series: &'a ChainSeries,
+    pub marks: &'a Marks,
 }
 
 /// One request on its way through the phases.
@@ -82,6 +89,7 @@ impl Path<'_> {
                 self.tip_tier(&mut req, ranked.first());
             }
             self.dispatch(&mut req, ranked).await;
+            self.hold_tip(&mut req);
             self.remember(&req);
         }
         self.write(req)

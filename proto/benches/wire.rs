@@ -25,6 +25,7 @@ fn request(n: u64) -> RpcRequest {
         chain_id: 31337,
         request_id: "01JBX7Q2V9K3M4N5P6R7S8T9VW".into(),
         budget_ms: 10_000,
+        min_head: 0,
         calls: (0..n)
             .map(|i| {
                 balance_call(&format!(

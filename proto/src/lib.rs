@@ -20,7 +20,8 @@ pub mod tls;
 
 /// Version of the framing and message layout below. Bump on any incompatible change.
 /// 2: `Head` frames, and chain-state versions on RPC responses.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// 3: `min_head` on RPC requests (monotonic reads across nodes).
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// ALPN identifier negotiated on every gateway <-> node QUIC connection.
 pub const ALPN: &[u8] = b"meridian/2";

@@ -114,6 +114,10 @@ pub struct RpcRequest {
     pub request_id: String,
     /// Time left for this request, so the node does not work past the caller's deadline.
     pub budget_ms: u32,
+    /// The highest head a caller has been shown (0: no tag read, or none known): a node whose
+    /// head is below it catches up before it resolves a tag, so no caller reads older state
+    /// than it has seen.
+    pub min_head: u64,
     pub calls: Vec<Call>,
 }
 
@@ -176,6 +180,7 @@ impl RpcRequest {
             + 2
             + self.request_id.len()
             + 4
+            + 8
             + 4
             + self
                 .calls
@@ -188,6 +193,7 @@ impl RpcRequest {
         b.put_u64(self.chain_id);
         put_str16(&mut b, &self.request_id);
         b.put_u32(self.budget_ms);
+        b.put_u64(self.min_head);
         b.put_u32(self.calls.len() as u32);
         for c in &self.calls {
             put_str16(&mut b, &c.method);
@@ -202,6 +208,7 @@ impl RpcRequest {
         let chain_id = get_u64(&mut p, W)?;
         let request_id = get_str16(&mut p, W)?;
         let budget_ms = get_u32(&mut p, W)?;
+        let min_head = get_u64(&mut p, W)?;
         let n = get_u32(&mut p, W)? as usize;
         if n > MAX_CALLS {
             return Err(FrameError::Malformed(W, format!("{n} calls")));
@@ -220,6 +227,7 @@ impl RpcRequest {
             chain_id,
             request_id,
             budget_ms,
+            min_head,
             calls,
         })
     }
@@ -359,6 +367,7 @@ mod tests {
             chain_id: 31337,
             request_id: "r-1".into(),
             budget_ms: 5000,
+            min_head: 7,
             calls: vec![
                 Call {
                     method: "eth_chainId".into(),

@@ -6,6 +6,9 @@
 //   RPC_URL=http://127.0.0.1:8545 node tests/clients/viem-transfer.mjs
 //
 // SENDER_KEY overrides the sender's private key (default: anvil's first dev account).
+// RYW_ROUNDS=N then runs N read-your-writes rounds: another transfer to the same recipient, its
+// receipt, and at once eth_blockNumber, the recipient's balance and the sender's nonce at
+// `latest`, which must all show the transaction's block or later.
 // viem comes from tests/clients/node_modules, installed by scripts/deps.sh.
 import { randomBytes } from 'node:crypto';
 import { createPublicClient, createWalletClient, formatEther, getAddress, http, parseEther } from 'viem';
@@ -42,6 +45,23 @@ try {
     fail(`recipient ${to} holds ${formatEther(received)} ETH at block ${receipt.blockNumber}, expected 0.01`);
   }
   console.log(`viem client OK: tx ${hash} block ${receipt.blockNumber}`);
+
+  const rounds = Number(process.env.RYW_ROUNDS || 0);
+  let sent = VALUE;
+  for (let i = 0; i < rounds; i++) {
+    const h = await walletClient.sendTransaction({ to, value: VALUE });
+    const r = await publicClient.waitForTransactionReceipt({ hash: h, timeout: 30_000, pollingInterval: 50 });
+    sent += VALUE;
+    const nonceWanted = (await publicClient.getTransaction({ hash: h })).nonce + 1;
+    // No client-side caching: the question is what the gateway answers.
+    const seen = await publicClient.getBlockNumber({ cacheTime: 0 });
+    if (seen < r.blockNumber) fail(`round ${i}: eth_blockNumber ${seen} after a receipt for block ${r.blockNumber}`);
+    const got = await publicClient.getBalance({ address: to, blockTag: 'latest' });
+    if (got !== sent) fail(`round ${i}: recipient holds ${got} wei at latest after block ${r.blockNumber}, expected ${sent}`);
+    const nonce = await publicClient.getTransactionCount({ address: account.address, blockTag: 'latest' });
+    if (nonce < nonceWanted) fail(`round ${i}: sender nonce ${nonce} at latest after block ${r.blockNumber}, expected ${nonceWanted}`);
+  }
+  if (rounds) console.log(`viem read-your-writes OK: ${rounds} rounds`);
 } catch (err) {
   fail(err?.shortMessage ? `${err.shortMessage} (${err.name})` : String(err?.stack ?? err));
 }

@@ -6,6 +6,9 @@ at most), and checks that the receipt says success and the recipient holds 0.01 
     RPC_URL=http://127.0.0.1:8545 .deps/venv/bin/python tests/clients/web3py_transfer.py
 
 SENDER_KEY overrides the sender's private key (default: anvil's first dev account).
+RYW_ROUNDS=N then runs N read-your-writes rounds: another transfer to the same recipient, its
+receipt, and at once eth_blockNumber, the recipient's balance and the sender's nonce at `latest`,
+which must all show the transaction's block or later.
 web3.py comes from the venv at .deps/venv, installed by scripts/deps.sh.
 """
 
@@ -62,6 +65,28 @@ def main():
     if received != VALUE:
         fail(f"recipient {to} holds {Web3.from_wei(received, 'ether')} ETH at block {block}, expected 0.01")
     print(f"web3.py client OK: tx {hash_hex} block {block}")
+
+    rounds = int(os.environ.get("RYW_ROUNDS") or "0")
+    sent = VALUE
+    for i in range(rounds):
+        tx["nonce"] = tx["nonce"] + 1
+        signed = Account.sign_transaction(tx, sender.key)
+        receipt = w3.eth.wait_for_transaction_receipt(
+            w3.eth.send_raw_transaction(signed.raw_transaction), timeout=30, poll_latency=0.05
+        )
+        sent += VALUE
+        block = receipt["blockNumber"]
+        seen = w3.eth.block_number
+        if seen < block:
+            fail(f"round {i}: eth_blockNumber {seen} after a receipt for block {block}")
+        received = w3.eth.get_balance(to, "latest")
+        if received != sent:
+            fail(f"round {i}: recipient holds {received} wei at latest after block {block}, expected {sent}")
+        nonce = w3.eth.get_transaction_count(sender.address, "latest")
+        if nonce < tx["nonce"] + 1:
+            fail(f"round {i}: sender nonce {nonce} at latest after block {block}, expected {tx['nonce'] + 1}")
+    if rounds:
+        print(f"web3.py read-your-writes OK: {rounds} rounds")
 
 
 if __name__ == "__main__":

@@ -90,13 +90,14 @@ impl Dispatcher {
     }
 
     /// Dispatches `calls` for `chain_id` to `ranked` nodes in order until every call has a
-    /// final answer or the candidates or the deadline run out.
+    /// final answer or the candidates or the deadline run out. `min_head`: see
+    /// [`RpcRequest::min_head`].
     pub async fn dispatch(
         &self,
         chain_id: u64,
         request_id: &str,
         calls: Vec<Call>,
-        ranked: Vec<Arc<Node>>,
+        (ranked, min_head): (Vec<Arc<Node>>, u64),
         deadline: Instant,
     ) -> Dispatched {
         let mut p = Progress::new(calls);
@@ -112,6 +113,7 @@ impl Dispatcher {
                 chain_id,
                 request_id: request_id.to_string(),
                 budget_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
+                min_head,
                 calls: p.pending.iter().map(|&i| p.calls[i].clone()).collect(),
             };
             let res = self.attempt(&node, req.encode(), deadline).await;
@@ -259,6 +261,7 @@ impl Attempt<'_> {
             chain_id: self.chain_id,
             request_id: self.request_id.to_string(),
             budget_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
+            min_head: 0,
             calls: vec![Call {
                 method: "eth_getTransactionByHash".into(),
                 params: format!("[\"{hash}\"]").into(),

@@ -10,6 +10,7 @@ use proto::msg::{self, Head, Hello, Reject, Status, Welcome};
 use tokio_util::sync::CancellationToken;
 
 use super::registry::{Node, Registry};
+use super::tip::Marks;
 use crate::config::QuicConfig;
 use crate::ops::metrics::Metrics;
 use crate::ops::status::Recent;
@@ -22,6 +23,8 @@ pub struct Link {
     /// This gateway's key fingerprint, sent in `Welcome`.
     pub gateway_id: String,
     pub quic: QuicConfig,
+    /// Raised from the heads healthy nodes announce.
+    pub marks: Arc<Marks>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +143,7 @@ async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
     );
 
     let deadline = app.quic.status_deadline;
-    let res = read_status(&node, &mut recv, deadline).await;
+    let res = read_status(&node, &app.marks, &mut recv, deadline).await;
     if app.registry.remove(&node) {
         let reason = describe(&res, &conn);
         tracing::warn!(node = %node.id, region = %node.region, %reason, "node removed");
@@ -192,6 +195,7 @@ fn check_join(app: &Link, conn: &quinn::Connection, hello: &Hello) -> Result<(),
 /// in-flight requests (a SIGKILLed node sends nothing, so silence is the only signal).
 async fn read_status(
     node: &Arc<Node>,
+    marks: &Marks,
     recv: &mut quinn::RecvStream,
     deadline: Duration,
 ) -> Result<(), JoinError> {
@@ -210,10 +214,20 @@ async fn read_status(
                                 format!("chain {} was not in the node's Hello", head.chain_id),
                             )));
                         }
+                        node.raise_head(head.chain_id, head.head_number);
+                        if node.health(head.chain_id).healthy {
+                            marks.announced(head.chain_id, head.head_number, None);
+                        }
                     }
                     _ => {
                         let status: Status =
                             msg::decode_json("Status", &f.expect(FrameType::Status)?)?;
+                        for c in &status.chains {
+                            node.raise_head(c.chain_id, c.head_number);
+                            if node.health(c.chain_id).healthy {
+                                marks.announced(c.chain_id, c.head_number, c.finalized_number);
+                            }
+                        }
                         node.record_status(status);
                     }
                 }

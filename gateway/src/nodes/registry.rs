@@ -42,6 +42,8 @@ pub struct Node {
     /// frames) or named on a response, 0 before the first. Answers the node tied to a state are
     /// repeated from the gateway only while it is current.
     state_versions: Vec<AtomicU64>,
+    /// Per entry of `chains`: the highest head the node has announced (`Head` or status).
+    heads: Vec<AtomicU64>,
     /// Unique per joined session in this gateway process: a restarted node counts its state
     /// versions from 1 again, so answers kept for its last session must never match.
     pub session: u64,
@@ -115,6 +117,7 @@ impl Node {
             error_rate_ppm: AtomicU32::new(0),
             cache: CacheTally::default(),
             state_versions: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
+            heads: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -129,6 +132,21 @@ impl Node {
             }
             None => false,
         }
+    }
+
+    /// Records a head the node announced for `chain_id` (the highest wins).
+    pub fn raise_head(&self, chain_id: u64, head: u64) {
+        if let Some(i) = self.chains.iter().position(|&c| c == chain_id) {
+            self.heads[i].fetch_max(head, Ordering::AcqRel);
+        }
+    }
+
+    /// The highest head announced for `chain_id` (0: none yet).
+    pub fn head(&self, chain_id: u64) -> u64 {
+        self.chains
+            .iter()
+            .position(|&c| c == chain_id)
+            .map_or(0, |i| self.heads[i].load(Ordering::Acquire))
     }
 
     /// The chain-state version last announced for `chain_id` (0: none yet).

@@ -18,6 +18,7 @@ use crate::geo::Location;
 use crate::nodes::dispatch::{self, Dispatched};
 use crate::nodes::registry::Node;
 use crate::nodes::router::RouteError;
+use crate::nodes::tip;
 use crate::ops::metrics::method_label;
 
 impl Path<'_> {
@@ -105,9 +106,33 @@ impl Path<'_> {
         }
     }
 
-    /// Route: the nodes that may serve this chain for this caller, best first.
+    /// Route: the nodes that may serve this chain for this caller, best first; for a request
+    /// that reads at a moving tag, those that have reached the tip callers were shown come
+    /// first (in the same order), so no caller reads below what it has seen.
     pub fn route(&self, req: &Request<'_>) -> Result<Vec<Arc<Node>>, RouteError> {
-        self.router.rank(self.chain.chain_id, req.caller)
+        let mut ranked = self.router.rank(self.chain.chain_id, req.caller)?;
+        let mark = self.tip_mark(req);
+        if mark > 0 {
+            let chain = self.chain.chain_id;
+            // Stable: `false` (reached the mark) sorts first.
+            ranked.sort_by_key(|n| n.head(chain) < mark);
+        }
+        Ok(ranked)
+    }
+
+    /// The tip mark if some open call reads at a moving tag, else 0.
+    fn tip_mark(&self, req: &Request<'_>) -> u64 {
+        let reads = req
+            .slots
+            .iter()
+            .filter(|s| s.open())
+            .filter_map(Slot::call)
+            .any(|(m, p)| tip::reads_tip(m, p));
+        if reads {
+            self.marks.head(self.chain.chain_id)
+        } else {
+            0
+        }
     }
 
     /// Tip tier: what the node routing picked said under the chain state it still announces.
@@ -164,8 +189,15 @@ impl Path<'_> {
                 let span =
                     tracing::info_span!("rpc", id = %req.id, chain = %self.chain.name, method);
                 let deadline = req.started + self.request_timeout;
+                let min_head = self.tip_mark(req);
                 self.dispatcher
-                    .dispatch(self.chain.chain_id, req.id, calls, ranked, deadline)
+                    .dispatch(
+                        self.chain.chain_id,
+                        req.id,
+                        calls,
+                        (ranked, min_head),
+                        deadline,
+                    )
                     .instrument(span)
                     .await
             }
@@ -211,6 +243,41 @@ impl Path<'_> {
                 false => Tier::Local,
             };
             slot.decide(r.cache, result, tier);
+        }
+    }
+
+    /// Hold the tip: `eth_blockNumber` answers no lower than the tip callers were shown, and
+    /// block numbers in answers (the block number, a receipt's or transaction's block) raise
+    /// it, so a client that saw a receipt for block N reads N or later from then on.
+    pub fn hold_tip(&self, req: &mut Request<'_>) {
+        let chain = self.chain.chain_id;
+        for slot in &mut req.slots {
+            let Some((method, _)) = slot.call() else {
+                continue;
+            };
+            let tx_lookup = matches!(
+                method,
+                "eth_getTransactionReceipt" | "eth_getTransactionByHash"
+            );
+            if method != "eth_blockNumber" && !tx_lookup {
+                continue;
+            }
+            let Some(Answer { result: Ok(r), .. }) = &mut slot.answer else {
+                continue;
+            };
+            if tx_lookup {
+                if let Some(n) = tip::block_number_of(r) {
+                    self.marks.shown(chain, n);
+                }
+                continue;
+            }
+            let Some(n) = tip::quantity(r) else { continue };
+            let mark = self.marks.head(chain);
+            if n < mark {
+                *r = Bytes::from(format!("\"{mark:#x}\""));
+            } else {
+                self.marks.shown(chain, n);
+            }
         }
     }
 

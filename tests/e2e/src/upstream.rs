@@ -178,3 +178,51 @@ impl TamperingUpstream {
         }
     }
 }
+
+/// An upstream that sees each new block `delay` after anvil does (a far or slow full node):
+/// `eth_getBlockByNumber("latest")` answers the newest head that anvil has had for at least
+/// `delay`; everything else goes through.
+pub struct DelayedUpstream {
+    pub url: String,
+}
+
+struct Delay {
+    delay: std::time::Duration,
+    /// Heads in order of first sight: (answer, first seen).
+    seen: Mutex<std::collections::VecDeque<(Bytes, std::time::Instant)>>,
+}
+
+impl Intercept for Delay {
+    fn after(&self, method: &str, params: &Value, answer: Bytes) -> Bytes {
+        if !is_latest(method, params) {
+            return answer;
+        }
+        let number = |b: &Bytes| {
+            serde_json::from_slice::<Value>(b).ok()?["result"]["number"]
+                .as_str()
+                .map(str::to_string)
+        };
+        let now = std::time::Instant::now();
+        let mut seen = self.seen.lock();
+        if seen.back().map(|(b, _)| number(b)) != Some(number(&answer)) {
+            seen.push_back((answer, now));
+        }
+        // Drop heads that a newer, old-enough head replaces.
+        while seen.len() > 1 && now.duration_since(seen[1].1) >= self.delay {
+            seen.pop_front();
+        }
+        seen.front().expect("one head at least").0.clone()
+    }
+}
+
+impl DelayedUpstream {
+    pub async fn start(upstream: &str, delay: std::time::Duration) -> Self {
+        let hook = Arc::new(Delay {
+            delay,
+            seen: Mutex::new(std::collections::VecDeque::new()),
+        });
+        Self {
+            url: start_proxy(upstream, hook).await,
+        }
+    }
+}

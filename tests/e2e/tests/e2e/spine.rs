@@ -558,3 +558,72 @@ async fn real_clients_read_send_and_wait_through_the_gateway() {
     let out = run_client(&python, "web3py_transfer.py", &url).await;
     assert!(out.contains("web3.py client OK"), "{out}");
 }
+
+/// Requests naming block hashes no chain has: at most one upstream call per distinct question
+/// (the negative answer is remembered while the chain state is the same), the answers are the
+/// upstream's own, and a 32-byte hash with leading zeros is a hash, never a block number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_hash_floods_cost_one_upstream_call_per_hash() {
+    let s = stack().await;
+    let acct = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+    let hashes: Vec<String> = (1..=20u8)
+        .map(|i| format!("0x{}{:02x}", "00".repeat(31), i))
+        .collect();
+    let questions: Vec<(&str, Value)> = hashes
+        .iter()
+        .flat_map(|h| {
+            [
+                ("eth_getBlockByHash", json!([h, false])),
+                ("eth_getBalance", json!([acct, {"blockHash": h}])),
+                ("eth_getBlockReceipts", json!([h])),
+            ]
+        })
+        .collect();
+    let methods = [
+        "eth_getBlockByHash",
+        "eth_getBalance",
+        "eth_getBlockReceipts",
+    ];
+    let before: Vec<usize> = methods.iter().map(|m| s.proxy.calls_of(m)).collect();
+    // What anvil says to each, asked directly.
+    let mut want = Vec::new();
+    for (m, p) in &questions {
+        want.push(s.http.rpc(&s.anvil.url, m, p.clone()).await);
+    }
+    // Ten rounds through the gateway, each as one concurrent burst.
+    for round in 0..10 {
+        let replies = futures::future::join_all(
+            questions
+                .iter()
+                .map(|(m, p)| s.http.rpc(&s.url, m, p.clone())),
+        )
+        .await;
+        for ((q, got), want) in questions.iter().zip(&replies).zip(&want) {
+            assert_eq!(
+                got.get("result"),
+                want.get("result"),
+                "round {round}: {q:?}"
+            );
+            assert_eq!(
+                got.get("error").map(|e| &e["code"]),
+                want.get("error").map(|e| &e["code"]),
+                "round {round}: {q:?}: {got} vs anvil {want}"
+            );
+        }
+    }
+    for (m, b) in methods.iter().zip(before) {
+        let upstream = s.proxy.calls_of(m) - b;
+        // The direct questions above bypass the counting proxy: these are the node's alone.
+        assert!(
+            upstream <= hashes.len(),
+            "{m}: {upstream} upstream calls for {} hashes",
+            hashes.len()
+        );
+    }
+    // The leading-zero hash is no block number: block 0 exists, hash 0x00..01 does not.
+    let r = s
+        .http
+        .rpc(&s.url, "eth_getBlockReceipts", json!([hashes[0]]))
+        .await;
+    assert_eq!(r["result"], Value::Null, "{r}");
+}

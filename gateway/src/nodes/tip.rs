@@ -1,0 +1,162 @@
+//! The chain tip as callers have seen it, per chain: the highest head (and finalized block)
+//! any healthy node has announced, raised further by block numbers in answers (a receipt
+//! for block N, `eth_blockNumber` = N).
+//!
+//! Invariant: what one caller has been shown, no caller is later shown less of. The request
+//! path enforces it with the mark: `eth_blockNumber` never answers below it, a read of a
+//! moving tag goes first to nodes that have reached it, and the node serving it is told the
+//! mark, so it catches up before answering if it must (see `edge_node`'s read-your-writes).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Blocks an answer may show beyond the highest head any node announced: a receipt fetched
+/// upstream can be a block or two ahead of every node's head, never far ahead. A node that
+/// answers with a block far beyond that is not believed (it would move every caller's tip).
+pub const ANSWER_SLACK: u64 = 8;
+
+#[derive(Debug, Default)]
+struct Mark {
+    /// Highest head announced by a healthy node (from `Head` frames and status reports),
+    /// plus one: 0 until a node announced one (block 0 is a head too).
+    announced: AtomicU64,
+    /// Highest head shown to anyone: `announced`, or a block an answer showed.
+    shown: AtomicU64,
+    finalized: AtomicU64,
+}
+
+/// The per-chain marks (0: nothing known yet).
+#[derive(Debug, Default)]
+pub struct Marks {
+    chains: HashMap<u64, Mark>,
+}
+
+impl Marks {
+    pub fn new(chain_ids: impl IntoIterator<Item = u64>) -> Self {
+        Self {
+            chains: chain_ids
+                .into_iter()
+                .map(|c| (c, Mark::default()))
+                .collect(),
+        }
+    }
+
+    /// A healthy node announced this head (and finalized block, when it said).
+    pub fn announced(&self, chain_id: u64, head: u64, finalized: Option<u64>) {
+        let Some(m) = self.chains.get(&chain_id) else {
+            return;
+        };
+        m.announced
+            .fetch_max(head.saturating_add(1), Ordering::AcqRel);
+        m.shown.fetch_max(head, Ordering::AcqRel);
+        if let Some(f) = finalized {
+            m.finalized.fetch_max(f.min(head), Ordering::AcqRel);
+        }
+    }
+
+    /// An answer showed block `n` exists; believed up to [`ANSWER_SLACK`] past the heads the
+    /// nodes announced.
+    pub fn shown(&self, chain_id: u64, n: u64) {
+        let Some(m) = self.chains.get(&chain_id) else {
+            return;
+        };
+        let Some(announced) = m.announced.load(Ordering::Acquire).checked_sub(1) else {
+            return;
+        };
+        if n <= announced.saturating_add(ANSWER_SLACK) {
+            m.shown.fetch_max(n, Ordering::AcqRel);
+        }
+    }
+
+    /// The highest head shown to anyone (0 before any).
+    pub fn head(&self, chain_id: u64) -> u64 {
+        self.chains
+            .get(&chain_id)
+            .map_or(0, |m| m.shown.load(Ordering::Acquire))
+    }
+
+    pub fn finalized(&self, chain_id: u64) -> u64 {
+        self.chains
+            .get(&chain_id)
+            .map_or(0, |m| m.finalized.load(Ordering::Acquire))
+    }
+}
+
+/// Does a call read at a moving tag (so the mark applies to it)? `eth_blockNumber`, a
+/// `latest`/`safe`/`finalized`/`pending` parameter, or `eth_getLogs` (its bounds default to
+/// `latest`). A cheap scan of the raw params: a false positive only orders nodes.
+pub fn reads_tip(method: &str, params: &[u8]) -> bool {
+    const TAGS: [&[u8]; 4] = [b"\"latest\"", b"\"safe\"", b"\"finalized\"", b"\"pending\""];
+    method == "eth_blockNumber"
+        || method == "eth_getLogs"
+        || TAGS
+            .iter()
+            .any(|t| params.windows(t.len()).any(|w| w == *t))
+}
+
+/// The block number of a quantity answer (`"0x1a"`).
+pub fn quantity(result: &[u8]) -> Option<u64> {
+    let s = result.strip_prefix(b"\"0x")?.strip_suffix(b"\"")?;
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(s).ok()?, 16).ok()
+}
+
+/// The `blockNumber` of a transaction or receipt answer, found without parsing the whole of
+/// it (receipts can be large; a receipt's logs repeat the same number).
+pub fn block_number_of(result: &[u8]) -> Option<u64> {
+    const FIELD: &[u8] = b"\"blockNumber\"";
+    let at = result.windows(FIELD.len()).position(|w| w == FIELD)? + FIELD.len();
+    let rest = &result[at..];
+    let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
+    let rest = rest.strip_prefix(b":")?;
+    let rest = &rest[rest.iter().position(|b| !b.is_ascii_whitespace())?..];
+    let end = rest.iter().skip(1).position(|&b| b == b'"')? + 2;
+    quantity(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marks_rise_only_and_answers_are_bounded() {
+        let m = Marks::new([1]);
+        assert_eq!(m.head(1), 0);
+        // Before any node announced a head, answers are not believed.
+        m.shown(1, 5);
+        assert_eq!(m.head(1), 0);
+        m.announced(1, 0, None);
+        m.shown(1, 3);
+        assert_eq!(m.head(1), 3, "a genesis head counts");
+        m.announced(1, 10, Some(4));
+        m.announced(1, 9, Some(3));
+        assert_eq!((m.head(1), m.finalized(1)), (10, 4));
+        m.shown(1, 11);
+        assert_eq!(m.head(1), 11);
+        m.shown(1, 10 + ANSWER_SLACK + 1);
+        assert_eq!(m.head(1), 11, "far beyond every node: not believed");
+        m.shown(1, 7);
+        assert_eq!(m.head(1), 11);
+        // Unknown chains are ignored.
+        m.announced(2, 100, None);
+        assert_eq!(m.head(2), 0);
+    }
+
+    #[test]
+    fn tip_reads_and_numbers_are_found() {
+        assert!(reads_tip("eth_blockNumber", b""));
+        assert!(reads_tip("eth_getBalance", br#"["0xaa","latest"]"#));
+        assert!(reads_tip("eth_call", br#"[{"to":"0xaa"},"finalized"]"#));
+        assert!(!reads_tip("eth_getBalance", br#"["0xaa","0x5"]"#));
+        assert_eq!(quantity(b"\"0x1a\""), Some(26));
+        assert_eq!(quantity(b"\"1a\""), None);
+        assert_eq!(
+            block_number_of(br#"{"blockHash":"0xab","blockNumber" : "0x2a","logs":[]}"#),
+            Some(42)
+        );
+        assert_eq!(block_number_of(b"null"), None);
+        assert_eq!(block_number_of(br#"{"blockNumber":null}"#), None);
+    }
+}
