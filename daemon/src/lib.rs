@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: the config error both validate into (naming the file and the key);
 //! - [`logging`]: tracing to stderr (`RUST_LOG`, `LOG_FORMAT=json`);
+//! - [`loglimit`]: rate limits for log lines others can cause;
 //! - [`admin`]: the admin listener's accept loop and its plain responses;
 //! - [`metrics`]: the Prometheus text exposition;
 //! - [`shutdown`]: waiting for SIGINT or SIGTERM;
@@ -10,6 +11,7 @@
 pub mod admin;
 pub mod config;
 pub mod logging;
+pub mod loglimit;
 pub mod metrics;
 pub mod shutdown;
 pub mod weigh;

@@ -12,6 +12,7 @@
 //! - when the ring learns that a block was replaced, every cached answer naming that block's
 //!   hash is evicted before the new head is published.
 
+mod pace;
 mod state;
 mod track;
 

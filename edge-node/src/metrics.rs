@@ -14,6 +14,9 @@ const UPSTREAM_BUCKETS: &[f64] = &[
 ];
 
 /// Reorg depth in blocks: 1-2 is routine on proof-of-work style chains, anything deep is news.
+const HEAD_DELAY_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0,
+];
 const REORG_DEPTH_BUCKETS: &[f64] = &[1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 32.0, 64.0, 128.0];
 
 /// Why cache entries leave other than by being replaced: the byte bound or an expiry.
@@ -42,6 +45,7 @@ pub struct Metrics {
     pub proof_verifications: IntCounterVec,
     pub header_verification_failures: IntCounter,
     pub build_info: IntGaugeVec,
+    pub head_delay: HistogramVec,
 }
 
 impl Metrics {
@@ -124,6 +128,12 @@ impl Metrics {
                 "Upstream headers rejected because their hash did not match their contents.",
             ),
             build_info: f.build_info(env!("CARGO_PKG_VERSION")),
+            head_delay: f.histogram_vec(
+                "head_delay_seconds",
+                "Per chain, how long a new head can have waited at the upstream before the node published it (from the start of the last poll that did not see it).",
+                HEAD_DELAY_BUCKETS,
+                &["chain_id"],
+            ),
             registry,
         };
         for cause in EVICTION_CAUSES {

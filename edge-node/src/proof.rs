@@ -63,6 +63,8 @@ pub enum ProofError {
     Code,
 }
 
+static BAD_PROOF_LOG: daemon::loglimit::LogLimit = daemon::loglimit::LogLimit::new(10, 60);
+
 /// Answers one pinned call (params as built by the policy: `[address, (slot,) block]`).
 pub async fn answer(
     chain: &Chain,
@@ -122,12 +124,16 @@ pub async fn answer(
                     .with_label_values(&["failed"])
                     .inc();
                 chain.upstreams.mark_faulty(i);
-                tracing::error!(
-                    chain_id = chain.chain_id,
-                    upstream = %chain.upstreams.label(i),
-                    error = %e,
-                    "upstream state proof failed verification"
-                );
+                // Once per read a caller asks for: limited, so callers cannot fill the log.
+                if let Some(suppressed) = BAD_PROOF_LOG.allow() {
+                    tracing::error!(
+                        chain_id = chain.chain_id,
+                        upstream = %chain.upstreams.label(i),
+                        error = %e,
+                        suppressed,
+                        "upstream state proof failed verification"
+                    );
+                }
                 last = e.to_string();
             }
         }

@@ -6,8 +6,11 @@
 use std::sync::Arc;
 
 use alloy_primitives::B256;
+use daemon::loglimit::LogLimit;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::pace::Pace;
 use super::state::{Arrival, ChainState, Reorg, StateError, Tag};
 use super::{Chain, FINAL_HASHES_MAX};
 use crate::blockref::{parse_hex, parse_quantity};
@@ -15,6 +18,9 @@ use crate::cache::Store;
 use crate::header::{self, Header};
 use crate::metrics::Metrics;
 use crate::upstream::{Answer, UpstreamError};
+
+static HEADER_FETCH_LOG: LogLimit = LogLimit::new(10, 60);
+static BAD_HEADER_LOG: LogLimit = LogLimit::new(10, 60);
 
 /// An upstream this many blocks behind the highest one is not used.
 pub const MAX_UPSTREAM_LAG: u64 = 3;
@@ -50,18 +56,36 @@ impl Chain {
         stop: CancellationToken,
     ) {
         let mut revealed = self.ahead.subscribe();
+        let mut pace = Pace::default();
+        // Start of the last poll that found no new head: a new head waited at most this long.
+        let mut last_miss: Option<Instant> = None;
         loop {
             let pending = *revealed.borrow_and_update();
-            let ok = self.poll(&metrics, &cache).await;
+            let started = Instant::now();
+            let polled = self.poll(&metrics, &cache).await;
             self.settle_reveal(pending);
-            if ok {
+            match polled {
+                Some(true) => {
+                    let now = Instant::now();
+                    pace.arrived(now);
+                    if let Some(miss) = last_miss.take() {
+                        metrics
+                            .head_delay
+                            .with_label_values(&[&self.chain_id.to_string()])
+                            .observe((now - miss).as_secs_f64());
+                    }
+                }
+                Some(false) => last_miss = Some(started),
+                None => {}
+            }
+            if polled.is_some() {
                 self.learn_hashes(&metrics).await;
             }
-            self.record_probe(ok);
+            self.record_probe(polled.is_some());
             // An answer that revealed a block beyond the head cuts the wait short.
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(self.poll_interval()) => {}
+                _ = tokio::time::sleep(pace.next_wait(Instant::now(), self.poll_interval())) => {}
                 _ = revealed.wait_for(|&a| a != 0) => {}
             }
         }
@@ -83,10 +107,10 @@ impl Chain {
     }
 
     /// One poll: learn the chain id once, then the latest header, reconcile, and refresh the
-    /// finality tags when the head moved.
-    pub async fn poll(&self, metrics: &Metrics, cache: &Store) -> bool {
+    /// finality tags when the head moved. `Some(moved)`, or `None` when the poll failed.
+    pub async fn poll(&self, metrics: &Metrics, cache: &Store) -> Option<bool> {
         if self.state.lock().reported_chain_id.is_none() && !self.learn_chain_id().await {
-            return false;
+            return None;
         }
         let latest = if self.upstreams.len() == 1 {
             self.fetch_header(br#"["latest",false]"#, "eth_getBlockByNumber", metrics)
@@ -94,14 +118,12 @@ impl Chain {
         } else {
             self.agreed_head(metrics).await
         };
-        let Some(latest) = latest else {
-            return false;
-        };
+        let latest = latest?;
         let moved = match self.ingest(latest, metrics, cache).await {
             Ok(moved) => moved,
             Err(e) => {
                 tracing::debug!(chain_id = self.chain_id, error = %e, "new head not taken in");
-                return false;
+                return None;
             }
         };
         if moved {
@@ -112,7 +134,7 @@ impl Chain {
                     .set(h.number as i64);
             }
         }
-        true
+        Some(moved)
     }
 
     /// Asks the upstreams which chain they serve; `false` when they did not say.
@@ -257,12 +279,17 @@ impl Chain {
                 Ok(h) => Some(h),
                 Err(e) => {
                     metrics.header_verification_failures.inc();
-                    tracing::error!(chain_id = self.chain_id, error = %e, "upstream sent a header that does not verify");
+                    if let Some(suppressed) = BAD_HEADER_LOG.allow() {
+                        tracing::error!(chain_id = self.chain_id, error = %e, suppressed, "upstream sent a header that does not verify");
+                    }
                     None
                 }
             },
             other => {
-                tracing::warn!(chain_id = self.chain_id, %method, answer = ?other, "header fetch failed");
+                // Also reached for hashes callers named: limited, so callers cannot fill the log.
+                if let Some(suppressed) = HEADER_FETCH_LOG.allow() {
+                    tracing::warn!(chain_id = self.chain_id, %method, answer = ?other, suppressed, "header fetch failed");
+                }
                 None
             }
         }

@@ -57,6 +57,9 @@ pub struct Dispatched {
     pub tied: Vec<Option<(Arc<Node>, u64)>>,
 }
 
+/// Per request at most: limited, so no node (or caller) writes the log at its rate.
+static BAD_ANSWER_LOG: daemon::loglimit::LogLimit = daemon::loglimit::LogLimit::new(10, 60);
+
 /// Sends calls to nodes: what every attempt needs.
 pub struct Dispatcher {
     metrics: Arc<Metrics>,
@@ -139,7 +142,9 @@ impl Dispatcher {
                         resp.results.len(),
                         p.pending.len()
                     ));
-                    tracing::warn!(node = %node.id, error = %e, "node answered badly");
+                    if let Some(suppressed) = BAD_ANSWER_LOG.allow() {
+                        tracing::warn!(node = %node.id, error = %e, suppressed, "node answered badly");
+                    }
                     (e.reason(), e.to_string())
                 }
                 Err(e) => {

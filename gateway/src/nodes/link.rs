@@ -224,6 +224,9 @@ async fn read_status(
                             msg::decode_json("Status", &f.expect(FrameType::Status)?)?;
                         for c in &status.chains {
                             node.raise_head(c.chain_id, c.head_number);
+                            if let Some(f) = c.finalized_number {
+                                node.raise_finalized(c.chain_id, f);
+                            }
                             if node.health(c.chain_id).healthy {
                                 marks.announced(c.chain_id, c.head_number, c.finalized_number);
                             }

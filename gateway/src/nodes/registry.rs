@@ -42,8 +42,10 @@ pub struct Node {
     /// frames) or named on a response, 0 before the first. Answers the node tied to a state are
     /// repeated from the gateway only while it is current.
     state_versions: Vec<AtomicU64>,
-    /// Per entry of `chains`: the highest head the node has announced (`Head` or status).
+    /// Per entry of `chains`: the highest head the node has announced (`Head` or status), and
+    /// the highest finalized block (status).
     heads: Vec<AtomicU64>,
+    finalized: Vec<AtomicU64>,
     /// Unique per joined session in this gateway process: a restarted node counts its state
     /// versions from 1 again, so answers kept for its last session must never match.
     pub session: u64,
@@ -118,6 +120,7 @@ impl Node {
             cache: CacheTally::default(),
             state_versions: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
             heads: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
+            finalized: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -147,6 +150,21 @@ impl Node {
             .iter()
             .position(|&c| c == chain_id)
             .map_or(0, |i| self.heads[i].load(Ordering::Acquire))
+    }
+
+    /// Records a finalized block the node reported for `chain_id` (the highest wins).
+    pub fn raise_finalized(&self, chain_id: u64, n: u64) {
+        if let Some(i) = self.chains.iter().position(|&c| c == chain_id) {
+            self.finalized[i].fetch_max(n, Ordering::AcqRel);
+        }
+    }
+
+    /// The highest finalized block reported for `chain_id` (0: none yet).
+    pub fn finalized(&self, chain_id: u64) -> u64 {
+        self.chains
+            .iter()
+            .position(|&c| c == chain_id)
+            .map_or(0, |i| self.finalized[i].load(Ordering::Acquire))
     }
 
     /// The chain-state version last announced for `chain_id` (0: none yet).

@@ -94,6 +94,13 @@ pub fn reads_tip(method: &str, params: &[u8]) -> bool {
             .any(|t| params.windows(t.len()).any(|w| w == *t))
 }
 
+/// Does a call read at `safe` or `finalized` (so the finalized mark applies too)?
+pub fn reads_finalized(params: &[u8]) -> bool {
+    const TAGS: [&[u8]; 2] = [b"\"safe\"", b"\"finalized\""];
+    TAGS.iter()
+        .any(|t| params.windows(t.len()).any(|w| w == *t))
+}
+
 /// The block number of a quantity answer (`"0x1a"`).
 pub fn quantity(result: &[u8]) -> Option<u64> {
     let s = result.strip_prefix(b"\"0x")?.strip_suffix(b"\"")?;
@@ -150,6 +157,8 @@ mod tests {
         assert!(reads_tip("eth_getBalance", br#"["0xaa","latest"]"#));
         assert!(reads_tip("eth_call", br#"[{"to":"0xaa"},"finalized"]"#));
         assert!(!reads_tip("eth_getBalance", br#"["0xaa","0x5"]"#));
+        assert!(reads_finalized(br#"["0xaa","safe"]"#));
+        assert!(!reads_finalized(br#"["0xaa","latest"]"#));
         assert_eq!(quantity(b"\"0x1a\""), Some(26));
         assert_eq!(quantity(b"\"1a\""), None);
         assert_eq!(

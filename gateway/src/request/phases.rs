@@ -111,28 +111,28 @@ impl Path<'_> {
     /// first (in the same order), so no caller reads below what it has seen.
     pub fn route(&self, req: &Request<'_>) -> Result<Vec<Arc<Node>>, RouteError> {
         let mut ranked = self.router.rank(self.chain.chain_id, req.caller)?;
-        let mark = self.tip_mark(req);
-        if mark > 0 {
+        let (head, finalized) = self.tip_marks(req);
+        if head > 0 || finalized > 0 {
             let chain = self.chain.chain_id;
-            // Stable: `false` (reached the mark) sorts first.
-            ranked.sort_by_key(|n| n.head(chain) < mark);
+            // Stable: `false` (reached the marks) sorts first.
+            ranked.sort_by_key(|n| n.head(chain) < head || n.finalized(chain) < finalized);
         }
         Ok(ranked)
     }
 
-    /// The tip mark if some open call reads at a moving tag, else 0.
-    fn tip_mark(&self, req: &Request<'_>) -> u64 {
-        let reads = req
-            .slots
-            .iter()
-            .filter(|s| s.open())
-            .filter_map(Slot::call)
-            .any(|(m, p)| tip::reads_tip(m, p));
-        if reads {
-            self.marks.head(self.chain.chain_id)
-        } else {
-            0
+    /// The marks that apply to the open calls: the head mark if one reads at a moving tag,
+    /// the finalized mark if one reads at `safe` or `finalized` (0: none applies).
+    fn tip_marks(&self, req: &Request<'_>) -> (u64, u64) {
+        let (mut tip, mut fin) = (false, false);
+        for (m, p) in req.slots.iter().filter(|s| s.open()).filter_map(Slot::call) {
+            tip |= tip::reads_tip(m, p);
+            fin |= tip::reads_finalized(p);
         }
+        let chain = self.chain.chain_id;
+        (
+            if tip { self.marks.head(chain) } else { 0 },
+            if fin { self.marks.finalized(chain) } else { 0 },
+        )
     }
 
     /// Tip tier: what the node routing picked said under the chain state it still announces.
@@ -189,7 +189,7 @@ impl Path<'_> {
                 let span =
                     tracing::info_span!("rpc", id = %req.id, chain = %self.chain.name, method);
                 let deadline = req.started + self.request_timeout;
-                let min_head = self.tip_mark(req);
+                let (min_head, _) = self.tip_marks(req);
                 self.dispatcher
                     .dispatch(
                         self.chain.chain_id,
