@@ -5,6 +5,7 @@
 mod chainstate;
 mod configs;
 mod consistency;
+mod fuzz;
 mod join;
 mod observability;
 mod routing;
