@@ -31,8 +31,9 @@ pub use routing::{
     DEFAULT_SPREAD_MS,
 };
 pub use server::{
-    QuicConfig, ServerConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_MAX_BATCH,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_NODES,
+    QuicConfig, ServerConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_NODES,
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATUS_DEADLINE, DEFAULT_STATUS_INTERVAL, MAX_WORKER_THREADS,
 };
 
@@ -176,6 +177,11 @@ chain_id = 31337
         assert_eq!(c.server.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
         assert_eq!(c.server.max_batch, DEFAULT_MAX_BATCH);
         assert_eq!(c.server.request_timeout, DEFAULT_REQUEST_TIMEOUT);
+        assert_eq!(c.server.idle_timeout, DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(
+            c.server.max_connections_per_ip,
+            DEFAULT_MAX_CONNECTIONS_PER_IP
+        );
         assert_eq!(c.quic.status_deadline, DEFAULT_STATUS_DEADLINE);
         assert_eq!(c.geo.client_ip_header, HeaderPolicy::PreferXForwardedFor);
         assert_eq!(c.methods.deny.len(), DEFAULT_DENY.len());
@@ -188,12 +194,19 @@ chain_id = 31337
     #[test]
     fn ms_keys_become_durations() {
         let text = GOOD
-            .replace("[server]", "[server]\nheader_timeout_ms = 1500")
+            .replace(
+                "[server]",
+                "[server]\nheader_timeout_ms = 1500\nidle_timeout_ms = 2500",
+            )
             .replace("[quic]", "[quic]\nstatus_deadline_ms = 900");
         let c = Config::parse(&text, "g.toml").unwrap();
         assert_eq!(
             c.server.header_timeout,
             std::time::Duration::from_millis(1500)
+        );
+        assert_eq!(
+            c.server.idle_timeout,
+            std::time::Duration::from_millis(2500)
         );
         assert_eq!(
             c.quic.status_deadline,
@@ -265,6 +278,18 @@ chain_id = 31337
             (
                 GOOD.replace("[server]", "[server]\nrequest_timeout_ms = 0"),
                 "server.request_timeout_ms",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nidle_timeout_ms = 0"),
+                "server.idle_timeout_ms",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nmax_connections_per_ip = 0"),
+                "server.max_connections_per_ip",
+            ),
+            (
+                GOOD.replace("[server]", "[server]\nmax_connections_per_ip = -1"),
+                "max_connections_per_ip",
             ),
             (
                 GOOD.replace("[quic]", "[quic]\nstatus_interval_ms = 50"),

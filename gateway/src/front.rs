@@ -1,10 +1,13 @@
 //! The front door: the JSON-RPC HTTP listener and what it speaks.
 //!
-//! - [`entry`]: connections (limits, timeouts, graceful drain), paths, content type and the
-//!   body, then hands the body to the request path ([`crate::request`]);
+//! - [`entry`]: the listener, paths, content type and the body, then hands the body to the
+//!   request path ([`crate::request`]);
+//! - [`conns`]: the open connections: their bounds (in all, per address), header and idle
+//!   deadlines, shedding the idlest when full, graceful drain;
 //! - [`jsonrpc`]: parsing bodies into calls and writing responses with the callers' ids;
 //! - [`respond`]: response builders and request ids.
 
+pub mod conns;
 pub mod entry;
 pub mod jsonrpc;
 pub mod respond;

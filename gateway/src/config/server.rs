@@ -15,6 +15,12 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(30_000);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_millis(10_000);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_millis(10_000);
+/// Longer than the pools of common clients keep a connection unused (undici 4 s, web3.py's
+/// urllib3 until the server closes), short enough that idle keep-alive connections do not pile up.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// Far above what one caller needs (browsers open 6 per host, the load tests 32) and far below
+/// `DEFAULT_MAX_CONNECTIONS`, so no single address can take the listener.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
 /// Status every 250 ms and a 750 ms silence deadline: a crashed node's traffic moves in under
 /// a second, for a few bytes per node per report.
 pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_millis(250);
@@ -43,15 +49,29 @@ pub struct ServerConfig {
         with = "millis"
     )]
     pub request_timeout: Duration,
+    /// Open client connections. When full, the connection idle the longest is closed to make
+    /// room; with none idle, the new one is refused.
     #[serde(default = "d_max_conn")]
     pub max_connections: usize,
-    /// `header_timeout_ms`: a client must finish sending its request headers within this time.
+    /// Open client connections from one address (an IPv6 /64); trusted proxies are exempt.
+    #[serde(default = "d_max_conn_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// `header_timeout_ms`: a new connection must have sent its first request's headers within
+    /// this time, or it is closed.
     #[serde(
         rename = "header_timeout_ms",
         default = "d_header_timeout",
         with = "millis"
     )]
     pub header_timeout: Duration,
+    /// `idle_timeout_ms`: a connection with no request in flight that starts no new request
+    /// within this time (since its last response was ready) is closed (HTTP/1.1 and HTTP/2).
+    #[serde(
+        rename = "idle_timeout_ms",
+        default = "d_idle_timeout",
+        with = "millis"
+    )]
+    pub idle_timeout: Duration,
     /// `body_timeout_ms`: a client must finish sending its request body within this time.
     #[serde(
         rename = "body_timeout_ms",
@@ -119,8 +139,14 @@ fn d_req_timeout() -> Duration {
 fn d_max_conn() -> usize {
     DEFAULT_MAX_CONNECTIONS
 }
+fn d_max_conn_per_ip() -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_IP
+}
 fn d_header_timeout() -> Duration {
     DEFAULT_HEADER_TIMEOUT
+}
+fn d_idle_timeout() -> Duration {
+    DEFAULT_IDLE_TIMEOUT
 }
 fn d_body_timeout() -> Duration {
     DEFAULT_BODY_TIMEOUT
@@ -152,7 +178,12 @@ pub(super) fn check_server(s: &ServerConfig) -> Check {
         ("server.max_batch", s.max_batch as u128),
         ("server.request_timeout_ms", ms(s.request_timeout)),
         ("server.max_connections", s.max_connections as u128),
+        (
+            "server.max_connections_per_ip",
+            s.max_connections_per_ip as u128,
+        ),
         ("server.header_timeout_ms", ms(s.header_timeout)),
+        ("server.idle_timeout_ms", ms(s.idle_timeout)),
         ("server.body_timeout_ms", ms(s.body_timeout)),
     ])?;
     if s.worker_threads > MAX_WORKER_THREADS {

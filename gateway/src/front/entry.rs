@@ -1,5 +1,6 @@
 //! The JSON-RPC HTTP entry: HTTP/1.1 and h2c, `POST /` for the default chain and
-//! `POST /{chain}` by name or id, bounded in connections, header time, body size and body time.
+//! `POST /{chain}` by name or id, bounded in connections (in all and per address, see
+//! [`super::conns`]), header, idle and body time, and body size.
 //! Every response carries `x-request-id`. Once the body is read, the request path
 //! ([`crate::request`]) takes over.
 
@@ -17,28 +18,28 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use proto::rpc;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::conns::{Closed, Conns, Limits};
 use super::respond::{new_request_id, preflight, readyz, rpc_error, text, Resp};
 use crate::app::App;
 use crate::config::ChainConfig;
 
 /// Serves until `stop` fires, then lets open requests finish for up to `grace`.
 pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken, grace: Duration) {
-    let conns = Arc::new(Semaphore::new(app.config.server.max_connections));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(app.config.server.header_timeout)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+    let server = &app.config.server;
+    let conns = Conns::new(
+        server.max_connections,
+        server.max_connections_per_ip,
+        stop.clone(),
+    );
+    let limits = Limits {
+        header: server.header_timeout,
+        idle: server.idle_timeout,
+        shutdown_grace: grace,
+    };
+    let builder = http_builder();
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -52,39 +53,73 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
                 }
             },
         };
-        let Ok(permit) = conns.clone().try_acquire_owned() else {
-            app.metrics
-                .rejected
-                .with_label_values(&["connection_limit"])
-                .inc();
-            drop(stream);
-            continue;
+        // Trusted proxies carry many callers each: the per-address cap is not for them.
+        let capped = !app.trusted.contains(peer.ip());
+        let conn = match conns.admit(peer.ip(), capped) {
+            Ok(conn) => conn,
+            Err(refused) => {
+                app.metrics
+                    .rejected
+                    .with_label_values(&[refused.reason()])
+                    .inc();
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let app2 = app.clone();
+        let activity = conn.activity();
         let svc = service_fn(move |req| {
             let app = app2.clone();
-            async move { Ok::<_, Infallible>(handle(app, req, peer).await) }
+            let in_flight = activity.start();
+            async move {
+                let resp = handle(app, req, peer).await;
+                drop(in_flight);
+                Ok::<_, Infallible>(resp)
+            }
         });
-        let conn = builder
+        let http = builder
             .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
-        let conn = graceful.watch(conn);
-        let metrics_app = app.clone();
+        let metrics = app.metrics.clone();
         tokio::spawn(async move {
-            metrics_app.metrics.http_connections.inc();
-            let _ = conn.await;
-            metrics_app.metrics.http_connections.dec();
-            drop(permit);
+            metrics.http_connections.inc();
+            let closed = conn.drive(http, limits).await;
+            metrics.http_connections.dec();
+            if let Some(why) = closed.filter(|c| *c != Closed::Shutdown) {
+                metrics
+                    .http_connections_closed
+                    .with_label_values(&[why.label()])
+                    .inc();
+            }
         });
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
+    if tokio::time::timeout(grace, conns.all_closed())
         .await
         .is_err()
     {
         tracing::warn!("grace period over; dropping remaining connections");
     }
+}
+
+/// HTTP/1.1 and h2c. The header and idle deadlines are `Conn::drive`'s, the same for both
+/// protocols. Hyper's own h1 header timer (on by default) is off: it starts when a connection
+/// waits for its next request, so it would close idle keep-alive connections at
+/// `header_timeout`. No h2 keep-alive pings either: a dead peer's connection is idle, and
+/// closed as such.
+pub(super) fn http_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    builder
 }
 
 async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {

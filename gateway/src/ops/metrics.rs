@@ -136,6 +136,8 @@ pub struct Metrics {
     pub node_joins: IntCounterVec,
     pub nodes_joined: IntGauge,
     pub http_connections: IntGauge,
+    /// `http_connections_closed_total{reason}`: connections the gateway closed on its own.
+    pub http_connections_closed: IntCounterVec,
     pub health_transitions: IntCounterVec,
     pub implausible_nodes_total: IntCounter,
     pub geo_lookups: IntCounterVec,
@@ -203,6 +205,11 @@ impl Metrics {
                 "http_open_connections",
                 "Client HTTP connections currently open.",
             ),
+            http_connections_closed: f.counter_vec(
+                "http_connections_closed_total",
+                "Client HTTP connections the gateway closed, by reason (header_timeout: no first request in time; idle_timeout: no next request in time; shed: idle the longest when the listener was full).",
+                &["reason"],
+            ),
             health_transitions: f.counter_vec(
                 "node_health_transitions_total",
                 "Node health flips (per chain) by new state.",
@@ -263,6 +270,9 @@ impl Metrics {
         }
         for r in FAILOVER_REASONS {
             self.failovers.with_label_values(&[r]);
+        }
+        for c in crate::front::conns::Closed::REASONS {
+            self.http_connections_closed.with_label_values(&[c.label()]);
         }
     }
 

@@ -4,6 +4,7 @@
 
 mod chainstate;
 mod configs;
+mod connections;
 mod consistency;
 mod fuzz;
 mod join;
