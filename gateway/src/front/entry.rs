@@ -26,6 +26,8 @@ use super::respond::{new_request_id, preflight, readyz, rpc_error, text, Resp};
 use crate::app::App;
 use crate::config::ChainConfig;
 
+static ACCEPT_FAILED_LOG: daemon::loglimit::LogLimit = daemon::loglimit::LogLimit::new(10, 60);
+
 /// Serves until `stop` fires, then lets open requests finish for up to `grace`.
 pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken, grace: Duration) {
     let server = &app.config.server;
@@ -47,7 +49,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
                 Ok(s) => s,
                 Err(e) => {
                     // Usually EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // Callers can cause it (a connection flood): limited.
+                    if let Some(suppressed) = ACCEPT_FAILED_LOG.allow() {
+                        tracing::warn!(error = %e, suppressed, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
