@@ -13,6 +13,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use daemon::weigh::weight;
 use proto::msg::CacheStatus;
 
+use crate::front::compress::Deflated;
+
 /// The gateway's two cache tiers, and what each keeps of a node's answer.
 pub struct Tiers {
     /// Final answers (`[cache] max_bytes`).
@@ -37,9 +39,11 @@ pub struct Offered<'a> {
 }
 
 impl Tiers {
-    pub fn new(max_bytes: u64, tip_max_bytes: u64) -> Self {
+    /// `compress_min`: kept final answers of at least this size are also kept deflated
+    /// ([`Deflated`]); 0: never.
+    pub fn new(max_bytes: u64, tip_max_bytes: u64, compress_min: usize) -> Self {
         Self {
-            finals: FinalAnswers::new(max_bytes),
+            finals: FinalAnswers::new(max_bytes, compress_min),
             tips: StateAnswers::new(tip_max_bytes),
         }
     }
@@ -65,22 +69,38 @@ impl Tiers {
     }
 }
 
+/// A kept final answer: the result, and for a large one, the result deflated once so that
+/// gzip responses made of it cost no compression.
+#[derive(Debug, Clone)]
+pub struct Kept {
+    pub result: Bytes,
+    pub deflated: Option<Deflated>,
+}
+
 /// Byte-bounded store of final answers.
 #[derive(Clone)]
 pub struct FinalAnswers {
-    store: Option<moka::sync::Cache<Bytes, Bytes>>,
+    store: Option<moka::sync::Cache<Bytes, Kept>>,
+    compress_min: usize,
 }
 
 impl FinalAnswers {
-    /// A cache of at most `max_bytes` (keys + values + overhead); 0 disables it.
-    pub fn new(max_bytes: u64) -> Self {
+    /// A cache of at most `max_bytes` (keys + values + overhead); 0 disables it. Answers of
+    /// at least `compress_min` bytes are kept deflated too (0: none).
+    pub fn new(max_bytes: u64, compress_min: usize) -> Self {
         let store = (max_bytes > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
-                .weigher(|k: &Bytes, v: &Bytes| weight(k.len(), v.len(), 0))
+                .weigher(|k: &Bytes, v: &Kept| {
+                    let deflated = v.deflated.as_ref().map_or(0, Deflated::size);
+                    weight(k.len(), v.result.len() + deflated, 0)
+                })
                 .build()
         });
-        Self { store }
+        Self {
+            store,
+            compress_min,
+        }
     }
 
     pub fn key(chain_id: u64, method: &str, params: &[u8]) -> Bytes {
@@ -92,13 +112,22 @@ impl FinalAnswers {
         k.freeze()
     }
 
-    pub fn get(&self, key: &Bytes) -> Option<Bytes> {
+    pub fn get(&self, key: &Bytes) -> Option<Kept> {
         self.store.as_ref()?.get(key)
     }
 
+    /// Keeps `answer` (deflating it once, when large).
     pub fn insert(&self, key: Bytes, answer: Bytes) {
         if let Some(s) = &self.store {
-            s.insert(key, answer);
+            let deflated = (self.compress_min > 0 && answer.len() >= self.compress_min)
+                .then(|| Deflated::new(&answer));
+            s.insert(
+                key,
+                Kept {
+                    result: answer,
+                    deflated,
+                },
+            );
         }
     }
 
@@ -208,7 +237,7 @@ mod tests {
 
     #[test]
     fn final_answers_are_kept_and_tied_ones_only_after_a_node_hit() {
-        let t = Tiers::new(1 << 20, 1 << 20);
+        let t = Tiers::new(1 << 20, 1 << 20, 1024);
         let key = FinalAnswers::key(1, "eth_getBalance", b"[]");
         let result = Bytes::from_static(b"\"0x1\"");
         let offer = |final_answer, tied, cache| Offered {
@@ -225,24 +254,34 @@ mod tests {
         t.remember(offer(false, Some((9, 3)), CacheStatus::Miss));
         assert_eq!(t.tips.get(&tip_key, 3), None, "a one-off miss is not kept");
         t.remember(offer(false, None, CacheStatus::Hit));
-        assert_eq!(t.finals.get(&key), None, "untied, not final: nowhere");
+        assert!(t.finals.get(&key).is_none(), "untied, not final: nowhere");
         t.remember(offer(false, Some((9, 3)), CacheStatus::Hit));
         assert_eq!(t.tips.get(&tip_key, 3), Some(result.clone()));
-        assert_eq!(t.finals.get(&key), None);
+        assert!(t.finals.get(&key).is_none());
         t.remember(offer(true, None, CacheStatus::Miss));
-        assert_eq!(t.finals.get(&key), Some(result.clone()));
+        let kept = t.finals.get(&key).expect("kept");
+        assert_eq!(kept.result, result);
+        assert!(kept.deflated.is_none(), "small answers are not deflated");
     }
 
     #[test]
     fn bounded_and_disableable() {
-        let c = FinalAnswers::new(10_000);
+        let c = FinalAnswers::new(10_000, 1024);
         for i in 0..1000u32 {
             c.insert(Bytes::from(i.to_string()), Bytes::from(vec![b'x'; 100]));
         }
         c.store.as_ref().unwrap().run_pending_tasks();
         assert!(c.usage().1 <= 10_000);
-        let off = FinalAnswers::new(0);
+        let off = FinalAnswers::new(0, 1024);
         off.insert(Bytes::from_static(b"k"), Bytes::from_static(b"v"));
-        assert_eq!(off.get(&Bytes::from_static(b"k")), None);
+        assert!(off.get(&Bytes::from_static(b"k")).is_none());
+        // A large answer is kept deflated too, and weighs both.
+        let big = FinalAnswers::new(1 << 20, 1024);
+        big.insert(Bytes::from_static(b"k"), Bytes::from(vec![b'x'; 4096]));
+        assert!(big
+            .get(&Bytes::from_static(b"k"))
+            .unwrap()
+            .deflated
+            .is_some());
     }
 }

@@ -65,7 +65,11 @@ impl App {
         let recent = Arc::new(Recent::default());
         Ok(Self {
             gateway_id,
-            answers: Tiers::new(config.cache.max_bytes, config.cache.tip_max_bytes),
+            answers: Tiers::new(
+                config.cache.max_bytes,
+                config.cache.tip_max_bytes,
+                config.server.compress_min_bytes,
+            ),
             router: Arc::new(Router::new(registry.clone(), &config)),
             dispatcher: Dispatcher::new(metrics.clone(), recent.clone(), &config),
             registry,
@@ -111,6 +115,7 @@ impl App {
             metrics: &self.metrics,
             series: self.series(chain.chain_id),
             marks: &self.marks,
+            compress_min: self.config.server.compress_min_bytes,
         }
     }
 

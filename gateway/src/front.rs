@@ -5,8 +5,10 @@
 //! - [`conns`]: the open connections: their bounds (in all, per address), header and idle
 //!   deadlines, shedding the idlest when full, graceful drain;
 //! - [`jsonrpc`]: parsing bodies into calls and writing responses with the callers' ids;
-//! - [`respond`]: response builders and request ids.
+//! - [`respond`]: response builders and request ids;
+//! - [`compress`]: gzip for answers and request bodies, and kept answers deflated once.
 
+pub mod compress;
 pub mod conns;
 pub mod entry;
 pub mod jsonrpc;

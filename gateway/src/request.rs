@@ -19,7 +19,8 @@
 //! 8. **remember** ([`Path::remember`]): each tier keeps what it may
 //!    ([`crate::answers::Tiers::remember`] owns the rule).
 //! 9. **write** ([`Path::write`]): the body in call order with each caller's id, and the
-//!    headers (`x-cache`, `x-cache-tier`, `x-edge-node`, `x-edge-region`).
+//!    headers (`x-cache`, `x-cache-tier`, `x-edge-node`, `x-edge-region`); gzip-encoded when
+//!    large and the caller accepts it (a single kept answer from its once-deflated form).
 
 mod phases;
 mod slot;
@@ -54,6 +55,8 @@ pub struct Path<'a> {
     pub metrics: &'a Metrics,
     pub series: &'a ChainSeries,
     pub marks: &'a Marks,
+    /// Answers of at least this many bytes are gzip-encoded for callers that accept it (0: never).
+    pub compress_min: usize,
 }
 
 /// One request on its way through the phases.
@@ -66,6 +69,8 @@ pub struct Request<'r> {
     pub slots: Vec<Slot>,
     /// The node named in `x-edge-node`: the one that answered, or whose tip answers were used.
     pub node: Option<Arc<Node>>,
+    /// The caller accepts a gzip-encoded answer.
+    pub gzip: bool,
 }
 
 impl Path<'_> {
@@ -76,11 +81,13 @@ impl Path<'_> {
         id: &str,
         started: Instant,
         caller: Option<&Location>,
+        gzip: bool,
     ) -> Resp {
         let mut req = match self.admit(body, id, started, caller) {
             Ok(req) => req,
             Err(refused) => return *refused,
         };
+        req.gzip = gzip;
         self.decide_locally(&mut req);
         self.gateway_tier(&mut req);
         if req.slots.iter().any(Slot::open) {

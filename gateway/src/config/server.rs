@@ -12,6 +12,8 @@ use daemon::config::millis::{self, ms};
 pub const DEFAULT_MAX_BODY_BYTES: usize = 5 * 1024 * 1024;
 pub const DEFAULT_MAX_BATCH: usize = 1000;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_millis(30_000);
+/// Below about a kilobyte gzip saves little and costs a CPU pass per response.
+pub const DEFAULT_COMPRESS_MIN_BYTES: usize = 1024;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_millis(10_000);
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_millis(10_000);
@@ -79,6 +81,10 @@ pub struct ServerConfig {
         with = "millis"
     )]
     pub body_timeout: Duration,
+    /// Answers of at least this many bytes go out gzip-encoded to callers that accept it
+    /// (`Accept-Encoding`); 0 turns compression of answers off.
+    #[serde(default = "d_compress_min")]
+    pub compress_min_bytes: usize,
     /// Runtime worker threads; 0 (the default) means one per CPU core. With one, a request
     /// never changes threads on its way through (no cross-thread wakeups: the lowest latency
     /// while one core keeps up); more threads serve more cores.
@@ -135,6 +141,9 @@ fn d_batch() -> usize {
 }
 fn d_req_timeout() -> Duration {
     DEFAULT_REQUEST_TIMEOUT
+}
+fn d_compress_min() -> usize {
+    DEFAULT_COMPRESS_MIN_BYTES
 }
 fn d_max_conn() -> usize {
     DEFAULT_MAX_CONNECTIONS

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::compress;
 use super::conns::{Closed, Conns, Limits};
 use super::respond::{new_request_id, preflight, readyz, rpc_error, text, Resp};
 use crate::app::App;
@@ -189,13 +190,30 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: 
     let caller = app.locate(caller_ip);
     let series = app.series(chain.chain_id);
     series.request_from(caller.as_ref().and_then(|c| c.country.as_deref()));
+    let gzip_in = match content_encoding(app, req.headers()) {
+        Ok(gzip) => gzip,
+        Err(resp) => return reject(req.into_body(), *resp).await,
+    };
+    let gzip_out = compress::accepts_gzip(req.headers());
     let body = match read_body(app, req.into_body(), max).await {
+        Ok(body) if gzip_in => match compress::gunzip(&body, max) {
+            Ok(body) => body,
+            Err(compress::Gunzip::TooLarge) => return too_large(app, max),
+            Err(compress::Gunzip::Invalid(e)) => {
+                app.metrics.rejected.with_label_values(&["bad_gzip"]).inc();
+                return rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    rpc::PARSE_ERROR,
+                    &format!("the gzip request body does not inflate: {e}"),
+                );
+            }
+        },
         Ok(body) => body,
         Err(resp) => return resp,
     };
     let resp = app
         .path(chain)
-        .serve(&body, request_id, started, caller.as_ref())
+        .serve(&body, request_id, started, caller.as_ref(), gzip_out)
         .await;
     if body.first() == Some(&b'[') {
         &series.duration_batch
@@ -204,6 +222,29 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: 
     }
     .observe(started.elapsed().as_secs_f64());
     resp
+}
+
+/// Whether the body is gzip-encoded (`Content-Encoding: gzip`); other codings are refused
+/// with 415 (the caller can send identity or gzip).
+fn content_encoding(app: &App, h: &http::HeaderMap) -> Result<bool, Box<Resp>> {
+    let Some(v) = h.get(header::CONTENT_ENCODING) else {
+        return Ok(false);
+    };
+    match v.to_str().map(str::trim) {
+        Ok(c) if c.eq_ignore_ascii_case("gzip") || c.eq_ignore_ascii_case("x-gzip") => Ok(true),
+        Ok(c) if c.eq_ignore_ascii_case("identity") => Ok(false),
+        _ => {
+            app.metrics
+                .rejected
+                .with_label_values(&["content_encoding"])
+                .inc();
+            Err(Box::new(rpc_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                rpc::INVALID_REQUEST,
+                "content-encoding must be gzip or identity",
+            )))
+        }
+    }
 }
 
 /// The chain a path names: `/` is the default chain, `/{name}` or `/{chain_id}` a configured one.

@@ -211,11 +211,11 @@ pub fn denied(deny: &[String], method: &str) -> bool {
 
 /// Appends one response object.
 pub fn write_response(out: &mut BytesMut, id: &[u8], result: Result<&[u8], &[u8]>) {
-    out.put_slice(b"{\"jsonrpc\":\"2.0\",\"id\":");
+    out.put_slice(OPEN);
     out.put_slice(id);
     match result {
         Ok(r) => {
-            out.put_slice(b",\"result\":");
+            out.put_slice(RESULT);
             out.put_slice(r);
         }
         Err(e) => {
@@ -223,7 +223,16 @@ pub fn write_response(out: &mut BytesMut, id: &[u8], result: Result<&[u8], &[u8]
             out.put_slice(e);
         }
     }
-    out.put_u8(b'}');
+    out.put_slice(CLOSE);
+}
+
+const OPEN: &[u8] = b"{\"jsonrpc\":\"2.0\",\"id\":";
+const RESULT: &[u8] = b",\"result\":";
+const CLOSE: &[u8] = b"}";
+
+/// What [`write_response`] writes around a result: `(before, after)`.
+pub fn result_envelope(id: &[u8]) -> (Vec<u8>, &'static [u8]) {
+    ([OPEN, id, RESULT].concat(), CLOSE)
 }
 
 /// A whole-body error response (`id: null`).

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, StatusCode};
+use http::{header, HeaderValue, StatusCode};
 use proto::msg::{CacheStatus, Call, Outcome};
 use proto::rpc;
 use tokio::time::Instant;
@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::{Answer, Path, Request, Slot, Tier};
 use crate::answers::{FinalAnswers, Offered, StateAnswers};
+use crate::front::compress;
 use crate::front::jsonrpc::{self, Entry, Parsed};
 use crate::front::respond::{json, Resp};
 use crate::geo::Location;
@@ -55,6 +56,7 @@ impl Path<'_> {
             batch,
             slots: entries.into_iter().map(Slot::new).collect(),
             node: None,
+            gzip: false,
         })
     }
 
@@ -99,7 +101,8 @@ impl Path<'_> {
                 Some(hit) => {
                     self.series.gateway_hit.inc();
                     self.series.gateway_hit_call(method);
-                    slot.decide(CacheStatus::Hit, Ok(hit), Tier::Gateway);
+                    slot.decide(CacheStatus::Hit, Ok(hit.result), Tier::Gateway);
+                    slot.deflated = hit.deflated;
                 }
                 None => slot.key = Some(key),
             }
@@ -335,11 +338,37 @@ impl Path<'_> {
         }
         .inc();
         let body = if first { Bytes::new() } else { out.freeze() };
-        let mut resp = json(StatusCode::OK, body);
+        let large = self.compress_min > 0 && body.len() >= self.compress_min;
+        let gzipped = match (large && req.gzip, req.batch) {
+            (false, _) => None,
+            (true, false) => Some(self.gzip_single(&req, &body)),
+            (true, true) => Some(compress::gzip(&body)),
+        };
+        let mut resp = json(StatusCode::OK, gzipped.unwrap_or(body));
+        if large {
+            let h = resp.headers_mut();
+            h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            if req.gzip {
+                h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+            }
+        }
         if !req.batch {
             single_headers(&mut resp, &req);
         }
         resp
+    }
+
+    /// A single answer gzip-encoded: a kept answer's once-deflated form wrapped in the
+    /// caller's envelope, else `body` compressed now.
+    fn gzip_single(&self, req: &Request<'_>, body: &Bytes) -> Bytes {
+        let slot = &req.slots[0];
+        match (&slot.deflated, slot.entry.id()) {
+            (Some(d), Some(id)) => {
+                let (prefix, suffix) = jsonrpc::result_envelope(id);
+                d.gzip_around(&prefix, suffix)
+            }
+            _ => compress::gzip(body),
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use proto::msg::{CacheStatus, Call};
 
+use crate::front::compress::Deflated;
 use crate::front::jsonrpc::Entry;
 
 /// One element of a request (a call, a notification, or an invalid element).
@@ -14,6 +15,8 @@ pub struct Slot {
     pub key: Option<Bytes>,
     /// Set by the phase that decided the call; later phases skip it.
     pub answer: Option<Answer>,
+    /// The answer deflated once, when it came from the final tier large enough to keep so.
+    pub deflated: Option<Deflated>,
 }
 
 /// How a call was answered.
@@ -46,6 +49,7 @@ impl Slot {
             entry,
             key: None,
             answer: None,
+            deflated: None,
         }
     }
 

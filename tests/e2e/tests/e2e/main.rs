@@ -3,6 +3,7 @@
 //! only read files and start no stack.
 
 mod chainstate;
+mod compression;
 mod configs;
 mod connections;
 mod consistency;
