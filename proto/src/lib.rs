@@ -8,7 +8,7 @@
 //! - [`tls`]: the mutual-TLS / QUIC configuration for both ends;
 //! - [`rpc`]: JSON-RPC error codes and error objects shared by the gateway and edge nodes.
 //!
-//! Versioning: the protocol version is carried in the QUIC ALPN (`meridian/2`), so a peer
+//! Versioning: the protocol version is carried in the QUIC ALPN (`meridian/3`), so a peer
 //! speaking another version fails the handshake instead of misreading frames, and again in
 //! the `Hello` message for a clear log line.
 
@@ -24,7 +24,7 @@ pub mod tls;
 pub const PROTOCOL_VERSION: u16 = 3;
 
 /// ALPN identifier negotiated on every gateway <-> node QUIC connection.
-pub const ALPN: &[u8] = b"meridian/2";
+pub const ALPN: &[u8] = b"meridian/3";
 
 /// Default upper bound for one frame; both sides enforce their configured bound.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
