@@ -71,6 +71,8 @@ pub struct Request<'r> {
     pub node: Option<Arc<Node>>,
     /// The caller accepts a gzip-encoded answer.
     pub gzip: bool,
+    /// The tip mark the node is told (set by `route` when a call reads a moving tag, else 0).
+    pub min_head: u64,
 }
 
 impl Path<'_> {
@@ -91,7 +93,7 @@ impl Path<'_> {
         self.decide_locally(&mut req);
         self.gateway_tier(&mut req);
         if req.slots.iter().any(Slot::open) {
-            let ranked = self.route(&req);
+            let ranked = self.route(&mut req);
             if let Ok(ranked) = &ranked {
                 self.tip_tier(&mut req, ranked.first());
             }

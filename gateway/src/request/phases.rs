@@ -57,6 +57,7 @@ impl Path<'_> {
             slots: entries.into_iter().map(Slot::new).collect(),
             node: None,
             gzip: false,
+            min_head: 0,
         })
     }
 
@@ -112,9 +113,10 @@ impl Path<'_> {
     /// Route: the nodes that may serve this chain for this caller, best first; for a request
     /// that reads at a moving tag, those that have reached the tip callers were shown come
     /// first (in the same order), so no caller reads below what it has seen.
-    pub fn route(&self, req: &Request<'_>) -> Result<Vec<Arc<Node>>, RouteError> {
+    pub fn route(&self, req: &mut Request<'_>) -> Result<Vec<Arc<Node>>, RouteError> {
         let mut ranked = self.router.rank(self.chain.chain_id, req.caller)?;
         let (head, finalized) = self.tip_marks(req);
+        req.min_head = head;
         if head > 0 || finalized > 0 {
             let chain = self.chain.chain_id;
             // Stable: `false` (reached the marks) sorts first.
@@ -192,7 +194,7 @@ impl Path<'_> {
                 let span =
                     tracing::info_span!("rpc", id = %req.id, chain = %self.chain.name, method);
                 let deadline = req.started + self.request_timeout;
-                let (min_head, _) = self.tip_marks(req);
+                let min_head = req.min_head;
                 self.dispatcher
                     .dispatch(
                         self.chain.chain_id,

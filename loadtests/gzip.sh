@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Bytes on the wire for blocks with their transactions, with and without `Accept-Encoding: gzip`,
+# and the gateway's CPU per request each way, for every BIN_DIR given.
+#
+#   loadtests/gzip.sh [BIN_DIR ...]   default: target/release (built when missing)
+#
+# Starts, on 127.0.0.1 only: anvil, one edge node and the gateway; makes 8 blocks of 40 transfers
+# each, then asks for them (`eth_getBlockByNumber(n, true)`) GZ_N times each way on one keep-alive
+# connection: first while they are recent (each gzip answer compressed for its caller), then after
+# 128 more blocks, when they are final and kept by the gateway (sent from their once-deflated
+# form). Prints bytes per answer (body and headers) and the gateway's CPU µs per request.
+set -euo pipefail
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+N=${GZ_N:-400}
+BASE=${GZ_PORT_BASE:-29745}
+"$ROOT/scripts/deps.sh" demo >/dev/null
+# shellcheck source=/dev/null
+source "$ROOT/.deps/env.sh"
+DIRS=("$@")
+if [ ${#DIRS[@]} -eq 0 ]; then
+  [ -x target/release/gateway ] || cargo build --release --quiet --bin gateway --bin edge-node
+  DIRS=(target/release)
+fi
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+rpc() { curl -fsS -H 'content-type: application/json' -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$2\",\"params\":$3}" "$1"; }
+serving() { rpc "$1" eth_chainId '[]' | grep -q '"result"'; }
+wait_for() { for _ in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "gzip.sh: gave up waiting for: $*" >&2; exit 1; }
+
+measure() { # BIN_DIR RUN
+  local bin=$1 run="$TMP/run-$2" pids=() anvil="http://127.0.0.1:$BASE"
+  mkdir -p "$run/keys"
+  "$ANVIL_BIN" --host 127.0.0.1 --port "$BASE" --quiet >"$run/anvil.log" 2>&1 &
+  pids+=($!)
+  wait_for rpc "$anvil" eth_chainId '[]'
+  cat >"$run/gateway.toml" <<TOML
+default_chain = "anvil"
+[server]
+listen = "127.0.0.1:$((BASE + 1))"
+worker_threads = 1
+[quic]
+listen = "127.0.0.1:$((BASE + 2))"
+key_file = "$run/keys/gateway.key"
+join_tokens = ["gzip-bytes"]
+[[chains]]
+name = "anvil"
+chain_id = 31337
+TOML
+  cat >"$run/edge.toml" <<TOML
+key_file = "$run/keys/edge.key"
+region = "eu-west"
+latitude = 50.1
+longitude = 8.7
+[gateway]
+address = "127.0.0.1:$((BASE + 2))"
+fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
+token = "gzip-bytes"
+[[chains]]
+chain_id = 31337
+upstreams = ["$anvil"]
+TOML
+  local fp gw
+  fp=$("$bin/gateway" --config "$run/gateway.toml" --print-fingerprint)
+  RUST_LOG=warn "$bin/gateway" --config "$run/gateway.toml" >"$run/gateway.log" 2>&1 &
+  gw=$!
+  pids+=("$gw")
+  RUST_LOG=warn "$bin/edge-node" --config "$run/edge.toml" --gateway-fingerprint "$fp" >"$run/edge.log" 2>&1 &
+  pids+=($!)
+  PIDS+=("${pids[@]}")
+  wait_for serving "http://127.0.0.1:$((BASE + 1))/"
+  python3 - "$bin" "$N" "$BASE" "$gw" <<'PY'
+import http.client, json, os, sys, time
+bin_dir, n, base, gw = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def call(port, method, params, headers=None):
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    c.request("POST", "/", json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}),
+              {"content-type": "application/json", **(headers or {})})
+    return json.loads(c.getresponse().read())
+call(base, "evm_setAutomine", [False])
+blocks = []
+for b in range(8):
+    for i in range(40):
+        call(base, "eth_sendTransaction", [{"from": "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+              "to": "0x" + os.urandom(20).hex(), "value": hex(1 + i)}])
+    call(base, "evm_mine", [])
+    blocks.append(int(call(base, "eth_blockNumber", [])["result"], 16))
+call(base, "evm_setAutomine", [True])
+time.sleep(1.5)  # the node sees the new head
+def cpu():
+    f = open(f"/proc/{gw}/stat").read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+def run(label, enc):
+    c = http.client.HTTPConnection("127.0.0.1", base + 1)
+    headers = {"content-type": "application/json"}
+    if enc:
+        headers["accept-encoding"] = "gzip"
+    wire = 0
+    c0 = cpu()
+    for i in range(n):
+        body = json.dumps({"jsonrpc": "2.0", "id": i, "method": "eth_getBlockByNumber",
+                           "params": [hex(blocks[i % len(blocks)]), True]})
+        c.request("POST", "/", body, headers)
+        r = c.getresponse()
+        data = r.read()
+        assert r.status == 200 and (r.getheader("content-encoding") == "gzip") == enc, (r.status, r.getheaders())
+        wire += len(data) + sum(len(k) + len(v) + 4 for k, v in r.getheaders()) + 17
+    return wire / n, (cpu() - c0) * 1e6 / n
+for phase in ("recent", "final"):
+    if phase == "final":
+        call(base, "anvil_mine", ["0x80"])
+        time.sleep(2)
+        run("warm", False)
+    plain, plain_cpu = run(phase, False)
+    gz, gz_cpu = run(phase, True)
+    print(f"{bin_dir:<24} {phase:<6} blocks of 40 txs: {plain:8.0f} B plain, {gz:7.0f} B gzip ({plain / gz:4.1f}x fewer bytes); gateway CPU {plain_cpu:6.1f} us/req plain, {gz_cpu:6.1f} us/req gzip")
+PY
+  kill "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+
+i=0
+for d in "${DIRS[@]}"; do
+  i=$((i + 1))
+  measure "$d" "$i"
+done
