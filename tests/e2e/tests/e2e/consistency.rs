@@ -175,3 +175,61 @@ async fn the_tip_never_goes_backwards_across_failover_and_failback() {
     assert!(highest >= 8, "blocks kept coming: highest {highest}");
     drop(eu);
 }
+
+/// While a block with a transaction arrives every second, a batch asking for the `latest` block,
+/// the `latest` block's first transaction and the block number answers all three at one block:
+/// the transaction is from the block the batch returned, and the number is not below it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reads_latest_at_one_block() {
+    let anvil = Anvil::start(&["--block-time", "1"]).await;
+    let gw = start_gateway("").await;
+    let _node = start_node(&gw, &NodeSpec::eu_west(&anvil.url)).await;
+    wait_serving(&gw, 1).await;
+    let url = format!("http://{}/", gw.http_addr);
+    let http = Http::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    // One transfer per block, so every block has a transaction 0.
+    let sender = {
+        let (http, anvil_url, stop) = (http.clone(), anvil.url.clone(), stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                http.rpc(
+                    &anvil_url,
+                    "eth_sendTransaction",
+                    serde_json::json!([{"from": "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",
+                        "to": "0x70997970c51812dc3a010c7d01b50e0d17dc79c8", "value": "0x1"}]),
+                )
+                .await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let batch = serde_json::json!([
+        {"jsonrpc":"2.0","id":1,"method":"eth_getBlockByNumber","params":["latest", false]},
+        {"jsonrpc":"2.0","id":2,"method":"eth_getTransactionByBlockNumberAndIndex","params":["latest","0x0"]},
+        {"jsonrpc":"2.0","id":3,"method":"eth_blockNumber"}
+    ])
+    .to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    let (mut batches, mut compared) = (0, 0);
+    while std::time::Instant::now() < deadline {
+        let v = http.post(&url, batch.clone()).await.json();
+        let a = v.as_array().expect("a batch answer");
+        let block = &a[0]["result"];
+        let number = block["number"].as_str().expect("a block");
+        let tx = &a[1]["result"];
+        if !tx.is_null() {
+            assert_eq!(tx["blockNumber"], number, "transaction from another block: {v}");
+            assert_eq!(tx["blockHash"], block["hash"], "{v}");
+            compared += 1;
+        }
+        let bn = a[2]["result"].as_str().unwrap();
+        let n = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
+        assert!(n(bn) >= n(number), "eth_blockNumber {bn} below the batch's block {number}");
+        batches += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    sender.await.unwrap();
+    println!("one block per batch: {batches} batches, {compared} with a transaction compared");
+    assert!(compared > 10, "too few batches with a transaction: {compared}");
+}
