@@ -219,17 +219,26 @@ async fn a_batch_reads_latest_at_one_block() {
         let number = block["number"].as_str().expect("a block");
         let tx = &a[1]["result"];
         if !tx.is_null() {
-            assert_eq!(tx["blockNumber"], number, "transaction from another block: {v}");
+            assert_eq!(
+                tx["blockNumber"], number,
+                "transaction from another block: {v}"
+            );
             assert_eq!(tx["blockHash"], block["hash"], "{v}");
             compared += 1;
         }
         let bn = a[2]["result"].as_str().unwrap();
         let n = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).unwrap();
-        assert!(n(bn) >= n(number), "eth_blockNumber {bn} below the batch's block {number}");
+        assert!(
+            n(bn) >= n(number),
+            "eth_blockNumber {bn} below the batch's block {number}"
+        );
         batches += 1;
     }
     stop.store(true, Ordering::Relaxed);
     sender.await.unwrap();
     println!("one block per batch: {batches} batches, {compared} with a transaction compared");
-    assert!(compared > 10, "too few batches with a transaction: {compared}");
+    assert!(
+        compared > 10,
+        "too few batches with a transaction: {compared}"
+    );
 }
