@@ -31,16 +31,9 @@ fi
 
 TMP=$(mktemp -d)
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  if [ -n "${CG_KEEP:-}" ]; then echo "callgrind.sh: kept $TMP (callgrind_annotate the cg.* files)" >&2; else rm -rf "$TMP"; fi
-}
-trap cleanup EXIT
-
-rpc() { curl -fsS -H 'content-type: application/json' -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$2\",\"params\":$3}" "$1"; }
-serving() { rpc "$1" eth_chainId '[]' | grep -q '"result"'; }
-wait_for() { for _ in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "callgrind.sh: gave up waiting for: $*" >&2; exit 1; }
+KEEP_TMP=${CG_KEEP:-}
+# shellcheck source=stack.sh
+source "$ROOT/loadtests/stack.sh"
 
 ANVIL_URL="http://127.0.0.1:$BASE"
 "$ANVIL_BIN" --host 127.0.0.1 --port "$BASE" --quiet >"$TMP/anvil.log" 2>&1 &
@@ -73,45 +66,11 @@ PY
 }
 
 measure() { # BIN_DIR
-  local bin=$1 run="$TMP/run-$2" gw_pid edge_pid
-  rm -rf "$run" && mkdir -p "$run/keys"
-  cat >"$run/gateway.toml" <<TOML
-default_chain = "anvil"
-[server]
-listen = "127.0.0.1:$((BASE + 1))"
-worker_threads = 1
-[quic]
-listen = "127.0.0.1:$((BASE + 2))"
-key_file = "$run/keys/gateway.key"
-join_tokens = ["callgrind"]
-[[chains]]
-name = "anvil"
-chain_id = 31337
-TOML
-  cat >"$run/edge.toml" <<TOML
-key_file = "$run/keys/edge.key"
-region = "eu-west"
-latitude = 50.1
-longitude = 8.7
-worker_threads = 1
-[gateway]
-address = "127.0.0.1:$((BASE + 2))"
-fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
-token = "callgrind"
-[[chains]]
-chain_id = 31337
-upstreams = ["$ANVIL_URL"]
-TOML
-  local fp
-  fp=$("$bin/gateway" --config "$run/gateway.toml" --print-fingerprint)
-  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$run/cg.%p" \
-    "$bin/gateway" --config "$run/gateway.toml" >"$run/gateway.log" 2>&1 &
-  gw_pid=$!
-  PIDS+=("$gw_pid")
-  "$bin/edge-node" --config "$run/edge.toml" --gateway-fingerprint "$fp" >"$run/edge.log" 2>&1 &
-  edge_pid=$!
-  PIDS+=("$edge_pid")
-  wait_for serving "http://127.0.0.1:$((BASE + 1))/"
+  local bin=$1 run="$TMP/run-$2"
+  rm -rf "$run" && mkdir -p "$run"
+  WORKERS=1 start_pair "$bin" "$run" "$BASE" "$ANVIL_URL" \
+    valgrind --tool=callgrind --callgrind-out-file="$run/cg.%p"
+  local gw_pid=$GW_PID edge_pid=$EDGE_PID
   local kind out
   for kind in hit batch node; do
     send "$kind" 200

@@ -24,56 +24,18 @@ fi
 
 TMP=$(mktemp -d)
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-rpc() { curl -fsS -H 'content-type: application/json' -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"$2\",\"params\":$3}" "$1"; }
-serving() { rpc "$1" eth_chainId '[]' | grep -q '"result"'; }
-wait_for() { for _ in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "heads.sh: gave up waiting for: $*" >&2; exit 1; }
+# shellcheck source=stack.sh
+source "$ROOT/loadtests/stack.sh"
 
 measure() { # BIN_DIR RUN
   local bin=$1 run="$TMP/run-$2" pids=()
-  mkdir -p "$run/keys"
+  mkdir -p "$run"
   "$ANVIL_BIN" --host 127.0.0.1 --port "$BASE" --block-time 1 --quiet >"$run/anvil.log" 2>&1 &
   pids+=($!)
+  PIDS+=($!)
   wait_for rpc "http://127.0.0.1:$BASE" eth_chainId '[]'
-  cat >"$run/gateway.toml" <<TOML
-default_chain = "anvil"
-[server]
-listen = "127.0.0.1:$((BASE + 1))"
-[quic]
-listen = "127.0.0.1:$((BASE + 2))"
-key_file = "$run/keys/gateway.key"
-join_tokens = ["heads-delay"]
-[[chains]]
-name = "anvil"
-chain_id = 31337
-TOML
-  cat >"$run/edge.toml" <<TOML
-key_file = "$run/keys/edge.key"
-region = "eu-west"
-latitude = 50.1
-longitude = 8.7
-[gateway]
-address = "127.0.0.1:$((BASE + 2))"
-fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
-token = "heads-delay"
-[[chains]]
-chain_id = 31337
-upstreams = ["http://127.0.0.1:$BASE"]
-TOML
-  local fp
-  fp=$("$bin/gateway" --config "$run/gateway.toml" --print-fingerprint)
-  RUST_LOG=warn "$bin/gateway" --config "$run/gateway.toml" >"$run/gateway.log" 2>&1 &
-  pids+=($!)
-  RUST_LOG=warn "$bin/edge-node" --config "$run/edge.toml" --gateway-fingerprint "$fp" >"$run/edge.log" 2>&1 &
-  pids+=($!)
-  PIDS+=("${pids[@]}")
-  wait_for serving "http://127.0.0.1:$((BASE + 1))/"
+  start_pair "$bin" "$run" "$BASE" "http://127.0.0.1:$BASE"
+  pids+=("$GW_PID" "$EDGE_PID")
   sleep 5 # the node learns the block pace
   python3 - "$bin" "$SECS" "$BASE" <<'PY'
 import http.client, json, sys, threading, time

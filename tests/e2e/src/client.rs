@@ -82,6 +82,33 @@ impl Http {
     }
 }
 
+/// Posts a JSON body as a caller at `ip` (through a trusted loopback proxy); `Err` only when
+/// the transport failed.
+pub async fn post_as(
+    http: &Http,
+    url: &str,
+    ip: &str,
+    body: impl Into<Bytes>,
+) -> Result<Reply, String> {
+    let req = http::Request::post(url)
+        .header("content-type", "application/json")
+        .header("x-forwarded-for", ip)
+        .body(Full::new(body.into()))
+        .unwrap();
+    let resp = http
+        .client
+        .request(req)
+        .await
+        .map_err(|e| format!("transport: {e}"))?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
 /// Sends one call as a caller at `ip` (through a trusted loopback proxy) and returns the
 /// region that served it, or the error.
 pub async fn call_as(
@@ -93,33 +120,16 @@ pub async fn call_as(
 ) -> Result<String, String> {
     let body =
         serde_json::json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}).to_string();
-    let req = http::Request::post(url)
-        .header("content-type", "application/json")
-        .header("x-forwarded-for", ip)
-        .body(Full::new(Bytes::from(body)))
-        .unwrap();
-    let resp = match http.client.request(req).await {
-        Ok(r) => r,
-        Err(e) => return Err(format!("transport: {e}")),
+    let resp = post_as(http, url, ip, body).await?;
+    let header = |name: &str| {
+        resp.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
     };
-    let region = resp
-        .headers()
-        .get("x-edge-region")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let tier = resp
-        .headers()
-        .get("x-cache-tier")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let (region, tier) = (header("x-edge-region"), header("x-cache-tier"));
+    let status = resp.status;
+    let v: Value = serde_json::from_slice(&resp.body).map_err(|e| e.to_string())?;
     if !status.is_success() || v.get("error").is_some() {
         return Err(format!("HTTP {status}: {v}"));
     }
@@ -130,4 +140,28 @@ pub async fn call_as(
         (None, Some("gateway")) => Ok("gateway".into()),
         (None, _) => Err("no x-edge-region".into()),
     }
+}
+
+/// Runs one of the real-client scripts in `tests/clients` against `rpc_url` with `env` set;
+/// panics with its output unless it succeeds, else returns its stdout.
+pub async fn run_client(
+    program: &std::path::Path,
+    script: &str,
+    rpc_url: &str,
+    env: &[(&str, &str)],
+) -> String {
+    let out = tokio::process::Command::new(program)
+        .arg(crate::repo_root().join("tests/clients").join(script))
+        .env("RPC_URL", rpc_url)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("running {}: {e} (run scripts/deps.sh)", program.display()));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

@@ -41,6 +41,16 @@ pub struct NodeSpec<'a> {
 }
 
 impl<'a> NodeSpec<'a> {
+    /// A node in one of the regions below (`US_EAST`, `EU_WEST`, `AP_SOUTHEAST`).
+    pub fn at(region: (&'a str, f64, f64), upstream: &'a str) -> Self {
+        Self {
+            region: region.0,
+            lat: region.1,
+            lon: region.2,
+            upstream,
+        }
+    }
+
     /// The node most tests need: one in Frankfurt in front of `upstream`.
     pub fn eu_west(upstream: &'a str) -> Self {
         Self {

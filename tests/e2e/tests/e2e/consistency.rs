@@ -6,38 +6,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
 use e2e::*;
 
 const LONDON: &str = "81.2.69.142";
-
-fn spec<'a>(r: (&'a str, f64, f64), upstream: &'a str) -> NodeSpec<'a> {
-    NodeSpec {
-        region: r.0,
-        lat: r.1,
-        lon: r.2,
-        upstream,
-    }
-}
-
-async fn run_client(program: &std::path::Path, script: &str, rpc_url: &str, rounds: u32) -> String {
-    let out = tokio::process::Command::new(program)
-        .arg(repo_root().join("tests/clients").join(script))
-        .env("RPC_URL", rpc_url)
-        .env("RYW_ROUNDS", rounds.to_string())
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("running {}: {e} (run scripts/deps.sh)", program.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 /// Send a transfer, wait for its receipt, then read the tip, a balance and a nonce at `latest`:
 /// never older than the receipt's block, 50 rounds with each client. Anvil mines each
@@ -53,30 +26,25 @@ async fn clients_read_their_own_writes() {
     let root = repo_root();
     let python = root.join(".deps/venv/bin/python");
     assert!(python.exists(), "web3.py venv missing: run scripts/deps.sh");
-    let out = run_client(&python, "web3py_transfer.py", &url, 50).await;
+    let out = run_client(&python, "web3py_transfer.py", &url, &[("RYW_ROUNDS", "50")]).await;
     assert!(
         out.contains("web3.py read-your-writes OK: 50 rounds"),
         "{out}"
     );
-    let out = run_client(std::path::Path::new("node"), "viem-transfer.mjs", &url, 50).await;
+    let out = run_client(
+        std::path::Path::new("node"),
+        "viem-transfer.mjs",
+        &url,
+        &[("RYW_ROUNDS", "50")],
+    )
+    .await;
     assert!(out.contains("viem read-your-writes OK: 50 rounds"), "{out}");
 }
 
-/// One batch of `n` `eth_blockNumber` calls as a caller at `ip`: the numbers, in order.
+/// One batch of `eth_blockNumber` calls as a caller at `ip`: the numbers, in order.
 async fn block_numbers(http: &Http, url: &str, ip: &str, body: &Bytes) -> Result<Vec<u64>, String> {
-    let req = ::http::Request::post(url)
-        .header("content-type", "application/json")
-        .header("x-forwarded-for", ip)
-        .body(Full::new(body.clone()))
-        .unwrap();
-    let resp = http.client.request(req).await.map_err(|e| e.to_string())?;
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    let v: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+    let reply = post_as(http, url, ip, body.clone()).await?;
+    let v: Value = serde_json::from_slice(&reply.body).map_err(|e| e.to_string())?;
     let arr = v
         .as_array()
         .ok_or_else(|| format!("not a batch answer: {v}"))?;
@@ -101,8 +69,8 @@ async fn the_tip_never_goes_backwards_across_failover_and_failback() {
     let slow = DelayedUpstream::start(&anvil.url, Duration::from_millis(600)).await;
     let gw = start_gateway_with(&geo_section("")).await;
     let dir = tempfile::tempdir().unwrap();
-    let _us = start_node(&gw, &spec(US_EAST, &anvil.url)).await;
-    let mut eu = NodeProcess::spawn(&gw, &spec(EU_WEST, &slow.url), dir.path()).await;
+    let _us = start_node(&gw, &NodeSpec::at(US_EAST, &anvil.url)).await;
+    let mut eu = NodeProcess::spawn(&gw, &NodeSpec::at(EU_WEST, &slow.url), dir.path()).await;
     wait_serving_for(&gw, 2, 20).await;
     let url = format!("http://{}/", gw.http_addr);
     let http = Http::default();
@@ -146,7 +114,7 @@ async fn the_tip_never_goes_backwards_across_failover_and_failback() {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         eu.kill().await;
         tokio::time::sleep(Duration::from_millis(1000)).await;
-        eu = NodeProcess::spawn(&gw, &spec(EU_WEST, &slow.url), dir.path()).await;
+        eu = NodeProcess::spawn(&gw, &NodeSpec::at(EU_WEST, &slow.url), dir.path()).await;
     }
     // Long enough for the last restart to take its callers back.
     tokio::time::sleep(Duration::from_millis(3000)).await;

@@ -28,15 +28,6 @@ const SYDNEY: &str = "1.1.1.1";
 const PRIVATE: &str = "10.0.0.7";
 const ACCT0: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 
-fn spec<'a>(r: (&'a str, f64, f64), upstream: &'a str) -> NodeSpec<'a> {
-    NodeSpec {
-        region: r.0,
-        lat: r.1,
-        lon: r.2,
-        upstream,
-    }
-}
-
 // === A running stack ===
 
 /// anvil, a gateway with the real geo database, and three in-process edge nodes with admin
@@ -57,7 +48,7 @@ impl Stack {
             start_gateway_with(&format!("{}[cache]\ntip_max_bytes = 0\n", geo_section(""))).await;
         let mut nodes = Vec::new();
         for r in [US_EAST, EU_WEST, AP_SOUTHEAST] {
-            nodes.push(start_node(&gw, &spec(r, &anvil.url)).await);
+            nodes.push(start_node(&gw, &NodeSpec::at(r, &anvil.url)).await);
         }
         wait_serving_for(&gw, 3, 20).await;
         let url = format!("http://{}/", gw.http_addr);

@@ -11,15 +11,6 @@ const MOUNTAIN_VIEW: &str = "8.8.8.8";
 const SYDNEY: &str = "1.1.1.1";
 const ACCT0: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 
-fn spec<'a>(r: (&'a str, f64, f64), upstream: &'a str) -> NodeSpec<'a> {
-    NodeSpec {
-        region: r.0,
-        lat: r.1,
-        lon: r.2,
-        upstream,
-    }
-}
-
 async fn served_by(http: &Http, url: &str, ip: &str) -> Result<String, String> {
     call_as(http, url, ip, "eth_getBalance", json!([ACCT0, "latest"])).await
 }
@@ -30,7 +21,7 @@ async fn callers_go_to_the_nearest_region() {
     let gw = start_gateway_with(&geo_section("")).await;
     let mut nodes = Vec::new();
     for r in [US_EAST, EU_WEST, AP_SOUTHEAST] {
-        nodes.push(start_node(&gw, &spec(r, &anvil.url)).await);
+        nodes.push(start_node(&gw, &NodeSpec::at(r, &anvil.url)).await);
     }
     wait_serving_for(&gw, 3, 10).await;
     let url = format!("http://{}/", gw.http_addr);
@@ -55,7 +46,7 @@ async fn callers_go_to_the_nearest_region() {
         "trusted_proxies = []",
     ))
     .await;
-    let _n = start_node(&gw2, &spec(AP_SOUTHEAST, &anvil.url)).await;
+    let _n = start_node(&gw2, &NodeSpec::at(AP_SOUTHEAST, &anvil.url)).await;
     wait_serving_for(&gw2, 1, 10).await;
     let before = gw2
         .app
@@ -84,8 +75,8 @@ async fn eu_callers_stay_in_the_eu_or_get_a_clear_error() {
     let anvil = Anvil::start(&[]).await;
     let rule = "[[residency]]\nname = \"eu\"\ncontinents = [\"EU\"]\nregions = [\"eu-west\"]\n";
     let gw = start_gateway_with(&format!("{}{rule}", geo_section(""))).await;
-    let us = start_node(&gw, &spec(US_EAST, &anvil.url)).await;
-    let eu = start_node(&gw, &spec(EU_WEST, &anvil.url)).await;
+    let us = start_node(&gw, &NodeSpec::at(US_EAST, &anvil.url)).await;
+    let eu = start_node(&gw, &NodeSpec::at(EU_WEST, &anvil.url)).await;
     wait_serving_for(&gw, 2, 10).await;
     let url = format!("http://{}/", gw.http_addr);
     let http = Http::default();
@@ -115,8 +106,8 @@ async fn killing_the_nearest_node_under_load_fails_no_request() {
     let anvil = Anvil::start(&[]).await;
     let gw = start_gateway_with(&geo_section("")).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut eu = NodeProcess::spawn(&gw, &spec(EU_WEST, &anvil.url), dir.path()).await;
-    let _us = NodeProcess::spawn(&gw, &spec(US_EAST, &anvil.url), dir.path()).await;
+    let mut eu = NodeProcess::spawn(&gw, &NodeSpec::at(EU_WEST, &anvil.url), dir.path()).await;
+    let _us = NodeProcess::spawn(&gw, &NodeSpec::at(US_EAST, &anvil.url), dir.path()).await;
     wait_serving_for(&gw, 2, 20).await;
     let url = format!("http://{}/", gw.http_addr);
     let http = Http::default();
@@ -147,7 +138,7 @@ async fn killing_the_nearest_node_under_load_fails_no_request() {
     eu.kill().await;
     tokio::time::sleep(Duration::from_millis(2000)).await;
     let restarted_at = start.elapsed();
-    let _eu2 = NodeProcess::spawn(&gw, &spec(EU_WEST, &anvil.url), dir.path()).await;
+    let _eu2 = NodeProcess::spawn(&gw, &NodeSpec::at(EU_WEST, &anvil.url), dir.path()).await;
 
     let mut log = Vec::new();
     for w in workers {
@@ -200,8 +191,8 @@ async fn a_lagging_upstream_drops_its_node_until_it_catches_up() {
     let anvil = Anvil::start(&["--block-time", "1"]).await;
     let lagging = LaggingUpstream::start(&anvil.url).await;
     let gw = start_gateway_with(&geo_section("[health]\nmax_lag_blocks = 2\n")).await;
-    let eu = start_node(&gw, &spec(EU_WEST, &lagging.url)).await;
-    let us = start_node(&gw, &spec(US_EAST, &anvil.url)).await;
+    let eu = start_node(&gw, &NodeSpec::at(EU_WEST, &lagging.url)).await;
+    let us = start_node(&gw, &NodeSpec::at(US_EAST, &anvil.url)).await;
     wait_serving_for(&gw, 2, 10).await;
     let url = format!("http://{}/", gw.http_addr);
     let http = Http::default();
@@ -332,8 +323,8 @@ async fn a_transaction_delivered_before_a_failover_is_reported_sent_not_failed()
         });
     let flaky = TamperingUpstream::start(&anvil.url, lose_answer).await;
     let gw = start_gateway_with(&geo_section("")).await;
-    let eu = start_node(&gw, &spec(EU_WEST, &flaky.url)).await;
-    let us = start_node(&gw, &spec(US_EAST, &anvil.url)).await;
+    let eu = start_node(&gw, &NodeSpec::at(EU_WEST, &flaky.url)).await;
+    let us = start_node(&gw, &NodeSpec::at(US_EAST, &anvil.url)).await;
     wait_serving_for(&gw, 2, 10).await;
     let http = Http::default();
     let signed = http

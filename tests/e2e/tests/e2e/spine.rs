@@ -522,22 +522,6 @@ fn signal(pid: u32, sig: &str) {
 }
 
 /// Runs a real client script against `rpc_url`; panics with its output unless it succeeds.
-async fn run_client(program: &std::path::Path, script: &str, rpc_url: &str) -> String {
-    let out = tokio::process::Command::new(program)
-        .arg(repo_root().join("tests/clients").join(script))
-        .env("RPC_URL", rpc_url)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("running {}: {e} (run scripts/deps.sh)", program.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_clients_read_send_and_wait_through_the_gateway() {
     let anvil = Anvil::start(&["--block-time", "1"]).await;
@@ -551,11 +535,11 @@ async fn real_clients_read_send_and_wait_through_the_gateway() {
         root.join("tests/clients/node_modules/viem").exists(),
         "viem is not installed: run scripts/deps.sh"
     );
-    let out = run_client(std::path::Path::new("node"), "viem-transfer.mjs", &url).await;
+    let out = run_client(std::path::Path::new("node"), "viem-transfer.mjs", &url, &[]).await;
     assert!(out.contains("viem client OK"), "{out}");
     let python = root.join(".deps/venv/bin/python");
     assert!(python.exists(), "web3.py venv missing: run scripts/deps.sh");
-    let out = run_client(&python, "web3py_transfer.py", &url).await;
+    let out = run_client(&python, "web3py_transfer.py", &url, &[]).await;
     assert!(out.contains("web3.py client OK"), "{out}");
 }
 

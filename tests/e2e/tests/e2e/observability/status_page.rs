@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 
 use e2e::*;
 
-use super::{browser, spec, traffic, ACCT0, LONDON};
+use super::{browser, traffic, ACCT0, LONDON};
 
 /// An upstream that answers HTTP 502 for one method and passes everything else to anvil: the
 /// node stays healthy (its probes pass) while that method fails over to another node.
@@ -37,7 +37,10 @@ async fn status_page_in_headless_chromium() {
         (EU_WEST, flaky.as_str()),
         (AP_SOUTHEAST, anvil.url.as_str()),
     ] {
-        procs.push((r.0, NodeProcess::spawn(&gw, &spec(r, up), dir.path()).await));
+        procs.push((
+            r.0,
+            NodeProcess::spawn(&gw, &NodeSpec::at(r, up), dir.path()).await,
+        ));
     }
     wait_serving_for(&gw, 3, 30).await;
     let ids: Vec<(String, String)> = gw
