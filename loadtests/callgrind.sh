@@ -19,21 +19,10 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 N=${CG_N:-2000}
 BASE=${CG_PORT_BASE:-29545}
-"$ROOT/scripts/deps.sh" demo >/dev/null
-# shellcheck source=/dev/null
-source "$ROOT/.deps/env.sh"
 command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
-DIRS=("$@")
-if [ ${#DIRS[@]} -eq 0 ]; then
-  [ -x target/release/gateway ] || cargo build --release --quiet --bin gateway --bin edge-node
-  DIRS=(target/release)
-fi
-
-TMP=$(mktemp -d)
-PIDS=()
 KEEP_TMP=${CG_KEEP:-}
 # shellcheck source=stack.sh
-source "$ROOT/loadtests/stack.sh"
+source "$ROOT/loadtests/stack.sh" "$@"
 
 ANVIL_URL="http://127.0.0.1:$BASE"
 "$ANVIL_BIN" --host 127.0.0.1 --port "$BASE" --quiet >"$TMP/anvil.log" 2>&1 &

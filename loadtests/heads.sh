@@ -13,19 +13,8 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 SECS=${HD_SECONDS:-60}
 BASE=${HD_PORT_BASE:-29645}
-"$ROOT/scripts/deps.sh" demo >/dev/null
-# shellcheck source=/dev/null
-source "$ROOT/.deps/env.sh"
-DIRS=("$@")
-if [ ${#DIRS[@]} -eq 0 ]; then
-  [ -x target/release/gateway ] || cargo build --release --quiet --bin gateway --bin edge-node
-  DIRS=(target/release)
-fi
-
-TMP=$(mktemp -d)
-PIDS=()
 # shellcheck source=stack.sh
-source "$ROOT/loadtests/stack.sh"
+source "$ROOT/loadtests/stack.sh" "$@"
 
 measure() { # BIN_DIR RUN
   local bin=$1 run="$TMP/run-$2" pids=()

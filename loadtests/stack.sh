@@ -1,7 +1,20 @@
-# Shared by the small measuring scripts (callgrind.sh, heads.sh, gzip.sh): JSON-RPC over curl,
-# waiting, and one gateway with one edge node in front of an upstream, on 127.0.0.1 only.
-# Source it after setting TMP (a temp dir) and PIDS=() ; it sets the EXIT trap.
+# Shared by the small measuring scripts (callgrind.sh, heads.sh, gzip.sh): what they need
+# installed, the builds to measure, JSON-RPC over curl, waiting, and one gateway with one edge
+# node in front of an upstream, on 127.0.0.1 only. Sourced from $ROOT with the script's
+# arguments; sets DIRS (the BIN_DIRs given, else target/release, built when missing), TMP (a temp
+# dir, removed on exit unless KEEP_TMP is set) and PIDS (killed on exit).
 # shellcheck shell=bash
+
+"$ROOT/scripts/deps.sh" demo >/dev/null
+# shellcheck source=/dev/null
+source "$ROOT/.deps/env.sh"
+DIRS=("$@")
+if [ ${#DIRS[@]} -eq 0 ]; then
+  [ -x target/release/gateway ] || cargo build --release --quiet --bin gateway --bin edge-node
+  DIRS=(target/release)
+fi
+TMP=$(mktemp -d)
+PIDS=()
 
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
