@@ -51,6 +51,26 @@ pub struct Node {
     pub session: u64,
 }
 
+/// Raises the per-chain value of `chain_id` (one per entry of `chains`) to at least `v`; false
+/// for a chain not in `chains`.
+fn raise(chains: &[u64], values: &[AtomicU64], chain_id: u64, v: u64) -> bool {
+    match chains.iter().position(|&c| c == chain_id) {
+        Some(i) => {
+            values[i].fetch_max(v, Ordering::AcqRel);
+            true
+        }
+        None => false,
+    }
+}
+
+/// The per-chain value of `chain_id` (0 for a chain not in `chains`).
+fn read(chains: &[u64], values: &[AtomicU64], chain_id: u64) -> u64 {
+    chains
+        .iter()
+        .position(|&c| c == chain_id)
+        .map_or(0, |i| values[i].load(Ordering::Acquire))
+}
+
 /// Source of [`Node::session`].
 static SESSIONS: AtomicU64 = AtomicU64::new(1);
 
@@ -128,51 +148,32 @@ impl Node {
     /// Records a chain-state version the node announced (`Head`) or named on a response: the
     /// newest wins, whichever stream arrives first. False for a chain the node did not join with.
     pub fn raise_state_version(&self, chain_id: u64, version: u64) -> bool {
-        match self.chains.iter().position(|&c| c == chain_id) {
-            Some(i) => {
-                self.state_versions[i].fetch_max(version, Ordering::AcqRel);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Records a head the node announced for `chain_id` (the highest wins).
-    pub fn raise_head(&self, chain_id: u64, head: u64) {
-        if let Some(i) = self.chains.iter().position(|&c| c == chain_id) {
-            self.heads[i].fetch_max(head, Ordering::AcqRel);
-        }
-    }
-
-    /// The highest head announced for `chain_id` (0: none yet).
-    pub fn head(&self, chain_id: u64) -> u64 {
-        self.chains
-            .iter()
-            .position(|&c| c == chain_id)
-            .map_or(0, |i| self.heads[i].load(Ordering::Acquire))
-    }
-
-    /// Records a finalized block the node reported for `chain_id` (the highest wins).
-    pub fn raise_finalized(&self, chain_id: u64, n: u64) {
-        if let Some(i) = self.chains.iter().position(|&c| c == chain_id) {
-            self.finalized[i].fetch_max(n, Ordering::AcqRel);
-        }
-    }
-
-    /// The highest finalized block reported for `chain_id` (0: none yet).
-    pub fn finalized(&self, chain_id: u64) -> u64 {
-        self.chains
-            .iter()
-            .position(|&c| c == chain_id)
-            .map_or(0, |i| self.finalized[i].load(Ordering::Acquire))
+        raise(&self.chains, &self.state_versions, chain_id, version)
     }
 
     /// The chain-state version last announced for `chain_id` (0: none yet).
     pub fn state_version(&self, chain_id: u64) -> u64 {
-        self.chains
-            .iter()
-            .position(|&c| c == chain_id)
-            .map_or(0, |i| self.state_versions[i].load(Ordering::Acquire))
+        read(&self.chains, &self.state_versions, chain_id)
+    }
+
+    /// Records a head the node announced for `chain_id` (the highest wins).
+    pub fn raise_head(&self, chain_id: u64, head: u64) {
+        raise(&self.chains, &self.heads, chain_id, head);
+    }
+
+    /// The highest head announced for `chain_id` (0: none yet).
+    pub fn head(&self, chain_id: u64) -> u64 {
+        read(&self.chains, &self.heads, chain_id)
+    }
+
+    /// Records a finalized block the node reported for `chain_id` (the highest wins).
+    pub fn raise_finalized(&self, chain_id: u64, n: u64) {
+        raise(&self.chains, &self.finalized, chain_id, n);
+    }
+
+    /// The highest finalized block reported for `chain_id` (0: none yet).
+    pub fn finalized(&self, chain_id: u64) -> u64 {
+        read(&self.chains, &self.finalized, chain_id)
     }
 
     /// Failed share (0.0 ..= 1.0) of the gateway's attempts in the last health interval.
