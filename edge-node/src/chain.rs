@@ -90,6 +90,9 @@ pub struct View {
     pub safe: Option<u64>,
     /// What `eth_blockNumber` answers: the highest head ever published.
     pub served_tip: Option<u64>,
+    /// The state version this view is of (read under the same lock, so an answer planned from
+    /// the view holds for exactly this version).
+    pub version: u64,
 }
 
 /// One served chain: its upstreams and tracked state.
@@ -208,6 +211,8 @@ impl Chain {
             finalized: c.finalized(),
             safe: c.safe().or(c.finalized()),
             served_tip: c.served_tip(),
+            // Bumped only with the state lock held: consistent with what was read above.
+            version: *self.version.borrow(),
         }
     }
 

@@ -268,9 +268,19 @@ fn shape(method: &str) -> (usize, Accepts) {
 /// The params of a state read before its block, checked where a wrong shape could be answered
 /// wrongly (the proof checks parse the address); the rest is the upstream's to judge.
 fn state_args_ok(method: &str, a: &[&RawValue]) -> bool {
+    let address = || plain_str(a[0]).is_some_and(|s| is_data(s, 20));
     match method {
         "eth_call" => a[0].get().starts_with('{'),
-        _ => plain_str(a[0]).is_some_and(|s| is_data(s, 20)),
+        // The slot as the spec writes it (the proof check reads it as a 256-bit number).
+        "eth_getStorageAt" => {
+            address()
+                && plain_str(a[1])
+                    .and_then(|s| s.strip_prefix("0x"))
+                    .is_some_and(|d| {
+                        (1..=64).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_hexdigit())
+                    })
+        }
+        _ => address(),
     }
 }
 

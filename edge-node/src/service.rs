@@ -24,9 +24,9 @@ pub const BATCH_PARALLELISM: usize = 32;
 
 /// The longest a request waits for the node to catch up with a block an answer revealed.
 const REVEAL_WAIT: Duration = Duration::from_millis(500);
-/// Negative answers about unknown block hashes: how many, and for how long at most (they also
-/// lapse at the next chain state, when the hash may have become a new block).
-const NEGATIVES_MAX: u64 = 16_384;
+/// Negative answers about unknown block hashes: how many bytes of them, and for how long at
+/// most (they also lapse at the next chain state, when the hash may have become a new block).
+const NEGATIVES_MAX_BYTES: u64 = 8 << 20;
 const NEGATIVE_TTL: Duration = Duration::from_secs(10);
 
 pub struct Service {
@@ -53,7 +53,14 @@ impl Service {
             cache,
             metrics,
             negatives: moka::future::Cache::builder()
-                .max_capacity(NEGATIVES_MAX)
+                .max_capacity(NEGATIVES_MAX_BYTES)
+                // Keys hold whole params (an `eth_call` can carry a megabyte): bound bytes.
+                .weigher(|k: &Bytes, (_, o): &(u64, Outcome)| {
+                    let answer = match o {
+                        Outcome::Result(b) | Outcome::Error(b) | Outcome::NodeError(b) => b.len(),
+                    };
+                    daemon::weigh::weight(k.len(), answer, 8)
+                })
                 .time_to_live(NEGATIVE_TTL)
                 .build(),
         }
@@ -143,7 +150,7 @@ impl Service {
         }
     }
 
-    /// [`Self::call`], with the chain-state version read before planning it.
+    /// [`Self::call`], with the chain-state version it was planned under (the view's).
     async fn call_at_state(
         &self,
         chain: &Chain,
@@ -151,8 +158,7 @@ impl Service {
         call: &Call,
         budget: Duration,
     ) -> (CallResult, u64) {
-        let planned_at = chain.state_version();
-        (self.call(chain, view, call, budget).await, planned_at)
+        (self.call(chain, view, call, budget).await, view.version)
     }
 
     async fn call(&self, chain: &Chain, view: &View, call: &Call, budget: Duration) -> CallResult {
@@ -190,13 +196,14 @@ impl Service {
                 fallback,
                 unknown_hash,
             } => {
-                if unknown_hash.is_some() {
+                // Not while catching up with a revealed block: that block may be this hash.
+                if unknown_hash.is_some() && !chain.behind_revealed() {
                     if let Some(remembered) = self.remembered_negative(chain, &key).await {
                         count("negative");
                         return CallResult::hit(remembered);
                     }
                 }
-                let planned_at = chain.state_version();
+                let planned_at = view.version;
                 let verified = chain.verify_state && proof::verifiable(&method);
                 let fetch = async {
                     let answer = if verified {
@@ -211,7 +218,7 @@ impl Service {
                 };
                 let mut result = self.cached(key.clone(), fetch).await;
                 self.learn(chain, &result.outcome, only_if_final, unknown_hash);
-                if unknown_hash.is_some() && negative(&result.outcome) {
+                if unknown_hash.is_some() && block_gone(&result.outcome) {
                     self.negatives
                         .insert(key, (planned_at, result.outcome.clone()))
                         .await;
@@ -389,15 +396,6 @@ fn keep_if(
         Ok(Answer::Result(r)) if keep(&r) => Ok(r),
         Ok(a) => Err(NotStored::Answer(a)),
         Err(e) => Err(NotStored::Failed(e)),
-    }
-}
-
-/// An answer that says a block is not known: `null`, or an error.
-fn negative(o: &Outcome) -> bool {
-    match o {
-        Outcome::Result(r) => !cache::storable(r),
-        Outcome::Error(_) => true,
-        Outcome::NodeError(_) => false,
     }
 }
 

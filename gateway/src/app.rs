@@ -194,6 +194,7 @@ impl Gateway {
             app.registry.clone(),
             app.router.clone(),
             app.metrics.clone(),
+            app.marks.clone(),
             &app.config,
         );
         tasks.spawn(checker.run(stop.child_token()));

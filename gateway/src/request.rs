@@ -9,7 +9,7 @@
 //! 3. **gateway tier** ([`Path::gateway_tier`]): final answers the gateway kept.
 //! 4. **route** ([`Path::route`]): the nodes that may serve the chain, best first.
 //! 5. **tip tier** ([`Path::tip_tier`]): answers the chosen node gave under the chain state it
-//!    still announces.
+//!    still announces, for every open call or none (so a batch never mixes two states).
 //!    Reads at a moving tag go first to nodes that have reached the tip callers have been
 //!    shown ([`crate::nodes::tip`]).
 //! 6. **dispatch** ([`Path::dispatch`]): what is left goes to the nodes, with failover; the
@@ -71,8 +71,10 @@ pub struct Request<'r> {
     pub node: Option<Arc<Node>>,
     /// The caller accepts a gzip-encoded answer.
     pub gzip: bool,
-    /// The tip mark the node is told (set by `route` when a call reads a moving tag, else 0).
+    /// The tip mark the node is told (set by `route` when a call reads a moving tag, else 0),
+    /// and the finalized mark (when a call reads `safe` or `finalized`).
     pub min_head: u64,
+    pub min_finalized: u64,
 }
 
 impl Path<'_> {

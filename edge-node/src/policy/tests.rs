@@ -216,6 +216,8 @@ fn policy_rows() {
             json!([a, "0x0", "0x2"]),
             cache("eth_getStorageAt", json!([a, "0x0", "0x2"]), true),
         ),
+        ("eth_getStorageAt", json!([a, 0, "0x2"]), Kind::Bypass),
+        ("eth_getStorageAt", json!([a, "10", "0x2"]), Kind::Bypass),
         (
             "eth_call",
             json!([{"to": a}, "latest"]),

@@ -21,27 +21,32 @@ const PER_REQUEST: Compression = Compression::fast();
 /// Kept answers are compressed once and sent many times: a better ratio is worth it.
 const KEPT: Compression = Compression::new(6);
 
-/// Does the caller accept gzip (`Accept-Encoding: gzip`, `x-gzip` or `*`, with q > 0)?
+/// Does the caller accept gzip (`Accept-Encoding: gzip` or `x-gzip` with q > 0, or `*` with
+/// q > 0 when gzip is not listed)?
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
-    headers
+    let (mut gzip, mut star) = (None, None);
+    let items = headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';');
-            let coding = parts.next().unwrap_or("").trim();
-            let q_zero = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            !q_zero
-                && (coding.eq_ignore_ascii_case("gzip")
-                    || coding.eq_ignore_ascii_case("x-gzip")
-                    || coding == "*")
-        })
+        .flat_map(|v| v.split(','));
+    for item in items {
+        let mut parts = item.split(';');
+        let coding = parts.next().unwrap_or("").trim();
+        let wanted = !parts.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .and_then(|q| q.trim().parse::<f32>().ok())
+                .is_some_and(|q| q <= 0.0)
+        });
+        if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+            gzip = Some(gzip.unwrap_or(true) && wanted);
+        } else if coding == "*" {
+            star = Some(wanted);
+        }
+    }
+    // A listed coding is decided by its own entry; `*` speaks only for the unlisted (RFC 9110).
+    gzip.or(star).unwrap_or(false)
 }
 
 /// `body` gzip-encoded.
@@ -166,6 +171,8 @@ mod tests {
         assert!(accepts_gzip(&h("GZIP")));
         assert!(accepts_gzip(&h("*")));
         assert!(!accepts_gzip(&h("gzip;q=0")));
+        assert!(!accepts_gzip(&h("gzip;q=0, *")));
+        assert!(accepts_gzip(&h("br, *;q=0.1")));
         assert!(!accepts_gzip(&h("br, identity")));
         assert!(!accepts_gzip(&HeaderMap::new()));
     }

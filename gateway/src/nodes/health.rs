@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::{Node, Registry};
 use super::router::Router;
+use super::tip::Marks;
 use crate::config::{Config, HealthConfig, Point};
 use crate::ops::metrics::Metrics;
 
@@ -38,6 +39,8 @@ pub struct Checker {
     registry: Arc<Registry>,
     router: Arc<Router>,
     metrics: Arc<Metrics>,
+    /// The tip marks follow the chain down when every node stays below them.
+    marks: Arc<Marks>,
     health: HealthConfig,
     interval: Duration,
     status_deadline: Duration,
@@ -51,12 +54,14 @@ impl Checker {
         registry: Arc<Registry>,
         router: Arc<Router>,
         metrics: Arc<Metrics>,
+        marks: Arc<Marks>,
         config: &Config,
     ) -> Self {
         Self {
             registry,
             router,
             metrics,
+            marks,
             health: config.health.clone(),
             interval: config.quic.status_interval,
             status_deadline: config.quic.status_deadline,
@@ -82,6 +87,9 @@ impl Checker {
         let deadline = self.status_deadline;
         let nodes = self.registry.snapshot();
         let best = best_heads(&nodes, deadline);
+        for (&chain_id, &head) in &best {
+            self.marks.follow(chain_id, head);
+        }
         for n in &nodes {
             self.check_plausibility(n);
             let window = n.take_window();

@@ -15,8 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// answers with a block far beyond that is not believed (it would move every caller's tip).
 pub const ANSWER_SLACK: u64 = 8;
 
+/// Health checks in a row with every live node below the mark before the mark follows them
+/// down: the chain itself went back (a dev chain's revert, a rollback). Nodes that are merely a
+/// block behind catch up within milliseconds; two seconds of all of them below is no lag.
+pub const FOLLOW_DOWN_AFTER: u32 = 8;
+
 #[derive(Debug, Default)]
 struct Mark {
+    /// Health checks in a row that found every live node below `shown`.
+    below: std::sync::atomic::AtomicU32,
     /// Highest head announced by a healthy node (from `Head` frames and status reports),
     /// plus one: 0 until a node announced one (block 0 is a head too).
     announced: AtomicU64,
@@ -65,6 +72,27 @@ impl Marks {
         };
         if n <= announced.saturating_add(ANSWER_SLACK) {
             m.shown.fetch_max(n, Ordering::AcqRel);
+        }
+    }
+
+    /// Called each health interval with the best head live nodes report for the chain: when
+    /// the mark has stayed above all of them for [`FOLLOW_DOWN_AFTER`] checks, the chain went
+    /// back, and the mark follows it down (else every tag read would keep asking nodes to
+    /// catch up with a block that no longer exists).
+    pub fn follow(&self, chain_id: u64, best: u64) {
+        let Some(m) = self.chains.get(&chain_id) else {
+            return;
+        };
+        if best >= m.shown.load(Ordering::Acquire) {
+            m.below.store(0, Ordering::Relaxed);
+            return;
+        }
+        if m.below.fetch_add(1, Ordering::Relaxed) + 1 >= FOLLOW_DOWN_AFTER {
+            m.below.store(0, Ordering::Relaxed);
+            m.shown.store(best, Ordering::Release);
+            m.announced.store(best + 1, Ordering::Release);
+            m.finalized.fetch_min(best, Ordering::AcqRel);
+            tracing::warn!(chain_id, best, "every node is below the tip callers were shown; the chain went back, and so does the mark");
         }
     }
 
@@ -146,6 +174,16 @@ mod tests {
         assert_eq!(m.head(1), 11, "far beyond every node: not believed");
         m.shown(1, 7);
         assert_eq!(m.head(1), 11);
+        // A chain that went back: the mark follows only after every node stayed below it.
+        for _ in 0..FOLLOW_DOWN_AFTER - 1 {
+            m.follow(1, 5);
+        }
+        assert_eq!(m.head(1), 11);
+        m.follow(1, 11);
+        for _ in 0..FOLLOW_DOWN_AFTER {
+            m.follow(1, 5);
+        }
+        assert_eq!((m.head(1), m.finalized(1)), (5, 4));
         // Unknown chains are ignored.
         m.announced(2, 100, None);
         assert_eq!(m.head(2), 0);

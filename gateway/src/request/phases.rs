@@ -58,6 +58,7 @@ impl Path<'_> {
             node: None,
             gzip: false,
             min_head: 0,
+            min_finalized: 0,
         })
     }
 
@@ -117,6 +118,7 @@ impl Path<'_> {
         let mut ranked = self.router.rank(self.chain.chain_id, req.caller)?;
         let (head, finalized) = self.tip_marks(req);
         req.min_head = head;
+        req.min_finalized = finalized;
         if head > 0 || finalized > 0 {
             let chain = self.chain.chain_id;
             // Stable: `false` (reached the marks) sorts first.
@@ -145,23 +147,38 @@ impl Path<'_> {
         let Some(node) = first.filter(|_| self.tiers.tips.enabled()) else {
             return;
         };
-        let current = node.state_version(self.chain.chain_id);
-        let mut used = false;
-        for slot in req.slots.iter_mut().filter(|s| s.open()) {
+        // A node below the tip callers were shown must catch up first (at dispatch): what it
+        // said under its current state is older than what someone has already seen.
+        let chain = self.chain.chain_id;
+        if node.head(chain) < req.min_head || node.finalized(chain) < req.min_finalized {
+            return;
+        }
+        let current = node.state_version(chain);
+        // All or nothing: the node may already be at a newer state than the gateway has heard
+        // of, so tip answers mixed with the node's own could come from two blocks.
+        let mut hits = Vec::new();
+        for (i, slot) in req.slots.iter().enumerate().filter(|(_, s)| s.open()) {
             let Some((method, params)) = slot.call() else {
                 continue;
             };
-            let key = StateAnswers::key(node.session, self.chain.chain_id, method, params);
-            if let Some(hit) = self.tiers.tips.get(&key, current) {
-                self.series.gateway_hit.inc();
-                self.series.gateway_hit_call(method);
-                slot.decide(CacheStatus::Hit, Ok(hit), Tier::Gateway);
-                used = true;
+            let key = StateAnswers::key(node.session, chain, method, params);
+            match self.tiers.tips.get(&key, current) {
+                Some(hit) => hits.push((i, hit)),
+                None => return,
             }
         }
-        if used {
-            req.node = Some(node.clone());
+        if hits.is_empty() {
+            return;
         }
+        for (i, hit) in hits {
+            let slot = &mut req.slots[i];
+            if let Some((method, _)) = slot.call() {
+                self.series.gateway_hit.inc();
+                self.series.gateway_hit_call(method);
+            }
+            slot.decide(CacheStatus::Hit, Ok(hit), Tier::Gateway);
+        }
+        req.node = Some(node.clone());
     }
 
     /// Dispatch: the calls still open go to the ranked nodes (or all get the routing error).

@@ -14,7 +14,7 @@ async fn raw_join(
     identity: &Identity,
     claimed_id: &str,
     token: &str,
-) -> (frame::Frame, quinn::Connection) {
+) -> (frame::Frame, Session) {
     let mut ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     ep.set_default_client_config(
         proto::tls::client_config(identity, &gw.fingerprint, Default::default()).unwrap(),
@@ -46,11 +46,15 @@ async fn raw_join(
     .unwrap()
     .unwrap()
     .unwrap();
-    // The connection is returned so that the session lasts as long as the caller holds it.
-    (f, conn)
+    // The connection and the control stream are returned so that the session lasts as long
+    // as the caller holds them (a finished control stream ends the node's session).
+    (f, (conn, send, recv))
 }
 
-fn reject_reason((f, _): (frame::Frame, quinn::Connection)) -> String {
+/// What keeps a raw session open.
+type Session = (quinn::Connection, quinn::SendStream, quinn::RecvStream);
+
+fn reject_reason((f, _): (frame::Frame, Session)) -> String {
     let p = f.expect(FrameType::Reject).expect("expected a Reject");
     msg::decode_json::<Reject>("Reject", &p).unwrap().reason
 }
