@@ -101,24 +101,7 @@ pub enum Plan {
     /// Answer this result without asking anyone.
     Local(Bytes),
     /// Cacheable: look up `key`; on a miss send `method(params)` upstream.
-    Cache {
-        key: Bytes,
-        method: String,
-        params: Bytes,
-        /// Keep the answer only if it concerns a final block (transaction lookups).
-        only_if_final: bool,
-        /// The call as the client wrote it names only final data: the answer can never
-        /// change, so the gateway may keep it too.
-        final_for_client: bool,
-        /// A tag or number the node pinned to a tip block's hash: if the upstream no longer
-        /// knows that block (a reorg the node has not seen yet), the client's method is asked
-        /// with these params instead: the block's number, so every call of a request still
-        /// answers at one height.
-        fallback: Option<Bytes>,
-        /// The block hash the client named, when the node could not place it: a negative
-        /// answer is remembered briefly, a positive one teaches the node the block.
-        unknown_hash: Option<B256>,
-    },
+    Cache(CachePlan),
     /// `eth_getLogs` over resolved numbers: split into chunks; cache when `cache_key` is set.
     Logs {
         filter: Value,
@@ -210,30 +193,40 @@ fn names_final_block(p: &BlockParam, pinned: &Pinned) -> bool {
     }
 }
 
-struct Cacheable {
-    method: &'static str,
-    params: Bytes,
-    only_if_final: bool,
-    final_for_client: bool,
-    fallback: Option<Bytes>,
-    unknown_hash: Option<B256>,
+/// A cacheable call, as planned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CachePlan {
+    /// The cache key (set by [`CachePlan::keyed`]).
+    pub key: Bytes,
+    /// What goes upstream on a miss: the table's method (or its by-hash twin) and the params,
+    /// the block pinned.
+    pub method: &'static str,
+    pub params: Bytes,
+    /// Keep the answer only if it concerns a final block (transaction lookups).
+    pub only_if_final: bool,
+    /// The call as the client wrote it names only final data: the answer can never change, so
+    /// the gateway may keep it too.
+    pub final_for_client: bool,
+    /// A tag or number the node pinned to a tip block's hash: if the upstream no longer knows
+    /// that block (a reorg the node has not seen yet), the client's method is asked with these
+    /// params instead: the block's number, so every call of a request still answers at one
+    /// height.
+    pub fallback: Option<Bytes>,
+    /// The block hash the client named, when the node could not place it: a negative answer is
+    /// remembered briefly, a positive one teaches the node the block.
+    pub unknown_hash: Option<B256>,
 }
 
-impl Cacheable {
-    fn plan(self, chain_id: u64) -> Plan {
-        Plan::Cache {
-            key: cache::key(chain_id, self.method, &self.params),
-            method: self.method.to_string(),
-            params: self.params,
-            only_if_final: self.only_if_final,
-            final_for_client: self.final_for_client,
-            fallback: self.fallback,
-            unknown_hash: self.unknown_hash,
-        }
+impl CachePlan {
+    /// The plan, with its key.
+    fn keyed(mut self, chain_id: u64) -> Plan {
+        self.key = cache::key(chain_id, self.method, &self.params);
+        Plan::Cache(self)
     }
 
     fn simple(method: &'static str, params: Bytes, final_for_client: bool) -> Self {
         Self {
+            key: Bytes::new(),
             method,
             params,
             only_if_final: false,
@@ -301,7 +294,7 @@ pub fn plan(chain: &Chain, view: &View, method: &str, params: &[u8], logs: LogLi
         Rule::Never => Plan::Bypass,
         Rule::Static | Rule::Local if !a.is_empty() => Plan::Bypass,
         Rule::Static => {
-            Cacheable::simple("net_version", Bytes::from_static(b"[]"), true).plan(chain_id)
+            CachePlan::simple("net_version", Bytes::from_static(b"[]"), true).keyed(chain_id)
         }
         Rule::Local => {
             let answer = match method {
@@ -314,39 +307,7 @@ pub fn plan(chain: &Chain, view: &View, method: &str, params: &[u8], logs: LogLi
             }
         }
         _ if a.len() != arity => Plan::Bypass,
-        Rule::StateAt(i) => {
-            if !state_args_ok(method, &a) {
-                return Plan::Bypass;
-            }
-            let Some(bp) = block_param(a[i], accepts) else {
-                return Plan::Bypass;
-            };
-            let Some(pinned) = pin(chain, view, &bp) else {
-                return Plan::Bypass;
-            };
-            let final_for_client = names_final_block(&bp, &pinned);
-            let method = rule_name(method);
-            let (params, fallback, unknown_hash) = match pinned {
-                Pinned::Number(n) => (rebuild(&a, i, &quoted(&qty(n))), None, None),
-                Pinned::Tip(n, h) => (
-                    rebuild(&a, i, &format!(r#"{{"blockHash":"{h:#x}"}}"#)),
-                    Some(rebuild(&a, i, &quoted(&qty(n)))),
-                    None,
-                ),
-                Pinned::Named { hash, known } => {
-                    (raw_params(&a), None, known.is_unknown().then_some(hash))
-                }
-            };
-            Cacheable {
-                method,
-                params,
-                only_if_final: false,
-                final_for_client,
-                fallback,
-                unknown_hash,
-            }
-            .plan(chain_id)
-        }
+        Rule::StateAt(i) => plan_state_read(chain, view, method, &a, (i, accepts)),
         Rule::ByNumber(twin) => {
             let Some(bp) = block_param(a[0], accepts) else {
                 return Plan::Bypass;
@@ -358,18 +319,18 @@ pub fn plan(chain: &Chain, view: &View, method: &str, params: &[u8], logs: LogLi
             let method = rule_name(method);
             let c = match pinned {
                 Pinned::Number(n) => {
-                    Cacheable::simple(method, rebuild(&a, 0, &quoted(&qty(n))), final_for_client)
+                    CachePlan::simple(method, rebuild(&a, 0, &quoted(&qty(n))), final_for_client)
                 }
-                Pinned::Tip(n, h) => Cacheable {
+                Pinned::Tip(n, h) => CachePlan {
                     fallback: Some(rebuild(&a, 0, &quoted(&qty(n)))),
-                    ..Cacheable::simple(twin, rebuild(&a, 0, &quoted(&format!("{h:#x}"))), false)
+                    ..CachePlan::simple(twin, rebuild(&a, 0, &quoted(&format!("{h:#x}"))), false)
                 },
-                Pinned::Named { hash, known } => Cacheable {
+                Pinned::Named { hash, known } => CachePlan {
                     unknown_hash: known.is_unknown().then_some(hash),
-                    ..Cacheable::simple(method, raw_params(&a), final_for_client)
+                    ..CachePlan::simple(method, raw_params(&a), final_for_client)
                 },
             };
-            c.plan(chain_id)
+            c.keyed(chain_id)
         }
         Rule::ByHash => {
             let Some(hash) = plain_str(a[0]).filter(|h| is_hash(h)) else {
@@ -379,22 +340,58 @@ pub fn plan(chain: &Chain, view: &View, method: &str, params: &[u8], logs: LogLi
                 return Plan::Bypass;
             };
             let known = chain.place_hash(&hash);
-            Cacheable {
+            CachePlan {
                 unknown_hash: known.is_unknown().then_some(hash),
-                ..Cacheable::simple(rule_name(method), raw_params(&a), known.is_final())
+                ..CachePlan::simple(rule_name(method), raw_params(&a), known.is_final())
             }
-            .plan(chain_id)
+            .keyed(chain_id)
         }
         Rule::TxLookup => match plain_str(a[0]) {
-            Some(h) if is_hash(h) => Cacheable {
+            Some(h) if is_hash(h) => CachePlan {
                 only_if_final: true,
-                ..Cacheable::simple(rule_name(method), raw_params(&a), false)
+                ..CachePlan::simple(rule_name(method), raw_params(&a), false)
             }
-            .plan(chain_id),
+            .keyed(chain_id),
             _ => Plan::Bypass,
         },
         Rule::Logs => plan_logs(chain, view, a[0], logs),
     }
+}
+
+/// A state read (`eth_getBalance`, `eth_call`, ...) whose block parameter is element `i`.
+fn plan_state_read(
+    chain: &Chain,
+    view: &View,
+    method: &str,
+    a: &[&RawValue],
+    (i, accepts): (usize, Accepts),
+) -> Plan {
+    if !state_args_ok(method, a) {
+        return Plan::Bypass;
+    }
+    let Some(bp) = block_param(a[i], accepts) else {
+        return Plan::Bypass;
+    };
+    let Some(pinned) = pin(chain, view, &bp) else {
+        return Plan::Bypass;
+    };
+    let final_for_client = names_final_block(&bp, &pinned);
+    let method = rule_name(method);
+    let (params, fallback, unknown_hash) = match pinned {
+        Pinned::Number(n) => (rebuild(a, i, &quoted(&qty(n))), None, None),
+        Pinned::Tip(n, h) => (
+            rebuild(a, i, &format!(r#"{{"blockHash":"{h:#x}"}}"#)),
+            Some(rebuild(a, i, &quoted(&qty(n)))),
+            None,
+        ),
+        Pinned::Named { hash, known } => (raw_params(a), None, known.is_unknown().then_some(hash)),
+    };
+    CachePlan {
+        fallback,
+        unknown_hash,
+        ..CachePlan::simple(method, params, final_for_client)
+    }
+    .keyed(chain.chain_id)
 }
 
 /// The table's own spelling of a method (a `&'static str` for the plan).
@@ -454,11 +451,11 @@ fn plan_logs(chain: &Chain, view: &View, raw: &RawValue, limits: LogLimits) -> P
         };
         let known = chain.place_hash(&hash);
         let params = Bytes::from(format!("[{}]", raw.get()));
-        return Cacheable {
+        return CachePlan {
             unknown_hash: known.is_unknown().then_some(hash),
-            ..Cacheable::simple("eth_getLogs", params, known.is_final())
+            ..CachePlan::simple("eth_getLogs", params, known.is_final())
         }
-        .plan(chain.chain_id);
+        .keyed(chain.chain_id);
     }
     // Absent bounds mean `latest` (the spec's default); a present one must be well spelled.
     let bound = |b: Option<&RawValue>| -> Option<(BlockRef, Resolved)> {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use crate::cache::{self, Store};
 use crate::chain::{Chain, View};
 use crate::metrics::Metrics;
-use crate::policy::{self, Plan};
+use crate::policy::{self, CachePlan, Plan};
 use crate::upstream::{Answer, UpstreamError};
 use crate::{logs, proof};
 
@@ -162,12 +162,7 @@ impl Service {
     }
 
     async fn call(&self, chain: &Chain, view: &View, call: &Call, budget: Duration) -> CallResult {
-        let count = |label: &str| {
-            self.metrics
-                .cache_requests
-                .with_label_values(&[label])
-                .inc();
-        };
+        let count = |label: &str| self.count(label);
         match policy::plan(chain, view, &call.method, &call.params, chain.logs) {
             Plan::Local(answer) => {
                 count("hit");
@@ -187,66 +182,7 @@ impl Service {
                 count("bypass");
                 CallResult::bypass(as_asked(chain, call, budget).await)
             }
-            Plan::Cache {
-                key,
-                method,
-                params: pinned,
-                only_if_final,
-                final_for_client,
-                fallback,
-                unknown_hash,
-            } => {
-                // Not while catching up with a revealed block: that block may be this hash.
-                if unknown_hash.is_some() && !chain.behind_revealed() {
-                    if let Some(remembered) = self.remembered_negative(chain, &key).await {
-                        count("negative");
-                        return CallResult::hit(remembered);
-                    }
-                }
-                let planned_at = view.version;
-                let verified = chain.verify_state && proof::verifiable(&method);
-                let fetch = async {
-                    let answer = if verified {
-                        proof::answer(chain, &method, &pinned, budget, &self.metrics).await
-                    } else {
-                        chain.upstreams.call(&method, &pinned, budget).await
-                    };
-                    keep_if(answer, |r| {
-                        cache::storable(r)
-                            && (!only_if_final || policy::tx_is_final(r, chain.finalized()))
-                    })
-                };
-                let mut result = self.cached(key.clone(), fetch).await;
-                self.learn(chain, &result.outcome, only_if_final, unknown_hash);
-                if unknown_hash.is_some() && block_gone(&result.outcome) {
-                    self.negatives
-                        .insert(key, (planned_at, result.outcome.clone()))
-                        .await;
-                }
-                result.final_answer = match &result.outcome {
-                    Outcome::Result(r) if only_if_final => {
-                        policy::tx_is_final(r, chain.finalized())
-                    }
-                    Outcome::Result(_) => final_for_client,
-                    _ => false,
-                };
-                // Not final but cacheable here: it holds for the chain state it was planned
-                // under (its block named by hash, the tags resolved against this head).
-                result.at_state = !result.final_answer
-                    && !only_if_final
-                    && matches!(&result.outcome, Outcome::Result(r) if cache::storable(r));
-                // A tag pinned to a tip block's hash can race a reorg the node has not seen
-                // yet: the upstream no longer knows that block. Ask the client's method at the
-                // block's number instead (the same height as the rest of the request). Never
-                // for verified reads: an unproven answer must not slip in this way.
-                if let Some(params) = fallback.filter(|_| !verified) {
-                    if block_gone(&result.outcome) {
-                        let asked = chain.upstreams.call(&call.method, &params, budget).await;
-                        result = CallResult::bypass(to_outcome(asked));
-                    }
-                }
-                result
-            }
+            Plan::Cache(plan) => self.through_cache(chain, view, call, plan, budget).await,
             Plan::Logs {
                 filter,
                 from,
@@ -265,6 +201,82 @@ impl Service {
                 .await
             }
         }
+    }
+
+    /// A cacheable call: a remembered negative answer, the cache (one upstream request per
+    /// key), what the answer teaches the chain state, and the fallback at the pinned number.
+    async fn through_cache(
+        &self,
+        chain: &Chain,
+        view: &View,
+        call: &Call,
+        plan: CachePlan,
+        budget: Duration,
+    ) -> CallResult {
+        let CachePlan {
+            key,
+            method,
+            params: pinned,
+            only_if_final,
+            final_for_client,
+            fallback,
+            unknown_hash,
+        } = plan;
+        // Not while catching up with a revealed block: that block may be this hash.
+        if unknown_hash.is_some() && !chain.behind_revealed() {
+            if let Some(remembered) = self.remembered_negative(chain, &key).await {
+                self.count("negative");
+                return CallResult::hit(remembered);
+            }
+        }
+        let planned_at = view.version;
+        let verified = chain.verify_state && proof::verifiable(method);
+        let fetch = async {
+            let answer = if verified {
+                proof::answer(chain, method, &pinned, budget, &self.metrics).await
+            } else {
+                chain.upstreams.call(method, &pinned, budget).await
+            };
+            keep_if(answer, |r| {
+                cache::storable(r) && (!only_if_final || policy::tx_is_final(r, chain.finalized()))
+            })
+        };
+        let mut result = self.cached(key.clone(), fetch).await;
+        self.learn(chain, &result.outcome, only_if_final, unknown_hash);
+        if unknown_hash.is_some() && block_gone(&result.outcome) {
+            self.negatives
+                .insert(key, (planned_at, result.outcome.clone()))
+                .await;
+        }
+        result.final_answer = match &result.outcome {
+            Outcome::Result(r) if only_if_final => policy::tx_is_final(r, chain.finalized()),
+            Outcome::Result(_) => final_for_client,
+            _ => false,
+        };
+        // Not final but cacheable here: it holds for the chain state it was planned
+        // under (its block named by hash, the tags resolved against this head).
+        result.at_state = !result.final_answer
+            && !only_if_final
+            && matches!(&result.outcome, Outcome::Result(r) if cache::storable(r));
+        // A tag pinned to a tip block's hash can race a reorg the node has not seen
+        // yet: the upstream no longer knows that block. Ask the client's method at the
+        // block's number instead (the same height as the rest of the request). Never
+        // for verified reads: an unproven answer must not slip in this way.
+        if let Some(params) = fallback.filter(|_| !verified) {
+            if block_gone(&result.outcome) {
+                let asked = chain.upstreams.call(&call.method, &params, budget).await;
+                result = CallResult::bypass(to_outcome(asked));
+            }
+        }
+        result
+    }
+
+    /// Counts a call by cache result.
+    fn count(&self, label: &str) {
+        self.metrics
+            .cache_requests
+            .with_label_values(&[label])
+            .inc();
     }
 
     /// An `eth_getLogs` call over `from..=to`: through the cache when it has a key (the range
@@ -289,10 +301,7 @@ impl Service {
                 r
             }
             None => {
-                self.metrics
-                    .cache_requests
-                    .with_label_values(&["bypass"])
-                    .inc();
+                self.count("bypass");
                 let outcome = match fetch.await {
                     Ok(r) => Outcome::Result(r),
                     Err(NotStored::Answer(a)) => to_outcome(Ok(a)),
@@ -311,10 +320,7 @@ impl Service {
         fetch: impl std::future::Future<Output = Result<Bytes, NotStored>>,
     ) -> CallResult {
         if let Some(v) = self.cache.get(&key).await {
-            self.metrics
-                .cache_requests
-                .with_label_values(&["hit"])
-                .inc();
+            self.count("hit");
             return CallResult::hit(Outcome::Result(v));
         }
         let (status, outcome) = match self.cache.entry(key).or_try_insert_with(fetch).await {
@@ -336,10 +342,7 @@ impl Service {
         } else {
             "miss"
         };
-        self.metrics
-            .cache_requests
-            .with_label_values(&[label])
-            .inc();
+        self.count(label);
         CallResult::of(status, outcome)
     }
 }

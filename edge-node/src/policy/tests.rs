@@ -83,14 +83,14 @@ enum Kind {
 fn kind(p: Plan) -> Kind {
     match p {
         Plan::Local(b) => Kind::Local(String::from_utf8(b.to_vec()).unwrap()),
-        Plan::Cache {
+        Plan::Cache(CachePlan {
             method,
             params,
             final_for_client,
             only_if_final,
             ..
-        } => Kind::Cache {
-            method,
+        }) => Kind::Cache {
+            method: method.to_string(),
             params: serde_json::from_slice(&params).unwrap(),
             final_for_client,
             only_if_final,
@@ -441,11 +441,11 @@ fn fallbacks_unknown_hashes_and_keys() {
     let v = c.view();
     let a = "0x00000000000000000000000000000000000000aa";
     let p = |m: &str, params: Value| plan(&c, &v, m, params.to_string().as_bytes(), LIMITS);
-    let Plan::Cache {
+    let Plan::Cache(CachePlan {
         fallback,
         unknown_hash,
         ..
-    } = p("eth_getBalance", json!([a, "latest"]))
+    }) = p("eth_getBalance", json!([a, "latest"]))
     else {
         panic!("cacheable")
     };
@@ -454,9 +454,9 @@ fn fallbacks_unknown_hashes_and_keys() {
         Some(format!(r#"["{a}","0x14"]"#).as_bytes())
     );
     assert_eq!(unknown_hash, None);
-    let Plan::Cache {
+    let Plan::Cache(CachePlan {
         method, fallback, ..
-    } = p(
+    }) = p(
         "eth_getTransactionByBlockNumberAndIndex",
         json!(["latest", "0x0"]),
     )
@@ -466,7 +466,8 @@ fn fallbacks_unknown_hashes_and_keys() {
     assert_eq!(method, "eth_getTransactionByBlockHashAndIndex");
     assert_eq!(fallback.as_deref(), Some(&br#"["0x14","0x0"]"#[..]));
     // Named blocks are never re-asked another way.
-    let Plan::Cache { fallback, .. } = p("eth_getBalance", json!([a, {"blockHash": hs(15)}]))
+    let Plan::Cache(CachePlan { fallback, .. }) =
+        p("eth_getBalance", json!([a, {"blockHash": hs(15)}]))
     else {
         panic!("cacheable")
     };
@@ -477,11 +478,11 @@ fn fallbacks_unknown_hashes_and_keys() {
         ("eth_getBalance", json!([a, {"blockHash": stranger}])),
         ("eth_getLogs", json!([{"blockHash": stranger}])),
     ] {
-        let Plan::Cache {
+        let Plan::Cache(CachePlan {
             unknown_hash,
             final_for_client,
             ..
-        } = p(m, params)
+        }) = p(m, params)
         else {
             panic!("cacheable: {m}")
         };
@@ -490,13 +491,13 @@ fn fallbacks_unknown_hashes_and_keys() {
     }
     // The numbers are passed on exactly as written (no float round trip).
     let big = br#"[{"to":"0x00000000000000000000000000000000000000aa","value":340282366920938463463374607431768211455},"0x2"]"#;
-    let Plan::Cache { params, .. } = plan(&c, &v, "eth_call", big, LIMITS) else {
+    let Plan::Cache(CachePlan { params, .. }) = plan(&c, &v, "eth_call", big, LIMITS) else {
         panic!("cacheable")
     };
     assert_eq!(&params[..], &big[..]);
-    // A batch sees one view: a head published meanwhile does not move its `latest`.
+    // Hex case is one question: one key.
     let key_of = |p: Plan| match p {
-        Plan::Cache { key, .. } => key,
+        Plan::Cache(c) => c.key,
         other => panic!("{other:?}"),
     };
     let lower = key_of(p("eth_getBalance", json!([a, "0x5"])));

@@ -75,6 +75,17 @@ impl Rig {
         panic!("node never caught up with anvil's head {want}");
     }
 
+    /// Sends 0x1234 wei from dev account 0 to 1 straight to anvil and waits until it is mined.
+    async fn transfer(&self) {
+        let sent = self
+            .direct(
+                "eth_sendTransaction",
+                json!([{"from": DEV[0], "to": DEV[1], "value": "0x1234"}]),
+            )
+            .await;
+        self.mined(&sent).await;
+    }
+
     /// Waits until anvil has mined the transaction `sent` (an eth_sendTransaction response).
     async fn mined(&self, sent: &Value) {
         let hash = sent["result"]
@@ -264,13 +275,7 @@ async fn finalized_data_is_a_hit_and_tip_data_follows_the_head() {
         (t1.header("x-cache"), t2.header("x-cache")),
         (Some("MISS"), Some("HIT"))
     );
-    let sent = r
-        .direct(
-            "eth_sendTransaction",
-            json!([{"from": DEV[0], "to": DEV[1], "value": "0x1234"}]),
-        )
-        .await;
-    r.mined(&sent).await;
+    r.transfer().await;
     r.synced().await;
     let t3 = post("eth_getBalance", json!([DEV[1], "latest"])).await;
     assert_eq!(
@@ -350,13 +355,7 @@ async fn tip_answers_repeat_only_while_the_node_announces_the_same_state() {
     // A transfer lands in a new block: from the moment the gateway hears of the node's new
     // state, the old answer is never given again, and the new one is repeated in turn.
     let old = first.json()["result"].clone();
-    let sent = r
-        .direct(
-            "eth_sendTransaction",
-            json!([{"from": DEV[0], "to": DEV[1], "value": "0x1234"}]),
-        )
-        .await;
-    r.mined(&sent).await;
+    r.transfer().await;
     let new = r.direct("eth_getBalance", json!([DEV[1], "latest"])).await["result"].clone();
     assert_ne!(new, old);
     let before = chain.state_version();

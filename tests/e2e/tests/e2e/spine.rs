@@ -17,6 +17,21 @@ struct Stack {
     http: Http,
 }
 
+impl Stack {
+    /// The genesis block's hash, from anvil.
+    async fn genesis_hash(&self) -> String {
+        let genesis = self
+            .http
+            .rpc(
+                &self.anvil.url,
+                "eth_getBlockByNumber",
+                json!(["0x0", false]),
+            )
+            .await;
+        genesis["result"]["hash"].as_str().unwrap().to_string()
+    }
+}
+
 async fn stack() -> Stack {
     let anvil = Anvil::start(&[]).await;
     let proxy = CountingProxy::start(&anvil.url).await;
@@ -46,11 +61,7 @@ async fn stack() -> Stack {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_match_anvil_and_ids_are_preserved() {
     let s = stack().await;
-    let genesis = s
-        .http
-        .rpc(&s.anvil.url, "eth_getBlockByNumber", json!(["0x0", false]))
-        .await;
-    let ghash = genesis["result"]["hash"].as_str().unwrap().to_string();
+    let ghash = s.genesis_hash().await;
     let zero_hash = format!("0x{}", "0".repeat(64));
     let table: Vec<(&str, Value)> = vec![
         ("eth_chainId", json!([])),
@@ -121,11 +132,7 @@ async fn answers_match_anvil_and_ids_are_preserved() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_requests_hit_the_cache_and_concurrent_misses_coalesce() {
     let s = stack().await;
-    let genesis = s
-        .http
-        .rpc(&s.anvil.url, "eth_getBlockByNumber", json!(["0x0", false]))
-        .await;
-    let ghash = genesis["result"]["hash"].as_str().unwrap().to_string();
+    let ghash = s.genesis_hash().await;
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByHash", "params": [ghash, false]})
         .to_string();
 
