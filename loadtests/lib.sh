@@ -36,6 +36,14 @@ lt_start() {
   disown "$!"
 }
 
+# lt_adopt NAME PID: hands a background child started another way (scripts/redis.sh's
+# start_redis) to lt_stop, lt_stop_all and lt_alive, out of the job table like lt_start's.
+lt_adopt() {
+  LT_PIDS[$1]=$2
+  LT_ORDER+=("$1")
+  disown "$2" 2>/dev/null || true
+}
+
 lt_pid() { echo "${LT_PIDS[$1]:-}"; }
 
 # lt_stop NAME [SIGNAL]: stops one child (default SIGTERM, SIGKILL after 5 s) and forgets it.
@@ -115,14 +123,24 @@ lt_metric() {
       END { print (found ? v : 0) }'
 }
 
+# lt_metric_sum URL NAME LABEL_SUBSTRING: the sum of NAME's samples whose labels contain
+# LABEL_SUBSTRING (0 when there are none), e.g. one tenant's refusals over all its limits.
+lt_metric_sum() {
+  curl -fsS --max-time 5 "$1" 2>/dev/null |
+    awk -v n="$2" -v l="$3" '
+      index($1, n "{") == 1 && index($1, l) > 0 { s += $2 }
+      END { printf "%.0f\n", s }'
+}
+
 # CPU time (user + system, clock ticks) used so far by the serving processes, per component, as
-# JSON: {"gateway":N,"edge":N,"nginx":N,"anvil":N}. nginx's workers are counted with the master.
+# JSON: {"gateway":N,"edge":N,"nginx":N,"anvil":N,"redis":N}. nginx's workers are counted with
+# the master; redis is the tenants' shared store (started as "redis", see lt_adopt).
 lt_cpu() {
   local name comp pid p t
-  declare -A sum=([gateway]=0 [edge]=0 [nginx]=0 [anvil]=0)
+  declare -A sum=([gateway]=0 [edge]=0 [nginx]=0 [anvil]=0 [redis]=0)
   for name in "${!LT_PIDS[@]}"; do
     case $name in
-      gateway | nginx | anvil) comp=$name ;;
+      gateway | nginx | anvil | redis) comp=$name ;;
       edge-*) comp=edge ;;
       *) continue ;;
     esac
@@ -132,8 +150,8 @@ lt_cpu() {
       sum[$comp]=$((sum[$comp] + ${t:-0}))
     done
   done
-  printf '{"gateway":%d,"edge":%d,"nginx":%d,"anvil":%d}' \
-    "${sum[gateway]}" "${sum[edge]}" "${sum[nginx]}" "${sum[anvil]}"
+  printf '{"gateway":%d,"edge":%d,"nginx":%d,"anvil":%d,"redis":%d}' \
+    "${sum[gateway]}" "${sum[edge]}" "${sum[nginx]}" "${sum[anvil]}" "${sum[redis]}"
 }
 
 # ---------------------------------------------------------------- results

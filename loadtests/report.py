@@ -6,20 +6,26 @@
     report.py results --results results.jsonl --command CMD                print the whole RESULTS.md section
 
 results.jsonl holds one JSON object per line, `kind` being one of: wrk (one wrk run), stale
-(workload 3 check), failover, pool, mem (RSS and edge cache readings), info (settings, machine).
+(workload 3 check), failover, pool, mem (RSS and edge cache readings), tenant (workload key: the
+tenant's calls and refusals counted by the gateway), info (settings, machine).
 """
 
 import argparse
 import json
 import sys
 
-TARGETS = [("gateway", "gateway + edge"), ("nginx", "nginx proxy_cache"), ("anvil", "anvil direct")]
+TARGETS = [("gateway", "gateway + edge"), ("gateway-key", "gateway + edge, tenant key in the URL"),
+           ("nginx", "nginx proxy_cache"), ("anvil", "anvil direct")]
+
+# Workload key: the keyed run may be at most this much slower than the keyless one beside it.
+KEY_BUDGET = 0.05
 
 WORKLOADS = [
     ("1a", "1 cache hit: `eth_getBalance` at `{blockHash: genesis}`, c32"),
     ("1b", "1 cache hit: `eth_getBalance` at `0x0`, c32"),
     ("1c", "1 cache hit by hash, per-request ids (as real clients send), c32"),
     ("1d", "1 hot read at `latest` (changes every block: tip answers, held while the node's state is), c32"),
+    ("key", "K cache hit (1a) keyless, then as a tenant with its key in the URL (`/v1/bench-key`), c32"),
     ("2-c1", "2 miss: `eth_getBalance` random address at `latest`, c1"),
     ("2-c32", "2 miss: `eth_getBalance` random address at `latest`, c32"),
     ("3", "3 mixed Zipf reads while blocks are produced, c32"),
@@ -75,7 +81,7 @@ def load(path):
     return recs
 
 
-COMPONENTS = ["gateway", "edge", "nginx", "anvil"]
+COMPONENTS = ["gateway", "edge", "nginx", "anvil", "redis"]
 
 
 def cpu_us(rec):
@@ -85,7 +91,7 @@ def cpu_us(rec):
     reqs = max(1, rec["wrk"]["requests"])
     per = {}
     for c in COMPONENTS:
-        d = rec["cpu_after"][c] - rec["cpu_before"][c]
+        d = rec["cpu_after"].get(c, 0) - rec["cpu_before"].get(c, 0)
         per[c] = d / rec["clk_tck"] / reqs * 1e6 if d >= 0 else None
     total = None if any(v is None for v in per.values()) else sum(per.values())
     return per, total
@@ -108,15 +114,15 @@ def main_table(recs):
     failover = next((r for r in recs if r["kind"] == "failover"), None)
     fill = next((r for r in recs if r["kind"] == "fill"), None)
     rows = [
-        "| workload | target | req/s | p50 µs | p99 µs | req/s vs nginx | req/s vs anvil | p99 vs nginx "
-        "| added p50 / p99 over anvil µs | server CPU µs/req | cache hits | failed | stale (sampled) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | target | req/s | p50 µs | p99 µs | req/s vs nginx | req/s vs anvil | req/s vs keyless "
+        "| p99 vs nginx | added p50 / p99 over anvil µs | server CPU µs/req | cache hits | failed | stale (sampled) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for wl, title in WORKLOADS:
         present = [(t, name) for t, name in TARGETS if (wl, t) in wrk]
         if not present:
             continue
-        ng, an = wrk.get((wl, "nginx")), wrk.get((wl, "anvil"))
+        ng, an, kl = wrk.get((wl, "nginx")), wrk.get((wl, "anvil")), wrk.get((wl, "gateway"))
         for i, (t, name) in enumerate(present):
             r = wrk[(wl, t)]
             hits = ""
@@ -132,12 +138,16 @@ def main_table(recs):
                 s = stale[t]
                 st = f"{s['stale']} / {s['checked']}"
             c = cpu.get((wl, t))
-            rows.append("| {} | {} | {:,.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            vs_keyless = ratio(r["rps"], kl and kl["rps"]) if t == "gateway-key" else ""
+            rows.append("| {} | {} | {:,.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 title if i == 0 else "", name, r["rps"], us(r["p50_us"]), us(r["p99_us"]),
-                ratio(r["rps"], ng and ng["rps"]), ratio(r["rps"], an and an["rps"]),
+                ratio(r["rps"], ng and ng["rps"]), ratio(r["rps"], an and an["rps"]), vs_keyless,
                 ratio(r["p99_us"], ng and ng["p99_us"]), added, "" if c is None else f"{c:,.0f}", hits,
                 f"{r['failed']:,} of {r['requests']:,}", st))
     notes = []
+    key_note = tenant_note(wrk, cpu, next((r for r in recs if r["kind"] == "tenant"), None))
+    if key_note:
+        notes.append(key_note)
     if failover:
         f = failover["failover"]
         failed = f"failed requests after the kill: {f['failed_after_kill']}"
@@ -169,6 +179,30 @@ def main_table(recs):
     if soak:
         notes.append(soak_note(soak))
     return "\n".join(rows), notes
+
+
+def tenant_note(wrk, cpu, tenant):
+    """Workload key: the keyed run against the keyless run just before it, and the verdict."""
+    kl, key = wrk.get(("key", "gateway")), wrk.get(("key", "gateway-key"))
+    if not kl or not key:
+        return ""
+    r = key["rps"] / kl["rps"] if kl["rps"] else 0.0
+    budget = f"{100 * KEY_BUDGET:.0f} %"
+    verdict = ("**within**" if r >= 1 - KEY_BUDGET else "**outside**") + f" the {budget} budget"
+    c_kl, c_key = cpu.get(("key", "gateway")), cpu.get(("key", "gateway-key"))
+    cpu_s = ""
+    if c_kl is not None and c_key is not None:
+        cpu_s = f"; server CPU {c_key:,.1f} against {c_kl:,.1f} µs/req (Redis included)"
+    counted = ""
+    if tenant:
+        counted = (f"; the gateway counted {tenant['calls']:,} calls for tenant `{tenant['tenant']}` "
+                   f"(warm-up included) and refused {tenant['limited']:,}")
+    return (f"Tenant key (K): with the key in the URL {key['rps']:,.0f} req/s against {kl['rps']:,.0f} "
+            f"keyless, measured back to back: {r:.2f}x ({100.0 * (r - 1):+.1f} %) -> {verdict} "
+            f"(at most {budget} fewer requests per second); p50 {us(key['p50_us'])} against "
+            f"{us(kl['p50_us'])} µs, p99 {us(key['p99_us'])} against {us(kl['p99_us'])} µs{cpu_s}{counted}. "
+            f"Two runs differ with nothing changed (README.md, Known limitations): a verdict near the "
+            f"line wants `LT_ONLY=key` again.")
 
 
 def soak_note(soak):
@@ -215,6 +249,7 @@ def fmt_ms(x):
 
 
 SHORT = {"1a": "1a hit by hash", "1b": "1b hit at 0x0", "1c": "1c hit, unique ids", "1d": "1d hot latest",
+         "key": "K tenant key",
          "2-c1": "2 miss c1",
          "2-c32": "2 miss c32", "3": "3 mixed", "4": "4 failover", "5": "5 batch", "fill": "M cache fill"}
 
@@ -253,7 +288,7 @@ def mem_table(recs):
     by_phase = {}
     for m in mems:
         by_phase.setdefault(m["workload"], {})[m["when"]] = m
-    titles = {"1": "1 cache hit", "2": "2 miss", "3": "3 mixed", "4": "4 failover", "5": "5 batch",
+    titles = {"1": "1 cache hit", "key": "K tenant key", "2": "2 miss", "3": "3 mixed", "4": "4 failover", "5": "5 batch",
               "fill": "M cache fill", "soak": "S soak"}
     peak = 0
     for phase, d in by_phase.items():
@@ -307,13 +342,16 @@ def cmd_results(a):
     print(f"- Machine: {m.get('nproc')} CPUs ({m.get('cpu')}), {m.get('mem')} memory, Linux {m.get('kernel')}; "
           f"load average at start {m.get('loadavg')}")
     print(f"- Code: commit {info.get('commit')}{' with uncommitted changes in ' + info['dirty'] if info.get('dirty') else ''}; "
-          f"{info.get('rustc')}; anvil {info.get('anvil')}; {info.get('nginx')}; {info.get('wrk')}")
+          f"{info.get('rustc')}; anvil {info.get('anvil')}; {info.get('nginx')}; redis {info.get('redis', '?')}; "
+          f"{info.get('wrk')}")
     print(f"- Settings: wrk -t1, {info.get('duration')} per run, each but 4 and M after an unrecorded "
           f"{info.get('warmup')} warm-up; anvil --block-time {info.get('block_time')}; nginx 1 worker, proxy_cache_valid 200 "
           f"{info.get('nginx_ttl')}; gateway and edge nodes worker_threads = {info.get('workers', '?')}, "
           f"anvil TOKIO_WORKER_THREADS = {info.get('anvil_workers', '?')}; "
           f"{info.get('edges')} edge nodes, caller located by X-Forwarded-For "
-          f"{info.get('xff')} so {info.get('serving_region')} serves; edge cache max_bytes {info.get('edge_cache_max_bytes'):,}")
+          f"{info.get('xff')} so {info.get('serving_region')} serves; edge cache max_bytes {info.get('edge_cache_max_bytes'):,}; "
+          f"gateway with a tenants file (keyless callers and tenant `bench` unlimited) sharing its counts "
+          f"through its own redis-server")
     if pool:
         p = pool["pool"]
         print(f"- Workload 3 pool: {p['questions']:,} distinct questions over {p['accounts']} accounts and "

@@ -5,9 +5,11 @@
 #   loadtests/run.sh
 #
 # Installs what is missing (scripts/deps.sh), builds the release binaries, starts on 127.0.0.1
-# only: anvil, one gateway, two edge nodes (eu-west serves, us-east is the failover node) and
-# nginx; runs the workloads with wrk; prints the table and writes loadtests/RESULTS.md.
-# Everything it starts is stopped on exit, Ctrl-C included. About 16 minutes plus the build.
+# only: anvil, a redis-server (the tenants' shared limits; on a free port), one gateway (with a
+# tenants file: tenant "bench", key "bench-key", no limits), two edge nodes (eu-west serves,
+# us-east is the failover node) and nginx; runs the workloads with wrk; prints the table and
+# writes loadtests/RESULTS.md. Everything it starts is stopped on exit, Ctrl-C included. About
+# 16 minutes plus the build.
 #
 # Environment (all optional):
 #   LT_DURATION=10s         length of each measured wrk run
@@ -19,8 +21,8 @@
 #   LT_KILL_AFTER=4         seconds into workload 4 when the serving node is SIGKILLed
 #   LT_WORKERS=1            worker_threads of the gateway and each edge node (0: one per core)
 #   LT_ANVIL_WORKERS=1      anvil's runtime threads (TOKIO_WORKER_THREADS; "" for its default)
-#   LT_ONLY="1 2 3 5 fill soak 4"   workloads to run, in this order ("hold": keep the stack
-#                           up for profiling until Ctrl-C)
+#   LT_ONLY="1 key 2 3 5 fill soak 4"   workloads to run, in this order ("hold": keep the
+#                           stack up for profiling until Ctrl-C)
 #   LT_SOAK=600s            length of the soak run (memory read every LT_SOAK_EVERY=10 s)
 #   LT_GATEWAY_CACHE_BYTES=16777216   gateway [cache] max_bytes (small, so the soak fills it)
 #   LT_RESULTS_FILE=loadtests/RESULTS.md   where the Markdown report goes ("" to skip)
@@ -33,11 +35,13 @@ ROOT="$(cd -- "$LT_DIR/.." && pwd)"
 export LT_DIR
 # shellcheck source=lib.sh
 source "$LT_DIR/lib.sh"
+# shellcheck source=../scripts/redis.sh
+source "$ROOT/scripts/redis.sh"
 
 case "${1:-}" in
   "") ;;
-  -h | --help) sed -n '2,31s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-  *) sed -n '2,31s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+  -h | --help) sed -n '2,33s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+  *) sed -n '2,33s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac
 
 DURATION=${LT_DURATION:-10s}
@@ -53,7 +57,7 @@ SOAK=${LT_SOAK:-600s}
 SOAK_EVERY=${LT_SOAK_EVERY:-10}
 GW_CACHE_MAX=${LT_GATEWAY_CACHE_BYTES:-16777216}
 ANVIL_WORKERS=${LT_ANVIL_WORKERS-1}
-ONLY=${LT_ONLY:-1 2 3 5 fill soak 4}
+ONLY=${LT_ONLY:-1 key 2 3 5 fill soak 4}
 RESULTS_MD=${LT_RESULTS_FILE-$LT_DIR/RESULTS.md}
 COMMAND="loadtests/run.sh"
 for v in LT_DURATION LT_WARMUP LT_PORT_BASE LT_BLOCK_TIME LT_EDGE_CACHE_BYTES LT_XFF LT_KILL_AFTER LT_WORKERS LT_ANVIL_WORKERS LT_SOAK LT_GATEWAY_CACHE_BYTES LT_ONLY; do
@@ -71,9 +75,13 @@ EDGES=("eu-west 50.11 8.68 $((PORT_BASE + 11))" "us-east 39.04 -77.49 $((PORT_BA
 SERVING=eu-west
 DEV0=0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266 # anvil's first dev account
 TOKEN="loadtest-join-token-$$-$RANDOM"
+# The tenant of workload "key": no limit of any kind, so nothing is ever refused and the run
+# measures only what a key costs (look-up, accounting, the shared counters in Redis).
+BENCH_KEY=bench-key
 
 declare -A URL=(
   [gateway]="http://127.0.0.1:$P_GW/"
+  [gateway-key]="http://127.0.0.1:$P_GW/v1/$BENCH_KEY"
   [nginx]="http://127.0.0.1:$P_NGINX/"
   [anvil]="http://127.0.0.1:$P_ANVIL/"
 )
@@ -87,8 +95,9 @@ have_deps() {
   [ -f .deps/env.sh ] || return 1
   # shellcheck source=/dev/null
   source .deps/env.sh
-  [ -x "${ANVIL_BIN:-}" ] && [ -s "${DBIP_V4_MMDB:-}" ] && command -v nginx && command -v wrk &&
-    command -v python3 && command -v curl && command -v ss
+  [ -x "${ANVIL_BIN:-}" ] && [ -s "${DBIP_V4_MMDB:-}" ] && [ -x "${REDIS_SERVER_BIN:-}" ] &&
+    command -v nginx && command -v wrk && command -v python3 && command -v curl && command -v ss &&
+    command -v sha256sum
 } >/dev/null 2>&1
 if ! have_deps; then
   lt_log "installing dependencies (scripts/deps.sh)"
@@ -143,6 +152,29 @@ lt_wait anvil lt_rpc "$ANVIL_URL" eth_chainId '[]'
 # (finality_depth 64) from the start and workload 3 has old and recent blocks to ask about.
 lt_rpc "$ANVIL_URL" anvil_mine '["0x80"]' >/dev/null
 
+# ---------------------------------------------------------------- Redis and the tenants file
+# Its own redis-server on a free loopback port (never a system one), logging to logs/redis.log.
+start_redis "$LT_TMP/logs" || lt_die "redis-server did not start"
+lt_adopt redis "$REDIS_PID"
+lt_log "started redis-server on 127.0.0.1:$REDIS_PORT"
+cat >"$LT_TMP/tenants.toml" <<EOF
+# Written by loadtests/run.sh. Every key: config/tenants.example.toml.
+# Callers without a key (every workload but "key") are served with no limit.
+[keyless]
+serve = true
+requests_per_second = 0
+
+# Workload "key": sha256("$BENCH_KEY"); 0 = no limit, so nothing is refused.
+[[tenants]]
+name = "bench"
+key_sha256 = ["$(printf %s "$BENCH_KEY" | sha256sum | cut -d' ' -f1)"]
+requests_per_second = 0
+compute_units_per_second = 0
+daily_quota = 0
+EOF
+# The config names the run's Redis; an inherited override must not send the gateway elsewhere.
+unset MERIDIAN_REDIS_URL
+
 # ---------------------------------------------------------------- gateway and edge nodes
 cat >"$LT_TMP/gateway.toml" <<EOF
 # Written by loadtests/run.sh. Every key: config/gateway.example.toml.
@@ -169,6 +201,10 @@ max_bytes = $GW_CACHE_MAX
 [[chains]]
 name = "anvil"
 chain_id = 31337
+
+[tenants]
+file = "$LT_TMP/tenants.toml"
+redis_url = "$REDIS_URL"
 EOF
 FP=$("$BIN/gateway" --config "$LT_TMP/gateway.toml" --print-fingerprint)
 lt_log "starting the gateway on 127.0.0.1:$P_GW (QUIC $P_QUIC)"
@@ -309,6 +345,7 @@ edge_admin_port() { # region
 check_alive() {
   local e region
   lt_alive anvil
+  lt_alive redis
   lt_alive gateway
   lt_alive nginx
   for e in "${EDGES[@]}"; do
@@ -325,9 +362,10 @@ BODY_HASH="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_getBalance\",\"params\
 BODY_NUM="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_getBalance\",\"params\":[\"$DEV0\",\"0x0\"]}"
 BODY_LATEST="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_getBalance\",\"params\":[\"$DEV0\",\"latest\"]}"
 
-# Every target must give anvil's answer before it is measured.
+# Every target must give anvil's answer before it is measured (gateway-key: the same gateway with
+# the bench tenant's key in the URL).
 want=$(lt_rpc "$ANVIL_URL" eth_getBalance "[\"$DEV0\",$BY_HASH]")
-for t in gateway nginx; do
+for t in gateway gateway-key nginx; do
   got=$(lt_rpc "${URL[$t]}" eth_getBalance "[\"$DEV0\",$BY_HASH]")
   [ "$got" = "$want" ] || lt_die "$t answered $got, anvil $want"
 done
@@ -341,6 +379,21 @@ workload_1() {
   LT_BODY="$BODY_NUM" measure 1b hot.lua 32 "${TARGETS[@]}"
   LT_BODY="$BODY_HASH" LT_UNIQUE_IDS=1 measure 1c hot.lua 32 gateway nginx
   LT_BODY="$BODY_LATEST" measure 1d hot.lua 32 "${TARGETS[@]}"
+}
+
+# Workload 1a again, keyless and then with the bench tenant's key in the URL (/v1/bench-key), back
+# to back so that the ratio between them is what a key costs; the tenant's calls counter must have
+# seen the keyed requests (else they were not served as the tenant's).
+workload_key() {
+  lt_log "workload key: cache hit (1a) keyless, then as tenant bench with its key in the URL (c32)"
+  local m0 m1 gw_admin
+  gw_admin="http://127.0.0.1:$P_GW_ADMIN/metrics"
+  m0=$(lt_metric "$gw_admin" gateway_tenant_calls_total 'tenant="bench"')
+  LT_BODY="$BODY_HASH" measure key hot.lua 32 gateway gateway-key
+  m1=$(lt_metric "$gw_admin" gateway_tenant_calls_total 'tenant="bench"')
+  [ "${m1%.*}" -gt "${m0%.*}" ] ||
+    lt_die "workload key: gateway_tenant_calls_total{tenant=\"bench\"} did not grow ($m0 -> $m1)"
+  lt_record "{\"kind\":\"tenant\",\"workload\":\"key\",\"tenant\":\"bench\",\"calls\":$((${m1%.*} - ${m0%.*})),\"limited\":$(lt_metric_sum "$gw_admin" gateway_tenant_limited_total 'tenant="bench"')}"
 }
 
 workload_2() {
@@ -437,7 +490,7 @@ workload_soak() {
 
 # Not a measurement: keeps the stack up for profiling (perf, callgrind) until Ctrl-C.
 workload_hold() {
-  lt_log "holding: gateway ${URL[gateway]} nginx ${URL[nginx]} anvil ${URL[anvil]}; Ctrl-C stops"
+  lt_log "holding: gateway ${URL[gateway]} (keyed: ${URL[gateway-key]}) nginx ${URL[nginx]} anvil ${URL[anvil]}; Ctrl-C stops"
   lt_log "pids: gateway $(lt_pid gateway), edge-$SERVING $(lt_pid "edge-$SERVING"), nginx $(lt_pid nginx)"
   lt_log "bodies: $LT_TMP/bodies.env"
   printf 'BODY_HASH=%q\nBODY_NUM=%q\nBODY_LATEST=%q\n' "$BODY_HASH" "$BODY_NUM" "$BODY_LATEST" >"$LT_TMP/bodies.env"
@@ -461,7 +514,7 @@ jstr() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 lt_record "{\"kind\":\"info\",\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"),\
 \"commit\":$(jstr "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"),\"dirty\":$(jstr "$dirty"),\
 \"rustc\":$(jstr "$(rustc --version)"),\"anvil\":$(jstr "$("$ANVIL_BIN" --version | head -n1 | sed 's/.*Version: *//')"),\
-\"nginx\":$(jstr "$(nginx -v 2>&1)"),\"wrk\":$(jstr "$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"),\
+\"nginx\":$(jstr "$(nginx -v 2>&1)"),\"redis\":$(jstr "$("$REDIS_SERVER_BIN" --version | sed 's/^Redis server v=\([^ ]*\).*/\1/')"),\"wrk\":$(jstr "$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"),\
 \"machine\":{\"nproc\":$(nproc),\"cpu\":$(jstr "$cpu"),\"mem\":$(jstr "$mem"),\"kernel\":$(jstr "$(uname -r)"),\"loadavg\":$(jstr "$LOADAVG_START")},\
 \"duration\":$(jstr "$DURATION"),\"warmup\":$(jstr "$WARMUP"),\"block_time\":$BLOCK_TIME,\"nginx_ttl\":$(jstr "$NGINX_TTL"),\
 \"edges\":${#EDGES[@]},\"workers\":$WORKERS,\"anvil_workers\":$(jstr "${ANVIL_WORKERS:-default}"),\"xff\":$(jstr "$XFF"),\"serving_region\":$(jstr "$SERVING"),\"edge_cache_max_bytes\":$CACHE_MAX,\

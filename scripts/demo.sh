@@ -3,7 +3,9 @@
 #   anvil (chain 31337, 2 s blocks)        http://127.0.0.1:18545
 #   gateway JSON-RPC                       http://127.0.0.1:8545   (admin http://127.0.0.1:9100)
 #   edge nodes us-east, eu-west, ap-southeast (admin :9101, :9102, :9103)
-# Pids go to .demo/<name>.pid, logs to .demo/<name>.log.
+#   redis-server (tenants' shared limits)  a free 127.0.0.1 port, passed to the gateway in
+#                                          MERIDIAN_REDIS_URL
+# Pids go to .demo/<name>.pid, logs to .demo/<name>.log (Redis: .demo/redis/redis.log).
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -11,6 +13,8 @@ cd "$ROOT"
 "$ROOT/scripts/deps.sh" demo
 # shellcheck source=/dev/null
 source "$ROOT/.deps/env.sh"
+# shellcheck source=scripts/redis.sh
+source "$ROOT/scripts/redis.sh"
 
 echo "demo: building release binaries (first build takes a few minutes)..."
 cargo build --release --quiet --bin gateway --bin edge-node
@@ -28,6 +32,8 @@ cleanup() {
       rm -f ".demo/$name.pid"
     fi
   done
+  stop_redis
+  rm -f .demo/redis.pid
   wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
@@ -56,6 +62,12 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
+# The tenants' limits live in a private Redis (config/tenants.toml: the key demo-key-change-me,
+# 50 requests a second); the gateway takes its URL from MERIDIAN_REDIS_URL.
+start_redis .demo/redis || { echo "demo: redis-server did not start; see .demo/redis/redis.log" >&2; exit 1; }
+echo "$REDIS_PID" >.demo/redis.pid
+export MERIDIAN_REDIS_URL="$REDIS_URL"
+
 FP=$("$BIN/gateway" --config config/gateway.toml --print-fingerprint)
 start gateway "$BIN/gateway" --config config/gateway.toml
 wait_http http://127.0.0.1:9100/healthz gateway
@@ -73,11 +85,27 @@ Meridian demo is up.
   Prometheus (optional)     prometheus --config.file=dashboards/prometheus.yml --storage.tsdb.path=.demo/prometheus --web.listen-address=127.0.0.1:9090
   edge admin                http://127.0.0.1:9101/metrics (us-east)  :9102 (eu-west)  :9103 (ap-southeast)
   anvil (upstream)          http://127.0.0.1:18545
+  redis (tenants' limits)   $REDIS_URL
+  tenants                   config/tenants.toml (edits apply without a restart)
   logs and pids             .demo/
 
 Try:
   curl -si -H 'content-type: application/json' \\
     -d '{"jsonrpc":"2.0","id":1,"method":"eth_getBlockByNumber","params":["0x0",false]}' http://127.0.0.1:8545
+
+  # With the demo tenant's key (50 requests a second), in the URL or in a header:
+  curl -s -H 'content-type: application/json' \\
+    -d '{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}' http://127.0.0.1:8545/v1/demo-key-change-me
+  curl -s -H 'content-type: application/json' -H 'x-api-key: demo-key-change-me' \\
+    -d '{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}' http://127.0.0.1:8545
+
+  # Over the limit: 100 requests at once with that key; the refused ones get 429
+  # (JSON-RPC error -32005, Retry-After):
+  for i in \$(seq 100); do curl -s -o /dev/null -w '%{http_code}\\n' -H 'content-type: application/json' \\
+    -d '{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber"}' http://127.0.0.1:8545/v1/demo-key-change-me & done | sort | uniq -c
+
+  # Tenants and their live usage (admin listener):
+  curl -s -H 'authorization: Bearer demo-admin-token-change-me' http://127.0.0.1:9100/admin/tenants
 
 Ctrl-C stops everything.
 TXT

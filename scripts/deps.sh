@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs the real components that the tests and the demo use.
 #
-#   scripts/deps.sh        everything the tests need (anvil, DB-IP Lite, viem, web3.py,
-#                          nginx-light, wrk, prometheus + promtool, chromium + chromedriver)
-#   scripts/deps.sh demo   only what the demo needs (anvil + the DB-IP Lite database)
+#   scripts/deps.sh        everything the tests need (anvil, DB-IP Lite, redis-server, viem,
+#                          web3.py, nginx-light, wrk, prometheus + promtool, chromium +
+#                          chromedriver)
+#   scripts/deps.sh demo   only what the demo needs (anvil, the DB-IP Lite database and
+#                          redis-server)
 #
 # Downloads go to the git-ignored .deps/ at the repo root (viem goes to tests/clients/node_modules,
 # also git-ignored, because ESM imports resolve from the importing file's folder). Debian packages
 # are installed with apt-get only when missing. Idempotent, and silent when everything is there.
 # Always (re)writes .deps/env.sh; `source .deps/env.sh` exports ANVIL_BIN, DBIP_V4_MMDB,
-# DBIP_V6_MMDB, WEB3PY_PYTHON and VIEM_DIR.
+# DBIP_V6_MMDB, WEB3PY_PYTHON, VIEM_DIR and REDIS_SERVER_BIN (the absolute path of
+# redis-server; scripts/redis.sh starts private instances of it, never the system service).
 set -euo pipefail
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,7 +31,7 @@ VENV="$DEPS/venv"
 WEB3PY_PYTHON="$VENV/bin/python"
 VIEM_DIR="$CLIENTS"
 
-usage() { sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 case "${1:-all}" in
   all) MODE=all ;;
@@ -74,6 +77,9 @@ venv_python() {
 
 need_cmd node nodejs
 need_cmd npm npm
+# The shared store for tenants' limits (the demo, loadtests/run.sh and the e2e tests each start
+# their own redis-server on a free loopback port; see scripts/redis.sh).
+need_cmd redis-server redis-server
 [ -s /etc/ssl/certs/ca-certificates.crt ] || want_pkg ca-certificates
 if [ "$MODE" = all ]; then
   need_cmd python3 python3
@@ -104,7 +110,8 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || die "missing Debian packages ${apt_missing[*]}: run as root"
   say "apt-get install ${apt_missing[*]} (log: $LOG)"
   export DEBIAN_FRONTEND=noninteractive
-  # Keep postinst scripts from starting services (prometheus on :9090, nginx on :80).
+  # Keep postinst scripts from starting services (prometheus on :9090, nginx on :80, redis on
+  # :6379).
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
     chmod 755 /usr/sbin/policy-rc.d
@@ -118,6 +125,7 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
     case "$p" in
       prometheus) stop_service prometheus ;;
       nginx-light) stop_service nginx ;;
+      redis-server) stop_service redis-server ;;
     esac
   done
   installed+=("Debian packages: ${apt_missing[*]}")
@@ -171,6 +179,11 @@ if [ "$MODE" = all ]; then
 fi
 
 # ---------------------------------------------------------------- .deps/env.sh
+REDIS_SERVER_BIN="$(command -v redis-server)" || die "redis-server not found after installing it"
+case "$REDIS_SERVER_BIN" in
+  /*) ;;
+  *) die "redis-server resolves to '$REDIS_SERVER_BIN', not an absolute path" ;;
+esac
 mkdir -p "$DEPS"
 cat >"$DEPS/env.sh.tmp" <<EOF
 # Written by scripts/deps.sh; source it to find the components it installed.
@@ -179,16 +192,18 @@ export DBIP_V4_MMDB='$DBIP_V4_MMDB'
 export DBIP_V6_MMDB='$DBIP_V6_MMDB'
 export WEB3PY_PYTHON='$WEB3PY_PYTHON'
 export VIEM_DIR='$VIEM_DIR'
+export REDIS_SERVER_BIN='$REDIS_SERVER_BIN'
 EOF
 mv "$DEPS/env.sh.tmp" "$DEPS/env.sh"
 
 if [ "${#installed[@]}" -gt 0 ]; then
   echo "deps: installed"
   for line in "${installed[@]}"; do echo "  $line"; done
+  printf '  %-12s %s\n' redis-server "$REDIS_SERVER_BIN"
   if [ "$MODE" = all ]; then
     for c in nginx wrk prometheus promtool chromium chromedriver; do
       printf '  %-12s %s\n' "$c" "$(command -v "$c" || echo 'NOT FOUND')"
     done
   fi
-  echo "  env file: $DEPS/env.sh (source it for ANVIL_BIN DBIP_V4_MMDB DBIP_V6_MMDB WEB3PY_PYTHON VIEM_DIR)"
+  echo "  env file: $DEPS/env.sh (source it for ANVIL_BIN DBIP_V4_MMDB DBIP_V6_MMDB WEB3PY_PYTHON VIEM_DIR REDIS_SERVER_BIN)"
 fi

@@ -24,6 +24,7 @@ use crate::nodes::tip::Marks;
 use crate::ops::metrics::{ChainSeries, Metrics};
 use crate::ops::status::Recent;
 use crate::request::Path;
+use crate::tenants::Tenancy;
 use crate::{front, geo, nodes, ops};
 
 /// Time open HTTP requests get to finish after shutdown starts.
@@ -49,13 +50,20 @@ pub struct App {
     pub series: HashMap<u64, ChainSeries>,
     /// Per chain, the tip callers have been shown (monotonic reads).
     pub marks: Arc<Marks>,
+    /// Tenants, keys and their limits.
+    pub tenancy: Arc<Tenancy>,
 }
 
 impl App {
     fn new(config: Config, gateway_id: String) -> anyhow::Result<Self> {
         let geo = open_geo(&config.geo)?;
         let trusted = config.geo.trusted();
-        let metrics = Arc::new(Metrics::new());
+        let mut metrics = Metrics::new();
+        if config.tenants.redis_url.is_some() {
+            metrics.add_redis();
+        }
+        let metrics = Arc::new(metrics);
+        let tenancy = Arc::new(Tenancy::load(&config, metrics.clone())?);
         let series = config
             .chains
             .iter()
@@ -75,6 +83,7 @@ impl App {
             registry,
             metrics,
             series,
+            tenancy,
             marks: Arc::new(Marks::new(config.chains.iter().map(|c| c.chain_id))),
             geo,
             trusted,
@@ -116,6 +125,7 @@ impl App {
             series: self.series(chain.chain_id),
             marks: &self.marks,
             compress_min: self.config.server.compress_min_bytes,
+            tenancy: &self.tenancy,
         }
     }
 
@@ -198,6 +208,13 @@ impl Gateway {
             &app.config,
         );
         tasks.spawn(checker.run(stop.child_token()));
+        let shared = app.tenancy.shared.clone();
+        tasks.spawn(shared.run(app.metrics.clone(), stop.child_token()));
+        tasks.spawn(
+            app.tenancy
+                .clone()
+                .watch(app.config.tenants.watch_interval, stop.child_token()),
+        );
         if !app.config.geo.databases.is_empty() {
             let watcher = app.geo.spawn_watcher(app.config.geo.reload_interval);
             let stop_watch = stop.child_token();

@@ -5,13 +5,15 @@
 //!
 //! One submodule per group of sections owns its structs, defaults and checks: [`server`]
 //! (`[server]`, `[quic]`), [`geo`] (`[geo]`), [`routing`] (`[routing]`, `[health]`),
-//! [`chains`] (`[[chains]]`, `[methods]`, `[[residency]]`, `[cache]`); `daemon::config::millis`
+//! [`chains`] (`[[chains]]`, `[methods]`, `[[residency]]`, `[cache]`), [`tenants`]
+//! (`[tenants]`); `daemon::config::millis`
 //! turns `*_ms` keys into `Duration`s.
 
 mod chains;
 mod geo;
 mod routing;
 mod server;
+mod tenants;
 
 use std::path::Path;
 
@@ -30,12 +32,16 @@ pub use routing::{
     DEFAULT_LOAD_PENALTY_MS, DEFAULT_MAX_HEAD_AGE, DEFAULT_MAX_LAG_BLOCKS, DEFAULT_RECOVER_AFTER,
     DEFAULT_SPREAD_MS,
 };
+pub use server::Secret;
 pub use server::{
     QuicConfig, ServerConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_COMPRESS_MIN_BYTES,
     DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_FRAME_BYTES,
     DEFAULT_MAX_NODES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_STATUS_DEADLINE, DEFAULT_STATUS_INTERVAL,
     MAX_WORKER_THREADS,
+};
+pub use tenants::{
+    TenantsConfig, DEFAULT_REDIS_PREFIX, DEFAULT_SYNC_INTERVAL, DEFAULT_WATCH_INTERVAL,
 };
 
 pub use daemon::config::ConfigError;
@@ -76,6 +82,9 @@ pub struct Config {
     /// Data residency: callers matching a rule are served only by nodes in its regions.
     #[serde(default)]
     pub residency: Vec<ResidencyRule>,
+    /// Tenants, keys and limits (`crate::tenants`).
+    #[serde(default)]
+    pub tenants: TenantsConfig,
     /// Chain served on `POST /`; by name or numeric id. Defaults to the first chain.
     #[serde(default)]
     pub default_chain: Option<String>,
@@ -90,6 +99,9 @@ impl Config {
         if let Some(dir) = path.parent() {
             if cfg.quic.key_file.is_relative() {
                 cfg.quic.key_file = dir.join(&cfg.quic.key_file);
+            }
+            if let Some(f) = cfg.tenants.file.as_mut().filter(|f| f.is_relative()) {
+                *f = dir.join(&*f);
             }
             for db in &mut cfg.geo.databases {
                 if db.is_relative() {
@@ -127,6 +139,7 @@ impl Config {
         routing::check_routing(&self.routing)?;
         routing::check_health(&self.health)?;
         chains::check_residency(&self.residency)?;
+        tenants::check_tenants(&self.tenants)?;
         chains::check_method_lists(&self.methods, &self.chains)
     }
 

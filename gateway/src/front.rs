@@ -6,10 +6,12 @@
 //!   deadlines, shedding the idlest when full, graceful drain;
 //! - [`jsonrpc`]: parsing bodies into calls and writing responses with the callers' ids;
 //! - [`respond`]: response builders and request ids;
-//! - [`compress`]: gzip for answers and request bodies, and kept answers deflated once.
+//! - [`compress`]: gzip for answers and request bodies, and kept answers deflated once;
+//! - [`cors`]: CORS headers and preflight answers, per the caller's tenant.
 
 pub mod compress;
 pub mod conns;
+pub mod cors;
 pub mod entry;
 pub mod jsonrpc;
 pub mod respond;

@@ -9,6 +9,7 @@
 //!   locally, gateway tier, route, tip tier, dispatch, remember, write);
 //! - [`answers`]: the gateway's cache tiers and what each keeps;
 //! - [`nodes`]: the edge nodes: link (join, status), registry, health, router, dispatch;
+//! - [`tenants`]: API keys, tenants and their limits (shared through Redis);
 //! - [`geo`]: caller address (trusted proxies) and location (MaxMind DB);
 //! - [`ops`]: the admin listener, Prometheus metrics and the status page;
 //! - [`config`]: TOML config, validated at load;
@@ -22,5 +23,6 @@ pub mod geo;
 pub mod nodes;
 pub mod ops;
 pub mod request;
+pub mod tenants;
 
 pub use app::{App, Gateway, SHUTDOWN_GRACE};

@@ -2,10 +2,10 @@
 //! read it, as named phases over one [`Slot`] per call, in the order they run:
 //!
 //! 1. **admit** ([`Path::admit`]): the request's right to be served: the body is parsed
-//!    within the batch limit and the request counted by the caller's country. Keys and quotas
-//!    plug in here.
+//!    within the batch limit (the tenant's, if lower) and each call charged to the tenant's
+//!    budgets (or the keyless caller's address); calls over a limit are refused here.
 //! 2. **decide locally** ([`Path::decide_locally`]): invalid calls and methods this gateway
-//!    refuses are answered on the spot and never leave it.
+//!    (or the caller's tenant) refuses are answered on the spot and never leave it.
 //! 3. **gateway tier** ([`Path::gateway_tier`]): final answers the gateway kept.
 //! 4. **route** ([`Path::route`]): the nodes that may serve the chain, best first.
 //! 5. **tip tier** ([`Path::tip_tier`]): answers the chosen node gave under the chain state it
@@ -25,6 +25,7 @@
 mod phases;
 mod slot;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,7 @@ use crate::nodes::registry::Node;
 use crate::nodes::router::Router;
 use crate::nodes::tip::Marks;
 use crate::ops::metrics::{ChainSeries, Metrics};
+use crate::tenants::{Tenancy, Tenant, Tenants};
 
 /// What the phases use: one chain's view of the gateway, borrowed for one request.
 pub struct Path<'a> {
@@ -57,6 +59,18 @@ pub struct Path<'a> {
     pub marks: &'a Marks,
     /// Answers of at least this many bytes are gzip-encoded for callers that accept it (0: never).
     pub compress_min: usize,
+    pub tenancy: &'a Tenancy,
+}
+
+/// Who sent a request, as the front door found out.
+pub struct Caller<'r> {
+    pub location: Option<&'r Location>,
+    /// The caller's address (after trusted proxies): what keyless limits count by.
+    pub addr: IpAddr,
+    /// The tenant whose key the request carries (`None`: keyless).
+    pub tenant: Option<&'r Tenant>,
+    /// The tenants file in use when the request came in.
+    pub tenants: &'r Tenants,
 }
 
 /// One request on its way through the phases.
@@ -65,6 +79,7 @@ pub struct Request<'r> {
     pub id: &'r str,
     pub started: Instant,
     pub caller: Option<&'r Location>,
+    pub tenant: Option<&'r Tenant>,
     pub batch: bool,
     pub slots: Vec<Slot>,
     /// The node named in `x-edge-node`: the one that answered, or whose tip answers were used.
@@ -75,6 +90,9 @@ pub struct Request<'r> {
     /// and the finalized mark (when a call reads `safe` or `finalized`).
     pub min_head: u64,
     pub min_finalized: u64,
+    /// Calls refused over a limit, and the longest `Retry-After` among them (seconds).
+    pub refused: usize,
+    pub retry_after: u64,
 }
 
 impl Path<'_> {
@@ -84,7 +102,7 @@ impl Path<'_> {
         body: &bytes::Bytes,
         id: &str,
         started: Instant,
-        caller: Option<&Location>,
+        caller: &Caller<'_>,
         gzip: bool,
     ) -> Resp {
         let mut req = match self.admit(body, id, started, caller) {

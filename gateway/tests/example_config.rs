@@ -65,7 +65,7 @@ fn example_names_every_key_the_code_accepts() {
     );
     // The walk must have seen every section, or a missing one would go unnoticed.
     for section in [
-        "server", "quic", "methods", "geo", "cache", "routing", "health",
+        "server", "quic", "methods", "geo", "cache", "routing", "health", "tenants",
     ] {
         assert!(paths.iter().any(|p| p == section), "no [{section}] walked");
     }
@@ -167,4 +167,57 @@ fn example_values_equal_the_code_defaults() {
     // `methods_deny` defaults to empty, both by `#[serde(default)]`.
     assert!(chain.methods_allow.is_none());
     assert!(chain.methods_deny.is_empty());
+}
+
+const TENANTS_EXAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../config/tenants.example.toml"
+);
+
+/// The tenants file's example: with its commented-out settings on it passes the same checks a
+/// reload makes (against the gateway example's chains), names every key the file accepts, and
+/// sets every key that has a default to it.
+#[test]
+fn tenants_example_names_every_key_and_passes_the_checks() {
+    use gateway::tenants::file::{Context, TenantsFile};
+    let text = std::fs::read_to_string(TENANTS_EXAMPLE).unwrap();
+    let full = uncommented(&text);
+    let gw = Config::load(Path::new(EXAMPLE)).unwrap();
+    let chains: Vec<(String, u64)> = gw
+        .chains
+        .iter()
+        .map(|c| (c.name.clone(), c.chain_id))
+        .collect();
+    let cx = Context {
+        chains: &chains,
+        max_batch: gw.server.max_batch,
+    };
+    for t in [&text, &full] {
+        let f: TenantsFile = toml::from_str(t).expect("the tenants example parses");
+        if let Err(e) = f.check(&cx) {
+            panic!("{}: {}", e.key, e.problem);
+        }
+    }
+    // `[compute_units.methods]` is a map of method names (any key is one): not walked.
+    let without_map = |mut v: toml::Value| {
+        let cu = v["compute_units"].as_table_mut().unwrap();
+        assert!(
+            cu.remove("methods").is_some(),
+            "[compute_units.methods] shown"
+        );
+        v
+    };
+    let root = without_map(toml::from_str(&full).unwrap());
+    let (paths, missing) = example_keys::missing_keys::<TenantsFile>(&root);
+    assert_eq!(
+        missing,
+        ["compute_units.methods"],
+        "keys missing from the tenants example (besides the map taken out above)"
+    );
+    for section in ["keyless", "compute_units", "tenants[0]"] {
+        assert!(paths.iter().any(|p| p == section), "no [{section}] walked");
+    }
+    let root = without_map(toml::from_str(&text).unwrap());
+    let differ = example_keys::keys_off_their_defaults::<TenantsFile>(&root, &[]);
+    assert!(differ.is_empty(), "not at their defaults: {differ:?}");
 }

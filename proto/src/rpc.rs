@@ -18,8 +18,12 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const UNKNOWN_CHAIN: i64 = -32001;
 /// No healthy edge node can serve the request right now.
 pub const NO_NODE: i64 = -32002;
-/// A request limit (body size, batch length) was exceeded.
+/// A request limit (body size, batch length, a tenant's rate or quota) was exceeded.
 pub const LIMIT_EXCEEDED: i64 = -32005;
+/// No API key where one is required, or an unknown or revoked one (HTTP 401).
+pub const UNAUTHORIZED: i64 = -32010;
+/// The API key may not be used for this chain or from this browser origin (HTTP 403).
+pub const FORBIDDEN: i64 = -32011;
 
 /// Builds the raw JSON of an error object `{"code":..,"message":..}`.
 pub fn error_object(code: i64, message: impl AsRef<str>) -> Bytes {

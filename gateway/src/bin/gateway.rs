@@ -1,5 +1,8 @@
 //! `gateway --config FILE`: loads the config and identity, serves until SIGINT/SIGTERM.
 //! `gateway --config FILE --print-fingerprint` prints the key fingerprint nodes must pin.
+//! `gateway --hash-key KEY` prints the SHA-256 a tenants file stores for an API key.
+//! `MERIDIAN_REDIS_URL`, when set, replaces `tenants.redis_url` (scripts start Redis on a free
+//! port).
 
 use std::path::PathBuf;
 
@@ -13,8 +16,11 @@ use clap::Parser;
 )]
 struct Args {
     /// Path of the TOML config file.
-    #[arg(long)]
-    config: PathBuf,
+    #[arg(long, required_unless_present = "hash_key")]
+    config: Option<PathBuf>,
+    /// Print the SHA-256 of an API key, as `key_sha256` in the tenants file takes it, and exit.
+    #[arg(long, value_name = "KEY")]
+    hash_key: Option<String>,
     /// Print the gateway's key fingerprint (creating the key if needed) and exit.
     #[arg(long)]
     print_fingerprint: bool,
@@ -22,8 +28,17 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(key) = &args.hash_key {
+        println!("{}", gateway::tenants::hash_key_hex(key));
+        return Ok(());
+    }
     daemon::logging::init_tracing();
-    let config = gateway::config::Config::load(&args.config)?;
+    let path = args.config.clone().expect("clap requires --config");
+    let mut config = gateway::config::Config::load(&path)?;
+    if let Ok(url) = std::env::var("MERIDIAN_REDIS_URL") {
+        config.tenants.redis_url = Some(url);
+        config.validate(&path.display().to_string())?;
+    }
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     if config.server.worker_threads > 0 {
         rt.worker_threads(config.server.worker_threads);
@@ -42,11 +57,14 @@ async fn run(args: Args, config: gateway::config::Config) -> anyhow::Result<()> 
         return Ok(());
     }
     let gw = gateway::Gateway::start(config, identity).await?;
-    // SIGHUP reloads the geo databases at once (they are also polled for changes).
+    // SIGHUP reloads the geo databases and the tenants file at once (both are also polled for
+    // changes).
     let geo = gw.app.geo.clone();
+    let tenancy = gw.app.tenancy.clone();
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
+            let _ = tenancy.reload_logged("SIGHUP");
             match geo.reload_async().await {
                 Ok(()) => tracing::info!("geo databases reloaded (SIGHUP)"),
                 Err(e) => {

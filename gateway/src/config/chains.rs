@@ -124,6 +124,13 @@ pub(super) fn check_chains(chains: &[ChainConfig]) -> Check {
                 ),
             ));
         }
+        // `/v1/{key}` is the default chain with a key in the URL.
+        if c.name == "v1" {
+            return Err(invalid(
+                format!("chains[{i}].name"),
+                "\"v1\" is reserved (`POST /v1/{key}` is the default chain with an API key)",
+            ));
+        }
         if !names.insert(c.name.as_str()) {
             return Err(invalid(format!("chains[{i}].name"), "is listed twice"));
         }

@@ -90,6 +90,29 @@ pub struct ServerConfig {
     /// while one core keeps up); more threads serve more cores.
     #[serde(default)]
     pub worker_threads: usize,
+    /// Bearer token for `/admin/*` on the admin listener (at least 16 characters); without
+    /// one those endpoints answer 403.
+    #[serde(default)]
+    pub admin_token: Option<Secret>,
+}
+
+/// A credential from the config: compared, never printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl Secret {
+    /// Equal to `given`, in time that does not depend on where they differ.
+    pub fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
 }
 
 #[derive(Clone, Deserialize)]
@@ -200,6 +223,14 @@ pub(super) fn check_server(s: &ServerConfig) -> Check {
             "server.worker_threads",
             format!("{} is more than {MAX_WORKER_THREADS}", s.worker_threads),
         ));
+    }
+    if let Some(t) = &s.admin_token {
+        if t.0.len() < 16 || t.0.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "server.admin_token",
+                "must be at least 16 characters, without spaces",
+            ));
+        }
     }
     Ok(())
 }

@@ -206,7 +206,7 @@ impl Conns {
 
 /// What a per-address cap counts: an IPv4 address (IPv4-mapped IPv6 included) as is, an IPv6
 /// address by its /64, the block one subscriber gets (a cap per IPv6 address caps nothing).
-fn per_ip_key(ip: IpAddr) -> IpAddr {
+pub(crate) fn per_ip_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::MAX >> 64))),
         v4 => v4,

@@ -1,7 +1,9 @@
 //! The JSON-RPC HTTP entry: HTTP/1.1 and h2c, `POST /` for the default chain and
-//! `POST /{chain}` by name or id, bounded in connections (in all and per address, see
-//! [`super::conns`]), header, idle and body time, and body size.
-//! Every response carries `x-request-id`. Once the body is read, the request path
+//! `POST /{chain}` by name or id (`POST /v1/{key}` and `POST /{chain}/{key}` with an API key in
+//! the URL), bounded in connections (in all and per address, see [`super::conns`]), header,
+//! idle and body time, and body size. The caller's key is checked (and its tenant's chains and
+//! browser origins) before the body is read. Every response carries `x-request-id` and the
+//! CORS headers ([`super::cors`]). Once the body is read, the request path
 //! ([`crate::request`]) takes over.
 
 use std::convert::Infallible;
@@ -23,9 +25,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::compress;
 use super::conns::{Closed, Conns, Limits};
-use super::respond::{new_request_id, preflight, readyz, rpc_error, text, Resp};
+use super::cors::{self, Cors};
+use super::respond::{new_request_id, readyz, rpc_error, text, Resp};
 use crate::app::App;
 use crate::config::ChainConfig;
+use crate::request::Caller;
+use crate::tenants::{Denied, Tenant};
 
 static ACCEPT_FAILED_LOG: daemon::loglimit::LogLimit = daemon::loglimit::LogLimit::new(10, 60);
 
@@ -131,33 +136,41 @@ pub(super) fn http_builder() -> auto::Builder<TokioExecutor> {
 async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
     let id_buf = new_request_id();
     let request_id = std::str::from_utf8(&id_buf).expect("hex digits");
-    let mut resp = route(&app, req, peer, request_id).await;
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let mut cors = Cors::Any;
+    let mut resp = route(&app, req, peer, request_id, &mut cors).await;
     let h = resp.headers_mut();
     h.insert(
         "x-request-id",
         HeaderValue::from_str(request_id).expect("hex is a valid header"),
     );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    cors::apply(h, origin, cors);
     resp
 }
 
-async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: &str) -> Resp {
+async fn route(
+    app: &App,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    request_id: &str,
+    cors: &mut Cors,
+) -> Resp {
     // Owned only in its `Uri` (an `Arc`-backed `Bytes`): a clone instead of a copy per request.
     let uri = req.uri().clone();
     let path = uri.path();
     match (req.method(), path) {
         (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
         (&Method::GET, "/readyz") => return readyz(app.unserved_chains()),
-        (&Method::OPTIONS, _) => return preflight(),
         _ => {}
     }
-    let chain = match chain_for(app, path) {
-        Ok(chain) => chain,
+    let (chain, url_key) = match chain_for(app, path) {
+        Ok(found) => found,
         Err(resp) => return reject(req.into_body(), *resp).await,
     };
+    let tenants = app.tenancy.current_full();
+    if req.method() == Method::OPTIONS {
+        return cors::preflight(app, &tenants, url_key, req.headers(), cors);
+    }
     if req.method() != Method::POST {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "JSON-RPC needs POST\n");
         r.headers_mut()
@@ -185,6 +198,10 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: 
     if declared.is_some_and(|n| n > max) {
         return too_large(app, max);
     }
+    let tenant = match admit_key(app, &tenants, chain, url_key, req.headers(), cors) {
+        Ok(t) => t,
+        Err(resp) => return reject(req.into_body(), *resp).await,
+    };
     let started = Instant::now();
     let caller_ip = crate::geo::client_ip(peer.ip(), req.headers(), &app.trusted);
     let caller = app.locate(caller_ip);
@@ -211,9 +228,15 @@ async fn route(app: &App, req: Request<Incoming>, peer: SocketAddr, request_id: 
         Ok(body) => body,
         Err(resp) => return resp,
     };
+    let who = Caller {
+        location: caller.as_ref(),
+        addr: caller_ip,
+        tenant: tenant.as_deref(),
+        tenants: &tenants,
+    };
     let resp = app
         .path(chain)
-        .serve(&body, request_id, started, caller.as_ref(), gzip_out)
+        .serve(&body, request_id, started, &who, gzip_out)
         .await;
     if body.first() == Some(&b'[') {
         &series.duration_batch
@@ -247,11 +270,57 @@ fn content_encoding(app: &App, h: &http::HeaderMap) -> Result<bool, Box<Resp>> {
     }
 }
 
-/// The chain a path names: `/` is the default chain, `/{name}` or `/{chain_id}` a configured one.
-fn chain_for<'a>(app: &'a App, path: &str) -> Result<&'a ChainConfig, Box<Resp>> {
-    match path.trim_start_matches('/') {
-        "" => Ok(app.config.default_chain()),
-        name if !name.contains('/') => app.config.chain(name).ok_or_else(|| {
+/// The caller's tenant (`None`: keyless), once its key, chain and origin pass; else the 401 or
+/// 403 answer. Sets how CORS headers go out for the tenant's origins.
+fn admit_key(
+    app: &App,
+    tenants: &crate::tenants::Tenants,
+    chain: &ChainConfig,
+    url_key: Option<&str>,
+    headers: &http::HeaderMap,
+    cors: &mut Cors,
+) -> Result<Option<Arc<Tenant>>, Box<Resp>> {
+    let checked = app
+        .tenancy
+        .identify(tenants, url_key, headers)
+        .and_then(|t| {
+            let Some(t) = t else { return Ok(None) };
+            if !t.chain_allowed(chain.chain_id) {
+                return Err(Denied::Chain);
+            }
+            *cors = cors::for_tenant(&t, headers.get(header::ORIGIN))?;
+            Ok(Some(t))
+        });
+    checked.map_err(|d| {
+        app.metrics.rejected.with_label_values(&[d.reason()]).inc();
+        if d == Denied::Origin {
+            *cors = Cors::Deny;
+        }
+        let code = match d.status() {
+            StatusCode::UNAUTHORIZED => rpc::UNAUTHORIZED,
+            _ => rpc::FORBIDDEN,
+        };
+        Box::new(rpc_error(d.status(), code, d.message()))
+    })
+}
+
+/// The chain a path names and the API key in it: `/` is the default chain, `/{name}` or
+/// `/{chain_id}` a configured one; `/v1/{key}` and `/{chain}/{key}` add a key.
+fn chain_for<'a, 'p>(
+    app: &'a App,
+    path: &'p str,
+) -> Result<(&'a ChainConfig, Option<&'p str>), Box<Resp>> {
+    let rest = path.trim_start_matches('/');
+    let (name, key) = match rest.split_once('/') {
+        Some((name, key)) if !key.is_empty() && !key.contains('/') => (name, Some(key)),
+        Some(_) => return Err(Box::new(text(StatusCode::NOT_FOUND, "not found\n"))),
+        None => (rest, None),
+    };
+    let chain = match (name, key) {
+        ("", None) => Ok(app.config.default_chain()),
+        ("v1", Some(_)) => Ok(app.config.default_chain()),
+        ("" | "v1", _) => Err(Box::new(text(StatusCode::NOT_FOUND, "not found\n"))),
+        (name, _) => app.config.chain(name).ok_or_else(|| {
             app.metrics
                 .rejected
                 .with_label_values(&["unknown_chain"])
@@ -266,8 +335,8 @@ fn chain_for<'a>(app: &'a App, path: &str) -> Result<&'a ChainConfig, Box<Resp>>
                 ),
             ))
         }),
-        _ => Err(Box::new(text(StatusCode::NOT_FOUND, "not found\n"))),
-    }
+    }?;
+    Ok((chain, key))
 }
 
 /// Reads the body within the size limit and the body deadline.

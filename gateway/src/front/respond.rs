@@ -44,26 +44,6 @@ pub fn readyz(unserved: Vec<String>) -> Resp {
     }
 }
 
-/// The CORS preflight answer: any origin may POST JSON.
-pub fn preflight() -> Resp {
-    let mut r = Response::new(Full::new(Bytes::new()));
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("content-type"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    r
-}
-
 /// 16 lowercase hex digits, on the stack: `format!` and a `String` cost several times more per
 /// request.
 pub fn new_request_id() -> [u8; 16] {

@@ -1,5 +1,6 @@
-//! The gateway's admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, and the
-//! status page `/status` with its data `/status.json`.
+//! The gateway's admin listener: `/metrics` (Prometheus text), `/healthz`, `/readyz`, the
+//! status page `/status` with its data `/status.json`, and the tenant API under `/admin/`
+//! (behind `server.admin_token`, see [`super::tenants`]).
 
 use std::sync::Arc;
 
@@ -13,10 +14,14 @@ use crate::front::respond::readyz;
 use crate::ops::status;
 
 pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken) {
-    daemon::admin::serve(listener, app, |app, req| route(app, req.uri().path()), stop).await;
+    daemon::admin::serve(listener, app, route, stop).await;
 }
 
-fn route(app: &App, path: &str) -> AdminResponse {
+fn route(app: &App, req: &http::Request<hyper::body::Incoming>) -> AdminResponse {
+    let path = req.uri().path();
+    if path.starts_with("/admin/") {
+        return super::tenants::route(app, req);
+    }
     match path {
         "/metrics" => body(StatusCode::OK, daemon::metrics::CONTENT_TYPE, scrape(app)),
         // Only the exact path: the page fetches `status.json` relative to itself.

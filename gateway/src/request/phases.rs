@@ -10,12 +10,11 @@ use proto::rpc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Answer, Path, Request, Slot, Tier};
+use super::{Answer, Caller, Path, Request, Slot, Tier};
 use crate::answers::{FinalAnswers, Offered, StateAnswers};
 use crate::front::compress;
 use crate::front::jsonrpc::{self, Entry, Parsed};
 use crate::front::respond::{json, Resp};
-use crate::geo::Location;
 use crate::nodes::dispatch::{self, Dispatched};
 use crate::nodes::registry::Node;
 use crate::nodes::router::RouteError;
@@ -24,18 +23,27 @@ use crate::ops::metrics::method_label;
 
 impl Path<'_> {
     /// Admit: parses the body within the batch limit into one slot per element; a body that
-    /// is not JSON-RPC, or a batch over the limit, is refused as a whole.
+    /// is not JSON-RPC, or a batch over the limit, is refused as a whole. Then each call is
+    /// charged to the caller's budgets; calls over a limit are answered with the limit's error.
     pub fn admit<'r>(
         &self,
         body: &Bytes,
         id: &'r str,
         started: Instant,
-        caller: Option<&'r Location>,
+        caller: &Caller<'r>,
     ) -> Result<Request<'r>, Box<Resp>> {
-        let parsed = jsonrpc::parse_bytes(body, self.max_batch).map_err(|e| {
+        let max_batch = caller
+            .tenant
+            .map_or(self.max_batch, |t| t.max_batch.min(self.max_batch));
+        let parsed = jsonrpc::parse_bytes(body, max_batch).map_err(|e| {
             let reason = match e {
                 jsonrpc::BodyError::Parse(_) => "parse_error",
-                jsonrpc::BodyError::BatchTooLarge { .. } => "batch_too_large",
+                jsonrpc::BodyError::BatchTooLarge { .. } => {
+                    if let Some(t) = caller.tenant.filter(|t| t.max_batch < self.max_batch) {
+                        self.tenancy.count_batch_refused(&t.name);
+                    }
+                    "batch_too_large"
+                }
                 _ => "invalid_request",
             };
             self.metrics.rejected.with_label_values(&[reason]).inc();
@@ -49,24 +57,60 @@ impl Path<'_> {
             Parsed::Single(e) => (vec![e], false),
             Parsed::Batch(v) => (v, true),
         };
-        Ok(Request {
+        let mut req = Request {
             id,
             started,
-            caller,
+            caller: caller.location,
+            tenant: caller.tenant,
             batch,
             slots: entries.into_iter().map(Slot::new).collect(),
             node: None,
             gzip: false,
             min_head: 0,
             min_finalized: 0,
-        })
+            refused: 0,
+            retry_after: 0,
+        };
+        self.charge(&mut req, caller);
+        Ok(req)
+    }
+
+    /// Charges every call to the tenant (or the keyless address) and refuses those over a
+    /// limit with `-32005`, naming the limit.
+    fn charge(&self, req: &mut Request<'_>, caller: &Caller<'_>) {
+        let (calls, cus): (Vec<usize>, Vec<u32>) = req
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i, caller.tenants.cost(s.call()?.0))))
+            .unzip();
+        let refused = self
+            .tenancy
+            .charge(caller.tenants, caller.tenant, caller.addr, &cus);
+        for (i, r) in refused {
+            let who = caller.tenant.map_or("this address", |t| t.name.as_str());
+            let error = rpc::error_object(
+                rpc::LIMIT_EXCEEDED,
+                format!(
+                    "limit exceeded: {} of {who}; retry after {} s",
+                    r.limit.label(),
+                    r.retry_after
+                ),
+            );
+            self.metrics.rejected.with_label_values(&["limited"]).inc();
+            req.slots[calls[i]].decide(CacheStatus::Bypass, Err(error), Tier::Local);
+            req.refused += 1;
+            req.retry_after = req.retry_after.max(r.retry_after);
+        }
     }
 
     /// Decide locally: invalid elements and methods this gateway refuses are answered here.
     pub fn decide_locally(&self, req: &mut Request<'_>) {
+        let tenant = req.tenant;
         for slot in &mut req.slots {
             let (reason, error) = match &slot.entry {
                 Entry::Invalid { error, .. } => ("invalid_request", error.clone()),
+                Entry::Call { .. } if slot.answer.is_some() => continue,
                 Entry::Call { method, .. } if !self.allowed(method) => (
                     "method_denied",
                     rpc::error_object(
@@ -74,6 +118,15 @@ impl Path<'_> {
                         format!("method {method} is not allowed on this gateway"),
                     ),
                 ),
+                Entry::Call { method, .. } if tenant.is_some_and(|t| !t.method_allowed(method)) => {
+                    (
+                        "method_denied",
+                        rpc::error_object(
+                            rpc::METHOD_NOT_FOUND,
+                            format!("method {method} is not allowed for this API key"),
+                        ),
+                    )
+                }
                 Entry::Call { .. } => continue,
             };
             self.metrics.rejected.with_label_values(&[reason]).inc();
@@ -363,7 +416,16 @@ impl Path<'_> {
             (true, false) => Some(self.gzip_single(&req, &body)),
             (true, true) => Some(compress::gzip(&body)),
         };
-        let mut resp = json(StatusCode::OK, gzipped.unwrap_or(body));
+        // Every call refused over a limit: 429; some: the others' answers, with 200.
+        let status = match req.refused {
+            n if n > 0 && n == req.slots.len() => StatusCode::TOO_MANY_REQUESTS,
+            _ => StatusCode::OK,
+        };
+        let mut resp = json(status, gzipped.unwrap_or(body));
+        if req.refused > 0 {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(req.retry_after));
+        }
         if large {
             let h = resp.headers_mut();
             h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));

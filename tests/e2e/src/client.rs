@@ -38,6 +38,22 @@ impl Default for Http {
 }
 
 impl Http {
+    /// Sends any request; `Err` only when the transport failed.
+    pub async fn send(&self, req: http::Request<Full<Bytes>>) -> Result<Reply, String> {
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("transport: {e}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
     pub async fn request(
         &self,
         method: http::Method,

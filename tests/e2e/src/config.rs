@@ -63,6 +63,17 @@ impl<'a> NodeSpec<'a> {
 }
 
 pub fn node_config(gw: &Gateway, spec: &NodeSpec<'_>, token: &str) -> edge_node::config::Config {
+    node_config_for(&gw.quic_addr.to_string(), &gw.fingerprint, spec, token)
+}
+
+/// A node config joining the gateway at `quic_addr` with key `fingerprint` (such as a gateway
+/// running as its own process).
+pub fn node_config_for(
+    quic_addr: &str,
+    fingerprint: &str,
+    spec: &NodeSpec<'_>,
+    token: &str,
+) -> edge_node::config::Config {
     let text = format!(
         r#"
 key_file = "unused.key"
@@ -79,7 +90,7 @@ chain_id = {CHAIN_ID}
 upstreams = ["{}"]
 head_poll_ms = 200
 "#,
-        spec.region, spec.lat, spec.lon, gw.quic_addr, gw.fingerprint, spec.upstream
+        spec.region, spec.lat, spec.lon, quic_addr, fingerprint, spec.upstream
     );
     edge_node::config::Config::parse(&text, "test-node.toml").unwrap()
 }

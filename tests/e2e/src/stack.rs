@@ -11,7 +11,10 @@ use gateway::Gateway;
 use proto::identity::Identity;
 use tokio::process::{Child, Command};
 
-use crate::{gateway_config, gateway_config_with, node_config, NodeSpec, CHAIN_ID, TOKEN};
+use crate::{
+    free_port, gateway_config, gateway_config_with, node_config, node_config_for, NodeSpec,
+    CHAIN_ID, TOKEN,
+};
 
 pub async fn start_gateway(extra: &str) -> Gateway {
     Gateway::start(gateway_config(extra), Identity::generate().unwrap())
@@ -119,5 +122,129 @@ head_poll_ms = 200
     /// SIGKILL: no goodbye, the gateway must notice on its own.
     pub async fn kill(&mut self) {
         self.child.kill().await.unwrap();
+    }
+}
+
+/// The `gateway` binary next to this test binary.
+pub fn gateway_bin() -> PathBuf {
+    edge_node_bin().with_file_name("gateway")
+}
+
+/// A gateway as a real process on free loopback ports, its log (at `info`) in `dir`.
+pub struct GatewayProcess {
+    child: Child,
+    /// `http://127.0.0.1:PORT` of the JSON-RPC and admin listeners.
+    pub url: String,
+    pub admin: String,
+    pub quic_addr: String,
+    pub fingerprint: String,
+    pub log: PathBuf,
+}
+
+impl GatewayProcess {
+    /// Starts `gateway --config` with `tables` after the required sections and `env` set, and
+    /// waits until its admin listener answers.
+    pub async fn spawn(
+        dir: &std::path::Path,
+        name: &str,
+        tables: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let (http, admin) = (free_port(), free_port());
+        let quic = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let key = dir.join(format!("{name}.key"));
+        let fingerprint = Identity::load_or_generate(&key).unwrap().fingerprint();
+        let cfg = format!(
+            r#"
+[server]
+listen = "127.0.0.1:{http}"
+admin_listen = "127.0.0.1:{admin}"
+[quic]
+listen = "127.0.0.1:{quic}"
+key_file = "{key}"
+join_tokens = ["{TOKEN}"]
+[[chains]]
+name = "anvil"
+chain_id = {CHAIN_ID}
+{tables}
+"#,
+            key = key.display()
+        );
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::write(&path, cfg).unwrap();
+        let log = dir.join(format!("{name}.log"));
+        let child = Command::new(gateway_bin())
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning gateway");
+        let g = Self {
+            child,
+            url: format!("http://127.0.0.1:{http}"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            quic_addr: format!("127.0.0.1:{quic}"),
+            fingerprint,
+            log,
+        };
+        let http = crate::Http::default();
+        for _ in 0..100 {
+            let ok = http
+                .send(
+                    http::Request::get(format!("{}/healthz", g.admin))
+                        .body(Default::default())
+                        .unwrap(),
+                )
+                .await
+                .is_ok_and(|r| r.status == 200);
+            if ok {
+                return g;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("gateway {name} did not start:\n{}", g.log_text());
+    }
+
+    /// Starts an in-process edge node joined to this gateway.
+    pub async fn node(&self, spec: &NodeSpec<'_>) -> EdgeNode {
+        let cfg = node_config_for(&self.quic_addr, &self.fingerprint, spec, TOKEN);
+        EdgeNode::start(cfg, Identity::generate().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// Waits until `/readyz` says every chain has a healthy node (at most 10 s).
+    pub async fn wait_serving(&self) {
+        let http = crate::Http::default();
+        for _ in 0..200 {
+            let req = http::Request::get(format!("{}/readyz", self.url))
+                .body(Default::default())
+                .unwrap();
+            if http.send(req).await.is_ok_and(|r| r.status == 200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "gateway at {} has no serving node:\n{}",
+            self.url,
+            self.log_text()
+        );
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("gateway is running")
     }
 }

@@ -12,3 +12,4 @@ mod join;
 mod observability;
 mod routing;
 mod spine;
+mod tenants;

@@ -26,14 +26,18 @@ const MOUNTAIN_VIEW: &str = "8.8.8.8";
 const SYDNEY: &str = "1.1.1.1";
 /// A private address: located nowhere, counted as country `unknown`.
 const PRIVATE: &str = "10.0.0.7";
+/// The key of the stack's one tenant.
+const TENANT_KEY: &str = "observability-tenant-key";
 const ACCT0: &str = "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266";
 
 // === A running stack ===
 
-/// anvil, a gateway with the real geo database, and three in-process edge nodes with admin
-/// listeners.
+/// anvil, a gateway with the real geo database and tenants sharing limits through a real
+/// Redis, and three in-process edge nodes with admin listeners.
 struct Stack {
     _anvil: Anvil,
+    _redis: Redis,
+    _tenants: tempfile::TempDir,
     gw: Gateway,
     nodes: Vec<EdgeNode>,
     http: Http,
@@ -43,9 +47,25 @@ struct Stack {
 impl Stack {
     async fn start() -> Self {
         let anvil = Anvil::start(&["--block-time", "1"]).await;
+        let redis = Redis::start().await;
+        let tenants = tempfile::tempdir().unwrap();
+        let file = tenants.path().join("tenants.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[[tenants]]\nname = \"obs\"\nkey_sha256 = [\"{}\"]\nrequests_per_second = 2\n",
+                gateway::tenants::hash_key_hex(TENANT_KEY)
+            ),
+        )
+        .unwrap();
         // The tip tier off: repeats must reach the nodes, whose cache counters these tests read.
-        let gw =
-            start_gateway_with(&format!("{}[cache]\ntip_max_bytes = 0\n", geo_section(""))).await;
+        let gw = start_gateway_with(&format!(
+            "{}[cache]\ntip_max_bytes = 0\n[tenants]\nfile = {:?}\nredis_url = {:?}\n",
+            geo_section(""),
+            file.display().to_string(),
+            redis.url
+        ))
+        .await;
         let mut nodes = Vec::new();
         for r in [US_EAST, EU_WEST, AP_SOUTHEAST] {
             nodes.push(start_node(&gw, &NodeSpec::at(r, &anvil.url)).await);
@@ -54,6 +74,8 @@ impl Stack {
         let url = format!("http://{}/", gw.http_addr);
         Self {
             _anvil: anvil,
+            _redis: redis,
+            _tenants: tenants,
             gw,
             nodes,
             http: Http::default(),
@@ -82,6 +104,11 @@ impl Stack {
     /// hits, a batch, and requests refused at the gateway.
     async fn traffic(&self) {
         traffic(&self.http, &self.url).await;
+        // A tenant over its limit of 2 per second: some calls are refused.
+        let url = format!("{}v1/{TENANT_KEY}", self.url);
+        for _ in 0..5 {
+            self.http.rpc(&url, "eth_chainId", json!([])).await;
+        }
     }
 
     async fn shutdown(self) {

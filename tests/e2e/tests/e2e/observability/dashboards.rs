@@ -33,6 +33,8 @@ async fn alert_rules_and_scrape_config_pass_promtool() {
         "MeridianCacheHitRatioCollapse",
         "MeridianNoHealthyNode",
         "MeridianNodeLocationImplausible",
+        "MeridianTenantAtLimit",
+        "MeridianRedisUnreachable",
     ] {
         assert!(text.contains(&format!("alert: {alert}")), "{alert} missing");
     }

@@ -72,14 +72,7 @@ pub async fn run(program: &PathBuf, args: &[&str], stdin: Option<&str>) -> (bool
     (out.status.success(), text)
 }
 
-/// A free loopback port (bound, then released for the child process to take).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use e2e::free_port;
 
 /// A child process killed (and reaped) when dropped or when `stop` is called.
 pub struct Proc {

@@ -1,0 +1,107 @@
+//! The tenant admin API on the admin listener, behind `Authorization: Bearer
+//! <server.admin_token>` (no token configured: 403):
+//!
+//! - `GET /admin/tenants`: every tenant with its limits and live usage, the keyless settings,
+//!   and whether limits are shared through Redis right now;
+//! - `POST /admin/tenants/reload`: reloads the tenants file (200 with the count, or 422 with
+//!   why; the previous set stays in use).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use daemon::admin::{body, AdminResponse};
+use http::{header, Method, Request, StatusCode};
+use serde_json::json;
+
+use crate::app::App;
+
+pub fn route(app: &App, req: &Request<hyper::body::Incoming>) -> AdminResponse {
+    let Some(token) = &app.config.server.admin_token else {
+        return reply(
+            StatusCode::FORBIDDEN,
+            json!({"error": "no server.admin_token is configured"}),
+        );
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if !given.is_some_and(|g| token.matches(g)) {
+        let mut r = reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "Authorization: Bearer <server.admin_token> required"}),
+        );
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    }
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/admin/tenants") => reply(StatusCode::OK, listing(app)),
+        (&Method::POST, "/admin/tenants/reload") => match app.tenancy.reload_logged("admin API") {
+            Ok(n) => reply(StatusCode::OK, json!({"reloaded": true, "tenants": n})),
+            Err(e) => reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({"reloaded": false, "error": e.to_string()}),
+            ),
+        },
+        _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+    }
+}
+
+/// The tenants in use with their limits and usage.
+fn listing(app: &App) -> serde_json::Value {
+    let tenants = app.tenancy.current();
+    let shared = &app.tenancy.shared;
+    let list: Vec<_> = tenants
+        .list
+        .iter()
+        .map(|t| {
+            let b = &t.budget;
+            json!({
+                "name": t.name,
+                "keys": t.keys,
+                "chains": t.chains,
+                "origins": t.origins,
+                "limits": {
+                    "requests_per_second": b.requests.rate(),
+                    "compute_units_per_second": b.compute_units.rate(),
+                    "daily_quota": b.daily.quota(),
+                    "max_batch": t.max_batch,
+                },
+                "usage": {
+                    "calls_per_second": f64::from_bits(b.recent_rate.load(Relaxed)),
+                    "calls_total": b.admitted.load(Relaxed),
+                    "compute_units_total": b.admitted_cu.load(Relaxed),
+                    "limited_total": b.refused.load(Relaxed),
+                    "daily_used": b.daily.used(),
+                    "requests_tokens_here": b.requests.available(),
+                    "compute_units_tokens_here": b.compute_units.available(),
+                },
+            })
+        })
+        .collect();
+    json!({
+        "tenants": list,
+        "keyless": {
+            "serve": tenants.keyless_serve,
+            "requests_per_second_per_address": tenants.keyless_rps,
+        },
+        "shared": {
+            "redis": shared.configured(),
+            "up": shared.up(),
+            "gateways": shared.peers(),
+            "sync_lag_seconds": shared.configured().then(|| shared.lag().as_secs_f64()),
+        },
+    })
+}
+
+fn reply(status: StatusCode, v: serde_json::Value) -> AdminResponse {
+    let mut r = body(status, "application/json", v.to_string());
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
