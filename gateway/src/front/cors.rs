@@ -13,8 +13,8 @@ use crate::tenants::{Denied, Tenant, Tenants};
 
 /// The headers a page's code may read besides the basic ones.
 const EXPOSE: &str = "x-cache, x-cache-tier, x-edge-node, x-edge-region, x-request-id, retry-after";
-/// What a page may send: the body's type and the two key headers.
-const ALLOW_HEADERS: &str = "content-type, x-api-key, authorization";
+/// What a page may send: the body's type and coding, and the two key headers.
+const ALLOW_HEADERS: &str = "content-type, content-encoding, x-api-key, authorization";
 
 /// How a response answers the caller's origin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,10 +2,11 @@
 //! naming rules, promtool), the shipped dashboards and alert rules (`dashboards`: linted and
 //! checked by promtool, no stack; `prometheus`: every metric they use is exported, a real
 //! Prometheus answers their queries), the `/status` page in headless Chromium (`status_page`),
-//! and what the logs carry (`logs`). Here: what several areas share, a running stack and its
-//! traffic.
+//! a tenant's CORS origins as that browser enforces them (`cors`), and what the logs carry
+//! (`logs`). Here: what several areas share, a running stack and its traffic.
 
 mod browser;
+mod cors;
 mod dashboards;
 mod expo;
 mod logs;
