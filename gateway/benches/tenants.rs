@@ -53,13 +53,13 @@ fn bench(c: &mut Criterion) {
     let tenant = t.identify(&set, None, &with_key).unwrap().unwrap();
 
     c.bench_function("identify/keyless", |b| {
-        b.iter(|| black_box(t.identify(&set, None, black_box(&none)).unwrap()))
+        b.iter(|| black_box(t.identify(&set, None, black_box(&none)).unwrap()));
     });
     c.bench_function("identify/x-api-key", |b| {
-        b.iter(|| black_box(t.identify(&set, None, black_box(&with_key)).unwrap()))
+        b.iter(|| black_box(t.identify(&set, None, black_box(&with_key)).unwrap()));
     });
     c.bench_function("identify/url-key", |b| {
-        b.iter(|| black_box(t.identify(&set, Some(black_box(KEY)), &none).unwrap()))
+        b.iter(|| black_box(t.identify(&set, Some(black_box(KEY)), &none).unwrap()));
     });
     let one: &'static [u32] = vec![set.cost("eth_getBalance")].leak();
     let fifty: &'static [u32] = vec![set.cost("eth_getBalance"); 50].leak();
@@ -79,13 +79,13 @@ fn bench(c: &mut Criterion) {
                     assert!(refused.is_empty(), "{refused:?}");
                 }
                 start.elapsed()
-            })
+            });
         }
     };
     c.bench_function("charge/tenant-single", charge(one));
     c.bench_function("charge/tenant-batch-50", charge(fifty));
     c.bench_function("charge/keyless-address-single", |b| {
-        b.iter(|| assert!(t.charge(&set, None, addr, black_box(one)).is_empty()))
+        b.iter(|| assert!(t.charge(&set, None, addr, black_box(one)).is_empty()));
     });
 }
 

@@ -1,26 +1,27 @@
 //! The request path: what happens to a JSON-RPC request body once the HTTP front door has
 //! read it, as named phases over one [`Slot`] per call, in the order they run:
 //!
-//! 1. **admit** ([`Path::admit`]): the request's right to be served: the body is parsed
-//!    within the batch limit (the tenant's, if lower) and each call charged to the tenant's
-//!    budgets (or the keyless caller's address); calls over a limit are refused here.
+//! 1. **admit** ([`Path::admit`]): the body is parsed within the batch limit (the tenant's, if
+//!    lower); a body that is not JSON-RPC is refused as a whole.
 //! 2. **decide locally** ([`Path::decide_locally`]): invalid calls and methods this gateway
 //!    (or the caller's tenant) refuses are answered on the spot and never leave it.
-//! 3. **gateway tier** ([`Path::gateway_tier`]): final answers the gateway kept.
-//! 4. **route** ([`Path::route`]): the nodes that may serve the chain, best first.
-//! 5. **tip tier** ([`Path::tip_tier`]): answers the chosen node gave under the chain state it
+//! 3. **charge** ([`Path::charge`]): the calls left are charged to the tenant's budgets (or the
+//!    keyless caller's address); calls over a limit are refused with the limit named.
+//! 4. **gateway tier** ([`Path::gateway_tier`]): final answers the gateway kept.
+//! 5. **route** ([`Path::route`]): the nodes that may serve the chain, best first.
+//! 6. **tip tier** ([`Path::tip_tier`]): answers the chosen node gave under the chain state it
 //!    still announces, for every open call or none (so a batch never mixes two states).
 //!    Reads at a moving tag go first to nodes that have reached the tip callers have been
 //!    shown ([`crate::nodes::tip`]).
-//! 6. **dispatch** ([`Path::dispatch`]): what is left goes to the nodes, with failover; the
+//! 7. **dispatch** ([`Path::dispatch`]): what is left goes to the nodes, with failover; the
 //!    node is told that tip, so it catches up before it answers if it must.
-//! 7. **hold the tip** ([`Path::hold_tip`]): `eth_blockNumber` never answers below the tip
+//! 8. **hold the tip** ([`Path::hold_tip`]): `eth_blockNumber` never answers below the tip
 //!    callers have seen; block numbers in answers (receipts) raise it.
-//! 8. **remember** ([`Path::remember`]): each tier keeps what it may
+//! 9. **remember** ([`Path::remember`]): each tier keeps what it may
 //!    ([`crate::answers::Tiers::remember`] owns the rule).
-//! 9. **write** ([`Path::write`]): the body in call order with each caller's id, and the
-//!    headers (`x-cache`, `x-cache-tier`, `x-edge-node`, `x-edge-region`); gzip-encoded when
-//!    large and the caller accepts it (a single kept answer from its once-deflated form).
+//! 10. **write** ([`Path::write`]): the body in call order with each caller's id, and the
+//!     headers (`x-cache`, `x-cache-tier`, `x-edge-node`, `x-edge-region`); gzip-encoded when
+//!     large and the caller accepts it (a single kept answer from its once-deflated form).
 
 mod phases;
 mod slot;
@@ -111,6 +112,7 @@ impl Path<'_> {
         };
         req.gzip = gzip;
         self.decide_locally(&mut req);
+        self.charge(&mut req, caller);
         self.gateway_tier(&mut req);
         if req.slots.iter().any(Slot::open) {
             let ranked = self.route(&mut req);

@@ -190,12 +190,12 @@ pub struct Tenancy {
     max_batch: usize,
     pub shared: Arc<Shared>,
     metrics: Arc<Metrics>,
-    /// The file as last loaded (modified time and length), to notice changes.
+    /// The file as last loaded (modified time and length), to notice changes; held while a
+    /// reload runs, so reloads (watcher, SIGHUP, admin API) never overtake each other.
     stamp: Mutex<Option<(SystemTime, u64)>>,
     /// Per caller address, for keyless callers (bounded; idle entries expire).
     addresses: moka::sync::Cache<IpAddr, Arc<Mutex<(f64, Instant)>>>,
     keyless_calls: IntCounter,
-    keyless_cu: IntCounter,
 }
 
 /// Callers tracked per address at most (a flood of addresses evicts the idlest).
@@ -205,8 +205,13 @@ impl Tenancy {
     /// Loads the tenants file named in `config` (none: everyone keyless and unlimited).
     pub fn load(config: &Config, metrics: Arc<Metrics>) -> Result<Self, ConfigError> {
         let t = &config.tenants;
-        let shared = Shared::new(t.redis_url.as_deref(), &t.redis_prefix, t.sync_interval)
-            .map_err(|e| ConfigError::invalid("config", "tenants.redis_url", e.to_string()))?;
+        let shared = Shared::new(
+            t.redis_url.as_deref(),
+            &t.redis_prefix,
+            t.sync_interval,
+            t.expected_gateways,
+        )
+        .map_err(|e| ConfigError::invalid("config", "tenants.redis_url", e.to_string()))?;
         let this = Self {
             current: ArcSwap::from_pointee(Tenants::open()),
             file: t.file.clone(),
@@ -218,7 +223,6 @@ impl Tenancy {
             max_batch: config.server.max_batch,
             shared: Arc::new(shared),
             keyless_calls: metrics.tenant_calls.with_label_values(&[KEYLESS]),
-            keyless_cu: metrics.tenant_compute_units.with_label_values(&[KEYLESS]),
             metrics,
             stamp: Mutex::new(None),
             addresses: moka::sync::Cache::builder()
@@ -245,6 +249,7 @@ impl Tenancy {
         let Some(path) = &self.file else {
             return Ok(0);
         };
+        let mut held = self.stamp.lock();
         let stamp = stamp_of(path);
         let name = path.display().to_string();
         let loaded = daemon::config::read(path).and_then(|text| {
@@ -257,7 +262,7 @@ impl Tenancy {
                 .map_err(|e| ConfigError::invalid(&name, e.key, e.problem))?;
             Ok(f)
         });
-        *self.stamp.lock() = stamp;
+        *held = stamp;
         match loaded {
             Ok(f) => {
                 let tenants = self.build(f);
@@ -406,14 +411,16 @@ impl Tenancy {
                     };
                     refused.extend((allowed as usize..cus.len()).map(|i| (i, refusal)));
                 }
-                let admitted = n - refused.len() as u64;
-                self.keyless_calls.inc_by(admitted);
-                self.keyless_cu
-                    .inc_by(total - refused.iter().map(|(i, _)| u64::from(cus[*i])).sum::<u64>());
+                self.count_keyless(n - refused.len() as u64);
                 self.count_refused(KEYLESS, &refused);
             }
         }
         refused
+    }
+
+    /// Counts calls admitted from keyless callers (compute units are counted for tenants only).
+    pub fn count_keyless(&self, calls: u64) {
+        self.keyless_calls.inc_by(calls);
     }
 
     /// Counts a batch refused as a whole for being over the tenant's `max_batch`.
@@ -479,15 +486,20 @@ impl Tenancy {
         };
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A change is loaded once the file has looked the same for one tick: a file being
+        // rewritten in place may be read empty or cut short (and an empty file is valid).
+        let mut seen = None;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
             let now = stamp_of(&path);
-            if now.is_some() && now != *self.stamp.lock() {
+            let changed = now.is_some() && now != *self.stamp.lock();
+            if changed && now == seen {
                 let _ = self.reload_logged("file changed");
             }
+            seen = now;
         }
     }
 
@@ -533,14 +545,15 @@ fn presented_key<'a>(url: Option<&'a str>, h: &'a HeaderMap) -> Result<Option<&'
             scheme.eq_ignore_ascii_case("bearer").then_some(rest)
         });
     let mut key: Option<&str> = None;
-    for k in [url, header, bearer].into_iter().flatten().map(str::trim) {
+    let given = [url, header, bearer].into_iter().flatten().map(str::trim);
+    for k in given.filter(|k| !k.is_empty()) {
         match key {
             None => key = Some(k),
             Some(p) if p == k => {}
             Some(_) => return Err(Denied::ConflictingKeys),
         }
     }
-    Ok(key.filter(|k| !k.is_empty()))
+    Ok(key)
 }
 
 #[cfg(test)]

@@ -18,7 +18,8 @@ struct Args {
     /// Path of the TOML config file.
     #[arg(long, required_unless_present = "hash_key")]
     config: Option<PathBuf>,
-    /// Print the SHA-256 of an API key, as `key_sha256` in the tenants file takes it, and exit.
+    /// Print the SHA-256 of an API key, as `key_sha256` in the tenants file takes it, and exit
+    /// (`-`: read the key from stdin, keeping it out of the shell history and process list).
     #[arg(long, value_name = "KEY")]
     hash_key: Option<String>,
     /// Print the gateway's key fingerprint (creating the key if needed) and exit.
@@ -29,7 +30,15 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(key) = &args.hash_key {
-        println!("{}", gateway::tenants::hash_key_hex(key));
+        let key = match key.as_str() {
+            "-" => {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\r', '\n']).to_string()
+            }
+            k => k.to_string(),
+        };
+        println!("{}", gateway::tenants::hash_key_hex(&key));
         return Ok(());
     }
     daemon::logging::init_tracing();

@@ -16,7 +16,7 @@ pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(50);
 pub const DEFAULT_WATCH_INTERVAL: Duration = Duration::from_millis(250);
 pub const DEFAULT_REDIS_PREFIX: &str = "meridian";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantsConfig {
     /// The tenants file (relative to the config file). Absent: no tenants, every caller is
@@ -36,6 +36,24 @@ pub struct TenantsConfig {
     /// admin API reload at once).
     #[serde(rename = "watch_interval_ms", default = "d_watch", with = "millis")]
     pub watch_interval: Duration,
+    /// Gateways sharing the limits, assumed until Redis has said how many there are (a
+    /// gateway that starts while Redis is down enforces `1 / expected_gateways` of each rate).
+    #[serde(default = "d_expected")]
+    pub expected_gateways: u32,
+}
+
+/// The Redis URL may hold a password: never printed.
+impl std::fmt::Debug for TenantsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TenantsConfig")
+            .field("file", &self.file)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "<redacted>"))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("sync_interval", &self.sync_interval)
+            .field("watch_interval", &self.watch_interval)
+            .field("expected_gateways", &self.expected_gateways)
+            .finish()
+    }
 }
 
 impl Default for TenantsConfig {
@@ -46,8 +64,13 @@ impl Default for TenantsConfig {
             redis_prefix: d_prefix(),
             sync_interval: DEFAULT_SYNC_INTERVAL,
             watch_interval: DEFAULT_WATCH_INTERVAL,
+            expected_gateways: 1,
         }
     }
+}
+
+fn d_expected() -> u32 {
+    1
 }
 
 fn d_prefix() -> String {
@@ -80,12 +103,15 @@ pub(super) fn check_tenants(t: &TenantsConfig) -> Check {
         ));
     }
     if let Some(url) = &t.redis_url {
-        redis::Client::open(url.as_str()).map_err(|e| {
-            invalid(
-                "tenants.redis_url",
-                format!("{url:?} is not a Redis URL: {e}"),
-            )
-        })?;
+        // The URL is not repeated: it may hold a password.
+        redis::Client::open(url.as_str())
+            .map_err(|e| invalid("tenants.redis_url", format!("is not a Redis URL: {e}")))?;
+    }
+    if !(1..=1000).contains(&t.expected_gateways) {
+        return Err(invalid(
+            "tenants.expected_gateways",
+            format!("{} is not in 1..=1000", t.expected_gateways),
+        ));
     }
     if t.redis_url.is_some() && t.file.is_none() {
         return Err(invalid(

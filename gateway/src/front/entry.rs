@@ -171,6 +171,11 @@ async fn route(
     if req.method() == Method::OPTIONS {
         return cors::preflight(app, &tenants, url_key, req.headers(), cors);
     }
+    // Who is calling comes first, so every later refusal carries the tenant's CORS answer.
+    let tenant = match admit_key(app, &tenants, chain, url_key, req.headers(), cors) {
+        Ok(t) => t,
+        Err(resp) => return reject(req.into_body(), *resp).await,
+    };
     if req.method() != Method::POST {
         let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "JSON-RPC needs POST\n");
         r.headers_mut()
@@ -198,10 +203,6 @@ async fn route(
     if declared.is_some_and(|n| n > max) {
         return too_large(app, max);
     }
-    let tenant = match admit_key(app, &tenants, chain, url_key, req.headers(), cors) {
-        Ok(t) => t,
-        Err(resp) => return reject(req.into_body(), *resp).await,
-    };
     let started = Instant::now();
     let caller_ip = crate::geo::client_ip(peer.ip(), req.headers(), &app.trusted);
     let caller = app.locate(caller_ip);

@@ -279,7 +279,7 @@ impl Metrics {
             ),
             tenant_compute_units: f.counter_vec(
                 "tenant_compute_units_total",
-                "Compute units of the calls admitted, by tenant.",
+                "Compute units of the calls admitted, by tenant (configured tenants only).",
                 &["tenant"],
             ),
             tenant_limited: f.counter_vec(

@@ -25,7 +25,12 @@ pub fn route(app: &App, req: &Request<hyper::body::Incoming>) -> AdminResponse {
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then_some(token.trim())
+        });
     if !given.is_some_and(|g| token.matches(g)) {
         let mut r = reply(
             StatusCode::UNAUTHORIZED,

@@ -22,9 +22,8 @@ use crate::nodes::tip;
 use crate::ops::metrics::method_label;
 
 impl Path<'_> {
-    /// Admit: parses the body within the batch limit into one slot per element; a body that
-    /// is not JSON-RPC, or a batch over the limit, is refused as a whole. Then each call is
-    /// charged to the caller's budgets; calls over a limit are answered with the limit's error.
+    /// Admit: parses the body within the batch limit (the tenant's, if lower) into one slot per
+    /// element; a body that is not JSON-RPC, or a batch over the limit, is refused as a whole.
     pub fn admit<'r>(
         &self,
         body: &Bytes,
@@ -57,7 +56,7 @@ impl Path<'_> {
             Parsed::Single(e) => (vec![e], false),
             Parsed::Batch(v) => (v, true),
         };
-        let mut req = Request {
+        Ok(Request {
             id,
             started,
             caller: caller.location,
@@ -70,18 +69,23 @@ impl Path<'_> {
             min_finalized: 0,
             refused: 0,
             retry_after: 0,
-        };
-        self.charge(&mut req, caller);
-        Ok(req)
+        })
     }
 
-    /// Charges every call to the tenant (or the keyless address) and refuses those over a
-    /// limit with `-32005`, naming the limit.
-    fn charge(&self, req: &mut Request<'_>, caller: &Caller<'_>) {
+    /// Charge: every call still open is charged to the tenant (or the keyless address); those
+    /// over a limit are refused with `-32005`, naming the limit.
+    pub fn charge(&self, req: &mut Request<'_>, caller: &Caller<'_>) {
+        if caller.tenant.is_none() && caller.tenants.keyless_rps == 0 {
+            // Nothing to limit: count, without building the cost list.
+            let calls = req.slots.iter().filter(|s| s.open()).count();
+            self.tenancy.count_keyless(calls as u64);
+            return;
+        }
         let (calls, cus): (Vec<usize>, Vec<u32>) = req
             .slots
             .iter()
             .enumerate()
+            .filter(|(_, s)| s.open())
             .filter_map(|(i, s)| Some((i, caller.tenants.cost(s.call()?.0))))
             .unzip();
         let refused = self
@@ -110,7 +114,6 @@ impl Path<'_> {
         for slot in &mut req.slots {
             let (reason, error) = match &slot.entry {
                 Entry::Invalid { error, .. } => ("invalid_request", error.clone()),
-                Entry::Call { .. } if slot.answer.is_some() => continue,
                 Entry::Call { method, .. } if !self.allowed(method) => (
                     "method_denied",
                     rpc::error_object(
@@ -417,8 +420,9 @@ impl Path<'_> {
             (true, true) => Some(compress::gzip(&body)),
         };
         // Every call refused over a limit: 429; some: the others' answers, with 200.
+        let calls = || req.slots.iter().filter(|s| s.call().is_some()).count();
         let status = match req.refused {
-            n if n > 0 && n == req.slots.len() => StatusCode::TOO_MANY_REQUESTS,
+            n if n > 0 && n == calls() => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::OK,
         };
         let mut resp = json(status, gzipped.unwrap_or(body));

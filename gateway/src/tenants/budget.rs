@@ -22,6 +22,9 @@ pub struct Bucket {
     low: AtomicBool,
     /// Set by every spend, cleared by the sync task: a bucket nobody uses is not leased for.
     used: AtomicBool,
+    /// The most tokens a refused take wanted (a batch, an expensive call): the next lease asks
+    /// for at least that many, so a take larger than the usual lease can pass.
+    wanted: AtomicI64,
 }
 
 impl Bucket {
@@ -31,6 +34,7 @@ impl Bucket {
             milli: AtomicI64::new(start * MILLI),
             low: AtomicBool::new(false),
             used: AtomicBool::new(false),
+            wanted: AtomicI64::new(0),
         }
     }
 
@@ -55,6 +59,9 @@ impl Bucket {
             .milli
             .fetch_update(Relaxed, Relaxed, |v| (v >= need).then_some(v - need))
             .is_ok();
+        if !ok {
+            self.wanted.fetch_max(n as i64, Relaxed);
+        }
         let left = self.milli.load(Relaxed);
         if left < self.chunk() * MILLI / 2 && !self.low.swap(true, Relaxed) {
             wake();
@@ -79,20 +86,29 @@ impl Bucket {
         2 * self.chunk()
     }
 
-    /// How many tokens to lease now (0: none needed): only for a bucket in use that is low.
+    /// How many tokens to lease now (0: none needed): only for a bucket in use that is low,
+    /// up to two leases, or what the largest refused take needed (at most one second's rate).
     pub fn want(&self) -> i64 {
         let used = self.used.swap(false, Relaxed);
+        let wanted = self.wanted.swap(0, Relaxed);
         let have = self.available();
-        if self.rate() == 0 || !(used || self.low.load(Relaxed)) || have >= self.chunk() {
+        if self.rate() == 0 || !(used || self.low.load(Relaxed)) {
             return 0;
         }
-        self.lease_cap() - have
+        let target = self.lease_cap().max(wanted).min(i64::from(self.rate()));
+        if have >= self.chunk() && have >= wanted {
+            return 0;
+        }
+        (target - have).max(0)
     }
 
-    /// Adds tokens leased from the shared bucket.
+    /// Adds tokens leased from the shared bucket. A bucket granted nothing stays low (the
+    /// next tick asks again; a flood does not wake the sync task on every refusal).
     pub fn grant(&self, n: i64) {
-        self.milli.fetch_add(n * MILLI, Relaxed);
-        self.low.store(false, Relaxed);
+        if n > 0 {
+            self.milli.fetch_add(n * MILLI, Relaxed);
+            self.low.store(false, Relaxed);
+        }
     }
 
     /// Local refill: `share` of the rate for `secs`, up to `share` of a second's burst.
@@ -120,6 +136,8 @@ pub struct Daily {
     seen: AtomicU64,
     /// Admitted here and not yet added to the shared total.
     pending: AtomicU64,
+    /// Sent to Redis by a sync that has not answered yet (counted until it does).
+    inflight: AtomicU64,
 }
 
 impl Daily {
@@ -129,6 +147,7 @@ impl Daily {
             day: AtomicU32::new(utc_day()),
             seen: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            inflight: AtomicU64::new(0),
         }
     }
 
@@ -139,7 +158,7 @@ impl Daily {
     /// Calls counted for today.
     pub fn used(&self) -> u64 {
         self.roll();
-        self.seen.load(Relaxed) + self.pending.load(Relaxed)
+        self.seen.load(Relaxed) + self.inflight.load(Relaxed) + self.pending.load(Relaxed)
     }
 
     pub fn take(&self, n: u64) -> bool {
@@ -148,7 +167,7 @@ impl Daily {
             return true;
         }
         self.roll();
-        let seen = self.seen.load(Relaxed);
+        let seen = self.seen.load(Relaxed) + self.inflight.load(Relaxed);
         self.pending
             .fetch_update(Relaxed, Relaxed, |p| {
                 (seen + p + n <= quota).then_some(p + n)
@@ -176,27 +195,35 @@ impl Daily {
         {
             self.seen.store(0, Relaxed);
             self.pending.store(0, Relaxed);
+            self.inflight.store(0, Relaxed);
         }
     }
 
-    /// For the sync task: the day and what to add to the shared total (now counted as sent).
-    pub fn drain(&self) -> (u32, u64) {
-        self.roll();
-        (self.day.load(Relaxed), self.pending.swap(0, Relaxed))
+    pub fn has_pending(&self) -> bool {
+        self.pending.load(Relaxed) > 0
     }
 
-    /// The sync's answer: the shared total for `day` (after adding what was drained).
+    /// For the sync task: the day and what to add to the shared total (in flight until the
+    /// sync settles or fails).
+    pub fn drain(&self) -> (u32, u64) {
+        self.roll();
+        let n = self.pending.swap(0, Relaxed);
+        self.inflight.fetch_add(n, Relaxed);
+        (self.day.load(Relaxed), n)
+    }
+
+    /// The sync's answer: the shared total for `day`, which now includes what was in flight.
     pub fn settle(&self, day: u32, total: u64) {
         if self.day.load(Relaxed) == day {
             self.seen.store(total, Relaxed);
+            self.inflight.store(0, Relaxed);
         }
     }
 
-    /// The sync failed: what was drained counts here again.
-    pub fn restore(&self, day: u32, n: u64) {
-        if self.day.load(Relaxed) == day {
-            self.pending.fetch_add(n, Relaxed);
-        }
+    /// The sync failed or timed out: what was in flight counts here again (sent next time).
+    pub fn restore(&self) {
+        let n = self.inflight.swap(0, Relaxed);
+        self.pending.fetch_add(n, Relaxed);
     }
 }
 
@@ -258,16 +285,24 @@ impl Book {
     /// The budget of `name` with `rates` (kept, with the new rates, if it exists).
     pub fn budget(&self, name: &str, rates: Rates) -> Arc<TenantBudget> {
         let mut all = self.budgets.lock();
-        if let Some(b) = all.get(name) {
-            b.requests.set_rate(rates.requests_per_second);
-            b.compute_units.set_rate(rates.compute_units_per_second);
-            b.daily.quota.store(rates.daily_quota, Relaxed);
-            return b.clone();
-        }
         let start = |rate: u32| match self.shared {
             true => (i64::from(rate) / 10).max(1),
             false => i64::from(rate),
         };
+        if let Some(b) = all.get(name) {
+            for (bucket, rate) in [
+                (&b.requests, rates.requests_per_second),
+                (&b.compute_units, rates.compute_units_per_second),
+            ] {
+                // A limit that was off starts as a new one would, not empty.
+                if bucket.rate() == 0 && rate > 0 {
+                    bucket.milli.store(start(rate) * MILLI, Relaxed);
+                }
+                bucket.set_rate(rate);
+            }
+            b.daily.quota.store(rates.daily_quota, Relaxed);
+            return b.clone();
+        }
         let b = Arc::new(TenantBudget {
             name: name.to_string(),
             requests: Bucket::new(rates.requests_per_second, start(rates.requests_per_second)),
@@ -325,8 +360,16 @@ mod tests {
         assert_eq!(b.want(), 0, "unused");
         assert!(b.take(8, &|| ()));
         assert_eq!(b.want(), 18, "low and used: up to two leases");
+        b.grant(0);
+        assert!(!b.take(5, &|| ()), "nothing granted");
+        assert_eq!(b.want(), 18, "still low: asked again");
         b.grant(18);
         assert_eq!(b.want(), 0);
+        // A take larger than two leases is leased for (up to the rate).
+        assert!(!b.take(60, &|| ()));
+        assert_eq!(b.want(), 40);
+        b.grant(40);
+        assert!(b.take(60, &|| ()));
     }
 
     #[test]
@@ -339,9 +382,12 @@ mod tests {
         assert!(d.take(1));
         assert!(!d.take(1));
         assert_eq!(d.used(), 10);
-        let (day, sent) = d.drain();
-        d.restore(day, sent);
+        let (_, sent) = d.drain();
+        assert_eq!((sent, d.used()), (1, 10), "in flight still counts");
+        assert!(!d.take(1));
+        d.restore();
         assert_eq!(d.used(), 10, "a failed sync keeps the count");
+        assert!(d.has_pending());
     }
 
     #[test]

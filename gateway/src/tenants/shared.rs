@@ -77,6 +77,7 @@ impl Shared {
         redis_url: Option<&str>,
         prefix: &str,
         interval: Duration,
+        expected_gateways: u32,
     ) -> Result<Self, redis::RedisError> {
         let redis = redis_url.map(redis::Client::open).transpose()?;
         Ok(Self {
@@ -86,7 +87,7 @@ impl Shared {
             prefix: prefix.to_string(),
             id: format!("{:016x}", rand::random::<u64>()),
             interval,
-            peers: 1.into(),
+            peers: u64::from(expected_gateways.max(1)).into(),
             up: false.into(),
             last_ok: 0.into(),
             started: Instant::now(),
@@ -116,6 +117,7 @@ impl Shared {
     pub async fn run(self: Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
         let mut conn: Option<MultiplexedConnection> = None;
         let mut next_connect = Instant::now();
+        let mut next_refresh = Instant::now();
         let mut last = Instant::now();
         let mut last_rate = (Instant::now(), Vec::<(Arc<TenantBudget>, u64)>::new());
         let script = redis::Script::new(LEASE);
@@ -123,7 +125,14 @@ impl Shared {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = stop.cancelled() => return,
+                _ = stop.cancelled() => {
+                    // Daily counts admitted since the last sync go up before the gateway exits.
+                    if let Some(c) = conn.as_mut() {
+                        let last = self.sync(c, &script, true);
+                        let _ = tokio::time::timeout(REDIS_TIMEOUT, last).await;
+                    }
+                    return;
+                }
                 _ = tick.tick() => {}
                 _ = self.wake.notified() => {}
             }
@@ -139,8 +148,12 @@ impl Shared {
                     }
                     match conn.as_mut() {
                         Some(c) => {
-                            let r =
-                                tokio::time::timeout(REDIS_TIMEOUT, self.sync(c, &script)).await;
+                            let refresh = now >= next_refresh;
+                            if refresh {
+                                next_refresh = now + Duration::from_secs(1);
+                            }
+                            let sync = self.sync(c, &script, refresh);
+                            let r = tokio::time::timeout(REDIS_TIMEOUT, sync).await;
                             match r {
                                 Ok(Ok(())) => true,
                                 Ok(Err(e)) => self.failed(&e.to_string(), &mut conn),
@@ -172,6 +185,7 @@ impl Shared {
         &self,
         c: &mut MultiplexedConnection,
         script: &redis::Script,
+        refresh: bool,
     ) -> redis::RedisResult<()> {
         let budgets = self.book.all();
         let now_ms = std::time::SystemTime::now()
@@ -189,7 +203,7 @@ impl Shared {
         // What each queued command is, to read the answers back in order.
         enum Asked<'a> {
             Lease(&'a super::budget::Bucket),
-            Daily(&'a TenantBudget, u32, u64),
+            Daily(&'a TenantBudget, u32),
         }
         let mut asked = Vec::new();
         for b in &budgets {
@@ -206,34 +220,26 @@ impl Shared {
                     asked.push(Asked::Lease(bucket));
                 }
             }
-            if b.daily.quota() > 0 {
+            // Daily counts go up when there are some, and every second regardless (to learn
+            // what the other gateways counted), not every tick for every tenant.
+            if b.daily.quota() > 0 && (b.daily.has_pending() || refresh) {
                 let (day, n) = b.daily.drain();
                 let key = format!("{}:daily:{}:{day}", self.prefix, b.name);
                 pipe.cmd("INCRBY").arg(&key).arg(n);
                 pipe.expire(&key, 2 * 86_400).ignore();
-                asked.push(Asked::Daily(b, day, n));
+                asked.push(Asked::Daily(b, day));
             }
         }
-        let answers: Result<Vec<i64>, _> = pipe.query_async(c).await;
-        let answers = match answers {
-            Ok(a) => a,
-            Err(e) => {
-                // Nothing was granted; daily counts go back to pending.
-                for a in asked {
-                    if let Asked::Daily(b, day, n) = a {
-                        b.daily.restore(day, n);
-                    }
-                }
-                return Err(e);
-            }
-        };
+        // On an error (or when the caller's timeout drops this future) nothing was granted,
+        // and `failed` puts the daily counts in flight back.
+        let answers: Vec<i64> = pipe.query_async(c).await?;
         let mut it = answers.into_iter();
         self.peers
             .store(it.next().unwrap_or(1).max(1) as u64, Relaxed);
         for (a, v) in asked.into_iter().zip(it) {
             match a {
                 Asked::Lease(bucket) => bucket.grant(v.max(0)),
-                Asked::Daily(b, day, _) => b.daily.settle(day, v.max(0) as u64),
+                Asked::Daily(b, day) => b.daily.settle(day, v.max(0) as u64),
             }
         }
         if !self.up.swap(true, Relaxed) {
@@ -247,6 +253,9 @@ impl Shared {
     /// Marks Redis down (logged once per outage) and drops the connection; returns false.
     fn failed(&self, why: &str, conn: &mut Option<MultiplexedConnection>) -> bool {
         *conn = None;
+        for b in self.book.all() {
+            b.daily.restore();
+        }
         if self.up.swap(false, Relaxed) || self.last_ok.load(Relaxed) == 0 {
             if let Some(suppressed) = REDIS_LOG.allow() {
                 tracing::warn!(
