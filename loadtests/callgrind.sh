@@ -11,6 +11,8 @@
 #   hit     eth_getBalance at block 0x0 (a final answer: the gateway tier)
 #   batch   a batch of 50 such calls (instructions per batch)
 #   node    eth_getBalance of a new random address at `latest` (every call goes to the node)
+#   keyed   the hit as tenant `bench` with its key in the URL (only with CG_TENANT=1: the gateway
+#           gets a tenants file with every limit on, far above the load; no Redis)
 # Background work (health ticks every 250 ms) is counted too, the same way for every build.
 # CG_KEEP=1 keeps the callgrind files (run-1/, run-2/, ... in the order given) for
 # callgrind_annotate.
@@ -18,6 +20,7 @@ set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 N=${CG_N:-2000}
+KINDS="hit batch node"
 BASE=${CG_PORT_BASE:-29545}
 command -v valgrind >/dev/null || { echo "callgrind.sh: needs valgrind (apt-get install valgrind)" >&2; exit 1; }
 KEEP_TMP=${CG_KEEP:-}
@@ -30,6 +33,20 @@ PIDS+=($!)
 wait_for rpc "$ANVIL_URL" eth_chainId '[]'
 rpc "$ANVIL_URL" anvil_mine '["0x80"]' >/dev/null
 
+if [ -n "${CG_TENANT:-}" ]; then
+  KINDS="hit keyed batch node"
+  cat >"$TMP/tenants.toml" <<TOML
+[[tenants]]
+name = "bench"
+key_sha256 = ["$(printf %s bench-key | sha256sum | cut -d' ' -f1)"]
+requests_per_second = 2000000000
+compute_units_per_second = 4000000000
+daily_quota = 1000000000000
+TOML
+  GW_EXTRA_TOML="[tenants]
+file = \"$TMP/tenants.toml\""
+fi
+
 # Sends N requests of one kind on one keep-alive connection.
 send() { # KIND COUNT
   python3 - "$1" "$2" "127.0.0.1" "$((BASE + 1))" <<'PY'
@@ -38,15 +55,16 @@ kind, n, host, port = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4
 c = http.client.HTTPConnection(host, port)
 one = '{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266","0x0"]}'
 batch = "[" + ",".join(one.replace('"id":1', '"id":%d' % i) for i in range(50)) + "]"
+path = "/v1/bench-key" if kind == "keyed" else "/"
 for i in range(n):
-    if kind == "hit":
+    if kind in ("hit", "keyed"):
         body = one
     elif kind == "batch":
         body = batch
     else:
         addr = "0x" + os.urandom(20).hex()
         body = '{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["%s","latest"]}' % addr
-    c.request("POST", "/", body, {"content-type": "application/json"})
+    c.request("POST", path, body, {"content-type": "application/json"})
     r = c.getresponse()
     data = r.read()
     if r.status != 200 or b'"error"' in data:
@@ -61,7 +79,7 @@ measure() { # BIN_DIR
     valgrind --tool=callgrind --callgrind-out-file="$run/cg.%p"
   local gw_pid=$GW_PID edge_pid=$EDGE_PID
   local kind out
-  for kind in hit batch node; do
+  for kind in $KINDS; do
     send "$kind" 200
     callgrind_control -z "$gw_pid" >/dev/null 2>&1
     send "$kind" "$N"

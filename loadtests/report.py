@@ -350,7 +350,7 @@ def cmd_results(a):
           f"anvil TOKIO_WORKER_THREADS = {info.get('anvil_workers', '?')}; "
           f"{info.get('edges')} edge nodes, caller located by X-Forwarded-For "
           f"{info.get('xff')} so {info.get('serving_region')} serves; edge cache max_bytes {info.get('edge_cache_max_bytes'):,}; "
-          f"gateway with a tenants file (keyless callers and tenant `bench` unlimited) sharing its counts "
+          f"gateway with a tenants file (keyless callers unlimited; tenant `bench` with every limit on, far above the load) sharing its counts "
           f"through its own redis-server")
     if pool:
         p = pool["pool"]

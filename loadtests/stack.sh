@@ -30,7 +30,8 @@ wait_for() { for _ in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0
 # start_pair BIN_DIR RUN_DIR BASE UPSTREAM_URL [WRAPPER...]: writes the configs into RUN_DIR and
 # starts the gateway (JSON-RPC on BASE+1, QUIC on BASE+2; run under WRAPPER when given, such as
 # valgrind) and one edge node (eu-west) in front of UPSTREAM_URL, both with worker_threads =
-# $WORKERS (default 0: one per core); waits until the gateway serves. Sets GW_PID and EDGE_PID.
+# $WORKERS (default 0: one per core), and $GW_EXTRA_TOML appended to the gateway's config; waits
+# until the gateway serves. Sets GW_PID and EDGE_PID.
 start_pair() {
   local bin=$1 run=$2 base=$3 upstream=$4 fp
   shift 4
@@ -47,6 +48,7 @@ join_tokens = ["measuring"]
 [[chains]]
 name = "anvil"
 chain_id = 31337
+${GW_EXTRA_TOML:-}
 TOML
   cat >"$run/edge.toml" <<TOML
 key_file = "$run/keys/edge.key"

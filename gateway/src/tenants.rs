@@ -77,6 +77,10 @@ impl Tenant {
 /// The tenants file in use.
 pub struct Tenants {
     by_key: HashMap<[u8; 32], Arc<Tenant>>,
+    /// Keys seen to be good, as presented: hashing a key costs more than the rest of a cache
+    /// hit's checks. In memory only (never on disk or in logs), bounded by the keys in
+    /// `by_key` (only good keys go in), and gone with this set at the next reload.
+    known: parking_lot::RwLock<HashMap<Box<str>, Arc<Tenant>>>,
     pub list: Vec<Arc<Tenant>>,
     pub keyless_serve: bool,
     pub keyless_rps: u32,
@@ -85,6 +89,21 @@ pub struct Tenants {
 }
 
 impl Tenants {
+    /// The tenant holding `key`.
+    fn find(&self, key: &str) -> Option<Arc<Tenant>> {
+        if let Some(t) = self.known.read().get(key) {
+            return Some(t.clone());
+        }
+        let t = self.by_key.get(&hash_key(key))?.clone();
+        let mut known = self.known.write();
+        // Several spellings can only come from different keys, each of which hashes to one in
+        // `by_key`: the map never outgrows the file.
+        if known.len() < self.by_key.len() {
+            known.insert(key.into(), t.clone());
+        }
+        Some(t)
+    }
+
     /// The compute units a call to `method` costs.
     pub fn cost(&self, method: &str) -> u32 {
         self.weights.get(method).copied().unwrap_or(self.default_cu)
@@ -95,6 +114,7 @@ impl Tenants {
         let (weights, default_cu) = file::weights(&Default::default());
         Self {
             by_key: HashMap::new(),
+            known: Default::default(),
             list: Vec::new(),
             keyless_serve: true,
             keyless_rps: 0,
@@ -331,6 +351,7 @@ impl Tenancy {
         book.retain(&names);
         Tenants {
             by_key,
+            known: Default::default(),
             list,
             keyless_serve: f.keyless.serve,
             keyless_rps: f.keyless.requests_per_second,
@@ -350,12 +371,7 @@ impl Tenancy {
         match presented_key(url_key, headers)? {
             None if tenants.keyless_serve => Ok(None),
             None => Err(Denied::KeyRequired),
-            Some(key) => tenants
-                .by_key
-                .get(&hash_key(key))
-                .cloned()
-                .map(Some)
-                .ok_or(Denied::BadKey),
+            Some(key) => tenants.find(key).map(Some).ok_or(Denied::BadKey),
         }
     }
 
@@ -536,7 +552,9 @@ pub fn hash_key_hex(key: &str) -> String {
 
 /// The key a request presents, if any; two different ones are refused.
 fn presented_key<'a>(url: Option<&'a str>, h: &'a HeaderMap) -> Result<Option<&'a str>, Denied> {
-    let header = h.get("x-api-key").and_then(|v| v.to_str().ok());
+    let header = h
+        .get(crate::front::respond::names::X_API_KEY)
+        .and_then(|v| v.to_str().ok());
     let bearer = h
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

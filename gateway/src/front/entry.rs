@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::compress;
 use super::conns::{Closed, Conns, Limits};
 use super::cors::{self, Cors};
-use super::respond::{new_request_id, readyz, rpc_error, text, Resp};
+use super::respond::{names, new_request_id, readyz, rpc_error, text, Resp};
 use crate::app::App;
 use crate::config::ChainConfig;
 use crate::request::Caller;
@@ -141,7 +141,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
     let mut resp = route(&app, req, peer, request_id, &mut cors).await;
     let h = resp.headers_mut();
     h.insert(
-        "x-request-id",
+        names::X_REQUEST_ID,
         HeaderValue::from_str(request_id).expect("hex is a valid header"),
     );
     cors::apply(h, origin, cors);

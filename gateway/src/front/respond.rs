@@ -8,6 +8,17 @@ use super::jsonrpc;
 
 pub type Resp = Response<Full<Bytes>>;
 
+/// The gateway's own headers, made once: a `&str` name is parsed on every insert.
+pub mod names {
+    use http::HeaderName;
+    pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+    pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+    pub const X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
+    pub const X_EDGE_NODE: HeaderName = HeaderName::from_static("x-edge-node");
+    pub const X_EDGE_REGION: HeaderName = HeaderName::from_static("x-edge-region");
+    pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+}
+
 /// A JSON body.
 pub fn json(status: StatusCode, body: Bytes) -> Resp {
     let mut r = Response::new(Full::new(body));

@@ -14,7 +14,7 @@ use super::{Answer, Caller, Path, Request, Slot, Tier};
 use crate::answers::{FinalAnswers, Offered, StateAnswers};
 use crate::front::compress;
 use crate::front::jsonrpc::{self, Entry, Parsed};
-use crate::front::respond::{json, Resp};
+use crate::front::respond::{json, names, Resp};
 use crate::nodes::dispatch::{self, Dispatched};
 use crate::nodes::registry::Node;
 use crate::nodes::router::RouteError;
@@ -81,16 +81,30 @@ impl Path<'_> {
             self.tenancy.count_keyless(calls as u64);
             return;
         }
-        let (calls, cus): (Vec<usize>, Vec<u32>) = req
-            .slots
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.open())
-            .filter_map(|(i, s)| Some((i, caller.tenants.cost(s.call()?.0))))
-            .unzip();
+        // One call (the usual request) allocates no lists.
+        let single: [u32; 1];
+        let (calls, many): (Vec<usize>, Vec<u32>);
+        let cus: &[u32] = match &req.slots[..] {
+            [one] => match one.call().filter(|_| one.open()) {
+                Some((m, _)) => {
+                    (calls, single) = (Vec::new(), [caller.tenants.cost(m)]);
+                    &single
+                }
+                None => return,
+            },
+            slots => {
+                (calls, many) = slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.open())
+                    .filter_map(|(i, s)| Some((i, caller.tenants.cost(s.call()?.0))))
+                    .unzip();
+                &many
+            }
+        };
         let refused = self
             .tenancy
-            .charge(caller.tenants, caller.tenant, caller.addr, &cus);
+            .charge(caller.tenants, caller.tenant, caller.addr, cus);
         for (i, r) in refused {
             let who = caller.tenant.map_or("this address", |t| t.name.as_str());
             let error = rpc::error_object(
@@ -102,7 +116,8 @@ impl Path<'_> {
                 ),
             );
             self.metrics.rejected.with_label_values(&["limited"]).inc();
-            req.slots[calls[i]].decide(CacheStatus::Bypass, Err(error), Tier::Local);
+            let slot = calls.get(i).copied().unwrap_or(0);
+            req.slots[slot].decide(CacheStatus::Bypass, Err(error), Tier::Local);
             req.refused += 1;
             req.retry_after = req.retry_after.max(r.retry_after);
         }
@@ -462,21 +477,21 @@ fn single_headers(resp: &mut Resp, req: &Request<'_>) {
     let h = resp.headers_mut();
     if let Some(node) = &req.node {
         if let Ok(v) = HeaderValue::from_str(&node.id) {
-            h.insert("x-edge-node", v);
+            h.insert(names::X_EDGE_NODE, v);
         }
         if let Ok(v) = HeaderValue::from_str(&node.region) {
-            h.insert("x-edge-region", v);
+            h.insert(names::X_EDGE_REGION, v);
         }
     }
     let Some(Answer { cache, tier, .. }) = req.slots.first().and_then(|s| s.answer.as_ref()) else {
         return;
     };
-    h.insert("x-cache", HeaderValue::from_static(cache.as_str()));
+    h.insert(names::X_CACHE, HeaderValue::from_static(cache.as_str()));
     if *cache == CacheStatus::Hit {
         let tier = match tier {
             Tier::Gateway => "gateway",
             _ => "edge",
         };
-        h.insert("x-cache-tier", HeaderValue::from_static(tier));
+        h.insert(names::X_CACHE_TIER, HeaderValue::from_static(tier));
     }
 }
