@@ -81,8 +81,10 @@ fn listing(app: &App) -> serde_json::Value {
                     "compute_units_total": b.admitted_cu.load(Relaxed),
                     "limited_total": b.refused.load(Relaxed),
                     "daily_used": b.daily.used(),
-                    "requests_tokens_here": b.requests.available(),
-                    "compute_units_tokens_here": b.compute_units.available(),
+                    // Tokens this gateway holds now (null: that limit is off).
+                    "requests_tokens_here": (b.requests.rate() > 0).then(|| b.requests.available()),
+                    "compute_units_tokens_here": (b.compute_units.rate() > 0)
+                        .then(|| b.compute_units.available()),
                 },
             })
         })
