@@ -223,7 +223,7 @@ longitude = $lon
 admin_listen = "127.0.0.1:$admin"
 worker_threads = $WORKERS
 
-[gateway]
+[[gateways]]
 address = "127.0.0.1:$P_QUIC"
 # The real one is passed with --gateway-fingerprint.
 fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"

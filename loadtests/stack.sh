@@ -56,7 +56,7 @@ region = "eu-west"
 latitude = 50.1
 longitude = 8.7
 worker_threads = ${WORKERS:-0}
-[gateway]
+[[gateways]]
 address = "127.0.0.1:$((base + 2))"
 fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 token = "measuring"

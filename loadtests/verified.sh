@@ -52,7 +52,7 @@ key_file = "$1.key"
 region = "$1"
 latitude = $2
 longitude = $3
-[gateway]
+[[gateways]]
 address = "127.0.0.1:$((BASE + 2))"
 fingerprint = "$FP"
 token = "verified-bench-token"

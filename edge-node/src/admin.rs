@@ -26,7 +26,7 @@ fn route<B>(shared: &Shared, req: &Request<B>) -> AdminResponse {
         }
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
-            let joined = shared.metrics.gateway_connected.get() == 1;
+            let joined = !shared.joined.lock().is_empty();
             let upstream_ok = shared.service.chains.values().any(|c| c.upstream_healthy());
             if joined && upstream_ok {
                 text(StatusCode::OK, "ready\n")

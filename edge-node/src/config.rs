@@ -37,7 +37,9 @@ pub struct Config {
     /// Admin listener: `/metrics`, `/healthz`, `/readyz`.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
-    pub gateway: GatewayLink,
+    /// The gateways this node joins: one QUIC connection each, the same join, status and
+    /// `Head` reports to each, requests from any.
+    pub gateways: Vec<GatewayLink>,
     #[serde(default)]
     pub cache: CacheConfig,
     pub chains: Vec<ChainConfig>,
@@ -56,6 +58,9 @@ pub const MAX_WORKER_THREADS: usize = 1024;
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayLink {
+    /// A name for logs and the `gateway` label of this node's metrics (default: the address).
+    #[serde(default)]
+    pub name: Option<String>,
     /// The gateway's QUIC address (`host:port`).
     pub address: String,
     /// The gateway's public-key fingerprint (`sha256:<hex>`), as printed by
@@ -70,6 +75,7 @@ pub struct GatewayLink {
 impl std::fmt::Debug for GatewayLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewayLink")
+            .field("name", &self.name)
             .field("address", &self.address)
             .field("fingerprint", &self.fingerprint)
             .field("token", &"MASKED")
@@ -175,7 +181,7 @@ impl Config {
     pub fn validate(&self, file: &str) -> Result<(), ConfigError> {
         let named = |Bad { key, problem }| ConfigError::invalid(file, key, problem);
         self.validate_node().map_err(named)?;
-        self.gateway.validate().map_err(named)?;
+        validate_gateways(&self.gateways).map_err(named)?;
         self.cache.validate().map_err(named)?;
         validate_chains(&self.chains).map_err(named)
     }
@@ -225,26 +231,68 @@ impl Bad {
 }
 
 impl GatewayLink {
-    fn validate(&self) -> Result<(), Bad> {
+    /// What logs and metrics call this gateway.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.address)
+    }
+
+    fn validate(&self, at: &str) -> Result<(), Bad> {
+        let key = |k: &str| format!("{at}.{k}");
         let fp = &self.fingerprint;
         let hex = fp.strip_prefix("sha256:").unwrap_or("");
         if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Bad::new(
-                "gateway.fingerprint",
+                key("fingerprint"),
                 format!("{fp:?} is not `sha256:` followed by 64 hex digits"),
             ));
         }
         if self.token.is_empty() {
-            return Err(Bad::new("gateway.token", "must not be empty"));
+            return Err(Bad::new(key("token"), "must not be empty"));
         }
         if self.address.is_empty() {
-            return Err(Bad::new("gateway.address", "must not be empty"));
+            return Err(Bad::new(key("address"), "must not be empty"));
+        }
+        if self.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            return Err(Bad::new(key("name"), "must not be empty"));
         }
         if self.max_frame_bytes < 1024 {
-            return Err(Bad::new("gateway.max_frame_bytes", "must be at least 1024"));
+            return Err(Bad::new(key("max_frame_bytes"), "must be at least 1024"));
         }
         Ok(())
     }
+}
+
+/// At most this many gateways per node (each is a connection and a status stream).
+pub const MAX_GATEWAYS: usize = 64;
+
+fn validate_gateways(links: &[GatewayLink]) -> Result<(), Bad> {
+    if links.is_empty() {
+        return Err(Bad::new(
+            "gateways",
+            "at least one [[gateways]] entry is required",
+        ));
+    }
+    if links.len() > MAX_GATEWAYS {
+        return Err(Bad::new(
+            "gateways",
+            format!("{} entries; at most {MAX_GATEWAYS}", links.len()),
+        ));
+    }
+    let (mut addresses, mut labels) = (
+        std::collections::HashSet::new(),
+        std::collections::HashSet::new(),
+    );
+    for (i, l) in links.iter().enumerate() {
+        let at = format!("gateways[{i}]");
+        l.validate(&at)?;
+        if !addresses.insert(l.address.as_str()) {
+            return Err(Bad::new(format!("{at}.address"), "is listed twice"));
+        }
+        if !labels.insert(l.label()) {
+            return Err(Bad::new(format!("{at}.name"), "is used twice"));
+        }
+    }
+    Ok(())
 }
 
 impl CacheConfig {
@@ -341,7 +389,7 @@ key_file = "node.key"
 region = "eu-west"
 latitude = 50.11
 longitude = 8.68
-[gateway]
+[[gateways]]
 address = "127.0.0.1:4433"
 fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 token = "secret"
@@ -359,7 +407,24 @@ upstreams = ["http://127.0.0.1:8545"]
             c.chains[0].head_poll,
             Duration::from_millis(DEFAULT_HEAD_POLL_MS)
         );
-        assert!(!format!("{:?}", c.gateway).contains("secret"));
+        assert!(!format!("{:?}", c.gateways).contains("secret"));
+        assert_eq!(c.gateways[0].label(), "127.0.0.1:4433");
+    }
+
+    /// A second gateway for `GOOD`.
+    const SECOND: &str = r#"[[gateways]]
+name = "gw-us"
+address = "127.0.0.2:4434"
+fingerprint = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+token = "other"
+"#;
+
+    #[test]
+    fn several_gateways_each_with_its_own_pin() {
+        let text = GOOD.replace("[[chains]]", &format!("{SECOND}\n[[chains]]"));
+        let c = Config::parse(&text, "t.toml").unwrap();
+        assert_eq!(c.gateways.len(), 2);
+        assert_eq!(c.gateways[1].label(), "gw-us");
     }
 
     #[test]
@@ -373,10 +438,24 @@ upstreams = ["http://127.0.0.1:8545"]
                 GOOD.replace("http://127.0.0.1:8545", "ftp://x"),
                 "chains[0].upstreams[0]",
             ),
-            (GOOD.replace("sha256:00", "sha1:00"), "gateway.fingerprint"),
+            (
+                GOOD.replace("sha256:00", "sha1:00"),
+                "gateways[0].fingerprint",
+            ),
             (
                 GOOD.replace("token = \"secret\"", "token = \"\""),
-                "gateway.token",
+                "gateways[0].token",
+            ),
+            (
+                GOOD.replace(
+                    "[[chains]]",
+                    &format!("{}\n[[chains]]", SECOND.replace("4434", "4433")),
+                ),
+                "gateways[1].address",
+            ),
+            (
+                GOOD.replace("[[gateways]]", "[gateway]"),
+                "unknown field `gateway`",
             ),
             (format!("{GOOD}\nbogus = 1\n"), "bogus"),
             (format!("worker_threads = 5000\n{GOOD}"), "worker_threads"),

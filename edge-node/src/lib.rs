@@ -1,4 +1,4 @@
-//! Edge node: joins a gateway over QUIC and answers its JSON-RPC requests from a response
+//! Edge node: joins its gateways over QUIC and answers its JSON-RPC requests from a response
 //! cache or from upstream full nodes, while tracking each chain's head for status reports.
 //!
 //! Entry point: [`EdgeNode::start`] (the binary is a thin wrapper around it).
@@ -45,19 +45,23 @@ use crate::metrics::Metrics;
 use crate::service::Service;
 use crate::upstream::Upstreams;
 
-/// State shared by the link, the admin listener and the chain trackers.
+/// State shared by the links, the admin listener and the chain trackers.
 pub struct Shared {
     pub config: Config,
     pub node_id: String,
     pub service: Service,
     pub metrics: Arc<Metrics>,
     pub in_flight: Arc<Semaphore>,
+    /// The gateways joined now, by link index: the name each gave in its welcome.
+    pub joined: parking_lot::Mutex<std::collections::BTreeMap<usize, String>>,
 }
 
 impl Shared {
     pub fn status(&self) -> Status {
         let busy = self.config.max_in_flight - self.in_flight.available_permits();
-        link::status_of(&self.service, busy as u32)
+        let mut s = link::status_of(&self.service, busy as u32);
+        s.gateways = self.joined.lock().values().cloned().collect();
+        s
     }
 }
 
@@ -84,19 +88,25 @@ impl EdgeNode {
             metrics.clone(),
         );
         let node_id = identity.node_id();
-        let client_cfg = proto::tls::client_config(
-            &identity,
-            &config.gateway.fingerprint,
-            proto::tls::Transport::default(),
-        )?;
-        let bind: SocketAddr = if config.gateway.address.starts_with('[') {
+        // One client config per gateway: each pins its own key.
+        let pins = config
+            .gateways
+            .iter()
+            .map(|g| {
+                proto::tls::client_config(
+                    &identity,
+                    &g.fingerprint,
+                    proto::tls::Transport::default(),
+                )
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // One socket for every gateway; dual-stack when any address is IPv6.
+        let bind: SocketAddr = if config.gateways.iter().any(|g| g.address.starts_with('[')) {
             "[::]:0".parse()?
         } else {
             "0.0.0.0:0".parse()?
         };
-        let mut endpoint =
-            quinn::Endpoint::client(bind).context("binding the QUIC client socket")?;
-        endpoint.set_default_client_config(client_cfg);
+        let endpoint = quinn::Endpoint::client(bind).context("binding the QUIC client socket")?;
 
         let shared = Arc::new(Shared {
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
@@ -104,6 +114,7 @@ impl EdgeNode {
             node_id: node_id.clone(),
             service,
             metrics,
+            joined: Default::default(),
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -125,7 +136,25 @@ impl EdgeNode {
             }
             None => None,
         };
-        tasks.spawn(link::run(shared.clone(), endpoint, stop.child_token()));
+        let links = stop.child_token();
+        let mut link_tasks = JoinSet::new();
+        for (i, pin) in pins.into_iter().enumerate() {
+            let link = link::Link {
+                index: i,
+                client: pin,
+            };
+            link_tasks.spawn(link::run(
+                shared.clone(),
+                link,
+                endpoint.clone(),
+                links.clone(),
+            ));
+        }
+        // The socket closes once every link has said goodbye.
+        tasks.spawn(async move {
+            while link_tasks.join_next().await.is_some() {}
+            endpoint.close(0u32.into(), b"shutdown");
+        });
         tracing::info!(%node_id, region = %shared.config.region, "edge node started");
         Ok(Self {
             node_id,

@@ -1,6 +1,7 @@
-//! The node's side of the gateway link: dial out (so nodes behind NAT can join), prove identity
+//! The node's side of a gateway link: dial out (so nodes behind NAT can join), prove identity
 //! with mutual TLS and the join token, report status on the control stream, and answer one
-//! request per stream the gateway opens. Reconnects with capped, jittered backoff.
+//! request per stream the gateway opens. Reconnects with capped, jittered backoff. A node runs
+//! one link per configured gateway, each on its own: one going away disturbs no other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,20 +45,38 @@ pub enum LinkError {
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// Keeps the node joined to its gateway until `stop` fires.
-pub async fn run(shared: Arc<Shared>, endpoint: quinn::Endpoint, stop: CancellationToken) {
+/// One configured gateway: its index in `config.gateways` and the TLS config pinning its key.
+pub struct Link {
+    pub index: usize,
+    pub client: quinn::ClientConfig,
+}
+
+/// Keeps the node joined to one gateway until `stop` fires.
+pub async fn run(
+    shared: Arc<Shared>,
+    link: Link,
+    endpoint: quinn::Endpoint,
+    stop: CancellationToken,
+) {
+    let label = shared.config.gateways[link.index].label().to_string();
+    let connected = shared
+        .metrics
+        .gateway_connected
+        .with_label_values(&[&label]);
+    connected.set(0);
     let mut backoff = BACKOFF_MIN;
     loop {
         let started = tokio::time::Instant::now();
         let res = tokio::select! {
             _ = stop.cancelled() => break,
-            r = session(&shared, &endpoint, &stop) => r,
+            r = session(&shared, &link, &endpoint, &stop) => r,
         };
-        shared.metrics.gateway_connected.set(0);
+        connected.set(0);
+        shared.joined.lock().remove(&link.index);
         match res {
             Ok(()) => break,
             Err(e) => {
-                tracing::warn!(error = %e, "gateway link down; reconnecting");
+                tracing::warn!(gateway = %label, error = %e, "gateway link down; reconnecting");
                 shared
                     .metrics
                     .gateway_connects
@@ -80,7 +99,7 @@ pub async fn run(shared: Arc<Shared>, endpoint: quinn::Endpoint, stop: Cancellat
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
-    endpoint.close(0u32.into(), b"shutdown");
+    shared.joined.lock().remove(&link.index);
 }
 
 async fn resolve(addr: &str) -> Result<SocketAddr, LinkError> {
@@ -97,6 +116,7 @@ async fn resolve(addr: &str) -> Result<SocketAddr, LinkError> {
 /// One joined session; returns `Ok` only on shutdown.
 async fn session(
     shared: &Arc<Shared>,
+    link: &Link,
     endpoint: &quinn::Endpoint,
     stop: &CancellationToken,
 ) -> Result<(), LinkError> {
@@ -107,7 +127,8 @@ async fn session(
         ctl_send,
         ctl_recv: _ctl_recv,
         welcome,
-    } = join(shared, endpoint).await?;
+    } = join(shared, link, endpoint).await?;
+    let max_frame = shared.config.gateways[link.index].max_frame_bytes;
     let interval = Duration::from_millis(welcome.status_interval_ms.clamp(100, 1000));
     let status_task = report(shared.clone(), ctl_send, interval);
     let accept_task = async {
@@ -115,7 +136,7 @@ async fn session(
             let (send, recv) = conn.accept_bi().await?;
             let shared = shared.clone();
             tokio::spawn(async move {
-                if let Err(e) = serve_stream(&shared, send, recv).await {
+                if let Err(e) = serve_stream(&shared, send, recv, max_frame).await {
                     tracing::debug!(error = %e, "request stream failed");
                 }
             });
@@ -141,18 +162,23 @@ struct Joined {
 }
 
 /// Connects and joins: `Hello` out, `Welcome` (or `Reject`) back on the control stream.
-async fn join(shared: &Shared, endpoint: &quinn::Endpoint) -> Result<Joined, LinkError> {
+async fn join(
+    shared: &Shared,
+    link: &Link,
+    endpoint: &quinn::Endpoint,
+) -> Result<Joined, LinkError> {
     let cfg = &shared.config;
-    let addr = resolve(&cfg.gateway.address).await?;
+    let gw = &cfg.gateways[link.index];
+    let addr = resolve(&gw.address).await?;
     let conn = endpoint
-        .connect(addr, proto::tls::SERVER_NAME)
+        .connect_with(link.client.clone(), addr, proto::tls::SERVER_NAME)
         .map_err(LinkError::Connect)?
         .await
         .map_err(LinkError::Handshake)?;
     let (mut ctl_send, mut ctl_recv) = conn.open_bi().await?;
     let hello = Hello {
         protocol: proto::PROTOCOL_VERSION,
-        token: cfg.gateway.token.clone(),
+        token: gw.token.clone(),
         node_id: shared.node_id.clone(),
         region: cfg.region.clone(),
         latitude: cfg.latitude,
@@ -184,8 +210,17 @@ async fn join(shared: &Shared, endpoint: &quinn::Endpoint) -> Result<Joined, Lin
             .into())
         }
     };
-    tracing::info!(gateway = %welcome.gateway_id, %addr, "joined gateway");
-    shared.metrics.gateway_connected.set(1);
+    tracing::info!(gateway = %gw.label(), id = %welcome.gateway_id, name = %welcome.gateway_name, %addr, "joined gateway");
+    let name = match welcome.gateway_name.as_str() {
+        "" => gw.label().to_string(),
+        n => n.to_string(),
+    };
+    shared.joined.lock().insert(link.index, name);
+    shared
+        .metrics
+        .gateway_connected
+        .with_label_values(&[gw.label()])
+        .set(1);
     shared
         .metrics
         .gateway_connects
@@ -281,6 +316,7 @@ async fn serve_stream(
     shared: &Shared,
     mut send: quinn::SendStream,
     mut recv: quinn::RecvStream,
+    max: usize,
 ) -> Result<(), LinkError> {
     shared.metrics.requests.inc();
     let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
@@ -288,7 +324,6 @@ async fn serve_stream(
         let _ = send.reset(1u32.into());
         return Ok(());
     };
-    let max = shared.config.gateway.max_frame_bytes;
     let buf = recv
         .read_to_end(max)
         .await
@@ -337,5 +372,9 @@ async fn serve_stream(
 pub fn status_of(service: &Service, in_flight: u32) -> Status {
     let mut chains: Vec<_> = service.chains.values().map(|c| c.status()).collect();
     chains.sort_by_key(|c| c.chain_id);
-    Status { chains, in_flight }
+    Status {
+        chains,
+        in_flight,
+        gateways: Vec::new(),
+    }
 }

@@ -35,7 +35,8 @@ pub struct Metrics {
     pub upstream_duration: HistogramVec,
     pub head_block: IntGaugeVec,
     pub in_flight: IntGauge,
-    pub gateway_connected: IntGauge,
+    /// Per gateway (its name, else its address): 1 while joined.
+    pub gateway_connected: IntGaugeVec,
     pub gateway_connects: IntCounterVec,
     pub requests: IntCounter,
     pub cache_evictions: IntCounterVec,
@@ -84,9 +85,10 @@ impl Metrics {
                 &["chain_id"],
             ),
             in_flight: f.gauge("in_flight_requests", "Gateway requests being handled."),
-            gateway_connected: f.gauge(
+            gateway_connected: f.gauge_vec(
                 "gateway_connected",
-                "1 while the node is joined to its gateway.",
+                "1 while the node is joined to the gateway (one series per configured gateway).",
+                &["gateway"],
             ),
             gateway_connects: f.counter_vec(
                 "gateway_connect_attempts_total",

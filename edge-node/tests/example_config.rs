@@ -43,7 +43,7 @@ fn example_names_every_key_the_code_accepts() {
         "keys missing from the example: {missing:?}"
     );
     // The walk must have seen every section, or a missing one would go unnoticed.
-    for section in ["gateway", "cache", "chains[0]"] {
+    for section in ["gateways[0]", "cache", "chains[0]"] {
         assert!(paths.iter().any(|p| p == section), "no [{section}] walked");
     }
 }
@@ -69,7 +69,7 @@ fn example_values_equal_the_code_defaults() {
     // `#[serde(default)]` on a usize: no constant, the default is 0 (one thread per core).
     assert_eq!(cfg.worker_threads, 0);
 
-    assert_eq!(cfg.gateway.max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
+    assert_eq!(cfg.gateways[0].max_frame_bytes, DEFAULT_MAX_FRAME_BYTES);
 
     assert_eq!(cfg.cache.max_bytes, DEFAULT_CACHE_MAX_BYTES);
     assert_eq!(cfg.cache.max_bytes, CacheConfig::default().max_bytes);

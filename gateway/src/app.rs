@@ -21,6 +21,7 @@ use crate::nodes::link::Link;
 use crate::nodes::registry::Registry;
 use crate::nodes::router::Router;
 use crate::nodes::tip::Marks;
+use crate::nodes::vantage::Vantage;
 use crate::ops::metrics::{ChainSeries, Metrics};
 use crate::ops::status::Recent;
 use crate::request::Path;
@@ -52,6 +53,10 @@ pub struct App {
     pub marks: Arc<Marks>,
     /// Tenants, keys and their limits.
     pub tenancy: Arc<Tenancy>,
+    /// The other gateways' RTTs to the nodes (through Redis), for location checks.
+    pub vantage: Arc<Vantage>,
+    /// `x-gateway` on every answer: `server.name`.
+    pub gateway_header: http::HeaderValue,
 }
 
 impl App {
@@ -84,6 +89,9 @@ impl App {
             metrics,
             series,
             tenancy,
+            vantage: Arc::new(Vantage::default()),
+            gateway_header: http::HeaderValue::from_str(&config.server.name)
+                .context("server.name as a header")?,
             marks: Arc::new(Marks::new(config.chains.iter().map(|c| c.chain_id))),
             geo,
             trusted,
@@ -192,6 +200,7 @@ impl Gateway {
             metrics: app.metrics.clone(),
             recent: app.recent.clone(),
             gateway_id: app.gateway_id.clone(),
+            gateway_name: app.config.server.name.clone(),
             quic: app.config.quic.clone(),
             marks: app.marks.clone(),
         };
@@ -205,9 +214,22 @@ impl Gateway {
             app.router.clone(),
             app.metrics.clone(),
             app.marks.clone(),
+            app.vantage.clone(),
             &app.config,
         );
         tasks.spawn(checker.run(stop.child_token()));
+        if let Some(url) = &app.config.tenants.redis_url {
+            let client = redis::Client::open(url.as_str()).context("tenants.redis_url")?;
+            tasks.spawn(nodes::vantage::run(
+                app.vantage.clone(),
+                app.registry.clone(),
+                client,
+                app.config.tenants.redis_prefix.clone(),
+                app.config.server.name.clone(),
+                app.config.geo.gateway_location,
+                stop.child_token(),
+            ));
+        }
         let shared = app.tenancy.shared.clone();
         tasks.spawn(shared.run(app.metrics.clone(), stop.child_token()));
         tasks.spawn(

@@ -6,7 +6,9 @@
 //! - [`router`]: which healthy nodes may serve a caller, best first;
 //! - [`dispatch`]: one QUIC stream per attempt, failover within the deadline;
 //! - [`sendraw`]: `eth_sendRawTransaction` across failovers;
-//! - [`tip`]: the chain tip callers have seen, which no later answer goes below.
+//! - [`tip`]: the chain tip callers have seen, which no later answer goes below;
+//! - [`vantage`]: every gateway's smallest RTT to each node, shared through Redis, so each
+//!   judges claimed locations from every vantage point.
 
 pub mod dispatch;
 pub mod health;
@@ -15,3 +17,4 @@ pub mod registry;
 pub mod router;
 pub mod sendraw;
 pub mod tip;
+pub mod vantage;

@@ -40,6 +40,9 @@ pub struct Welcome {
     pub gateway_id: String,
     /// How often the gateway wants `Status` frames.
     pub status_interval_ms: u64,
+    /// The gateway's name (`server.name`), which the node reports back in [`Status::gateways`].
+    #[serde(default)]
+    pub gateway_name: String,
 }
 
 /// Gateway -> node: the join was refused; the connection is closed after this frame.
@@ -54,6 +57,9 @@ pub struct Status {
     pub chains: Vec<ChainStatus>,
     /// Requests the node is handling right now.
     pub in_flight: u32,
+    /// The gateways the node is joined to right now, by name (it may serve several).
+    #[serde(default)]
+    pub gateways: Vec<String>,
 }
 
 /// Node -> gateway on the control stream, the moment a chain's state changes (new head, reorg,

@@ -14,9 +14,10 @@ struct Args {
     /// Path of the TOML config file.
     #[arg(long)]
     config: PathBuf,
-    /// Overrides `gateway.fingerprint` from the config.
-    #[arg(long)]
-    gateway_fingerprint: Option<String>,
+    /// Overrides a gateway's `fingerprint`: `FP` when the config has one gateway, `NAME=FP`
+    /// (its name or address) for any; repeatable.
+    #[arg(long, value_name = "[NAME=]FP")]
+    gateway_fingerprint: Vec<String>,
     /// Print this node's id (creating its key if needed) and exit.
     #[arg(long)]
     print_node_id: bool,
@@ -26,8 +27,27 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     daemon::logging::init_tracing();
     let mut config = edge_node::config::Config::load(&args.config)?;
-    if let Some(fp) = &args.gateway_fingerprint {
-        config.gateway.fingerprint = fp.clone();
+    for given in &args.gateway_fingerprint {
+        let (which, fp) = match given.rsplit_once('=') {
+            Some((name, fp)) => (Some(name), fp),
+            None => (None, given.as_str()),
+        };
+        let link = match which {
+            Some(name) => config
+                .gateways
+                .iter_mut()
+                .find(|g| g.label() == name || g.address == name),
+            None if config.gateways.len() == 1 => config.gateways.first_mut(),
+            None => anyhow::bail!(
+                "--gateway-fingerprint: the config has several gateways; give NAME=FP"
+            ),
+        };
+        let Some(link) = link else {
+            anyhow::bail!("--gateway-fingerprint {given}: no gateway named so in the config");
+        };
+        link.fingerprint = fp.to_string();
+    }
+    if !args.gateway_fingerprint.is_empty() {
         config.validate(&args.config.display().to_string())?;
     }
     let mut rt = tokio::runtime::Builder::new_multi_thread();

@@ -35,6 +35,10 @@ pub const MAX_WORKER_THREADS: usize = 1024;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
+    /// This gateway's name: in `x-gateway` on every answer, on the status page, in the
+    /// welcome nodes report back, and (with several gateways) whose measurements are whose.
+    #[serde(default = "d_name")]
+    pub name: String,
     /// JSON-RPC listener (HTTP/1.1 and h2c).
     pub listen: SocketAddr,
     /// Admin listener: `/metrics`, `/healthz`, `/readyz`.
@@ -209,7 +213,26 @@ fn check_positive(keys: &[(&str, u128)]) -> Check {
     }
 }
 
+pub const DEFAULT_GATEWAY_NAME: &str = "gateway";
+
+fn d_name() -> String {
+    DEFAULT_GATEWAY_NAME.to_string()
+}
+
 pub(super) fn check_server(s: &ServerConfig) -> Check {
+    let name_ok = (1..=64).contains(&s.name.len())
+        && s.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if !name_ok {
+        return Err(invalid(
+            "server.name",
+            format!(
+                "{:?} must be 1 to 64 letters, digits, '-', '_' or '.'",
+                s.name
+            ),
+        ));
+    }
     check_positive(&[
         ("server.max_body_bytes", s.max_body_bytes as u128),
         ("server.max_batch", s.max_batch as u128),

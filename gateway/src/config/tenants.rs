@@ -23,7 +23,8 @@ pub struct TenantsConfig {
     /// keyless and unlimited.
     #[serde(default)]
     pub file: Option<PathBuf>,
-    /// Redis that gateways share limits through. Absent: each gateway keeps its own.
+    /// Redis the gateways share through: tenants' limits, and each gateway's RTTs to the nodes
+    /// (location checks from every vantage point). Absent: each gateway keeps its own.
     #[serde(default)]
     pub redis_url: Option<String>,
     #[serde(default = "d_prefix")]
@@ -111,12 +112,6 @@ pub(super) fn check_tenants(t: &TenantsConfig) -> Check {
         return Err(invalid(
             "tenants.expected_gateways",
             format!("{} is not in 1..=1000", t.expected_gateways),
-        ));
-    }
-    if t.redis_url.is_some() && t.file.is_none() {
-        return Err(invalid(
-            "tenants.redis_url",
-            "is set but tenants.file is not: there are no limits to share",
         ));
     }
     Ok(())

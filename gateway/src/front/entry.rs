@@ -144,6 +144,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
         names::X_REQUEST_ID,
         HeaderValue::from_str(request_id).expect("hex is a valid header"),
     );
+    h.insert(names::X_GATEWAY, app.gateway_header.clone());
     cors::apply(h, origin, cors);
     resp
 }

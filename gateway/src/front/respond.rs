@@ -17,6 +17,7 @@ pub mod names {
     pub const X_EDGE_NODE: HeaderName = HeaderName::from_static("x-edge-node");
     pub const X_EDGE_REGION: HeaderName = HeaderName::from_static("x-edge-region");
     pub const X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+    pub const X_GATEWAY: HeaderName = HeaderName::from_static("x-gateway");
 }
 
 /// A JSON body.

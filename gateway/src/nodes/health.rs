@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use super::registry::{Node, Registry};
 use super::router::Router;
 use super::tip::Marks;
+use super::vantage::{Measurement, Vantage};
 use crate::config::{Config, HealthConfig, Point};
 use crate::ops::metrics::Metrics;
 
@@ -44,8 +45,11 @@ pub struct Checker {
     health: HealthConfig,
     interval: Duration,
     status_deadline: Duration,
-    /// Where the gateway is, for location plausibility (`geo.gateway_location`).
+    /// Where the gateway is, for location plausibility (`geo.gateway_location`), its name, and
+    /// the other gateways' measurements.
     gateway_location: Option<Point>,
+    name: String,
+    vantage: Arc<Vantage>,
     km_per_ms: f64,
 }
 
@@ -55,6 +59,7 @@ impl Checker {
         router: Arc<Router>,
         metrics: Arc<Metrics>,
         marks: Arc<Marks>,
+        vantage: Arc<Vantage>,
         config: &Config,
     ) -> Self {
         Self {
@@ -66,6 +71,8 @@ impl Checker {
             interval: config.quic.status_interval,
             status_deadline: config.quic.status_deadline,
             gateway_location: config.geo.gateway_location,
+            name: config.server.name.clone(),
+            vantage,
             km_per_ms: config.routing.km_per_ms,
         }
     }
@@ -231,18 +238,40 @@ impl Checker {
         }
     }
 
-    /// Flags a node whose claimed location is farther from the gateway than light in fibre could
-    /// reach in its smallest measured RTT. A node can add delay but not remove it, so only the
-    /// too-far direction is judged.
+    /// Flags a node whose claimed location is farther from a gateway than light in fibre could
+    /// reach in that gateway's smallest measured RTT: this gateway's own measurement, and every
+    /// other gateway's shared through Redis ([`super::vantage`]). A node can add delay but not
+    /// remove it, so only the too-far direction is judged.
     fn check_plausibility(&self, n: &Node) {
         let min_rtt = n.sample_min_rtt();
-        let Some(gw) = self.gateway_location else {
+        let mut all = self.vantage.of(&n.id);
+        if let Some(at) = self.gateway_location {
+            all.insert(
+                0,
+                Measurement {
+                    gateway: self.name.clone(),
+                    at,
+                    min_rtt,
+                },
+            );
+        }
+        if all.is_empty() {
             return;
-        };
-        let km = crate::geo::haversine_km((gw.lat, gw.lon), (n.latitude, n.longitude));
-        let reach = self.km_per_ms * min_rtt.as_secs_f64() * 1000.0;
-        let plausible = km <= reach;
-        let was = n.set_plausible(plausible);
+        }
+        let ruled_out = all.iter().find_map(|m| {
+            let (ok, km, reach) = m.allows(n.latitude, n.longitude, self.km_per_ms);
+            (!ok).then(|| {
+                format!(
+                    "{}: claimed location {:.0} km away, {:.2} ms RTT reaches {:.0} km",
+                    m.gateway,
+                    km,
+                    m.min_rtt.as_secs_f64() * 1000.0,
+                    reach
+                )
+            })
+        });
+        let plausible = ruled_out.is_none();
+        let was = n.set_plausible(plausible, ruled_out.clone());
         if was != plausible {
             if plausible {
                 tracing::info!(node = %n.id, region = %n.region, "node location now plausible");
@@ -251,10 +280,8 @@ impl Checker {
                 tracing::warn!(
                     node = %n.id,
                     region = %n.region,
-                    claimed_km = km.round(),
-                    min_rtt_ms = min_rtt.as_secs_f64() * 1000.0,
-                    reach_km = reach.round(),
-                    "node location implausible: farther than its RTT allows; excluded from residency routing"
+                    ruled_out_by = ruled_out.as_deref().unwrap_or(""),
+                    "node location implausible: farther than a gateway's RTT allows; excluded from residency routing"
                 );
             }
         }

@@ -20,8 +20,9 @@ pub struct Link {
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub recent: Arc<Recent>,
-    /// This gateway's key fingerprint, sent in `Welcome`.
+    /// This gateway's key fingerprint and name, sent in `Welcome`.
     pub gateway_id: String,
+    pub gateway_name: String,
     pub quic: QuicConfig,
     /// Raised from the heads healthy nodes announce.
     pub marks: Arc<Marks>,
@@ -123,6 +124,7 @@ async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
     let welcome = Welcome {
         gateway_id: app.gateway_id.clone(),
         status_interval_ms: app.quic.status_interval.as_millis() as u64,
+        gateway_name: app.gateway_name.clone(),
     };
     // Registered before the Welcome goes out, so a node that has been welcomed is known.
     app.registry.insert(node.clone());

@@ -34,6 +34,8 @@ pub struct Node {
     min_rtt: Mutex<Option<Duration>>,
     /// False when the claimed location is farther than the RTT allows.
     plausible: AtomicBool,
+    /// Whose measurement ruled the claimed location out, with the figures.
+    ruled_out_by: Mutex<Option<String>>,
     /// Failed share of attempts in the last health interval, in millionths.
     error_rate_ppm: AtomicU32,
     /// Cache results of the calls this node answered (the status page's hit ratio).
@@ -136,6 +138,7 @@ impl Node {
             window_err: AtomicU32::new(0),
             min_rtt: Mutex::new(None),
             plausible: AtomicBool::new(true),
+            ruled_out_by: Mutex::new(None),
             error_rate_ppm: AtomicU32::new(0),
             cache: CacheTally::default(),
             state_versions: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
@@ -234,8 +237,14 @@ impl Node {
         self.plausible.load(Ordering::Relaxed)
     }
 
-    pub fn set_plausible(&self, v: bool) -> bool {
+    /// Sets the verdict (and why, when implausible); returns the previous one.
+    pub fn set_plausible(&self, v: bool, why: Option<String>) -> bool {
+        *self.ruled_out_by.lock() = why;
         self.plausible.swap(v, Ordering::Relaxed)
+    }
+
+    pub fn ruled_out_by(&self) -> Option<String> {
+        self.ruled_out_by.lock().clone()
     }
 
     pub fn record_status(&self, s: Status) {

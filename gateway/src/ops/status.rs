@@ -143,6 +143,8 @@ impl Recent {
 
 #[derive(Debug, Serialize)]
 pub struct StatusDoc {
+    /// `server.name`.
+    pub gateway_name: String,
     pub version: &'static str,
     pub generated_at_ms: u64,
     pub uptime_seconds: f64,
@@ -185,6 +187,10 @@ pub struct NodeDoc {
     pub in_flight: u32,
     pub error_rate: f64,
     pub location_plausible: bool,
+    /// Which gateway's measurement put the claimed location out of reach (when implausible).
+    pub location_ruled_out_by: Option<String>,
+    /// The gateways the node reports being joined to (this one included).
+    pub gateways: Vec<String>,
     pub cache: CacheDoc,
     pub chains: Vec<NodeChainDoc>,
 }
@@ -237,6 +243,7 @@ pub fn build(config: &Config, registry: &Registry, recent: &Recent) -> StatusDoc
         .filter(|d| !nodes.iter().any(|n| n.id == d.id))
         .collect();
     StatusDoc {
+        gateway_name: config.server.name.clone(),
         version: env!("CARGO_PKG_VERSION"),
         generated_at_ms: now_ms(),
         uptime_seconds: recent.started.elapsed().as_secs_f64(),
@@ -293,6 +300,11 @@ fn node_doc(config: &Config, n: &Node, deadline: Duration) -> NodeDoc {
         in_flight: n.load(),
         error_rate: n.recent_error_rate(),
         location_plausible: n.plausible(),
+        location_ruled_out_by: n.ruled_out_by(),
+        gateways: status
+            .as_ref()
+            .map(|(s, _)| s.gateways.clone())
+            .unwrap_or_default(),
         cache: CacheDoc {
             hit: n.cache.hit.load(Ordering::Relaxed),
             miss: n.cache.miss.load(Ordering::Relaxed),

@@ -81,7 +81,7 @@ region = "{}"
 latitude = {}
 longitude = {}
 admin_listen = "127.0.0.1:0"
-[gateway]
+[[gateways]]
 address = "{}"
 fingerprint = "{}"
 token = "{token}"

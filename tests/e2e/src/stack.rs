@@ -82,6 +82,29 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// A node joined to every gateway in `links` (`[[gateways]]` tables).
+    pub async fn spawn_joined(links: &str, spec: &NodeSpec<'_>, dir: &std::path::Path) -> Self {
+        let cfg = format!(
+            "key_file = \"{region}.key\"\nregion = \"{region}\"\nlatitude = {lat}\nlongitude = {lon}\n{links}\n[[chains]]\nchain_id = {CHAIN_ID}\nupstreams = [\"{up}\"]\nhead_poll_ms = 200\n",
+            region = spec.region,
+            lat = spec.lat,
+            lon = spec.lon,
+            up = spec.upstream
+        );
+        let path = dir.join(format!("{}.toml", spec.region));
+        std::fs::write(&path, cfg).unwrap();
+        let child = Command::new(edge_node_bin())
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning edge-node");
+        Self { child }
+    }
+
     pub async fn spawn(gw: &Gateway, spec: &NodeSpec<'_>, dir: &std::path::Path) -> Self {
         let cfg = format!(
             r#"
@@ -89,7 +112,7 @@ key_file = "{region}.key"
 region = "{region}"
 latitude = {lat}
 longitude = {lon}
-[gateway]
+[[gateways]]
 address = "{addr}"
 fingerprint = "{fp}"
 token = "{TOKEN}"
@@ -133,6 +156,8 @@ pub fn gateway_bin() -> PathBuf {
 /// A gateway as a real process on free loopback ports, its log (at `info`) in `dir`.
 pub struct GatewayProcess {
     child: Child,
+    config: PathBuf,
+    env: Vec<(String, String)>,
     /// `http://127.0.0.1:PORT` of the JSON-RPC and admin listeners.
     pub url: String,
     pub admin: String,
@@ -161,6 +186,7 @@ impl GatewayProcess {
         let cfg = format!(
             r#"
 [server]
+name = "{name}"
 listen = "127.0.0.1:{http}"
 admin_listen = "127.0.0.1:{admin}"
 [quic]
@@ -177,40 +203,70 @@ chain_id = {CHAIN_ID}
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, cfg).unwrap();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(gateway_bin())
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawning gateway");
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let g = Self {
-            child,
+            child: Self::launch(&path, &env, &log),
+            config: path,
+            env,
             url: format!("http://127.0.0.1:{http}"),
             admin: format!("http://127.0.0.1:{admin}"),
             quic_addr: format!("127.0.0.1:{quic}"),
             fingerprint,
             log,
         };
+        g.wait_started().await;
+        g
+    }
+
+    fn launch(config: &std::path::Path, env: &[(String, String)], log: &std::path::Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(gateway_bin())
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning gateway")
+    }
+
+    /// SIGKILL, as a crash would.
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+
+    /// Starts it again with the same config, key and ports (after [`Self::kill`]).
+    pub async fn restart(&mut self) {
+        self.child = Self::launch(&self.config, &self.env, &self.log);
+        self.wait_started().await;
+    }
+
+    async fn wait_started(&self) {
         let http = crate::Http::default();
         for _ in 0..100 {
             let ok = http
                 .send(
-                    http::Request::get(format!("{}/healthz", g.admin))
+                    http::Request::get(format!("{}/healthz", self.admin))
                         .body(Default::default())
                         .unwrap(),
                 )
                 .await
                 .is_ok_and(|r| r.status == 200);
             if ok {
-                return g;
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("gateway {name} did not start:\n{}", g.log_text());
+        panic!("gateway did not start:\n{}", self.log_text());
     }
 
     /// Starts an in-process edge node joined to this gateway.
@@ -238,6 +294,14 @@ chain_id = {CHAIN_ID}
             self.url,
             self.log_text()
         );
+    }
+
+    /// Its `[[gateways]]` entry for a node config.
+    pub fn node_link(&self, name: &str) -> String {
+        format!(
+            "[[gateways]]\nname = \"{name}\"\naddress = \"{}\"\nfingerprint = \"{}\"\ntoken = \"{TOKEN}\"\n",
+            self.quic_addr, self.fingerprint
+        )
     }
 
     pub fn log_text(&self) -> String {

@@ -8,6 +8,7 @@ mod configs;
 mod connections;
 mod consistency;
 mod fuzz;
+mod gateways;
 mod join;
 mod observability;
 mod routing;

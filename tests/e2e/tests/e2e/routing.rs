@@ -255,7 +255,7 @@ async fn wan_delays_drive_lowest_latency_mode_and_expose_implausible_locations()
         );
         if let Some(ms) = delay {
             let relay = udp_delay_relay(gw.quic_addr, Duration::from_millis(ms)).await;
-            cfg.gateway.address = relay.to_string();
+            cfg.gateways[0].address = relay.to_string();
         }
         let n = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
             .await

@@ -89,7 +89,7 @@ key_file = "node.key"
 region = "eu-west"
 latitude = 50.11
 longitude = 8.68
-[gateway]
+[[gateways]]
 address = "{quic_addr}"
 fingerprint = "{fingerprint}"
 token = "{TOKEN}"

@@ -1,0 +1,300 @@
+//! Several gateways, one network: edge nodes join every gateway; a gateway that dies disturbs
+//! neither the others nor the nodes, and is rejoined when it returns; each gateway judges and
+//! ranks nodes from its own measurements, and claimed locations are checked against every
+//! gateway's (shared through a real Redis). Tenant quotas across two gateways:
+//! `tenants::two_gateway_processes_share_a_tenant_limit_through_redis_and_fall_back_without_it`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use e2e::*;
+
+const LONDON: &str = "81.2.69.142";
+
+fn post(url: &str, body: String) -> http::Request<Full<Bytes>> {
+    http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+fn balance_call(i: u64) -> String {
+    json!({"jsonrpc":"2.0","id":i,"method":"eth_getBalance","params":[format!("0x{:040x}", i + 1), "latest"]})
+        .to_string()
+}
+
+async fn status_json(http: &Http, admin: &str) -> Value {
+    let r = http
+        .send(
+            http::Request::get(format!("{admin}/status.json"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    r.json()
+}
+
+/// Nodes in the status document of the gateway at `admin` (0 while it is down).
+async fn nodes_on(http: &Http, admin: &str) -> usize {
+    let req = http::Request::get(format!("{admin}/status.json"))
+        .body(Full::default())
+        .unwrap();
+    match http.send(req).await {
+        Ok(r) if r.status == 200 => r.json()["nodes"].as_array().map_or(0, Vec::len),
+        _ => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_join_every_gateway_and_a_dead_gateway_disturbs_no_other() {
+    let anvil = Anvil::start(&["--block-time", "1"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut ga = GatewayProcess::spawn(dir.path(), "gw-a", "", &[]).await;
+    let gb = GatewayProcess::spawn(dir.path(), "gw-b", "", &[]).await;
+    let links = format!("{}{}", ga.node_link("gw-a"), gb.node_link("gw-b"));
+    let mut nodes = Vec::new();
+    for r in [US_EAST, EU_WEST, AP_SOUTHEAST] {
+        nodes.push(
+            NodeProcess::spawn_joined(&links, &NodeSpec::at(r, &anvil.url), dir.path()).await,
+        );
+    }
+    let http = Http::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while nodes_on(&http, &ga.admin).await < 3 || nodes_on(&http, &gb.admin).await < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not join both gateways"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    ga.wait_serving().await;
+    gb.wait_serving().await;
+
+    // Each node reports both gateways; each gateway names itself.
+    let mut reported = false;
+    for _ in 0..40 {
+        let doc = status_json(&http, &gb.admin).await;
+        reported = doc["nodes"].as_array().unwrap().iter().all(|n| {
+            let mut g: Vec<&str> = n["gateways"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            g.sort_unstable();
+            g == ["gw-a", "gw-b"]
+        });
+        if reported {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reported, "{}", status_json(&http, &gb.admin).await);
+    let r = http.send(post(&gb.url, balance_call(0))).await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-gateway"), Some("gw-b"));
+
+    // Load on gw-b while gw-a is SIGKILLed: no failed request on gw-b.
+    let stop_at = Instant::now() + Duration::from_secs(4);
+    let load = {
+        let (http, url) = (http.clone(), gb.url.clone());
+        tokio::spawn(async move {
+            let (mut ok, mut failed, mut i) = (0u64, Vec::new(), 1u64);
+            while Instant::now() < stop_at {
+                match http.send(post(&url, balance_call(i))).await {
+                    Ok(r) if r.status == 200 && r.json().get("result").is_some() => ok += 1,
+                    Ok(r) => failed.push(format!("HTTP {}: {:?}", r.status, r.body)),
+                    Err(e) => failed.push(e),
+                }
+                i += 1;
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    ga.kill().await;
+    let (ok, failed) = load.await.unwrap();
+    println!(
+        "gw-b served {ok} requests while gw-a died; {} failed",
+        failed.len()
+    );
+    assert!(failed.is_empty(), "{failed:?}");
+    assert!(ok > 50);
+    assert_eq!(
+        nodes_on(&http, &gb.admin).await,
+        3,
+        "the nodes stayed on gw-b"
+    );
+
+    // gw-a comes back: every node rejoins it within two seconds.
+    ga.restart().await;
+    let back = Instant::now();
+    while nodes_on(&http, &ga.admin).await < 3 {
+        assert!(
+            back.elapsed() < Duration::from_secs(2),
+            "nodes rejoined gw-a only partly after {:?}",
+            back.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "all nodes rejoined gw-a {} ms after it came back",
+        back.elapsed().as_millis()
+    );
+    ga.wait_serving().await;
+    drop(nodes);
+}
+
+/// A gateway config for the vantage test: named, placed, sharing through `redis`, with the
+/// real geo database (callers located by `X-Forwarded-For`) and a residency rule binding
+/// British callers to `eu-west`.
+fn placed(name: &str, lat: f64, lon: f64, redis: &Redis) -> gateway::config::Config {
+    let mut cfg = gateway_config_with(
+        "",
+        &format!(
+            "{}[[residency]]\nname = \"uk\"\ncountries = [\"GB\"]\nregions = [\"eu-west\"]\n",
+            geo_section("")
+        ),
+    );
+    cfg.server.name = name.into();
+    cfg.geo.gateway_location = Some(gateway::config::Point { lat, lon });
+    cfg.tenants.redis_url = Some(redis.url.clone());
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn locations_are_checked_from_every_gateway_and_each_ranks_its_nearest_node() {
+    let anvil = Anvil::start(&[]).await;
+    let redis = Redis::start().await;
+    let start = |cfg| async move {
+        gateway::Gateway::start(cfg, proto::identity::Identity::generate().unwrap())
+            .await
+            .unwrap()
+    };
+    // gw-fra in Frankfurt, gw-sin in Singapore, ~10,300 km apart.
+    let fra = start(placed("gw-fra", 50.11, 8.68, &redis)).await;
+    let sin = start(placed("gw-sin", 1.35, 103.82, &redis)).await;
+    // Both nodes claim Frankfurt. The honest one is 1 ms from gw-fra and 60 ms from gw-sin (one
+    // way); the liar is really next to gw-sin (no delay) and 60 ms from gw-fra.
+    let mut joined = Vec::new();
+    for (region, to_fra, to_sin) in [("honest", 1u64, 60u64), ("liar", 60, 0)] {
+        let spec = NodeSpec {
+            region,
+            lat: 50.11,
+            lon: 8.68,
+            upstream: &anvil.url,
+        };
+        let mut cfg = node_config(&fra, &spec, TOKEN);
+        cfg.region = "eu-west".into();
+        let second = node_config(&sin, &spec, TOKEN).gateways.remove(0);
+        cfg.gateways.push(second);
+        for (link, (gw, ms)) in cfg
+            .gateways
+            .iter_mut()
+            .zip([(&fra, to_fra), (&sin, to_sin)])
+        {
+            if ms > 0 {
+                link.address = udp_delay_relay(gw.quic_addr, Duration::from_millis(ms))
+                    .await
+                    .to_string();
+            }
+        }
+        let node = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
+            .await
+            .unwrap();
+        joined.push((region, node));
+    }
+    wait_serving_for(&fra, 2, 20).await;
+    wait_serving_for(&sin, 2, 20).await;
+    let id = |r: &str| {
+        joined
+            .iter()
+            .find(|(x, _)| *x == r)
+            .unwrap()
+            .1
+            .node_id
+            .clone()
+    };
+    let (honest, liar) = (id("honest"), id("liar"));
+
+    // Each gateway ranks the node nearest to itself first for a caller in London (both claim
+    // Frankfurt: the RTT decides).
+    let london = fra.app.locate(LONDON.parse().unwrap());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first = |gw: &gateway::Gateway| {
+        gw.app.router.rank(CHAIN_ID, london.as_ref()).unwrap()[0]
+            .id
+            .clone()
+    };
+    let sin_caller = sin.app.locate("1.1.1.1".parse().unwrap());
+    let first_sin = sin.app.router.rank(CHAIN_ID, sin_caller.as_ref()).unwrap()[0]
+        .id
+        .clone();
+    assert_eq!(first(&fra), honest, "gw-fra: the node 2 ms away first");
+    assert_eq!(first_sin, liar, "gw-sin: the node next to it first");
+
+    // gw-fra's own measurement allows the liar's claim (120 ms reaches 12,000 km); gw-sin's
+    // loopback RTT does not (Frankfurt is 10,000 km away). Shared through Redis, the flag
+    // reaches gw-fra too, naming gw-sin's measurement; the honest node passes both.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let on = |gw: &gateway::Gateway, id: &str| gw.app.registry.get(id).unwrap();
+        let fra_flag = on(&fra, &liar);
+        if !fra_flag.plausible() && !on(&sin, &liar).plausible() {
+            let why = fra_flag.ruled_out_by().unwrap();
+            assert!(why.starts_with("gw-sin:"), "{why}");
+            assert!(on(&fra, &honest).plausible() && on(&sin, &honest).plausible());
+            let own = fra_flag.min_rtt().unwrap();
+            assert!(
+                own >= Duration::from_millis(110),
+                "gw-fra alone measured {own:?}"
+            );
+            println!("gw-fra flags the liar: {why}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the liar was not flagged on both gateways"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let doc = status_json(
+        &Http::default(),
+        &format!("http://{}", fra.admin_addr.unwrap()),
+    )
+    .await;
+    let liar_doc = doc["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == liar.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(liar_doc["location_plausible"], false);
+    assert!(liar_doc["location_ruled_out_by"]
+        .as_str()
+        .unwrap()
+        .starts_with("gw-sin"));
+
+    // Residency-bound callers (London, bound to eu-west) on gw-fra never reach the liar, even
+    // though it is eu-west too.
+    let http = Http::default();
+    let url = format!("http://{}/", fra.http_addr);
+    for i in 0..20u64 {
+        let r = post_as(&http, &url, LONDON, balance_call(100 + i))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("x-edge-node"), Some(honest.as_str()), "call {i}");
+    }
+    for (_, n) in joined {
+        n.shutdown().await;
+    }
+    fra.shutdown().await;
+    sin.shutdown().await;
+}
