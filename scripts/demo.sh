@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Starts the whole demo stack on loopback and keeps it running until Ctrl-C:
 #   anvil (chain 31337, 2 s blocks)        http://127.0.0.1:18545
-#   gateway JSON-RPC                       http://127.0.0.1:8545   (admin http://127.0.0.1:9100)
-#   edge nodes us-east, eu-west, ap-southeast (admin :9101, :9102, :9103)
-#   redis-server (tenants' shared limits)  a free 127.0.0.1 port, passed to the gateway in
+#   gateway gw-eu (Frankfurt) JSON-RPC     http://127.0.0.1:8545   (admin http://127.0.0.1:9100)
+#   gateway gw-us (Ashburn) JSON-RPC       http://127.0.0.2:8545   (admin http://127.0.0.2:9100)
+#   edge nodes us-east, eu-west, ap-southeast, each joined to both (admin :9101, :9102, :9103)
+#   redis-server (shared limits and RTTs)  a free 127.0.0.1 port, passed to the gateways in
 #                                          MERIDIAN_REDIS_URL
 # Pids go to .demo/<name>.pid, logs to .demo/<name>.log (Redis: .demo/redis/redis.log).
 set -euo pipefail
@@ -26,7 +27,7 @@ cleanup() {
   trap - INT TERM EXIT
   echo
   echo "demo: stopping..."
-  for name in gateway edge-us-east edge-eu-west edge-ap-southeast anvil; do
+  for name in gateway gateway-us edge-us-east edge-eu-west edge-ap-southeast anvil; do
     if [ -f ".demo/$name.pid" ]; then
       kill "$(cat ".demo/$name.pid")" 2>/dev/null || true
       rm -f ".demo/$name.pid"
@@ -68,20 +69,27 @@ start_redis .demo/redis || { echo "demo: redis-server did not start; see .demo/r
 echo "$REDIS_PID" >.demo/redis.pid
 export MERIDIAN_REDIS_URL="$REDIS_URL"
 
-FP=$("$BIN/gateway" --config config/gateway.toml --print-fingerprint)
+# Two gateways sharing the Redis: gw-eu (Frankfurt) on 127.0.0.1, gw-us (Ashburn) on 127.0.0.2;
+# every edge node joins both.
+FP_EU=$("$BIN/gateway" --config config/gateway.toml --print-fingerprint)
+FP_US=$("$BIN/gateway" --config config/gateway-us.toml --print-fingerprint)
 start gateway "$BIN/gateway" --config config/gateway.toml
-wait_http http://127.0.0.1:9100/healthz gateway
+start gateway-us "$BIN/gateway" --config config/gateway-us.toml
+wait_http http://127.0.0.1:9100/healthz gw-eu
+wait_http http://127.0.0.2:9100/healthz gw-us
 for region in us-east eu-west ap-southeast; do
-  start "edge-$region" "$BIN/edge-node" --config "config/edge-$region.toml" --gateway-fingerprint "$FP"
+  start "edge-$region" "$BIN/edge-node" --config "config/edge-$region.toml" \
+    --gateway-fingerprint "gw-eu=$FP_EU" --gateway-fingerprint "gw-us=$FP_US"
 done
-wait_http http://127.0.0.1:8545/readyz "a serving edge node"
+wait_http http://127.0.0.1:8545/readyz "a serving edge node on gw-eu"
+wait_http http://127.0.0.2:8545/readyz "a serving edge node on gw-us"
 
 cat <<TXT
 
 Meridian demo is up.
-  JSON-RPC (default chain)  http://127.0.0.1:8545        also /anvil and /31337
-  gateway admin             http://127.0.0.1:9100/metrics   /readyz
-  status page               http://127.0.0.1:9100/status
+  JSON-RPC (default chain)  http://127.0.0.1:8545 (gw-eu)   http://127.0.0.2:8545 (gw-us)   also /anvil and /31337
+  gateway admin             http://127.0.0.1:9100/metrics   /readyz   (gw-us: http://127.0.0.2:9100)
+  status page               http://127.0.0.1:9100/status    http://127.0.0.2:9100/status
   Prometheus (optional)     prometheus --config.file=dashboards/prometheus.yml --storage.tsdb.path=.demo/prometheus --web.listen-address=127.0.0.1:9090
   edge admin                http://127.0.0.1:9101/metrics (us-east)  :9102 (eu-west)  :9103 (ap-southeast)
   anvil (upstream)          http://127.0.0.1:18545

@@ -50,9 +50,14 @@ pub struct GeoConfig {
     /// Location for private, loopback and unknown addresses.
     #[serde(default)]
     pub default_location: Option<DefaultLocation>,
-    /// Where this gateway is; enables the node location plausibility check.
+    /// Where this gateway is: drawn on the status page, shared with the other gateways with
+    /// its RTTs, and the base of the node location check.
     #[serde(default)]
     pub gateway_location: Option<Point>,
+    /// Judge nodes' claimed locations against the gateways' RTTs (needs `gateway_location`
+    /// here or on another gateway). Off only where RTTs say nothing, as on one machine.
+    #[serde(default = "d_true")]
+    pub check_node_locations: bool,
     #[serde(default = "d_geo_cache")]
     pub cache_entries: usize,
     /// `reload_interval_ms`: how often the database files are checked for changes (SIGHUP
@@ -73,6 +78,7 @@ impl Default for GeoConfig {
             client_ip_header: HeaderPolicy::default(),
             default_location: None,
             gateway_location: None,
+            check_node_locations: true,
             cache_entries: DEFAULT_GEO_CACHE_ENTRIES,
             reload_interval: DEFAULT_GEO_RELOAD_INTERVAL,
         }
@@ -84,6 +90,10 @@ impl GeoConfig {
     pub fn trusted(&self) -> TrustedProxies {
         TrustedProxies::new(self.trusted_proxies.clone()).with_policy(self.client_ip_header)
     }
+}
+
+fn d_true() -> bool {
+    true
 }
 
 fn d_geo_cache() -> usize {

@@ -670,3 +670,38 @@ fn systemd_units_verify() {
     units.sort();
     assert_eq!(units, ["edge-node", "gateway"], "one unit per binary");
 }
+
+/// The README's Deployment section names every file under `deploy/`.
+#[test]
+fn readme_names_every_deployment_file() {
+    let root = repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let start = readme
+        .find("\n## Deployment")
+        .expect("README has a Deployment section");
+    let end = readme[start + 1..]
+        .find("\n## ")
+        .map_or(readme.len(), |i| start + 1 + i);
+    let section = &readme[start..end];
+    let mut files = Vec::new();
+    let mut dirs = vec![root.join("deploy")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p.strip_prefix(&root).unwrap().display().to_string());
+            }
+        }
+    }
+    assert!(files.len() >= 8, "{files:?}");
+    let missing: Vec<_> = files
+        .iter()
+        .filter(|f| !section.contains(f.as_str()))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not named in README's Deployment section: {missing:?}"
+    );
+}
