@@ -20,6 +20,9 @@
 #   LT_XFF=81.2.69.142      caller address sent in X-Forwarded-For (London: eu-west is nearest)
 #   LT_KILL_AFTER=4         seconds into workload 4 when the serving node is SIGKILLed
 #   LT_WORKERS=1            worker_threads of the gateway and each edge node (0: one per core)
+#   LT_PEER=1               a second gateway (gw-peer, sharing the Redis) that every edge node
+#                           also joins, as in a deployment with several gateways; it takes no
+#                           load (0: nodes join the measured gateway only)
 #   LT_ANVIL_WORKERS=1      anvil's runtime threads (TOKIO_WORKER_THREADS; "" for its default)
 #   LT_ONLY="1 key 2 3 5 fill soak 4"   workloads to run, in this order ("hold": keep the
 #                           stack up for profiling until Ctrl-C)
@@ -40,8 +43,8 @@ source "$ROOT/scripts/redis.sh"
 
 case "${1:-}" in
   "") ;;
-  -h | --help) sed -n '2,33s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-  *) sed -n '2,33s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+  -h | --help) sed -n '2,36s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+  *) sed -n '2,36s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac
 
 DURATION=${LT_DURATION:-10s}
@@ -69,6 +72,10 @@ P_GW=$((PORT_BASE + 1))
 P_GW_ADMIN=$((PORT_BASE + 2))
 P_QUIC=$((PORT_BASE + 3))
 P_NGINX=$((PORT_BASE + 4))
+P_PEER=$((PORT_BASE + 5))
+P_PEER_ADMIN=$((PORT_BASE + 6))
+P_PEER_QUIC=$((PORT_BASE + 7))
+PEER=${LT_PEER:-1}
 # Edge nodes: region, latitude, longitude, admin port. The first one serves (nearest to $XFF),
 # the second is where workload 4 fails over to.
 EDGES=("eu-west 50.11 8.68 $((PORT_BASE + 11))" "us-east 39.04 -77.49 $((PORT_BASE + 12))")
@@ -113,7 +120,7 @@ else
 fi
 BUILD_S=$(($(date +%s) - T_START))
 
-for p in "$P_ANVIL" "$P_GW" "$P_GW_ADMIN" "$P_QUIC" "$P_NGINX" $((PORT_BASE + 11)) $((PORT_BASE + 12)); do
+for p in "$P_ANVIL" "$P_GW" "$P_GW_ADMIN" "$P_QUIC" "$P_NGINX" "$P_PEER" "$P_PEER_ADMIN" $((PORT_BASE + 11)) $((PORT_BASE + 12)); do
   lt_port_free "$p" || lt_die "port $p is in use; pick other ports with LT_PORT_BASE=..."
 done
 
@@ -182,6 +189,7 @@ cat >"$LT_TMP/gateway.toml" <<EOF
 default_chain = "anvil"
 
 [server]
+name = "gw-load"
 listen = "127.0.0.1:$P_GW"
 admin_listen = "127.0.0.1:$P_GW_ADMIN"
 # One thread, like nginx's one worker below (and the lowest latency: see README.md).
@@ -211,6 +219,26 @@ FP=$("$BIN/gateway" --config "$LT_TMP/gateway.toml" --print-fingerprint)
 lt_log "starting the gateway on 127.0.0.1:$P_GW (QUIC $P_QUIC)"
 lt_start gateway "$BIN/gateway" --config "$LT_TMP/gateway.toml"
 lt_wait "the gateway" curl -fsS "http://127.0.0.1:$P_GW_ADMIN/healthz"
+PEER_LINK=""
+PEER_PIN=()
+if [ "$PEER" = 1 ]; then
+  # The measured gateway's config with the peer's name, ports and key.
+  sed -e "s/^name = \"gw-load\"/name = \"gw-peer\"/" \
+    -e "s/127.0.0.1:$P_GW\"/127.0.0.1:$P_PEER\"/" \
+    -e "s/127.0.0.1:$P_GW_ADMIN\"/127.0.0.1:$P_PEER_ADMIN\"/" \
+    -e "s/127.0.0.1:$P_QUIC\"/127.0.0.1:$P_PEER_QUIC\"/" \
+    -e "s|keys/gateway.key|keys/gateway-peer.key|" "$LT_TMP/gateway.toml" >"$LT_TMP/gateway-peer.toml"
+  FP_PEER=$("$BIN/gateway" --config "$LT_TMP/gateway-peer.toml" --print-fingerprint)
+  lt_log "starting the peer gateway gw-peer on 127.0.0.1:$P_PEER (QUIC $P_PEER_QUIC); every edge node joins it too"
+  lt_start gateway-peer "$BIN/gateway" --config "$LT_TMP/gateway-peer.toml"
+  lt_wait "the peer gateway" curl -fsS "http://127.0.0.1:$P_PEER_ADMIN/healthz"
+  PEER_LINK="[[gateways]]
+name = \"gw-peer\"
+address = \"127.0.0.1:$P_PEER_QUIC\"
+fingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"
+token = \"$TOKEN\""
+  PEER_PIN=(--gateway-fingerprint "gw-peer=$FP_PEER")
+fi
 
 for e in "${EDGES[@]}"; do
   read -r region lat lon admin <<<"$e"
@@ -224,10 +252,13 @@ admin_listen = "127.0.0.1:$admin"
 worker_threads = $WORKERS
 
 [[gateways]]
+name = "gw-load"
 address = "127.0.0.1:$P_QUIC"
 # The real one is passed with --gateway-fingerprint.
 fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 token = "$TOKEN"
+
+$PEER_LINK
 
 [cache]
 max_bytes = $CACHE_MAX
@@ -237,7 +268,7 @@ chain_id = 31337
 upstreams = ["$ANVIL_URL"]
 EOF
   lt_log "starting edge node $region (admin 127.0.0.1:$admin)"
-  lt_start "edge-$region" "$BIN/edge-node" --config "$LT_TMP/edge-$region.toml" --gateway-fingerprint "$FP"
+  lt_start "edge-$region" "$BIN/edge-node" --config "$LT_TMP/edge-$region.toml" --gateway-fingerprint "gw-load=$FP" "${PEER_PIN[@]}"
 done
 
 # Both nodes must serve: a London caller reaches eu-west, a US caller (8.8.8.8) us-east.

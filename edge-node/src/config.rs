@@ -449,7 +449,10 @@ token = "other"
             (
                 GOOD.replace(
                     "[[chains]]",
-                    &format!("{}\n[[chains]]", SECOND.replace("4434", "4433")),
+                    &format!(
+                        "{}\n[[chains]]",
+                        SECOND.replace("127.0.0.2:4434", "127.0.0.1:4433")
+                    ),
                 ),
                 "gateways[1].address",
             ),

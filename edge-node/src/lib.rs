@@ -88,6 +88,18 @@ impl EdgeNode {
             metrics.clone(),
         );
         let node_id = identity.node_id();
+        // Two entries pinning one key are one gateway under two addresses: its sessions would
+        // replace each other there forever.
+        let mut pinned = std::collections::HashSet::new();
+        for g in &config.gateways {
+            if !pinned.insert(g.fingerprint.as_str()) {
+                anyhow::bail!(
+                    "gateways: {} and another entry pin the same fingerprint {}; list each gateway once",
+                    g.label(),
+                    g.fingerprint
+                );
+            }
+        }
         // One client config per gateway: each pins its own key.
         let pins = config
             .gateways
@@ -150,10 +162,11 @@ impl EdgeNode {
                 links.clone(),
             ));
         }
-        // The socket closes once every link has said goodbye.
+        // The socket closes once every link has said goodbye, and the close gets out.
         tasks.spawn(async move {
             while link_tasks.join_next().await.is_some() {}
             endpoint.close(0u32.into(), b"shutdown");
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
         });
         tracing::info!(%node_id, region = %shared.config.region, "edge node started");
         Ok(Self {

@@ -34,6 +34,8 @@ pub enum LinkError {
     Rejected(String),
     #[error("gateway did not answer the join in time")]
     HelloTimeout,
+    #[error("gateway did not complete the handshake within {0:?}")]
+    DialTimeout(Duration),
     #[error("protocol: {0}")]
     Frame(#[from] FrameError),
     #[error("connection lost: {0}")]
@@ -43,7 +45,12 @@ pub enum LinkError {
 }
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Low, so a gateway that comes back is rejoined within about two seconds (with the dial
+/// bound below); a dial to a gateway that is down costs a few packets.
+const BACKOFF_MAX: Duration = Duration::from_millis(800);
+/// A dial (QUIC handshake) that has not completed by then is abandoned and tried again, rather
+/// than waiting out the transport's idle timeout.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One configured gateway: its index in `config.gateways` and the TLS config pinning its key.
 pub struct Link {
@@ -170,10 +177,12 @@ async fn join(
     let cfg = &shared.config;
     let gw = &cfg.gateways[link.index];
     let addr = resolve(&gw.address).await?;
-    let conn = endpoint
+    let connecting = endpoint
         .connect_with(link.client.clone(), addr, proto::tls::SERVER_NAME)
-        .map_err(LinkError::Connect)?
+        .map_err(LinkError::Connect)?;
+    let conn = tokio::time::timeout(DIAL_TIMEOUT, connecting)
         .await
+        .map_err(|_| LinkError::DialTimeout(DIAL_TIMEOUT))?
         .map_err(LinkError::Handshake)?;
     let (mut ctl_send, mut ctl_recv) = conn.open_bi().await?;
     let hello = Hello {

@@ -20,7 +20,7 @@ const EXAMPLE: &str = concat!(
 
 /// Keys whose value in the example is an example, not a default: required keys are found by
 /// the walk itself; these are the optional keys without a default that the example sets.
-const EXAMPLE_VALUES: &[&str] = &["admin_listen"];
+const EXAMPLE_VALUES: &[&str] = &["admin_listen", "gateways[0].name"];
 
 fn example_root() -> toml::Value {
     let text = std::fs::read_to_string(EXAMPLE).expect("reading the example");

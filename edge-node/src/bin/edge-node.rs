@@ -33,10 +33,11 @@ fn main() -> anyhow::Result<()> {
             None => (None, given.as_str()),
         };
         let link = match which {
-            Some(name) => config
-                .gateways
-                .iter_mut()
-                .find(|g| g.label() == name || g.address == name),
+            // A name first, an address only when no name matches.
+            Some(name) => match config.gateways.iter().position(|g| g.label() == name) {
+                Some(i) => config.gateways.get_mut(i),
+                None => config.gateways.iter_mut().find(|g| g.address == name),
+            },
             None if config.gateways.len() == 1 => config.gateways.first_mut(),
             None => anyhow::bail!(
                 "--gateway-fingerprint: the config has several gateways; give NAME=FP"

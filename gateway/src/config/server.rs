@@ -36,7 +36,8 @@ pub const MAX_WORKER_THREADS: usize = 1024;
 #[serde(deny_unknown_fields)]
 pub struct ServerConfig {
     /// This gateway's name: in `x-gateway` on every answer, on the status page, in the
-    /// welcome nodes report back, and (with several gateways) whose measurements are whose.
+    /// welcome nodes report back, and (with several gateways) whose measurements are whose, so
+    /// unique among gateways sharing a Redis. Default: the host name.
     #[serde(default = "d_name")]
     pub name: String,
     /// JSON-RPC listener (HTTP/1.1 and h2c).
@@ -213,18 +214,28 @@ fn check_positive(keys: &[(&str, u128)]) -> Check {
     }
 }
 
+/// The name when the host's is unusable.
 pub const DEFAULT_GATEWAY_NAME: &str = "gateway";
 
+/// The host name (unique per machine and per Kubernetes pod, so gateways sharing a Redis differ
+/// without configuring), else [`DEFAULT_GATEWAY_NAME`].
 fn d_name() -> String {
-    DEFAULT_GATEWAY_NAME.to_string()
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| name_ok(h))
+        .unwrap_or_else(|| DEFAULT_GATEWAY_NAME.to_string())
+}
+
+fn name_ok(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 pub(super) fn check_server(s: &ServerConfig) -> Check {
-    let name_ok = (1..=64).contains(&s.name.len())
-        && s.name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
-    if !name_ok {
+    if !name_ok(&s.name) {
         return Err(invalid(
             "server.name",
             format!(

@@ -12,7 +12,8 @@ use crate::app::App;
 use crate::tenants::{Denied, Tenant, Tenants};
 
 /// The headers a page's code may read besides the basic ones.
-const EXPOSE: &str = "x-cache, x-cache-tier, x-edge-node, x-edge-region, x-request-id, retry-after";
+const EXPOSE: &str =
+    "x-cache, x-cache-tier, x-edge-node, x-edge-region, x-gateway, x-request-id, retry-after";
 /// What a page may send: the body's type and coding, and the two key headers.
 const ALLOW_HEADERS: &str = "content-type, content-encoding, x-api-key, authorization";
 

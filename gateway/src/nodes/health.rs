@@ -261,6 +261,8 @@ impl Checker {
             );
         }
         if all.is_empty() {
+            // Nothing measured it (any more): no verdict against it either.
+            n.set_plausible(true, None);
             return;
         }
         let ruled_out = all.iter().find_map(|m| {

@@ -10,8 +10,10 @@
 //!
 //! Through Redis rather than the nodes' own connections: a node that lies about its location
 //! would also be the one carrying the evidence. Each gateway writes
-//! `{prefix}:vantage:{node_id}` field `{gateway name}` = `lat,lon,min_rtt_ms` (expiring after
-//! `ENTRY_TTL`) and reads the others' for the nodes joined to it, every `EVERY`.
+//! `{prefix}:vantage:{node_id}` field `{gateway name}` = `lat,lon,min_rtt_ms,written_at_ms` and
+//! reads the others' for the nodes joined to it, every `EVERY`; a field not renewed for
+//! `ENTRY_TTL` is ignored (a gateway that left), and the hash expires once nobody writes it.
+//! Gateway names must differ: they are the fields.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +41,14 @@ pub struct Measurement {
     pub min_rtt: Duration,
 }
 
+/// Unix time in milliseconds (entries carry when they were written: a hash field has no TTL of
+/// its own, and a gateway that left stops renewing only its field).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 impl Measurement {
     /// How far from `(lat, lon)` this measurement allows the node to be, and whether the
     /// claim is within it.
@@ -48,44 +58,69 @@ impl Measurement {
         (km <= reach, km, reach)
     }
 
-    fn encode(&self) -> String {
+    /// `lat,lon,min_rtt_ms,written_at_ms`.
+    fn encode(&self, written_at_ms: u64) -> String {
         format!(
-            "{},{},{}",
+            "{},{},{},{written_at_ms}",
             self.at.lat,
             self.at.lon,
             self.min_rtt.as_secs_f64() * 1000.0
         )
     }
 
-    fn decode(gateway: &str, v: &str) -> Option<Self> {
-        let mut it = v.split(',').map(str::parse::<f64>);
-        let (lat, lon, ms) = (it.next()?.ok()?, it.next()?.ok()?, it.next()?.ok()?);
-        let ok = (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lon) && ms >= 0.0;
-        ok.then(|| Self {
+    /// A field as another gateway wrote it; `None` when malformed or older than `ENTRY_TTL`.
+    fn decode(gateway: &str, v: &str, now_ms: u64) -> Option<Self> {
+        let mut it = v.split(',');
+        let mut num = || it.next()?.parse::<f64>().ok().filter(|x| x.is_finite());
+        let (lat, lon, ms, at) = (num()?, num()?, num()?, num()?);
+        let fresh = now_ms.saturating_sub(at as u64) <= ENTRY_TTL.as_millis() as u64;
+        let ok = (-90.0..=90.0).contains(&lat)
+            && (-180.0..=180.0).contains(&lon)
+            && (0.0..60_000.0).contains(&ms)
+            && fresh;
+        if !ok {
+            return None;
+        }
+        Some(Self {
             gateway: gateway.to_string(),
             at: Point { lat, lon },
-            min_rtt: Duration::from_secs_f64(ms / 1000.0),
+            min_rtt: Duration::try_from_secs_f64(ms / 1000.0).ok()?,
         })
     }
 }
 
-/// The other gateways' measurements, by node id (what the health checker judges with).
+/// The other gateways' measurements, by node id (what the health checker judges with), each
+/// with when it was read.
 #[derive(Default)]
 pub struct Vantage {
-    others: RwLock<HashMap<String, Vec<Measurement>>>,
+    others: RwLock<HashMap<String, (Vec<Measurement>, std::time::Instant)>>,
 }
 
 impl Vantage {
-    /// The other gateways' measurements of `node_id`.
+    /// The other gateways' measurements of `node_id`, by gateway name; none once they are
+    /// older than `ENTRY_TTL` (Redis gone: each gateway is back to its own).
     pub fn of(&self, node_id: &str) -> Vec<Measurement> {
-        self.others.read().get(node_id).cloned().unwrap_or_default()
+        match self.others.read().get(node_id) {
+            Some((m, read)) if read.elapsed() <= ENTRY_TTL => m.clone(),
+            _ => Vec::new(),
+        }
     }
 
-    /// Replaces what is known (the sync task, or a test).
+    /// Adds what an exchange read (the sync task, or a test); nodes it did not cover keep
+    /// theirs until they age out, so a node that rejoins is judged at once.
     pub fn set(&self, all: HashMap<String, Vec<Measurement>>) {
-        *self.others.write() = all;
+        let now = std::time::Instant::now();
+        let mut map = self.others.write();
+        map.retain(|_, (_, read)| read.elapsed() <= ENTRY_TTL);
+        for (id, mut m) in all {
+            m.sort_by(|a, b| a.gateway.cmp(&b.gateway));
+            map.insert(id, (m, now));
+        }
     }
 }
+
+/// Nodes per pipeline: one round trip stays small whatever the network's size.
+const PIPELINE_NODES: usize = 500;
 
 /// Shares this gateway's measurements and reads the others' until `stop`.
 pub async fn run(
@@ -115,21 +150,30 @@ pub async fn run(
                 .ok();
         }
         let Some(c) = conn.as_mut() else { continue };
+        if registry.is_empty() {
+            continue;
+        }
         let ids: Vec<(String, Option<Duration>)> = registry
             .snapshot()
             .iter()
             .map(|n| (n.id.clone(), n.min_rtt()))
             .collect();
-        let sync = exchange(c, &prefix, &me, location, &ids);
-        match tokio::time::timeout(REDIS_TIMEOUT * 2, sync).await {
-            Ok(Ok(all)) => vantage.set(all),
-            Ok(Err(e)) => {
-                conn = None;
-                if let Some(suppressed) = REDIS_LOG.allow() {
-                    tracing::warn!(error = %e, suppressed, "sharing node RTTs through Redis failed; each gateway judges locations on its own meanwhile");
+        for chunk in ids.chunks(PIPELINE_NODES) {
+            let sync = exchange(c, &prefix, &me, location, chunk);
+            match tokio::time::timeout(REDIS_TIMEOUT * 2, sync).await {
+                Ok(Ok(all)) => vantage.set(all),
+                Ok(Err(e)) => {
+                    if let Some(suppressed) = REDIS_LOG.allow() {
+                        tracing::warn!(error = %e, suppressed, "sharing node RTTs through Redis failed; once the others' measurements age out (30 s) each gateway judges locations on its own");
+                    }
+                    conn = None;
+                    break;
+                }
+                Err(_) => {
+                    conn = None;
+                    break;
                 }
             }
-            Err(_) => conn = None,
         }
     }
 }
@@ -143,6 +187,7 @@ async fn exchange(
     location: Option<Point>,
     nodes: &[(String, Option<Duration>)],
 ) -> redis::RedisResult<HashMap<String, Vec<Measurement>>> {
+    let now = now_ms();
     let mut pipe = redis::pipe();
     for (id, min_rtt) in nodes {
         let key = format!("{prefix}:vantage:{id}");
@@ -152,7 +197,7 @@ async fn exchange(
                 at,
                 min_rtt: *min_rtt,
             };
-            pipe.hset(&key, me, m.encode()).ignore();
+            pipe.hset(&key, me, m.encode(now)).ignore();
             pipe.pexpire(&key, ENTRY_TTL.as_millis() as i64).ignore();
         }
         pipe.hgetall(&key);
@@ -165,7 +210,7 @@ async fn exchange(
             let others = fields
                 .iter()
                 .filter(|(g, _)| g.as_str() != me)
-                .filter_map(|(g, v)| Measurement::decode(g, v))
+                .filter_map(|(g, v)| Measurement::decode(g, v, now))
                 .collect();
             (id.clone(), others)
         })
@@ -186,13 +231,21 @@ mod tests {
             },
             min_rtt: Duration::from_millis(2),
         };
-        let back = Measurement::decode("gw-sg", &sg.encode()).unwrap();
+        let now = now_ms();
+        let back = Measurement::decode("gw-sg", &sg.encode(now), now).unwrap();
         assert_eq!(back, sg);
+        let later = now + ENTRY_TTL.as_millis() as u64 + 1;
+        assert!(
+            Measurement::decode("gw-sg", &sg.encode(now), later).is_none(),
+            "aged out"
+        );
+        assert!(Measurement::decode("x", "1,2,inf,0", now).is_none());
+        assert!(Measurement::decode("x", "1,2,1e30,0", now).is_none());
         // 2 ms of fibre round trip (100 km/ms) reaches 200 km: not Frankfurt, 10,000 km away.
         let (ok, km, reach) = sg.allows(50.11, 8.68, 100.0);
         assert!(!ok && km > 10_000.0 && (reach - 200.0).abs() < 1e-6);
         assert!(sg.allows(1.30, 103.85, 100.0).0);
-        assert!(Measurement::decode("x", "1,2").is_none());
-        assert!(Measurement::decode("x", "95,2,3").is_none());
+        assert!(Measurement::decode("x", "1,2", now).is_none());
+        assert!(Measurement::decode("x", &format!("95,2,3,{now}"), now).is_none());
     }
 }

@@ -99,12 +99,13 @@ async fn nodes_join_every_gateway_and_a_dead_gateway_disturbs_no_other() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-gateway"), Some("gw-b"));
 
-    // Load on gw-b while gw-a is SIGKILLed: no failed request on gw-b.
+    // Load on gw-b (8 callers at once) while gw-a is SIGKILLed: no failed request on gw-b.
     let stop_at = Instant::now() + Duration::from_secs(4);
-    let load = {
+    let mut loads = Vec::new();
+    for caller in 0..8u64 {
         let (http, url) = (http.clone(), gb.url.clone());
-        tokio::spawn(async move {
-            let (mut ok, mut failed, mut i) = (0u64, Vec::new(), 1u64);
+        loads.push(tokio::spawn(async move {
+            let (mut ok, mut failed, mut i) = (0u64, Vec::new(), 1 + caller * 1_000_000);
             while Instant::now() < stop_at {
                 match http.send(post(&url, balance_call(i))).await {
                     Ok(r) if r.status == 200 && r.json().get("result").is_some() => ok += 1,
@@ -114,11 +115,16 @@ async fn nodes_join_every_gateway_and_a_dead_gateway_disturbs_no_other() {
                 i += 1;
             }
             (ok, failed)
-        })
-    };
+        }));
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     ga.kill().await;
-    let (ok, failed) = load.await.unwrap();
+    let (mut ok, mut failed) = (0, Vec::new());
+    for l in loads {
+        let (o, f) = l.await.unwrap();
+        ok += o;
+        failed.extend(f);
+    }
     println!(
         "gw-b served {ok} requests while gw-a died; {} failed",
         failed.len()
@@ -281,8 +287,17 @@ async fn locations_are_checked_from_every_gateway_and_each_ranks_its_nearest_nod
         .unwrap()
         .starts_with("gw-sin"));
 
-    // Residency-bound callers (London, bound to eu-west) on gw-fra never reach the liar, even
-    // though it is eu-west too.
+    // Residency-bound callers (London, bound to eu-west) never reach the liar on either
+    // gateway, even though it is eu-west too (and on gw-sin it is the nearest).
+    for gw in [&fra, &sin] {
+        let ranked = gw.app.router.rank(CHAIN_ID, london.as_ref()).unwrap();
+        assert!(
+            ranked.iter().all(|n| n.id != liar),
+            "{}",
+            gw.app.config.server.name
+        );
+        assert!(ranked.iter().any(|n| n.id == honest));
+    }
     let http = Http::default();
     let url = format!("http://{}/", fra.http_addr);
     for i in 0..20u64 {
