@@ -185,18 +185,24 @@ async fn locations_are_checked_from_every_gateway_and_each_ranks_its_nearest_nod
     // gw-fra in Frankfurt, gw-sin in Singapore, ~10,300 km apart.
     let fra = start(placed("gw-fra", 50.11, 8.68, &redis)).await;
     let sin = start(placed("gw-sin", 1.35, 103.82, &redis)).await;
-    // Both nodes claim Frankfurt. The honest one is 1 ms from gw-fra and 60 ms from gw-sin (one
-    // way); the liar is really next to gw-sin (no delay) and 60 ms from gw-fra.
+    // Two nodes claim Frankfurt (eu-west). The honest one is 1 ms from gw-fra and 60 ms from
+    // gw-sin (one way); the liar is really next to gw-sin (no delay) and 60 ms from gw-fra. A
+    // third, honest, is in Singapore (ap-southeast): 60 ms from gw-fra, 1 ms from gw-sin.
     let mut joined = Vec::new();
-    for (region, to_fra, to_sin) in [("honest", 1u64, 60u64), ("liar", 60, 0)] {
+    let layout = [
+        ("honest", "eu-west", (50.11, 8.68), 1u64, 60u64),
+        ("liar", "eu-west", (50.11, 8.68), 60, 0),
+        ("ap", "ap-southeast", (1.35, 103.82), 60, 1),
+    ];
+    for (name, region, (lat, lon), to_fra, to_sin) in layout {
         let spec = NodeSpec {
-            region,
-            lat: 50.11,
-            lon: 8.68,
+            region: name,
+            lat,
+            lon,
             upstream: &anvil.url,
         };
         let mut cfg = node_config(&fra, &spec, TOKEN);
-        cfg.region = "eu-west".into();
+        cfg.region = region.into();
         let second = node_config(&sin, &spec, TOKEN).gateways.remove(0);
         cfg.gateways.push(second);
         for (link, (gw, ms)) in cfg
@@ -213,10 +219,10 @@ async fn locations_are_checked_from_every_gateway_and_each_ranks_its_nearest_nod
         let node = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
             .await
             .unwrap();
-        joined.push((region, node));
+        joined.push((name, node));
     }
-    wait_serving_for(&fra, 2, 20).await;
-    wait_serving_for(&sin, 2, 20).await;
+    wait_serving_for(&fra, 3, 20).await;
+    wait_serving_for(&sin, 3, 20).await;
     let id = |r: &str| {
         joined
             .iter()
@@ -226,23 +232,42 @@ async fn locations_are_checked_from_every_gateway_and_each_ranks_its_nearest_nod
             .node_id
             .clone()
     };
-    let (honest, liar) = (id("honest"), id("liar"));
+    let (honest, liar, ap) = (id("honest"), id("liar"), id("ap"));
 
-    // Each gateway ranks the node nearest to itself first for a caller in London (both claim
-    // Frankfurt: the RTT decides).
+    // Each gateway ranks by its own RTTs and the caller's distance to each node's claim.
     let london = fra.app.locate(LONDON.parse().unwrap());
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let first = |gw: &gateway::Gateway| {
-        gw.app.router.rank(CHAIN_ID, london.as_ref()).unwrap()[0]
-            .id
-            .clone()
+    let at = |lat, lon, country: &str, continent: &str| gateway::geo::Location {
+        lat,
+        lon,
+        country: Some(country.into()),
+        continent: Some(continent.into()),
     };
-    let sin_caller = sin.app.locate("1.1.1.1".parse().unwrap());
-    let first_sin = sin.app.router.rank(CHAIN_ID, sin_caller.as_ref()).unwrap()[0]
-        .id
-        .clone();
-    assert_eq!(first(&fra), honest, "gw-fra: the node 2 ms away first");
-    assert_eq!(first_sin, liar, "gw-sin: the node next to it first");
+    // Callers bound by no residency rule (London is: below).
+    let paris = at(48.85, 2.35, "FR", "EU");
+    let singapore = at(1.29, 103.85, "SG", "AS");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let first = |gw: &gateway::Gateway, caller: Option<&gateway::geo::Location>| {
+        gw.app.router.rank(CHAIN_ID, caller).unwrap()[0].id.clone()
+    };
+    // From Paris: gw-fra's nearest Frankfurt node is the honest one (2 ms); gw-sin's is the
+    // liar (next to it, and its claim is near the caller).
+    assert_eq!(first(&fra, Some(&paris)), honest, "gw-fra, caller in Paris");
+    assert_eq!(first(&sin, Some(&paris)), liar, "gw-sin, caller in Paris");
+    // From Singapore: gw-sin picks the Singapore node (2 ms) over the liar (closer to gw-sin,
+    // but claiming to be 10,000 km from the caller). gw-fra, for the same caller, picks its
+    // own 2 ms Frankfurt node: the Singapore node is 120 ms from gw-fra, more than the 10,000
+    // km (100 ms of fibre) the caller's answer travels from Frankfurt. Same caller, different
+    // gateways, each choosing from where it stands.
+    assert_eq!(
+        first(&sin, Some(&singapore)),
+        ap,
+        "gw-sin, caller in Singapore"
+    );
+    assert_eq!(
+        first(&fra, Some(&singapore)),
+        honest,
+        "gw-fra, caller in Singapore"
+    );
 
     // gw-fra's own measurement allows the liar's claim (120 ms reaches 12,000 km); gw-sin's
     // loopback RTT does not (Frankfurt is 10,000 km away). Shared through Redis, the flag
@@ -254,7 +279,9 @@ async fn locations_are_checked_from_every_gateway_and_each_ranks_its_nearest_nod
         if !fra_flag.plausible() && !on(&sin, &liar).plausible() {
             let why = fra_flag.ruled_out_by().unwrap();
             assert!(why.starts_with("gw-sin:"), "{why}");
-            assert!(on(&fra, &honest).plausible() && on(&sin, &honest).plausible());
+            for id in [&honest, &ap] {
+                assert!(on(&fra, id).plausible() && on(&sin, id).plausible(), "{id}");
+            }
             let own = fra_flag.min_rtt().unwrap();
             assert!(
                 own >= Duration::from_millis(110),
