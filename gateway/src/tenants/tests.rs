@@ -39,6 +39,17 @@ fn tenant_file(name: &str, key: &str, extra: &str) -> String {
     )
 }
 
+/// One tenant "a" with key "k" and `extra` settings: the tenancy, its set and the tenant.
+fn one_tenant(extra: &str) -> (Tenancy, tempfile::TempDir, Arc<Tenants>, Arc<Tenant>) {
+    let (t, dir) = tenancy(&tenant_file("a", "k", extra));
+    let set = t.current_full();
+    let a = t
+        .identify(&set, Some("k"), &HeaderMap::new())
+        .unwrap()
+        .unwrap();
+    (t, dir, set, a)
+}
+
 fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     pairs
         .iter()
@@ -89,12 +100,7 @@ fn keys_are_found_in_the_url_and_both_headers_and_hashed() {
 
 #[test]
 fn compute_units_run_out_faster_for_heavy_methods() {
-    let (t, _dir) = tenancy(&tenant_file("a", "k", "compute_units_per_second = 300"));
-    let set = t.current_full();
-    let a = t
-        .identify(&set, Some("k"), &HeaderMap::new())
-        .unwrap()
-        .unwrap();
+    let (t, _dir, set, a) = one_tenant("compute_units_per_second = 300");
     let addr: IpAddr = "192.0.2.1".parse().unwrap();
     let batch = |method: &str| vec![set.cost(method); 10];
     let refused = t.charge(&set, Some(&a), addr, &batch("eth_chainId"));
@@ -110,16 +116,7 @@ fn compute_units_run_out_faster_for_heavy_methods() {
 
 #[test]
 fn a_batch_over_the_request_rate_is_served_in_part() {
-    let (t, _dir) = tenancy(&tenant_file(
-        "a",
-        "k",
-        "requests_per_second = 5\ndaily_quota = 8",
-    ));
-    let set = t.current_full();
-    let a = t
-        .identify(&set, Some("k"), &HeaderMap::new())
-        .unwrap()
-        .unwrap();
+    let (t, _dir, set, a) = one_tenant("requests_per_second = 5\ndaily_quota = 8");
     let addr: IpAddr = "192.0.2.1".parse().unwrap();
     let refused = t.charge(&set, Some(&a), addr, &[1; 7]);
     assert_eq!(
@@ -192,16 +189,8 @@ fn a_bad_file_keeps_the_previous_set_and_a_good_one_revokes_keys() {
 
 #[test]
 fn origins_decide_cors_only_for_browsers() {
-    let (t, _dir) = tenancy(&tenant_file(
-        "a",
-        "k",
-        "origins = [\"http://127.0.0.1:3000\", \"chrome-extension://abc\"]",
-    ));
-    let set = t.current();
-    let a = t
-        .identify(&set, Some("k"), &HeaderMap::new())
-        .unwrap()
-        .unwrap();
+    let (_t, _dir, _set, a) =
+        one_tenant("origins = [\"http://127.0.0.1:3000\", \"chrome-extension://abc\"]");
     use crate::front::cors::{for_tenant, Cors};
     let o = |s: &str| http::HeaderValue::from_str(s).unwrap();
     assert_eq!(

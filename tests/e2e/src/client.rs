@@ -111,18 +111,7 @@ pub async fn post_as(
         .header("x-forwarded-for", ip)
         .body(Full::new(body.into()))
         .unwrap();
-    let resp = http
-        .client
-        .request(req)
-        .await
-        .map_err(|e| format!("transport: {e}"))?;
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
-    Ok(Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
+    http.send(req).await
 }
 
 /// Sends one call as a caller at `ip` (through a trusted loopback proxy) and returns the

@@ -105,41 +105,13 @@ impl NodeProcess {
         Self { child }
     }
 
+    /// A node joined to the in-process gateway `gw`.
     pub async fn spawn(gw: &Gateway, spec: &NodeSpec<'_>, dir: &std::path::Path) -> Self {
-        let cfg = format!(
-            r#"
-key_file = "{region}.key"
-region = "{region}"
-latitude = {lat}
-longitude = {lon}
-[[gateways]]
-address = "{addr}"
-fingerprint = "{fp}"
-token = "{TOKEN}"
-[[chains]]
-chain_id = {CHAIN_ID}
-upstreams = ["{up}"]
-head_poll_ms = 200
-"#,
-            region = spec.region,
-            lat = spec.lat,
-            lon = spec.lon,
-            addr = gw.quic_addr,
-            fp = gw.fingerprint,
-            up = spec.upstream
+        let link = format!(
+            "[[gateways]]\naddress = \"{}\"\nfingerprint = \"{}\"\ntoken = \"{TOKEN}\"\n",
+            gw.quic_addr, gw.fingerprint
         );
-        let path = dir.join(format!("{}.toml", spec.region));
-        std::fs::write(&path, cfg).unwrap();
-        let child = Command::new(edge_node_bin())
-            .arg("--config")
-            .arg(&path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawning edge-node");
-        Self { child }
+        Self::spawn_joined(&link, spec, dir).await
     }
 
     /// SIGKILL: no goodbye, the gateway must notice on its own.
