@@ -7,13 +7,13 @@ cd "$ROOT"
 "$ROOT/scripts/deps.sh"
 # shellcheck source=/dev/null
 source "$ROOT/.deps/env.sh"
-export ANVIL_BIN DBIP_V4_MMDB DBIP_V6_MMDB WEB3PY_PYTHON VIEM_DIR
+export ANVIL_BIN DBIP_V4_MMDB DBIP_V6_MMDB WEB3PY_PYTHON VIEM_DIR REDIS_SERVER_BIN
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo build --bins (the failover tests run edge nodes as real processes)"
+echo "== cargo build --bins (the failover tests run edge nodes and gateways as real processes)"
 cargo build --workspace --bins
 echo "== cargo test"
 cargo test --workspace
