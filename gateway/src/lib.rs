@@ -6,7 +6,7 @@
 //! - [`front`]: the HTTP front door (connections, limits, paths, body) and JSON-RPC parsing and
 //!   writing;
 //! - [`request`]: the request path as named phases over one slot per call (admit, decide
-//!   locally, gateway tier, route, tip tier, dispatch, remember, write);
+//!   locally, charge, gateway tier, route, tip tier, dispatch, hold the tip, remember, write);
 //! - [`answers`]: the gateway's cache tiers and what each keeps;
 //! - [`nodes`]: the edge nodes: link (join, status), registry, health, router, dispatch;
 //! - [`tenants`]: API keys, tenants and their limits (shared through Redis);

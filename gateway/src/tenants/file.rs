@@ -148,40 +148,19 @@ pub struct Context<'a> {
 }
 
 impl TenantsFile {
+    /// Every tenant's checks, then the names and keys across tenants; the first failure.
     pub fn check(&self, cx: &Context<'_>) -> Result<(), Invalid> {
         let mut names = HashSet::new();
         let mut keys = HashSet::new();
         for (i, t) in self.tenants.iter().enumerate() {
-            let at = |k: &str| format!("tenants[{i}].{k}");
-            let name_ok = (1..=64).contains(&t.name.len())
-                && t.name.bytes().all(|b| {
-                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'
-                });
-            if !name_ok {
-                return Err(invalid(
-                    at("name"),
-                    format!("{:?} must be 1 to 64 of a-z, 0-9, '-', '_'", t.name),
-                ));
-            }
-            if t.name == super::KEYLESS {
-                return Err(invalid(
-                    at("name"),
-                    "\"keyless\" is reserved for callers without a key",
-                ));
-            }
+            t.check(&format!("tenants[{i}]"), cx)?;
             if !names.insert(t.name.as_str()) {
-                return Err(invalid(at("name"), format!("{:?} is listed twice", t.name)));
-            }
-            if t.key_sha256.is_empty() {
-                return Err(invalid(at("key_sha256"), "needs at least one key hash"));
+                return Err(invalid(
+                    format!("tenants[{i}].name"),
+                    format!("{:?} is listed twice", t.name),
+                ));
             }
             for (j, k) in t.key_sha256.iter().enumerate() {
-                if parse_hash(k).is_none() {
-                    return Err(invalid(
-                        format!("tenants[{i}].key_sha256[{j}]"),
-                        "must be 64 hex digits (the SHA-256 of the key; `gateway --hash-key KEY`)",
-                    ));
-                }
                 if !keys.insert(k.to_ascii_lowercase()) {
                     return Err(invalid(
                         format!("tenants[{i}].key_sha256[{j}]"),
@@ -189,45 +168,82 @@ impl TenantsFile {
                     ));
                 }
             }
-            for (j, c) in t.chains.iter().flatten().enumerate() {
-                if chain_id(cx.chains, c).is_none() {
-                    return Err(invalid(
-                        format!("tenants[{i}].chains[{j}]"),
-                        format!("{c:?} is not a configured chain"),
-                    ));
-                }
-            }
-            let lists = [
-                ("methods_allow", t.methods_allow.as_deref().unwrap_or(&[])),
-                ("methods_deny", &t.methods_deny),
-            ];
-            for (k, list) in lists {
-                for (j, m) in list.iter().enumerate() {
-                    if m.is_empty() || m[..m.len() - 1].contains('*') {
-                        return Err(invalid(
-                            format!("tenants[{i}].{k}[{j}]"),
-                            format!("{m:?}: only a trailing '*' is allowed"),
-                        ));
-                    }
-                }
-            }
-            for (j, o) in t.origins.iter().flatten().enumerate() {
-                if !origin_ok(o) {
-                    return Err(invalid(
-                        format!("tenants[{i}].origins[{j}]"),
-                        format!("{o:?} must be \"*\" or scheme://host[:port] without a path"),
-                    ));
-                }
-            }
-            if t.max_batch > cx.max_batch {
+        }
+        Ok(())
+    }
+}
+
+impl TenantSpec {
+    /// This tenant's own checks; `at` is its key (`tenants[i]`).
+    fn check(&self, at: &str, cx: &Context<'_>) -> Result<(), Invalid> {
+        let key = |k: &str| format!("{at}.{k}");
+        let name_ok = (1..=64).contains(&self.name.len())
+            && self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !name_ok {
+            return Err(invalid(
+                key("name"),
+                format!("{:?} must be 1 to 64 of a-z, 0-9, '-', '_'", self.name),
+            ));
+        }
+        if self.name == super::KEYLESS {
+            return Err(invalid(
+                key("name"),
+                "\"keyless\" is reserved for callers without a key",
+            ));
+        }
+        if self.key_sha256.is_empty() {
+            return Err(invalid(key("key_sha256"), "needs at least one key hash"));
+        }
+        if let Some(j) = self.key_sha256.iter().position(|k| parse_hash(k).is_none()) {
+            return Err(invalid(
+                format!("{at}.key_sha256[{j}]"),
+                "must be 64 hex digits (the SHA-256 of the key; `gateway --hash-key KEY`)",
+            ));
+        }
+        if let Some((j, c)) = (self.chains.iter().flatten().enumerate())
+            .find(|(_, c)| chain_id(cx.chains, c).is_none())
+        {
+            return Err(invalid(
+                format!("{at}.chains[{j}]"),
+                format!("{c:?} is not a configured chain"),
+            ));
+        }
+        let lists = [
+            (
+                "methods_allow",
+                self.methods_allow.as_deref().unwrap_or(&[]),
+            ),
+            ("methods_deny", &self.methods_deny),
+        ];
+        for (k, list) in lists {
+            if let Some((j, m)) = (list.iter().enumerate())
+                .find(|(_, m)| m.is_empty() || m[..m.len() - 1].contains('*'))
+            {
                 return Err(invalid(
-                    at("max_batch"),
-                    format!(
-                        "{} is above server.max_batch ({})",
-                        t.max_batch, cx.max_batch
-                    ),
+                    format!("{at}.{k}[{j}]"),
+                    format!("{m:?}: only a trailing '*' is allowed"),
                 ));
             }
+        }
+        if let Some((j, o)) =
+            (self.origins.iter().flatten().enumerate()).find(|(_, o)| !origin_ok(o))
+        {
+            return Err(invalid(
+                format!("{at}.origins[{j}]"),
+                format!("{o:?} must be \"*\" or scheme://host[:port] without a path"),
+            ));
+        }
+        if self.max_batch > cx.max_batch {
+            return Err(invalid(
+                key("max_batch"),
+                format!(
+                    "{} is above server.max_batch ({})",
+                    self.max_batch, cx.max_batch
+                ),
+            ));
         }
         Ok(())
     }

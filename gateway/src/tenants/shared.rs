@@ -115,20 +115,22 @@ impl Shared {
 
     /// Runs until `stop`.
     pub async fn run(self: Arc<Self>, metrics: Arc<Metrics>, stop: CancellationToken) {
-        let mut conn: Option<MultiplexedConnection> = None;
-        let mut next_connect = Instant::now();
-        let mut next_refresh = Instant::now();
+        let mut link = RedisLink {
+            conn: None,
+            next_connect: Instant::now(),
+            next_refresh: Instant::now(),
+            script: redis::Script::new(LEASE),
+        };
         let mut last = Instant::now();
         let mut last_rate = (Instant::now(), Vec::<(Arc<TenantBudget>, u64)>::new());
-        let script = redis::Script::new(LEASE);
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = stop.cancelled() => {
                     // Daily counts admitted since the last sync go up before the gateway exits.
-                    if let Some(c) = conn.as_mut() {
-                        let last = self.sync(c, &script, true);
+                    if let Some(c) = link.conn.as_mut() {
+                        let last = self.sync(c, &link.script, true);
                         let _ = tokio::time::timeout(REDIS_TIMEOUT, last).await;
                     }
                     return;
@@ -139,32 +141,7 @@ impl Shared {
             let now = Instant::now();
             let secs = (now - last).as_secs_f64();
             last = now;
-            let shared_ok = match &self.redis {
-                None => false,
-                Some(client) => {
-                    if conn.is_none() && now >= next_connect {
-                        conn = connect(client).await;
-                        next_connect = now + RECONNECT_AFTER;
-                    }
-                    match conn.as_mut() {
-                        Some(c) => {
-                            let refresh = now >= next_refresh;
-                            if refresh {
-                                next_refresh = now + Duration::from_secs(1);
-                            }
-                            let sync = self.sync(c, &script, refresh);
-                            let r = tokio::time::timeout(REDIS_TIMEOUT, sync).await;
-                            match r {
-                                Ok(Ok(())) => true,
-                                Ok(Err(e)) => self.failed(&e.to_string(), &mut conn),
-                                Err(_) => self.failed("timed out", &mut conn),
-                            }
-                        }
-                        None => self.failed("cannot connect", &mut conn),
-                    }
-                }
-            };
-            if !shared_ok {
+            if !self.sync_shared(&mut link, now).await {
                 let share = 1.0 / self.peers().max(1) as f64;
                 for b in self.book.all() {
                     b.requests.refill(secs, share);
@@ -177,6 +154,31 @@ impl Shared {
                 m.sync_lag.set(self.lag().as_secs_f64());
             }
             tokio::time::sleep(MIN_GAP).await;
+        }
+    }
+
+    /// One sync with Redis (connecting first if needed); false when there is no Redis or it
+    /// did not answer (the caller refills locally).
+    async fn sync_shared(&self, link: &mut RedisLink, now: Instant) -> bool {
+        let Some(client) = &self.redis else {
+            return false;
+        };
+        if link.conn.is_none() && now >= link.next_connect {
+            link.conn = connect(client).await;
+            link.next_connect = now + RECONNECT_AFTER;
+        }
+        let Some(c) = link.conn.as_mut() else {
+            return self.failed("cannot connect", &mut link.conn);
+        };
+        let refresh = now >= link.next_refresh;
+        if refresh {
+            link.next_refresh = now + Duration::from_secs(1);
+        }
+        let sync = self.sync(c, &link.script, refresh);
+        match tokio::time::timeout(REDIS_TIMEOUT, sync).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => self.failed(&e.to_string(), &mut link.conn),
+            Err(_) => self.failed("timed out", &mut link.conn),
         }
     }
 
@@ -295,6 +297,16 @@ impl Shared {
         }
         *last = (Instant::now(), now);
     }
+}
+
+/// The sync task's Redis connection and its timers.
+struct RedisLink {
+    conn: Option<MultiplexedConnection>,
+    /// No reconnect before this (a down Redis is not hammered).
+    next_connect: Instant,
+    /// Daily totals are read back at least this often.
+    next_refresh: Instant,
+    script: redis::Script,
 }
 
 async fn connect(client: &redis::Client) -> Option<MultiplexedConnection> {
