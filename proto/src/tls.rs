@@ -34,6 +34,9 @@ pub struct Transport {
     pub idle_timeout: Duration,
     /// Concurrent request streams the gateway may open towards one node.
     pub max_streams: u32,
+    /// The RTT assumed before one is measured; it paces the handshake's retransmits, so a
+    /// node dialling a gateway that is just coming back gets in within a few hundred ms.
+    pub initial_rtt: Duration,
 }
 
 impl Default for Transport {
@@ -42,6 +45,8 @@ impl Default for Transport {
             keep_alive: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(3),
             max_streams: 4096,
+            // quinn's default is 333 ms (first retransmit after about a second).
+            initial_rtt: Duration::from_millis(100),
         }
     }
 }
@@ -56,6 +61,7 @@ fn transport_config(t: Transport, max_bidi_from_peer: u32) -> Arc<quinn::Transpo
     tc.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(t.idle_timeout).expect("idle timeout fits a VarInt"),
     ));
+    tc.initial_rtt(t.initial_rtt);
     tc.max_concurrent_bidi_streams(max_bidi_from_peer.into());
     tc.max_concurrent_uni_streams(0u32.into());
     Arc::new(tc)
