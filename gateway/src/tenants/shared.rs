@@ -21,12 +21,15 @@ use super::budget::{Book, TenantBudget};
 use crate::ops::metrics::Metrics;
 
 /// Refills a shared bucket at its rate (up to one second's burst) and grants up to the tokens
-/// asked for. KEYS[1]: the bucket; ARGV: rate per second, tokens wanted.
+/// asked for, but at most an even share of what it holds among the gateways (so a gateway that
+/// asks more often does not take the whole refill; one alone still gets everything, a share at
+/// a time). KEYS[1]: the bucket; ARGV: rate per second, tokens wanted, gateways sharing.
 const LEASE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rate = tonumber(ARGV[1])
 local want = tonumber(ARGV[2])
+local peers = math.max(1, tonumber(ARGV[3]))
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(b[1])
 local ts = tonumber(b[2])
@@ -35,7 +38,8 @@ if tokens == nil or ts == nil then
   ts = now
 end
 tokens = math.min(rate, tokens + math.max(0, now - ts) * rate / 1000)
-local grant = math.max(0, math.min(want, math.floor(tokens)))
+local share = math.max(1, math.floor(tokens / peers))
+local grant = math.max(0, math.min(want, share, math.floor(tokens)))
 tokens = tokens - grant
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], 60000)
@@ -218,7 +222,8 @@ impl Shared {
                         .arg(1)
                         .arg(key)
                         .arg(bucket.rate())
-                        .arg(want);
+                        .arg(want)
+                        .arg(self.peers());
                     asked.push(Asked::Lease(bucket));
                 }
             }
