@@ -9,7 +9,8 @@
 //!   locally, charge, gateway tier, route, tip tier, dispatch, hold the tip, remember, write);
 //! - [`answers`]: the gateway's cache tiers and what each keeps;
 //! - [`nodes`]: the edge nodes: link (join, status), registry, health, router, dispatch;
-//! - [`tenants`]: API keys, tenants and their limits (shared through Redis);
+//! - [`tenants`]: API keys, tenants and their limits (shared through Redis; [`redis_link`]
+//!   opens the connections);
 //! - [`geo`]: caller address (trusted proxies) and location (MaxMind DB);
 //! - [`ops`]: the admin listener, Prometheus metrics and the status page;
 //! - [`config`]: TOML config, validated at load;
@@ -22,6 +23,7 @@ pub mod front;
 pub mod geo;
 pub mod nodes;
 pub mod ops;
+pub mod redis_link;
 pub mod request;
 pub mod tenants;
 

@@ -242,7 +242,7 @@ impl Tenancy {
                 .collect(),
             max_batch: config.server.max_batch,
             shared: Arc::new(shared),
-            keyless_calls: metrics.tenant_calls.with_label_values(&[KEYLESS]),
+            keyless_calls: metrics.tenants.calls.with_label_values(&[KEYLESS]),
             metrics,
             stamp: Mutex::new(None),
             addresses: moka::sync::Cache::builder()
@@ -289,15 +289,17 @@ impl Tenancy {
                 let n = tenants.list.len();
                 self.current.store(Arc::new(tenants));
                 self.metrics
-                    .tenants_reloads
+                    .tenants
+                    .reloads
                     .with_label_values(&["ok"])
                     .inc();
-                self.metrics.tenants_configured.set(n as i64);
+                self.metrics.tenants.configured.set(n as i64);
                 Ok(n)
             }
             Err(e) => {
                 self.metrics
-                    .tenants_reloads
+                    .tenants
+                    .reloads
                     .with_label_values(&["error"])
                     .inc();
                 Err(e)
@@ -334,10 +336,11 @@ impl Tenancy {
                 },
                 keys: t.key_sha256.len(),
                 budget: book.budget(&t.name, rates),
-                calls: self.metrics.tenant_calls.with_label_values(&[&t.name]),
+                calls: self.metrics.tenants.calls.with_label_values(&[&t.name]),
                 compute_units: self
                     .metrics
-                    .tenant_compute_units
+                    .tenants
+                    .compute_units
                     .with_label_values(&[&t.name]),
                 name: t.name,
             });
@@ -442,7 +445,8 @@ impl Tenancy {
     /// Counts a batch refused as a whole for being over the tenant's `max_batch`.
     pub fn count_batch_refused(&self, tenant: &str) {
         self.metrics
-            .tenant_limited
+            .tenants
+            .limited
             .with_label_values(&[tenant, Limit::MaxBatch.label()])
             .inc();
     }
@@ -461,7 +465,8 @@ impl Tenancy {
                 Limit::AddressRequests,
             ][i];
             self.metrics
-                .tenant_limited
+                .tenants
+                .limited
                 .with_label_values(&[tenant, limit.label()])
                 .inc_by(n);
         }

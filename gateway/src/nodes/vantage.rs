@@ -24,12 +24,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::registry::Registry;
 use crate::config::Point;
+use crate::redis_link::{open, unix_ms, REDIS_TIMEOUT};
 
 /// How often measurements are shared and read.
 const EVERY: Duration = Duration::from_secs(1);
 /// A gateway's measurement is forgotten this long after it stopped renewing it.
 const ENTRY_TTL: Duration = Duration::from_secs(30);
-const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 
 static REDIS_LOG: daemon::loglimit::LogLimit = daemon::loglimit::LogLimit::new(5, 60);
 
@@ -39,14 +39,6 @@ pub struct Measurement {
     pub gateway: String,
     pub at: Point,
     pub min_rtt: Duration,
-}
-
-/// Unix time in milliseconds (entries carry when they were written: a hash field has no TTL of
-/// its own, and a gateway that left stops renewing only its field).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl Measurement {
@@ -141,13 +133,7 @@ pub async fn run(
             _ = tick.tick() => {}
         }
         if conn.is_none() {
-            let cfg = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(REDIS_TIMEOUT))
-                .set_response_timeout(Some(REDIS_TIMEOUT));
-            conn = client
-                .get_multiplexed_async_connection_with_config(&cfg)
-                .await
-                .ok();
+            conn = open(&client).await;
         }
         let Some(c) = conn.as_mut() else { continue };
         if registry.is_empty() {
@@ -187,7 +173,7 @@ async fn exchange(
     location: Option<Point>,
     nodes: &[(String, Option<Duration>)],
 ) -> redis::RedisResult<HashMap<String, Vec<Measurement>>> {
-    let now = now_ms();
+    let now = unix_ms();
     let mut pipe = redis::pipe();
     for (id, min_rtt) in nodes {
         let key = format!("{prefix}:vantage:{id}");
@@ -231,7 +217,7 @@ mod tests {
             },
             min_rtt: Duration::from_millis(2),
         };
-        let now = now_ms();
+        let now = unix_ms();
         let back = Measurement::decode("gw-sg", &sg.encode(now), now).unwrap();
         assert_eq!(back, sg);
         let later = now + ENTRY_TTL.as_millis() as u64 + 1;

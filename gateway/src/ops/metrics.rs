@@ -3,10 +3,12 @@
 //! and regions of joined nodes, which are bounded by `quic.max_nodes`, and ISO country codes).
 //!
 //! [`nodes`] holds the per-node gauges that are rebuilt from the node registry at each scrape;
-//! [`geo`] the geo database reload counters, copied from the geo service's stats at each scrape.
+//! [`geo`] the geo database reload counters, copied from the geo service's stats at each scrape;
+//! [`tenants`] the tenants' families and the Redis gauges.
 
 pub mod geo;
 pub mod nodes;
+pub mod tenants;
 
 use daemon::metrics::Families;
 use prometheus::{
@@ -157,21 +159,9 @@ pub struct Metrics {
     pub tip_cache_bytes: IntGauge,
     pub nodes: nodes::NodeGauges,
     pub geo_reloads: geo::GeoReloads,
-    /// Per tenant (a configured name, or `keyless`): calls and compute units admitted, and
-    /// calls refused over a limit (by limit).
-    pub tenant_calls: IntCounterVec,
-    pub tenant_compute_units: IntCounterVec,
-    pub tenant_limited: IntCounterVec,
-    pub tenants_reloads: IntCounterVec,
-    pub tenants_configured: IntGauge,
-    /// Present when limits are shared through Redis.
-    pub redis: Option<RedisGauges>,
-}
-
-/// Whether the gateway shares limits through Redis right now.
-pub struct RedisGauges {
-    pub up: IntGauge,
-    pub sync_lag: prometheus::Gauge,
+    pub tenants: tenants::TenantFamilies,
+    /// Present when the gateway shares through Redis.
+    pub redis: Option<tenants::RedisGauges>,
 }
 
 impl Metrics {
@@ -272,27 +262,7 @@ impl Metrics {
             ),
             nodes: nodes::NodeGauges::new(&f),
             geo_reloads: geo::GeoReloads::new(&f),
-            tenant_calls: f.counter_vec(
-                "tenant_calls_total",
-                "Calls admitted, by tenant (a configured tenant name, or keyless).",
-                &["tenant"],
-            ),
-            tenant_compute_units: f.counter_vec(
-                "tenant_compute_units_total",
-                "Compute units of the calls admitted, by tenant (configured tenants only).",
-                &["tenant"],
-            ),
-            tenant_limited: f.counter_vec(
-                "tenant_limited_total",
-                "Calls refused over a limit, by tenant and limit (requests_per_second, compute_units_per_second, daily_quota, max_batch, address_requests_per_second).",
-                &["tenant", "limit"],
-            ),
-            tenants_reloads: f.counter_vec(
-                "tenants_reloads_total",
-                "Tenants file loads by result (ok; error: the previous set stays in use).",
-                &["result"],
-            ),
-            tenants_configured: f.gauge("tenants", "Tenants in the tenants file in use."),
+            tenants: tenants::TenantFamilies::new(&f),
             redis: None,
             registry,
         };
@@ -311,29 +281,11 @@ impl Metrics {
         for c in crate::front::conns::Closed::REASONS {
             self.http_connections_closed.with_label_values(&[c.label()]);
         }
-        for r in ["ok", "error"] {
-            self.tenants_reloads.with_label_values(&[r]);
-        }
     }
 
-    /// Adds the Redis gauges (only a gateway that shares limits exports them).
+    /// Adds the Redis gauges (only a gateway that shares through Redis exports them).
     pub fn add_redis(&mut self) {
-        let f = Families(&self.registry);
-        let lag = prometheus::Gauge::new(
-            "redis_sync_lag_seconds",
-            "Seconds since limits were last reconciled with Redis.",
-        )
-        .expect("valid metric");
-        self.registry
-            .register(Box::new(lag.clone()))
-            .expect("registered once");
-        self.redis = Some(RedisGauges {
-            up: f.gauge(
-                "redis_up",
-                "1 while Redis answers (tenant limits shared), 0 while each gateway enforces its local share.",
-            ),
-            sync_lag: lag,
-        });
+        self.redis = Some(tenants::RedisGauges::new(&self.registry));
     }
 
     /// Resolves one chain's hot-path series (see [`ChainSeries`]).

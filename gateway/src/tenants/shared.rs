@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::budget::{Book, TenantBudget};
 use crate::ops::metrics::Metrics;
+use crate::redis_link::{open, unix_ms, REDIS_TIMEOUT};
 
 /// Refills a shared bucket at its rate (up to one second's burst) and grants up to the tokens
 /// asked for, but at most an even share of what it holds among the gateways (so a gateway that
@@ -48,8 +49,6 @@ return grant
 
 /// A gateway not heard from for this long no longer counts toward the shares.
 const PEER_TTL_MS: u64 = 5_000;
-/// Redis gets this long per sync before the gateway counts it unreachable.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
 /// Wait between attempts to reconnect.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 /// Syncs woken by low buckets are at least this far apart (a flood over a limit would
@@ -194,9 +193,7 @@ impl Shared {
         refresh: bool,
     ) -> redis::RedisResult<()> {
         let budgets = self.book.all();
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = unix_ms();
         let peers_key = format!("{}:gateways", self.prefix);
         let mut pipe = redis::pipe();
         pipe.zadd(&peers_key, &self.id, now_ms).ignore();
@@ -314,15 +311,9 @@ struct RedisLink {
     script: redis::Script,
 }
 
+/// A connection with the lease script loaded (a restarted Redis has forgotten it).
 async fn connect(client: &redis::Client) -> Option<MultiplexedConnection> {
-    let cfg = redis::AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT));
-    let mut c = client
-        .get_multiplexed_async_connection_with_config(&cfg)
-        .await
-        .ok()?;
-    // Loaded on every connection: a restarted Redis has forgotten it.
+    let mut c = open(client).await?;
     redis::cmd("SCRIPT")
         .arg("LOAD")
         .arg(LEASE)
