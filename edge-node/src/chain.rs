@@ -17,6 +17,7 @@ mod state;
 mod track;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use alloy_primitives::B256;
@@ -117,6 +118,10 @@ pub struct Chain {
     version: tokio::sync::watch::Sender<u64>,
     /// A block number an upstream answer showed beyond the head, until the next poll (0: none).
     ahead: tokio::sync::watch::Sender<u64>,
+    /// When `version` last moved (Unix ms), for the subscription delay the gateway measures.
+    published_ms: AtomicU64,
+    /// Each recent block's logs, fetched once for every `logs` subscription.
+    pub block_logs: crate::subs::BlockLogs,
 }
 
 impl Chain {
@@ -142,6 +147,8 @@ impl Chain {
             to_learn: Mutex::new(Vec::new()),
             version: tokio::sync::watch::Sender::new(0),
             ahead: tokio::sync::watch::Sender::new(0),
+            published_ms: AtomicU64::new(0),
+            block_logs: crate::subs::BlockLogs::new(),
         }
     }
 
@@ -153,7 +160,19 @@ impl Chain {
     /// Called with the state lock held after every change readers can see, so that an answer
     /// planned before the change and sent after it never carries one version.
     fn bump_version(&self) {
+        self.published_ms.store(unix_ms(), Ordering::Relaxed);
         self.version.send_modify(|v| *v += 1);
+    }
+
+    /// When the current chain state was published (Unix ms; 0: not yet).
+    pub fn published_ms(&self) -> u64 {
+        self.published_ms.load(Ordering::Relaxed)
+    }
+
+    /// The canonical blocks a subscriber that was sent `sent` (oldest first) gets next (see
+    /// [`state::ChainState::blocks_after`]).
+    pub fn blocks_after(&self, sent: &[(u64, B256)], max: usize) -> Vec<Header> {
+        self.state.lock().chain.blocks_after(sent, max)
     }
 
     /// Wakes on every publish (see [`Self::state_version`]).
@@ -341,10 +360,7 @@ impl Chain {
     /// The status line for the gateway. Error rate covers the probes since the last report.
     pub fn status(&self) -> ChainStatus {
         let mut s = self.state.lock();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = unix_ms();
         let error_rate = if s.probes == 0 {
             0.0
         } else {
@@ -372,4 +388,12 @@ impl Chain {
             error_rate,
         }
     }
+}
+
+/// Wall-clock Unix milliseconds (0 if the clock is before 1970).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

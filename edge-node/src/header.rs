@@ -4,6 +4,7 @@
 
 use alloy_consensus::Header as ConsensusHeader;
 use alloy_primitives::B256;
+use bytes::Bytes;
 use serde::Deserialize;
 
 /// What the node keeps of a verified header.
@@ -14,6 +15,9 @@ pub struct Header {
     pub parent_hash: B256,
     pub state_root: B256,
     pub timestamp: u64,
+    /// The header as `newHeads` sends it: the hashed fields only (re-serialised from what was
+    /// verified, so nothing unverified passes through) and `hash`, as geth names them.
+    pub rpc: Bytes,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +55,21 @@ pub fn verify(raw: &[u8]) -> Result<Header, HeaderError> {
         parent_hash: h.parent_hash,
         state_root: h.state_root,
         timestamp: h.timestamp,
+        rpc: rpc_form(&h, &computed),
     })
+}
+
+/// `{"hash":…,` then the consensus header's own serde form (camelCase, quantities in hex,
+/// `sha3Uncles`, `miner`; fork fields only when present).
+fn rpc_form(h: &ConsensusHeader, hash: &B256) -> Bytes {
+    let fields = serde_json::to_vec(h).expect("a header serialises");
+    let mut out = Vec::with_capacity(fields.len() + 80);
+    out.extend_from_slice(format!("{{\"hash\":\"{hash:#x}\"").as_bytes());
+    if fields.len() > 2 {
+        out.push(b',');
+    }
+    out.extend_from_slice(&fields[1..]);
+    out.into()
 }
 
 #[cfg(test)]
@@ -66,6 +84,36 @@ mod tests {
         let h = verify(ANVIL_GENESIS.as_bytes()).unwrap();
         assert_eq!(h.number, 0);
         assert_eq!(h.timestamp, 0x6b07ae38);
+        // The newHeads form: the hashed fields as the upstream named them, and the hash.
+        let rpc: serde_json::Value = serde_json::from_slice(&h.rpc).unwrap();
+        let full: serde_json::Value = serde_json::from_str(ANVIL_GENESIS).unwrap();
+        for key in [
+            "hash",
+            "parentHash",
+            "sha3Uncles",
+            "miner",
+            "stateRoot",
+            "transactionsRoot",
+            "receiptsRoot",
+            "logsBloom",
+            "difficulty",
+            "number",
+            "gasLimit",
+            "gasUsed",
+            "timestamp",
+            "extraData",
+            "mixHash",
+            "nonce",
+            "baseFeePerGas",
+            "withdrawalsRoot",
+            "blobGasUsed",
+            "excessBlobGas",
+            "parentBeaconBlockRoot",
+            "requestsHash",
+        ] {
+            assert_eq!(rpc[key], full[key], "{key}");
+        }
+        assert!(rpc.get("transactions").is_none() && rpc.get("size").is_none());
     }
 
     #[test]

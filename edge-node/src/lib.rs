@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod policy;
 pub mod proof;
 pub mod service;
+pub mod subs;
 pub mod upstream;
 
 use std::collections::HashMap;

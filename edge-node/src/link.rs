@@ -337,8 +337,15 @@ async fn serve_stream(
         .read_to_end(max)
         .await
         .map_err(|e| LinkError::Frame(FrameError::Io(std::io::Error::other(e))))?;
-    let req =
-        RpcRequest::decode(frame::decode_one(buf.into(), max)?.expect(FrameType::RpcRequest)?)?;
+    let frame = frame::decode_one(buf.into(), max)?;
+    if frame.ty == FrameType::Subscribe {
+        // Long-lived: not a request in flight.
+        drop(_permit);
+        let sub = msg::decode_json::<proto::sub::Subscribe>("Subscribe", &frame.payload)?;
+        crate::subs::serve(shared, send, sub).await;
+        return Ok(());
+    }
+    let req = RpcRequest::decode(frame.expect(FrameType::RpcRequest)?)?;
     // At info level so that warnings raised while answering (an upstream failing) carry the
     // gateway's request id, which joins the two sides' logs. Params are never recorded.
     let span = tracing::info_span!("request", id = %req.request_id, chain = req.chain_id, calls = req.calls.len());

@@ -47,6 +47,9 @@ pub struct Metrics {
     pub header_verification_failures: IntCounter,
     pub build_info: IntGaugeVec,
     pub head_delay: HistogramVec,
+    /// Open subscription streams by kind (`newHeads`, `logs`, ...), from every gateway.
+    pub subscriptions: IntGaugeVec,
+    pub subscription_events: IntCounterVec,
 }
 
 impl Metrics {
@@ -135,6 +138,16 @@ impl Metrics {
                 "Per chain, how long a new head can have waited at the upstream before the node published it (from the start of the last poll that did not see it).",
                 HEAD_DELAY_BUCKETS,
                 &["chain_id"],
+            ),
+            subscriptions: f.gauge_vec(
+                "subscriptions",
+                "Subscription streams open from gateways, by kind (one per chain and filter a gateway fans out).",
+                &["kind"],
+            ),
+            subscription_events: f.counter_vec(
+                "subscription_events_total",
+                "Block events sent on subscription streams, by kind.",
+                &["kind"],
             ),
             registry,
         };

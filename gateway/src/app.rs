@@ -25,6 +25,7 @@ use crate::nodes::vantage::Vantage;
 use crate::ops::metrics::{ChainSeries, Metrics};
 use crate::ops::status::Recent;
 use crate::request::Path;
+use crate::subs::Hub;
 use crate::tenants::Tenancy;
 use crate::{front, geo, nodes, ops};
 
@@ -57,6 +58,12 @@ pub struct App {
     pub vantage: Arc<Vantage>,
     /// `x-gateway` on every answer: `server.name`.
     pub gateway_header: http::HeaderValue,
+    /// Subscription feeds (`eth_subscribe` over WebSocket).
+    pub subs: Arc<Hub>,
+    /// One permit per open WebSocket (`websocket.max_connections`).
+    pub ws_permits: Arc<tokio::sync::Semaphore>,
+    /// Fired at shutdown: sockets close with 1001 and feeds stop.
+    pub ws_stop: CancellationToken,
 }
 
 impl App {
@@ -76,14 +83,26 @@ impl App {
             .collect();
         let registry = Arc::new(Registry::default());
         let recent = Arc::new(Recent::default());
+        let router = Arc::new(Router::new(registry.clone(), &config));
+        let ws_stop = CancellationToken::new();
         Ok(Self {
+            subs: Arc::new(Hub::new(
+                &config,
+                router.clone(),
+                metrics.clone(),
+                ws_stop.clone(),
+            )),
+            ws_permits: Arc::new(tokio::sync::Semaphore::new(
+                config.websocket.max_connections,
+            )),
+            ws_stop,
             gateway_id,
             answers: Tiers::new(
                 config.cache.max_bytes,
                 config.cache.tip_max_bytes,
                 config.server.compress_min_bytes,
             ),
-            router: Arc::new(Router::new(registry.clone(), &config)),
+            router,
             dispatcher: Dispatcher::new(metrics.clone(), recent.clone(), &config),
             registry,
             metrics,
@@ -259,6 +278,7 @@ impl Gateway {
 
     /// Stops accepting, drains open requests (bounded by [`SHUTDOWN_GRACE`]) and closes nodes.
     pub async fn shutdown(mut self) {
+        self.app.ws_stop.cancel();
         self.stop.cancel();
         let drain = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_GRACE + Duration::from_secs(1), drain)

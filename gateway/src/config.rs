@@ -6,7 +6,7 @@
 //! One submodule per group of sections owns its structs, defaults and checks: [`server`]
 //! (`[server]`, `[quic]`), [`geo`] (`[geo]`), [`routing`] (`[routing]`, `[health]`),
 //! [`chains`] (`[[chains]]`, `[methods]`, `[[residency]]`, `[cache]`), [`tenants`]
-//! (`[tenants]`); `daemon::config::millis`
+//! (`[tenants]`), [`websocket`] (`[websocket]`); `daemon::config::millis`
 //! turns `*_ms` keys into `Duration`s.
 
 mod chains;
@@ -14,6 +14,7 @@ mod geo;
 mod routing;
 mod server;
 mod tenants;
+mod websocket;
 
 use std::path::Path;
 
@@ -43,6 +44,7 @@ pub use server::{
 pub use tenants::{
     TenantsConfig, DEFAULT_REDIS_PREFIX, DEFAULT_SYNC_INTERVAL, DEFAULT_WATCH_INTERVAL,
 };
+pub use websocket::WebSocketConfig;
 
 pub use daemon::config::ConfigError;
 
@@ -85,6 +87,9 @@ pub struct Config {
     /// Tenants, keys and limits (`crate::tenants`).
     #[serde(default)]
     pub tenants: TenantsConfig,
+    /// JSON-RPC over WebSocket and `eth_subscribe` (`crate::subs`).
+    #[serde(default)]
+    pub websocket: WebSocketConfig,
     /// Chain served on `POST /`; by name or numeric id. Defaults to the first chain.
     #[serde(default)]
     pub default_chain: Option<String>,
@@ -140,6 +145,7 @@ impl Config {
         routing::check_health(&self.health)?;
         chains::check_residency(&self.residency)?;
         tenants::check_tenants(&self.tenants)?;
+        websocket::check_websocket(&self.websocket)?;
         chains::check_method_lists(&self.methods, &self.chains)
     }
 
@@ -153,6 +159,11 @@ impl Config {
     /// Finds a chain by name or decimal id.
     pub fn chain(&self, key: &str) -> Option<&ChainConfig> {
         self.chain_index(key).map(|i| &self.chains[i])
+    }
+
+    /// A configured chain by its id.
+    pub fn chain_by_id(&self, chain_id: u64) -> Option<&ChainConfig> {
+        self.chains.iter().find(|c| c.chain_id == chain_id)
     }
 
     /// The chain `POST /` serves: `default_chain`, else the first.

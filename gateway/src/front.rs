@@ -7,7 +7,8 @@
 //! - [`jsonrpc`]: parsing bodies into calls and writing responses with the callers' ids;
 //! - [`respond`]: response builders and request ids;
 //! - [`compress`]: gzip for answers and request bodies, and kept answers deflated once;
-//! - [`cors`]: CORS headers and preflight answers, per the caller's tenant.
+//! - [`cors`]: CORS headers and preflight answers, per the caller's tenant;
+//! - [`ws`]: JSON-RPC over WebSocket and its subscriptions.
 
 pub mod compress;
 pub mod conns;
@@ -15,3 +16,4 @@ pub mod cors;
 pub mod entry;
 pub mod jsonrpc;
 pub mod respond;
+pub mod ws;

@@ -25,6 +25,7 @@ pub mod nodes;
 pub mod ops;
 pub mod redis_link;
 pub mod request;
+pub mod subs;
 pub mod tenants;
 
 pub use app::{App, Gateway, SHUTDOWN_GRACE};

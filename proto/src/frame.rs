@@ -16,6 +16,10 @@ pub enum FrameType {
     Head = 0x05,
     RpcRequest = 0x10,
     RpcResponse = 0x11,
+    /// Gateway -> node, first frame of a subscription stream ([`crate::sub`]).
+    Subscribe = 0x20,
+    /// Node -> gateway on a subscription stream.
+    SubEvent = 0x21,
 }
 
 impl TryFrom<u8> for FrameType {
@@ -29,6 +33,8 @@ impl TryFrom<u8> for FrameType {
             0x05 => Self::Head,
             0x10 => Self::RpcRequest,
             0x11 => Self::RpcResponse,
+            0x20 => Self::Subscribe,
+            0x21 => Self::SubEvent,
             other => return Err(FrameError::UnknownType(other)),
         })
     }

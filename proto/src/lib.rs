@@ -6,6 +6,7 @@
 //!   RPC requests and responses) and their encodings;
 //! - [`identity`]: persistent key pairs, node ids derived from public keys, pinned fingerprints;
 //! - [`tls`]: the mutual-TLS / QUIC configuration for both ends;
+//! - [`sub`]: subscription streams (`eth_subscribe` fanned out from a node's chain state);
 //! - [`rpc`]: JSON-RPC error codes and error objects shared by the gateway and edge nodes.
 //!
 //! Versioning: the protocol version is carried in the QUIC ALPN (`meridian/3`), so a peer
@@ -16,6 +17,7 @@ pub mod frame;
 pub mod identity;
 pub mod msg;
 pub mod rpc;
+pub mod sub;
 pub mod tls;
 
 /// Version of the framing and message layout below. Bump on any incompatible change.

@@ -149,6 +149,36 @@ impl ChainState {
         self.headers.values().find(|h| h.hash == *hash)
     }
 
+    /// What a follower that was sent `sent` (oldest first) gets next: the canonical blocks
+    /// after the highest block of `sent` still canonical here, up to the head, at most `max`.
+    /// Blocks of `sent` above the head are not judged (this node may be behind: the follower
+    /// waits). When none of the judged ones is canonical, the blocks from the lowest of them
+    /// on, so the follower sees the fork and takes back what it delivered. Never below the
+    /// ring's lowest block.
+    pub fn blocks_after(&self, sent: &[(u64, B256)], max: usize) -> Vec<Header> {
+        let Some(head) = self.head.as_ref().map(|h| h.number) else {
+            return Vec::new();
+        };
+        let mut judged = sent.iter().filter(|(n, _)| *n <= head).peekable();
+        let Some(&&(lowest, _)) = judged.peek() else {
+            return Vec::new();
+        };
+        let canonical = |(n, h): &&(u64, B256)| self.headers.get(n).is_some_and(|x| x.hash == *h);
+        let from = match judged.filter(canonical).last() {
+            Some((n, _)) => n + 1,
+            None => lowest,
+        };
+        let from = from.max(self.headers.keys().next().copied().unwrap_or(head));
+        if from > head {
+            return Vec::new();
+        }
+        self.headers
+            .range(from..=head)
+            .take(max)
+            .map(|(_, h)| h.clone())
+            .collect()
+    }
+
     /// How `latest` relates to the head (see [`Arrival`]).
     pub fn arrival(&self, latest: &Header) -> Arrival {
         let Some(old) = &self.head else {

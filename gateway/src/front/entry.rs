@@ -90,7 +90,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
             }
         });
         let http = builder
-            .serve_connection(TokioIo::new(stream), svc)
+            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
             .into_owned();
         let metrics = app.metrics.clone();
         tokio::spawn(async move {
@@ -150,7 +150,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp
 }
 
 async fn route(
-    app: &App,
+    app: &Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
     request_id: &str,
@@ -177,8 +177,22 @@ async fn route(
         Ok(t) => t,
         Err(resp) => return reject(req.into_body(), *resp).await,
     };
+    if app.config.websocket.enabled && super::ws::wants_upgrade(&req) {
+        let caller_ip = crate::geo::client_ip(peer.ip(), req.headers(), &app.trusted);
+        let ctx = super::ws::Ctx {
+            chain_id: chain.chain_id,
+            tenant,
+            tenants,
+            addr: caller_ip,
+            location: app.locate(caller_ip),
+        };
+        return super::ws::upgrade(app, req, ctx);
+    }
     if req.method() != Method::POST {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "JSON-RPC needs POST\n");
+        let mut r = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "JSON-RPC needs POST (or GET with Upgrade: websocket)\n",
+        );
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
         return reject(req.into_body(), r).await;

@@ -8,6 +8,7 @@
 
 pub mod geo;
 pub mod nodes;
+pub mod subs;
 pub mod tenants;
 
 use daemon::metrics::Families;
@@ -160,6 +161,7 @@ pub struct Metrics {
     pub nodes: nodes::NodeGauges,
     pub geo_reloads: geo::GeoReloads,
     pub tenants: tenants::TenantFamilies,
+    pub ws: subs::SubFamilies,
     /// Present when the gateway shares through Redis.
     pub redis: Option<tenants::RedisGauges>,
 }
@@ -263,6 +265,7 @@ impl Metrics {
             nodes: nodes::NodeGauges::new(&f),
             geo_reloads: geo::GeoReloads::new(&f),
             tenants: tenants::TenantFamilies::new(&f),
+            ws: subs::SubFamilies::new(&f),
             redis: None,
             registry,
         };

@@ -145,6 +145,17 @@ impl Path<'_> {
                         ),
                     )
                 }
+                Entry::Call { method, .. }
+                    if method == "eth_subscribe" || method == "eth_unsubscribe" =>
+                {
+                    (
+                        "method_denied",
+                        rpc::error_object(
+                            rpc::METHOD_NOT_FOUND,
+                            format!("{method} needs a WebSocket: connect with ws:// (or wss://) to this URL and send it as a single call"),
+                        ),
+                    )
+                }
                 Entry::Call { .. } => continue,
             };
             self.metrics.rejected.with_label_values(&[reason]).inc();
@@ -153,7 +164,7 @@ impl Path<'_> {
     }
 
     /// The gateway-wide deny list, then the chain's own allow and deny lists.
-    fn allowed(&self, method: &str) -> bool {
+    pub(crate) fn allowed(&self, method: &str) -> bool {
         !jsonrpc::denied(self.deny, method)
             && !jsonrpc::denied(&self.chain.methods_deny, method)
             && self

@@ -10,6 +10,7 @@ mod redis;
 mod stack;
 mod upstream;
 mod wan;
+mod ws;
 
 use std::path::PathBuf;
 
@@ -20,6 +21,7 @@ pub use redis::*;
 pub use stack::*;
 pub use upstream::*;
 pub use wan::*;
+pub use ws::*;
 
 /// The join token every test gateway accepts.
 pub const TOKEN: &str = "test-join-token";

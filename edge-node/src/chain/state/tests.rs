@@ -25,6 +25,7 @@ fn segment(lo: u64, hi: u64, fork: u8, base: u8) -> Vec<Header> {
             },
             state_root: B256::ZERO,
             timestamp: 1_000 + 12 * n,
+            rpc: bytes::Bytes::new(),
         })
         .collect()
 }
@@ -207,4 +208,43 @@ fn segments_that_do_not_link_are_refused_and_change_nothing() {
         &segment(5, 5, 0, 0)[0],
         &segment(3, 3, 0, 0)[0]
     ));
+}
+
+#[test]
+fn followers_get_the_blocks_after_what_they_were_sent() {
+    let mut s = chain(10, 2);
+    let sent = |v: &[(u64, u8)]| v.iter().map(|&(n, f)| (n, hash(n, f))).collect::<Vec<_>>();
+    let numbers = |hs: Vec<Header>| hs.iter().map(|h| (h.number, h.hash)).collect::<Vec<_>>();
+    // Up to date: nothing; behind: the rest, in order.
+    assert!(s.blocks_after(&sent(&[(9, 0), (10, 0)]), 100).is_empty());
+    assert_eq!(
+        numbers(s.blocks_after(&sent(&[(7, 0), (8, 0)]), 100)),
+        sent(&[(9, 0), (10, 0)])
+    );
+    assert_eq!(s.blocks_after(&sent(&[(7, 0)]), 1).len(), 1);
+    // Ahead of this node (it is behind the one the follower came from): wait.
+    assert!(s.blocks_after(&sent(&[(11, 0), (12, 0)]), 100).is_empty());
+    // Block 10 delivered on a branch this node does not have: resume after the highest
+    // canonical block, so the follower sees 10 again with another parent... of fork 0.
+    assert_eq!(
+        numbers(s.blocks_after(&sent(&[(9, 0), (10, 7)]), 100)),
+        sent(&[(10, 0)])
+    );
+    // A reorg here: 9 and 10 replaced by fork 1.
+    s.apply(segment(9, 10, 1, 0), Tag::At(2), Tag::Failed)
+        .unwrap();
+    assert_eq!(
+        numbers(s.blocks_after(&sent(&[(8, 0), (9, 0), (10, 0)]), 100)),
+        sent(&[(9, 1), (10, 1)])
+    );
+    // None of what was sent is canonical: from the lowest judged block on.
+    assert_eq!(
+        numbers(s.blocks_after(&sent(&[(9, 5), (10, 5)]), 100)),
+        sent(&[(9, 1), (10, 1)])
+    );
+    // Nothing sent yet, or no head: nothing (a new follower starts after the head).
+    assert!(s.blocks_after(&[], 100).is_empty());
+    assert!(ChainState::new(64)
+        .blocks_after(&sent(&[(1, 0)]), 100)
+        .is_empty());
 }

@@ -14,4 +14,5 @@ mod join;
 mod observability;
 mod routing;
 mod spine;
+mod subscriptions;
 mod tenants;

@@ -1,0 +1,194 @@
+//! Subscriptions (`eth_subscribe`): one feed per (chain, kind, filter, residency rule), fanned
+//! out to every client subscription that asked for it.
+//!
+//! A feed follows one node over one subscription stream ([`proto::sub`]) and keeps the blocks
+//! it delivered ([`feed::Delivered`]). When that node goes away, is dropped by health, or ends
+//! the stream, the feed moves to the next node and sends it those blocks: the node continues
+//! after the highest one it holds, so clients see every block once, in order, with no error.
+//! A block whose parent is not the last one delivered is a reorg: the feed takes back what the
+//! new branch replaces (logs again with `removed: true`, geth's semantics) before sending it.
+//!
+//! Sending never waits on a client: each socket has a bounded queue, and a client that lets
+//! it fill is disconnected ([`Subscriber::slow`]) while the others keep receiving.
+
+mod feed;
+pub mod filter;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use proto::sub::{LogFilter, SubKind};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::geo::Location;
+use crate::nodes::router::Router;
+use crate::ops::metrics::Metrics;
+
+/// What a feed follows: clients asking the same share one feed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct FeedKey {
+    pub chain_id: u64,
+    pub kind: SubKind,
+    pub filter: Option<LogFilter>,
+    /// The residency rule that binds the subscribers (their events come only from nodes in
+    /// its regions).
+    pub rule: Option<usize>,
+}
+
+/// What a socket's writer sends.
+#[derive(Debug)]
+pub enum Out {
+    /// A response to a request, ready to send.
+    Text(bytes::Bytes),
+    /// A notification: the subscription's id and the `result`.
+    Event { sub: Arc<str>, result: Arc<str> },
+}
+
+/// One client subscription, as its feed holds it.
+pub struct Subscriber {
+    pub id: Arc<str>,
+    pub tx: mpsc::Sender<Out>,
+    /// Fired when the client's queue is full: its socket closes with 1008.
+    pub slow: CancellationToken,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SubscribeError {
+    #[error("this gateway follows {0} subscription feeds already (websocket.max_feeds); try again later")]
+    TooManyFeeds(usize),
+}
+
+struct Feed {
+    subs: Mutex<Vec<Subscriber>>,
+    stop: CancellationToken,
+    state: tokio::sync::watch::Sender<State>,
+    /// The node serving the feed now (its id).
+    node: Mutex<Option<String>>,
+}
+
+/// Where a feed stands: `eth_subscribe` answers once it is ready (so the next block reaches
+/// the new subscription) or refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Ready,
+    /// Every node refused this kind; why.
+    Refused(String),
+}
+
+/// Every feed of this gateway.
+pub struct Hub {
+    feeds: Mutex<HashMap<FeedKey, Arc<Feed>>>,
+    router: Arc<Router>,
+    metrics: Arc<Metrics>,
+    max_feeds: usize,
+    max_frame: usize,
+    status_deadline: std::time::Duration,
+    stop: CancellationToken,
+}
+
+impl Hub {
+    pub fn new(
+        config: &Config,
+        router: Arc<Router>,
+        metrics: Arc<Metrics>,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            feeds: Mutex::default(),
+            router,
+            metrics,
+            max_feeds: config.websocket.max_feeds,
+            max_frame: config.quic.max_frame_bytes,
+            status_deadline: config.quic.status_deadline,
+            stop,
+        }
+    }
+
+    /// Adds `sub` to the feed for `key`, starting the feed (from nodes ranked for `anchor`,
+    /// the first subscriber's location) if none runs.
+    pub fn subscribe(
+        self: &Arc<Self>,
+        key: FeedKey,
+        anchor: Option<Location>,
+        sub: Subscriber,
+    ) -> Result<tokio::sync::watch::Receiver<State>, SubscribeError> {
+        let kind = key.kind;
+        let mut feeds = self.feeds.lock();
+        let feed = match feeds.get(&key) {
+            Some(f) => f.clone(),
+            None => {
+                if feeds.len() >= self.max_feeds {
+                    return Err(SubscribeError::TooManyFeeds(self.max_feeds));
+                }
+                let f = Arc::new(Feed {
+                    subs: Mutex::default(),
+                    stop: self.stop.child_token(),
+                    state: tokio::sync::watch::Sender::new(State::Starting),
+                    node: Mutex::default(),
+                });
+                feeds.insert(key.clone(), f.clone());
+                self.metrics.ws.feeds.inc();
+                tokio::spawn(feed::run(self.clone(), key, f.clone(), anchor));
+                f
+            }
+        };
+        feed.subs.lock().push(sub);
+        self.metrics
+            .ws
+            .subscriptions
+            .with_label_values(&[kind.as_str()])
+            .inc();
+        Ok(feed.state.subscribe())
+    }
+
+    /// Removes subscription `id` from `key`'s feed; the feed stops with its last subscriber.
+    pub fn unsubscribe(&self, key: &FeedKey, id: &str) -> bool {
+        let mut feeds = self.feeds.lock();
+        let Some(feed) = feeds.get(key) else {
+            return false;
+        };
+        let mut subs = feed.subs.lock();
+        let before = subs.len();
+        subs.retain(|s| &*s.id != id);
+        let removed = subs.len() < before;
+        if removed {
+            self.metrics
+                .ws
+                .subscriptions
+                .with_label_values(&[key.kind.as_str()])
+                .dec();
+        }
+        if subs.is_empty() {
+            drop(subs);
+            feed.stop.cancel();
+            feeds.remove(key);
+            self.metrics.ws.feeds.dec();
+        }
+        removed
+    }
+
+    /// Each feed and the node serving it now (`None` while it looks for one).
+    pub fn serving(&self) -> Vec<(FeedKey, Option<String>)> {
+        let feeds = self.feeds.lock();
+        feeds
+            .iter()
+            .map(|(k, f)| (k.clone(), f.node.lock().clone()))
+            .collect()
+    }
+
+    /// Feeds and subscriptions now, for the status page.
+    pub fn counts(&self) -> (usize, usize) {
+        let feeds = self.feeds.lock();
+        let subs = feeds.values().map(|f| f.subs.lock().len()).sum();
+        (feeds.len(), subs)
+    }
+}
+
+/// A new subscription id: 128 random bits, as geth's are.
+pub fn new_id() -> Arc<str> {
+    format!("0x{:032x}", rand::random::<u128>()).into()
+}

@@ -1,0 +1,116 @@
+//! A small WebSocket JSON-RPC client for the tests (the real-client tests use viem, ethers and
+//! web3.py; this one gives the Rust tests exact control: stop reading, count, time).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub struct WsClient {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    next_id: u64,
+    /// Notifications read while waiting for a response.
+    pending: VecDeque<Value>,
+}
+
+impl WsClient {
+    /// Connects to `url` (`ws://…`), or panics after 5 s.
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_tungstenite::connect_async(url),
+        )
+        .await
+        .expect("WebSocket connect timed out")
+        .unwrap_or_else(|e| panic!("WebSocket connect to {url}: {e}"));
+        Self {
+            ws,
+            next_id: 1,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Sends one call and returns its whole response object (result or error).
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let req = json!({"jsonrpc":"2.0","id":id,"method":method,"params":params});
+        self.ws
+            .send(Message::Text(req.to_string().into()))
+            .await
+            .expect("send");
+        loop {
+            let v = self
+                .read(Duration::from_secs(10))
+                .await
+                .expect("a response");
+            if v.get("id") == Some(&json!(id)) {
+                return v;
+            }
+            self.pending.push_back(v);
+        }
+    }
+
+    /// `eth_subscribe`; panics unless it answers an id.
+    pub async fn subscribe(&mut self, params: Value) -> String {
+        let r = self.call("eth_subscribe", params).await;
+        r["result"]
+            .as_str()
+            .unwrap_or_else(|| panic!("eth_subscribe failed: {r}"))
+            .to_string()
+    }
+
+    /// The next subscription notification's `params` (`subscription`, `result`), within
+    /// `limit`.
+    pub async fn notification(&mut self, limit: Duration) -> Option<Value> {
+        if let Some(v) = self.pending.pop_front() {
+            return Some(v["params"].clone());
+        }
+        let v = self.read(limit).await?;
+        Some(v["params"].clone())
+    }
+
+    /// The next JSON message, within `limit`; `None` on timeout or close.
+    async fn read(&mut self, limit: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let m = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??;
+            match m.ok()? {
+                Message::Text(t) => return serde_json::from_str(&t).ok(),
+                Message::Close(_) => return None,
+                _ => continue,
+            }
+        }
+    }
+
+    /// Reads until the server closes the socket: the close code, or `None` if it just went.
+    pub async fn close_code(&mut self, limit: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?
+            {
+                Some(Ok(Message::Close(Some(f)))) => return Some(f.code.into()),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// The raw socket (to stop reading it, or to read it by hand).
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.ws
+    }
+}
+
+/// `http://host:port` → `ws://host:port`.
+pub fn ws_url(http: &str) -> String {
+    http.replacen("http://", "ws://", 1)
+}
