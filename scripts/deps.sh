@@ -2,14 +2,15 @@
 # Installs the real components that the tests and the demo use.
 #
 #   scripts/deps.sh        everything the tests need (anvil, DB-IP Lite, redis-server, viem,
-#                          web3.py, kubernetes-validate, nginx-light, wrk, prometheus +
+#                          ethers, web3.py, kubernetes-validate, nginx-light, wrk, prometheus +
 #                          promtool, chromium + chromedriver)
 #   scripts/deps.sh demo   only what the demo needs (anvil, the DB-IP Lite database and
 #                          redis-server)
 #
-# Downloads go to the git-ignored .deps/ at the repo root (viem goes to tests/clients/node_modules,
-# also git-ignored, because ESM imports resolve from the importing file's folder). Debian packages
-# are installed with apt-get only when missing. Idempotent, and silent when everything is there.
+# Downloads go to the git-ignored .deps/ at the repo root (viem and ethers go to
+# tests/clients/node_modules, also git-ignored, because ESM imports resolve from the importing
+# file's folder). Debian packages are installed with apt-get only when missing. Idempotent, and
+# silent when everything is there.
 # Always (re)writes .deps/env.sh; `source .deps/env.sh` exports ANVIL_BIN, DBIP_V4_MMDB,
 # DBIP_V6_MMDB, WEB3PY_PYTHON, VIEM_DIR and REDIS_SERVER_BIN (the absolute path of
 # redis-server; scripts/redis.sh starts private instances of it, never the system service).
@@ -34,7 +35,7 @@ KUBERNETES_VALIDATE_VERSION="1.37.0"
 KUBERNETES_VALIDATE_BIN="$VENV/bin/kubernetes-validate"
 VIEM_DIR="$CLIENTS"
 
-usage() { sed -n '2,15s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
+usage() { sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; }
 
 case "${1:-all}" in
   all) MODE=all ;;
@@ -154,18 +155,20 @@ if ! { [ -s "$DBIP_V4_MMDB" ] && [ -s "$DBIP_V6_MMDB" ]; }; then
 fi
 
 if [ "$MODE" = all ]; then
-  # ---------------------------------------------------------------- viem (tests/clients)
-  # node_modules/.deps-installed holds a copy of the package.json it was installed from.
+  # ---------------------------------------------------------------- viem + ethers (tests/clients)
+  # node_modules/.deps-installed holds a copy of the package.json it was installed from, so a
+  # changed package.json (a new client or version) reinstalls from package-lock.json.
   viem_stamp="$CLIENTS/node_modules/.deps-installed"
-  if ! { [ -f "$CLIENTS/node_modules/viem/package.json" ] && cmp -s "$CLIENTS/package.json" "$viem_stamp"; }; then
-    say "npm install viem in $CLIENTS"
+  if ! { [ -f "$CLIENTS/node_modules/viem/package.json" ] && [ -f "$CLIENTS/node_modules/ethers/package.json" ] \
+      && cmp -s "$CLIENTS/package.json" "$viem_stamp"; }; then
+    say "npm install viem, ethers in $CLIENTS"
     if [ -f "$CLIENTS/package-lock.json" ]; then
       quietly npm ci "${npm_quiet[@]}" --prefix "$CLIENTS"
     else
       quietly npm install "${npm_quiet[@]}" --prefix "$CLIENTS"
     fi
     cp "$CLIENTS/package.json" "$viem_stamp"
-    installed+=("viem: $CLIENTS/node_modules/viem")
+    installed+=("viem, ethers: $CLIENTS/node_modules")
   fi
 
   # ---------------------------------------------------------------- web3.py venv
