@@ -34,6 +34,24 @@ impl WsClient {
         }
     }
 
+    /// Connects with a small receive buffer (`bytes`), so that a test that stops reading
+    /// fills the path to the gateway quickly.
+    pub async fn connect_small(url: &str, bytes: u32) -> Self {
+        let host = url.trim_start_matches("ws://").split('/').next().unwrap();
+        let addr: std::net::SocketAddr = host.parse().expect("ws://ip:port/");
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(bytes).unwrap();
+        let tcp = sock.connect(addr).await.expect("connect");
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket handshake with {url}: {e}"));
+        Self {
+            ws,
+            next_id: 1,
+            pending: VecDeque::new(),
+        }
+    }
+
     /// Sends one call and returns its whole response object (result or error).
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
         let id = self.next_id;

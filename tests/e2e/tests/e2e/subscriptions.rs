@@ -108,3 +108,216 @@ async fn a_killed_node_leaves_no_gap_in_new_heads() {
     let now = gw.app.subs.serving()[0].1.clone().expect("a serving node");
     assert_ne!(now, serving, "the feed moved to the other node");
 }
+
+/// viem (`watchBlocks`, `watchContractEvent`), ethers v6 (`on("block")`, a contract event) and
+/// web3.py (`newHeads`, `logs`) subscribe through the gateway and directly to anvil over the
+/// same blocks: the same block hashes and the same logs, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_clients_see_what_anvil_sends() {
+    let anvil = Anvil::start(&[]).await;
+    let gw = start_gateway("").await;
+    let _a = start_node(&gw, &NodeSpec::eu_west(&anvil.url)).await;
+    let _b = start_node(&gw, &NodeSpec::at(US_EAST, &anvil.url)).await;
+    wait_serving(&gw, 2).await;
+    let root = repo_root();
+    let python = root.join(".deps/venv/bin/python");
+    assert!(
+        root.join("tests/clients/node_modules/ethers").exists() && python.exists(),
+        "clients missing: run scripts/deps.sh"
+    );
+    let through = format!("ws://{}/", gw.http_addr);
+    let direct = ws_url(&anvil.url);
+    let env = [
+        ("GATEWAY_WS", through.as_str()),
+        ("DIRECT_WS", direct.as_str()),
+        ("BLOCKS", "5"),
+    ];
+    let node = std::path::Path::new("node");
+    // One after another: each script drives anvil's mining.
+    for (program, script, says) in [
+        (node, "viem-subscribe.mjs", "viem subscribe OK"),
+        (node, "ethers-subscribe.mjs", "ethers subscribe OK"),
+        (
+            python.as_path(),
+            "web3py_subscribe.py",
+            "web3.py subscribe OK",
+        ),
+    ] {
+        let out = run_client(program, script, &anvil.url, &env).await;
+        assert!(out.contains(says), "{out}");
+    }
+}
+
+/// anvil's first dev account (unlocked: `eth_sendTransaction` works).
+const DEV0: &str = "0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266";
+/// The event topic the test contract logs with (any 32 bytes do: it is in the code).
+const TOPIC0: &str = "0x1111111111111111111111111111111111111111111111111111111111111111";
+
+/// Deploys a contract that logs `LOG2(data = calldata word 0, TOPIC0, caller)` on every call
+/// (hand-assembled, as in tests/clients/subscribe-common.mjs); its address.
+async fn deploy_logger(http: &Http, anvil: &str) -> String {
+    let runtime = format!("600035600052337f{}60206000a200", &TOPIC0[2..]);
+    deploy(http, anvil, &format!("0x602e80600b6000396000f3{runtime}")).await
+}
+
+/// Deploys a contract that logs its whole calldata (`LOG2(calldata, TOPIC0, caller)`).
+async fn deploy_big_logger(http: &Http, anvil: &str) -> String {
+    // CALLDATASIZE 0 0 CALLDATACOPY; CALLER PUSH32 topic0 CALLDATASIZE 0 LOG2; STOP: 45 bytes.
+    let runtime = format!("366000600037337f{}366000a200", &TOPIC0[2..]);
+    deploy(http, anvil, &format!("0x602d80600b6000396000f3{runtime}")).await
+}
+
+async fn deploy(http: &Http, anvil: &str, init: &str) -> String {
+    let tx = http
+        .rpc(
+            anvil,
+            "eth_sendTransaction",
+            json!([{"from": DEV0, "data": init}]),
+        )
+        .await;
+    let hash = tx["result"].as_str().expect("deploy tx").to_string();
+    // Anvil mines it at once, but may answer the receipt a moment later.
+    for _ in 0..100 {
+        let receipt = http
+            .rpc(anvil, "eth_getTransactionReceipt", json!([hash]))
+            .await;
+        if let Some(a) = receipt["result"]["contractAddress"].as_str() {
+            return a.to_string();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no receipt for the deploy transaction {hash}")
+}
+
+/// Waits until `chain` has followed the upstream to block `n`.
+async fn wait_head(chain: &edge_node::Chain, n: u64) {
+    for _ in 0..250 {
+        if chain.head().is_some_and(|h| h.number >= n) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the node never reached block {n}");
+}
+
+fn word(n: u64) -> String {
+    format!("0x{n:064x}")
+}
+
+/// A reorg made with `anvil_reorg`: the `logs` subscription sends the replaced blocks' logs
+/// again with `removed: true` (oldest first), then the new branch's; `newHeads` sends the
+/// new branch, whose hashes are anvil's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorg_takes_logs_back_then_sends_the_new_branch() {
+    let anvil = Anvil::start(&[]).await;
+    let gw = start_gateway("").await;
+    let _a = start_node(&gw, &NodeSpec::eu_west(&anvil.url)).await;
+    wait_serving(&gw, 1).await;
+    let http = Http::default();
+    let contract = deploy_logger(&http, &anvil.url).await;
+    let url = format!("ws://{}/", gw.http_addr);
+    let mut logs = WsClient::connect(&url).await;
+    let mut heads = WsClient::connect(&url).await;
+    logs.subscribe(json!(["logs", {"address": contract, "topics": [TOPIC0]}]))
+        .await;
+    // Once the node has seen the deploy block, so the heads counted start after it.
+    wait_head(chain_of(&_a), 1).await;
+    heads.subscribe(json!(["newHeads"])).await;
+    for n in [1, 2] {
+        http.rpc(
+            &anvil.url,
+            "eth_sendTransaction",
+            json!([{"from": DEV0, "to": contract, "data": word(n)}]),
+        )
+        .await;
+    }
+    let before = results(&mut logs, 2, 20).await;
+    let old_heads = results(&mut heads, 2, 20).await;
+    assert_eq!(before[0]["data"], word(1));
+    assert_eq!(before[1]["data"], word(2));
+    assert_eq!(before[0]["removed"], false);
+    // Replace both blocks: the new first one carries a call logging 3.
+    let tx = json!([[{"from": DEV0, "to": contract, "data": word(3)}, 0]]);
+    let r = http.rpc(&anvil.url, "anvil_reorg", json!([2, tx])).await;
+    assert!(r.get("error").is_none(), "{r}");
+    let after = results(&mut logs, 3, 20).await;
+    for (i, old) in before.iter().enumerate() {
+        assert_eq!(after[i]["removed"], true, "{}", after[i]);
+        assert_eq!(after[i]["transactionHash"], old["transactionHash"]);
+        assert_eq!(after[i]["blockHash"], old["blockHash"]);
+    }
+    assert_eq!(after[2]["removed"], false);
+    assert_eq!(after[2]["data"], word(3));
+    // The new log is anvil's, as eth_getLogs now tells it.
+    let now = http
+        .rpc(
+            &anvil.url,
+            "eth_getLogs",
+            json!([{"address": contract, "fromBlock": "0x0", "toBlock": "latest"}]),
+        )
+        .await;
+    let last = now["result"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(after[2]["blockHash"], last["blockHash"]);
+    assert_eq!(after[2]["transactionHash"], last["transactionHash"]);
+    // newHeads: the new branch at the same heights, with anvil's hashes.
+    let new_heads = results(&mut heads, 2, 20).await;
+    for (old, new) in old_heads.iter().zip(&new_heads) {
+        assert_eq!(number(old), number(new));
+        assert_ne!(old["hash"], new["hash"]);
+        let canonical = http
+            .rpc(
+                &anvil.url,
+                "eth_getBlockByNumber",
+                json!([new["number"], false]),
+            )
+            .await;
+        assert_eq!(canonical["result"]["hash"], new["hash"]);
+    }
+}
+
+/// A client that stops reading is disconnected with 1008 once its send buffer fills, while
+/// another client on the same feed keeps receiving every block on time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_off_and_others_keep_receiving() {
+    let anvil = Anvil::start(&[]).await;
+    let gw = start_gateway_with("[websocket]\nsend_buffer_messages = 64\n").await;
+    let _a = start_node(&gw, &NodeSpec::eu_west(&anvil.url)).await;
+    wait_serving(&gw, 1).await;
+    let http = Http::default();
+    let contract = deploy_big_logger(&http, &anvil.url).await;
+    let url = format!("ws://{}/", gw.http_addr);
+    let filter = json!(["logs", {"address": contract}]);
+    let mut stalled = WsClient::connect_small(&url, 4096).await;
+    stalled.subscribe(filter.clone()).await;
+    let mut reader = WsClient::connect(&url).await;
+    reader.subscribe(filter).await;
+    // 20 blocks of 20 logs of 16 KiB each (about 13 MB of JSON) fill the stalled client's small
+    // socket buffers, then its 64-message queue; the reader takes each block's 20 at once.
+    http.rpc(&anvil.url, "evm_setAutomine", json!([false]))
+        .await;
+    let mut seen = 0usize;
+    for block in 0..20u64 {
+        for i in 0..20 {
+            let data = format!("{}{}", word(block * 100 + i), "ab".repeat(16 * 1024 - 32));
+            http.rpc(
+                &anvil.url,
+                "eth_sendTransaction",
+                json!([{"from": DEV0, "to": contract, "data": data, "gas": "0x1000000"}]),
+            )
+            .await;
+        }
+        http.rpc(&anvil.url, "evm_mine", json!([])).await;
+        // The reader gets each block's logs before the next block is mined.
+        let got = results(&mut reader, 20, 10).await;
+        seen += got.len();
+        let last = got[19]["data"].as_str().unwrap();
+        assert!(last.starts_with(&word(block * 100 + 19)), "block {block}");
+    }
+    assert_eq!(seen, 400);
+    let slow = gw.app.metrics.ws.slow_consumers.get();
+    assert_eq!(slow, 1, "the stalled client was cut off");
+    assert_eq!(
+        stalled.close_code(Duration::from_secs(10)).await,
+        Some(1008)
+    );
+}
