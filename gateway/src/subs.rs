@@ -181,11 +181,32 @@ impl Hub {
     }
 
     /// Feeds and subscriptions now, for the status page.
-    pub fn counts(&self) -> (usize, usize) {
+    pub fn summary(&self) -> Summary {
         let feeds = self.feeds.lock();
-        let subs = feeds.values().map(|f| f.subs.lock().len()).sum();
-        (feeds.len(), subs)
+        let mut s = Summary {
+            feeds: feeds.len(),
+            ..Summary::default()
+        };
+        for (k, f) in feeds.iter() {
+            let n = f.subs.lock().len();
+            s.subscriptions += n;
+            *s.by_kind.entry(k.kind.as_str()).or_default() += n;
+            if let Some(node) = f.node.lock().clone() {
+                *s.feeds_by_node.entry(node).or_default() += 1;
+            }
+        }
+        s
     }
+}
+
+/// What the status page shows of the subscriptions.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Summary {
+    pub feeds: usize,
+    pub subscriptions: usize,
+    pub by_kind: std::collections::BTreeMap<&'static str, usize>,
+    /// Feeds each node serves now, by node id.
+    pub feeds_by_node: std::collections::BTreeMap<String, usize>,
 }
 
 /// A new subscription id: 128 random bits, as geth's are.

@@ -42,7 +42,11 @@ fn route(app: &App, req: &http::Request<hyper::body::Incoming>) -> AdminResponse
             r
         }
         "/status.json" => {
-            let doc = status::build(&app.config, &app.registry, &app.recent);
+            let websocket = status::WebSocketDoc {
+                connections: app.metrics.ws.connections.get(),
+                summary: app.subs.summary(),
+            };
+            let doc = status::build(&app.config, &app.registry, &app.recent, websocket);
             let json = serde_json::to_vec(&doc).expect("the status document serialises");
             let mut r = body(StatusCode::OK, "application/json", json);
             r.headers_mut()

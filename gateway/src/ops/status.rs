@@ -154,6 +154,15 @@ pub struct StatusDoc {
     pub nodes: Vec<NodeDoc>,
     pub departed: Vec<Departed>,
     pub failovers: Vec<FailoverEvent>,
+    pub websocket: WebSocketDoc,
+}
+
+/// Open sockets and subscriptions (`eth_subscribe`).
+#[derive(Debug, Serialize)]
+pub struct WebSocketDoc {
+    pub connections: i64,
+    #[serde(flatten)]
+    pub summary: crate::subs::Summary,
 }
 
 #[derive(Debug, Serialize)]
@@ -191,6 +200,8 @@ pub struct NodeDoc {
     pub location_ruled_out_by: Option<String>,
     /// The gateways the node reports being joined to (this one included).
     pub gateways: Vec<String>,
+    /// Subscription feeds this gateway follows from the node.
+    pub feeds: usize,
     pub cache: CacheDoc,
     pub chains: Vec<NodeChainDoc>,
 }
@@ -216,7 +227,12 @@ pub struct NodeChainDoc {
 }
 
 /// Builds the document the page renders.
-pub fn build(config: &Config, registry: &Registry, recent: &Recent) -> StatusDoc {
+pub fn build(
+    config: &Config,
+    registry: &Registry,
+    recent: &Recent,
+    websocket: WebSocketDoc,
+) -> StatusDoc {
     let deadline = config.quic.status_deadline;
     let nodes = registry.snapshot();
     let best = crate::nodes::health::best_heads(&nodes, deadline);
@@ -235,7 +251,10 @@ pub fn build(config: &Config, registry: &Registry, recent: &Recent) -> StatusDoc
         .collect();
     let node_docs: Vec<NodeDoc> = nodes
         .iter()
-        .map(|n| node_doc(config, n, deadline))
+        .map(|n| NodeDoc {
+            feeds: websocket.summary.feeds_by_node.get(&n.id).copied().unwrap_or(0),
+            ..node_doc(config, n, deadline)
+        })
         .collect();
     let departed = recent
         .departures()
@@ -255,6 +274,7 @@ pub fn build(config: &Config, registry: &Registry, recent: &Recent) -> StatusDoc
         nodes: node_docs,
         departed,
         failovers: recent.failovers(),
+        websocket,
     }
 }
 
@@ -305,6 +325,7 @@ fn node_doc(config: &Config, n: &Node, deadline: Duration) -> NodeDoc {
             .as_ref()
             .map(|(s, _)| s.gateways.clone())
             .unwrap_or_default(),
+        feeds: 0,
         cache: CacheDoc {
             hit: n.cache.hit.load(Ordering::Relaxed),
             miss: n.cache.miss.load(Ordering::Relaxed),
