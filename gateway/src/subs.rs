@@ -82,6 +82,8 @@ pub enum State {
 /// Every feed of this gateway.
 pub struct Hub {
     feeds: Mutex<HashMap<FeedKey, Arc<Feed>>>,
+    /// Subscriptions open per tenant (by name), for the tenants' `max_subscriptions`.
+    by_tenant: Mutex<HashMap<String, usize>>,
     router: Arc<Router>,
     metrics: Arc<Metrics>,
     max_feeds: usize,
@@ -99,6 +101,7 @@ impl Hub {
     ) -> Self {
         Self {
             feeds: Mutex::default(),
+            by_tenant: Mutex::default(),
             router,
             metrics,
             max_feeds: config.websocket.max_feeds,
@@ -169,6 +172,28 @@ impl Hub {
             self.metrics.ws.feeds.dec();
         }
         removed
+    }
+
+    /// Takes one of `tenant`'s subscriptions, if it has one left (`max` 0: no limit).
+    pub fn take_tenant_slot(&self, tenant: &str, max: usize) -> bool {
+        let mut m = self.by_tenant.lock();
+        let n = m.entry(tenant.to_string()).or_default();
+        if max > 0 && *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    /// Gives a subscription of `tenant` back.
+    pub fn release_tenant_slot(&self, tenant: &str) {
+        let mut m = self.by_tenant.lock();
+        if let Some(n) = m.get_mut(tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(tenant);
+            }
+        }
     }
 
     /// Each feed and the node serving it now (`None` while it looks for one).

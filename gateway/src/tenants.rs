@@ -51,6 +51,8 @@ pub struct Tenant {
     pub origins: Option<Vec<String>>,
     /// Batch limit (the gateway's when the file sets none).
     pub max_batch: usize,
+    /// Subscriptions at once on this gateway (0: no limit of its own).
+    pub max_subscriptions: usize,
     pub keys: usize,
     pub budget: Arc<TenantBudget>,
     calls: IntCounter,
@@ -334,6 +336,7 @@ impl Tenancy {
                 } else {
                     t.max_batch
                 },
+                max_subscriptions: t.max_subscriptions,
                 keys: t.key_sha256.len(),
                 budget: book.budget(&t.name, rates),
                 calls: self.metrics.tenants.calls.with_label_values(&[&t.name]),

@@ -168,8 +168,9 @@ async fn serve(app: Arc<App>, ws: Socket, ctx: Ctx, _permit: OwnedSemaphorePermi
         _ = writer => {}
         _ = async { reader.await; std::future::pending::<()>().await } => {}
     }
-    for (id, key) in conn.subs.drain() {
-        app.subs.unsubscribe(&key, &id);
+    let ids: Vec<Arc<str>> = conn.subs.keys().cloned().collect();
+    for id in ids {
+        conn.drop_sub(&id);
     }
     m.connections.dec();
 }
@@ -331,6 +332,18 @@ impl Conn {
                 format!("limit exceeded: at most {max} subscriptions per connection"),
             ));
         }
+        let tenant = self.ctx.tenant.clone();
+        if let Some(t) = &tenant {
+            if !app.subs.take_tenant_slot(&t.name, t.max_subscriptions) {
+                return Err(rpc::error_object(
+                    rpc::LIMIT_EXCEEDED,
+                    format!(
+                        "limit exceeded: at most {} subscriptions for {} on this gateway",
+                        t.max_subscriptions, t.name
+                    ),
+                ));
+            }
+        }
         let rule =
             crate::nodes::router::residency_rule(&app.config.residency, self.ctx.location.as_ref())
                 .map(|(i, _)| i);
@@ -346,24 +359,32 @@ impl Conn {
             tx: self.tx.clone(),
             slow: self.slow.clone(),
         };
-        let mut state = app
+        let mut state = match app
             .subs
             .subscribe(key.clone(), self.ctx.location.clone(), sub)
-            .map_err(|e| rpc::error_object(rpc::LIMIT_EXCEEDED, e.to_string()))?;
+        {
+            Ok(state) => state,
+            Err(e) => {
+                if let Some(t) = &tenant {
+                    app.subs.release_tenant_slot(&t.name);
+                }
+                return Err(rpc::error_object(rpc::LIMIT_EXCEEDED, e.to_string()));
+            }
+        };
         let _ = tokio::time::timeout(READY_WAIT, state.wait_for(|s| *s != State::Starting)).await;
         let refused = match &*state.borrow() {
             State::Refused(why) => Some(why.clone()),
             _ => None,
         };
+        self.subs.insert(id.clone(), key);
         if let Some(why) = refused {
-            app.subs.unsubscribe(&key, &id);
+            self.drop_sub(&id);
             let code = match kind {
                 SubKind::NewPendingTransactions => rpc::METHOD_NOT_FOUND,
                 _ => rpc::INTERNAL_ERROR,
             };
             return Err(rpc::error_object(code, why));
         }
-        self.subs.insert(id.clone(), key);
         Ok(Bytes::from(format!("\"{id}\"")))
     }
 
@@ -381,13 +402,22 @@ impl Conn {
                 ))
             }
         };
-        match self.subs.remove_entry(id.as_str()) {
-            Some((id, key)) => {
-                self.app.subs.unsubscribe(&key, &id);
-                Ok(Bytes::from_static(b"true"))
-            }
-            None => Err(rpc::error_object(-32000, "subscription not found")),
+        match self.drop_sub(&id) {
+            true => Ok(Bytes::from_static(b"true")),
+            false => Err(rpc::error_object(-32000, "subscription not found")),
         }
+    }
+
+    /// Ends one of this socket's subscriptions; false if it holds no such id.
+    fn drop_sub(&mut self, id: &str) -> bool {
+        let Some((id, key)) = self.subs.remove_entry(id) else {
+            return false;
+        };
+        self.app.subs.unsubscribe(&key, &id);
+        if let Some(t) = &self.ctx.tenant {
+            self.app.subs.release_tenant_slot(&t.name);
+        }
+        true
     }
 
     /// The gateway's, the chain's and the tenant's method lists, then the tenant's limits,

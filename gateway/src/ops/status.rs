@@ -252,7 +252,12 @@ pub fn build(
     let node_docs: Vec<NodeDoc> = nodes
         .iter()
         .map(|n| NodeDoc {
-            feeds: websocket.summary.feeds_by_node.get(&n.id).copied().unwrap_or(0),
+            feeds: websocket
+                .summary
+                .feeds_by_node
+                .get(&n.id)
+                .copied()
+                .unwrap_or(0),
             ..node_doc(config, n, deadline)
         })
         .collect();

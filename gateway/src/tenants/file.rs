@@ -126,6 +126,10 @@ pub struct TenantSpec {
     /// 0: the gateway's `server.max_batch`.
     #[serde(default)]
     pub max_batch: usize,
+    /// `eth_subscribe`s open at once on each gateway, over all the tenant's sockets; 0: no
+    /// limit beyond `websocket.max_subscriptions_per_connection`.
+    #[serde(default)]
+    pub max_subscriptions: usize,
 }
 
 /// A failed check: the key and what is wrong.
