@@ -211,7 +211,7 @@ fn build_chains(config: &Config, metrics: &Arc<Metrics>) -> HashMap<u64, Arc<Cha
     let mut chains = HashMap::new();
     for c in &config.chains {
         metrics.init_chain(c.chain_id);
-        let ups = Upstreams::new(&c.upstreams, c.upstream_timeout, metrics.clone());
+        let ups = Upstreams::new(&c.request_urls(), c.upstream_timeout, metrics.clone());
         chains.insert(c.chain_id, Arc::new(Chain::new(c, ups)));
     }
     chains
