@@ -15,3 +15,4 @@ mod observability;
 mod routing;
 mod spine;
 mod tenants;
+mod upstream_ws;
