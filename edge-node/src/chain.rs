@@ -4,7 +4,10 @@
 //! resolved, hashes known final, the status line for the gateway).
 //!
 //! The state machine is pure ([`state`]); following the upstreams and acting on what the
-//! machine reports (evicting the cache, bumping the state version) is [`track`]'s.
+//! machine reports (evicting the cache, bumping the state version) is [`track`]'s. Upstreams
+//! configured as `ws://`/`wss://` are also followed over their WebSocket ([`follow`]): a
+//! `newHeads` notification only wakes the tracker, which fetches and verifies as always, and
+//! the same socket carries the pending-transaction feed ([`pending`]).
 //!
 //! Invariants:
 //! - every header in the ring verified (hash = keccak(rlp(header))) and links to its parent;
@@ -12,7 +15,9 @@
 //! - when the ring learns that a block was replaced, every cached answer naming that block's
 //!   hash is evicted before the new head is published.
 
+mod follow;
 mod pace;
+mod pending;
 mod state;
 mod track;
 
@@ -28,6 +33,8 @@ use crate::blockref::BlockRef;
 use crate::header::Header;
 use crate::policy::LogLimits;
 use crate::upstream::Upstreams;
+
+pub use pending::{PendingUnavailable, PENDING_CAPACITY};
 
 /// Polls per expected block: a few requests per block, not per second per method.
 const POLLS_PER_BLOCK: u32 = 4;
@@ -122,6 +129,13 @@ pub struct Chain {
     published_ms: AtomicU64,
     /// Each recent block's logs, fetched once for every `logs` subscription.
     pub block_logs: crate::subs::BlockLogs,
+    /// The upstreams followed over a WebSocket: index in `upstreams`, `ws(s)://` URL.
+    sockets: Vec<(usize, http::Uri)>,
+    /// How many of them have a live `newHeads` subscription now. While any has, the tracker
+    /// polls only at `max_poll` (a safety net); a change wakes it.
+    followers: tokio::sync::watch::Sender<u32>,
+    /// Pending transaction hashes; only on chains with a WebSocket upstream.
+    pending: Option<pending::Feed>,
 }
 
 impl Chain {
@@ -149,6 +163,38 @@ impl Chain {
             ahead: tokio::sync::watch::Sender::new(0),
             published_ms: AtomicU64::new(0),
             block_logs: crate::subs::BlockLogs::new(),
+            pending: (!cfg.socket_urls().is_empty()).then(pending::Feed::new),
+            sockets: cfg.socket_urls(),
+            followers: tokio::sync::watch::Sender::new(0),
+        }
+    }
+
+    /// The upstreams followed over a WebSocket (index in [`Self::upstreams`], `ws(s)://`
+    /// URL): one [`Self::follow`] task each.
+    pub fn sockets(&self) -> &[(usize, http::Uri)] {
+        &self.sockets
+    }
+
+    /// Is the head followed over a live WebSocket subscription now?
+    pub fn followed(&self) -> bool {
+        *self.followers.borrow() > 0
+    }
+
+    /// A receiver of the hashes (`"0x…"`, as the upstream sent them) of transactions entering
+    /// an upstream's pool, for `eth_subscribe("newPendingTransactions")`. The upstream
+    /// subscription exists while receivers do (made on the first, dropped a few seconds after
+    /// the last) and is made again after a reconnect; hashes sent while no socket is up are
+    /// missed. The channel is bounded ([`PENDING_CAPACITY`]): a slow receiver gets
+    /// `RecvError::Lagged`. `RecvError::Closed` means the upstream refused the subscription
+    /// (logged); asking again then returns [`PendingUnavailable::Refused`] for a while.
+    pub fn pending_transactions(
+        &self,
+    ) -> Result<tokio::sync::broadcast::Receiver<String>, PendingUnavailable> {
+        match &self.pending {
+            Some(feed) => feed.subscribe(self.chain_id),
+            None => Err(PendingUnavailable::NoSocket {
+                chain_id: self.chain_id,
+            }),
         }
     }
 
@@ -210,8 +256,13 @@ impl Chain {
         self.state.lock().chain.served_tip()
     }
 
-    /// The current poll interval: a quarter of the observed block time, within bounds.
+    /// The current poll interval: a quarter of the observed block time, within bounds; while
+    /// a socket follows the head ([`Self::followed`]), the configured `head_poll_ms`: new
+    /// blocks wake the tracker then, and the poll is only a safety net.
     pub fn poll_interval(&self) -> Duration {
+        if self.followed() {
+            return self.max_poll;
+        }
         let bt = self.state.lock().chain.block_time_ms();
         match bt {
             Some(ms) => Duration::from_millis((ms / f64::from(POLLS_PER_BLOCK)) as u64)

@@ -104,7 +104,10 @@ impl Default for CacheConfig {
 pub struct ChainConfig {
     /// Expected chain id; the upstream's `eth_chainId` is checked against it.
     pub chain_id: u64,
-    /// One or more JSON-RPC URLs (`http://` or `https://`), parsed at load.
+    /// One or more JSON-RPC URLs, parsed at load: `http://` or `https://`, or `ws://` or
+    /// `wss://` for an upstream whose head is followed over its WebSocket (`newHeads`) and
+    /// that is asked requests over HTTP(S) at the same host, port and path (see
+    /// [`ChainConfig::request_urls`] and [`ChainConfig::socket_urls`]).
     #[serde(deserialize_with = "uris")]
     pub upstreams: Vec<http::Uri>,
     /// TOML key `upstream_timeout_ms`.
@@ -334,10 +337,15 @@ impl ChainConfig {
             ));
         }
         for (j, u) in self.upstreams.iter().enumerate() {
-            if !matches!(u.scheme_str(), Some("http" | "https")) || u.host().is_none() {
+            if !matches!(u.scheme_str(), Some("http" | "https" | "ws" | "wss"))
+                || u.host().is_none()
+            {
                 return Err(Bad::new(
                     format!("{at}.upstreams[{j}]"),
-                    format!("{:?} is not an http:// or https:// URL", u.to_string()),
+                    format!(
+                        "{:?} is not an http://, https://, ws:// or wss:// URL",
+                        u.to_string()
+                    ),
                 ));
             }
         }
@@ -363,7 +371,40 @@ impl ChainConfig {
     }
 }
 
-/// Upstream URLs, parsed once here; whether each is http(s) with a host is checked by
+impl ChainConfig {
+    /// The URLs requests go to, one per configured upstream in order: an `http(s)://` entry as
+    /// it is, a `ws(s)://` entry's HTTP(S) twin (same host, port, path and query). What
+    /// [`crate::upstream::Upstreams`] is built from: it only ever sees http(s) URLs.
+    pub fn request_urls(&self) -> Vec<http::Uri> {
+        self.upstreams.iter().map(http_twin).collect()
+    }
+
+    /// The upstreams followed over a WebSocket: their index in `upstreams` (and so in
+    /// [`Self::request_urls`]) and their `ws(s)://` URL.
+    pub fn socket_urls(&self) -> Vec<(usize, http::Uri)> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| matches!(u.scheme_str(), Some("ws" | "wss")))
+            .map(|(i, u)| (i, u.clone()))
+            .collect()
+    }
+}
+
+/// A `ws://` URL's `http://` twin, a `wss://` URL's `https://` twin (host, port, path and query
+/// kept); any other URL as it is.
+pub fn http_twin(url: &http::Uri) -> http::Uri {
+    let scheme = match url.scheme_str() {
+        Some("ws") => http::uri::Scheme::HTTP,
+        Some("wss") => http::uri::Scheme::HTTPS,
+        _ => return url.clone(),
+    };
+    let mut parts = url.clone().into_parts();
+    parts.scheme = Some(scheme);
+    http::Uri::from_parts(parts).expect("only the scheme changed, to a valid one")
+}
+
+/// Upstream URLs, parsed once here; whether each is http(s) or ws(s) with a host is checked by
 /// [`ChainConfig::validate`], which names the key.
 fn uris<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<http::Uri>, D::Error> {
     Vec::<String>::deserialize(d)?
@@ -371,9 +412,7 @@ fn uris<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<http::Uri>, D::Error> {
         .enumerate()
         .map(|(j, u)| {
             u.parse::<http::Uri>().map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "upstreams[{j}]: {u:?} is not an http:// or https:// URL ({e})"
-                ))
+                serde::de::Error::custom(format!("upstreams[{j}]: {u:?} is not a URL ({e})"))
             })
         })
         .collect()
@@ -466,6 +505,60 @@ token = "other"
         for (text, key) in cases {
             let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
             assert!(err.contains(key) && err.contains("t.toml"), "{key}: {err}");
+        }
+    }
+
+    #[test]
+    fn socket_upstreams_are_asked_over_their_http_twin() {
+        let text = GOOD.replace(
+            r#"["http://127.0.0.1:8545"]"#,
+            r#"["ws://127.0.0.1:8545", "https://rpc.example/v1", "wss://node.example:8443/ws/x?k=1"]"#,
+        );
+        let c = &Config::parse(&text, "t.toml").unwrap().chains[0];
+        let asked: Vec<String> = c.request_urls().iter().map(|u| u.to_string()).collect();
+        assert_eq!(
+            asked,
+            [
+                "http://127.0.0.1:8545/",
+                "https://rpc.example/v1",
+                "https://node.example:8443/ws/x?k=1"
+            ]
+        );
+        let followed: Vec<(usize, String)> = c
+            .socket_urls()
+            .into_iter()
+            .map(|(i, u)| (i, u.to_string()))
+            .collect();
+        assert_eq!(
+            followed,
+            [
+                (0, "ws://127.0.0.1:8545/".to_string()),
+                (2, "wss://node.example:8443/ws/x?k=1".to_string())
+            ]
+        );
+        // HTTP-only chains follow nothing over a socket.
+        let plain = &Config::parse(GOOD, "t.toml").unwrap().chains[0];
+        assert!(plain.socket_urls().is_empty());
+        assert_eq!(plain.request_urls(), plain.upstreams);
+    }
+
+    #[test]
+    fn bad_upstream_schemes_name_the_key() {
+        for bad in [
+            "ftp://x",
+            "wsx://127.0.0.1:8545",
+            "/path-only",
+            "127.0.0.1:8546",
+        ] {
+            let text = GOOD.replace(
+                r#"["http://127.0.0.1:8545"]"#,
+                &format!(r#"["ws://127.0.0.1:8545", "{bad}"]"#),
+            );
+            let err = Config::parse(&text, "t.toml").unwrap_err().to_string();
+            assert!(
+                err.contains("chains[0].upstreams[1]") && err.contains("t.toml"),
+                "{bad}: {err}"
+            );
         }
     }
 

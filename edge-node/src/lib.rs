@@ -7,8 +7,10 @@
 //! - [`link`]: the QUIC session with the gateway (join, status, request streams);
 //! - [`service`]: answering one request (cache policy, coalescing, upstream calls);
 //! - [`cache`]: the cache policy table, keys and the byte-bounded store;
-//! - [`Chain`] (module `chain`, private): per-chain head tracking and status, reached through
-//!   [`EdgeNode::chain`] and [`EdgeNode::chains`];
+//! - [`Chain`] (module `chain`, private): per-chain head tracking (polling, and following
+//!   `ws(s)://` upstreams' `newHeads`), status and the pending-transaction feed
+//!   ([`Chain::pending_transactions`]), reached through [`EdgeNode::chain`] and
+//!   [`EdgeNode::chains`];
 //! - [`blockref`]: block parameters and hex quantities;
 //! - [`upstream`]: pooled HTTP(S) JSON-RPC clients;
 //! - [`admin`]: `/metrics`, `/healthz`, `/readyz`.
@@ -40,7 +42,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-pub use crate::chain::{Chain, Resolved};
+pub use crate::chain::{Chain, PendingUnavailable, Resolved, PENDING_CAPACITY};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::service::Service;
@@ -137,6 +139,15 @@ impl EdgeNode {
                 shared.service.cache.clone(),
                 stop.child_token(),
             ));
+            // Upstreams configured as ws(s):// are also followed over their socket.
+            for (index, url) in chain.sockets() {
+                tasks.spawn(chain.clone().follow(
+                    *index,
+                    url.clone(),
+                    shared.metrics.clone(),
+                    stop.child_token(),
+                ));
+            }
         }
         let admin_addr = match shared.config.admin_listen {
             Some(addr) => {
@@ -212,8 +223,12 @@ fn build_chains(config: &Config, metrics: &Arc<Metrics>) -> HashMap<u64, Arc<Cha
     let mut chains = HashMap::new();
     for c in &config.chains {
         metrics.init_chain(c.chain_id);
-        let ups = Upstreams::new(&c.upstreams, c.upstream_timeout, metrics.clone());
-        chains.insert(c.chain_id, Arc::new(Chain::new(c, ups)));
+        let ups = Upstreams::new(&c.request_urls(), c.upstream_timeout, metrics.clone());
+        let chain = Chain::new(c, ups);
+        for (index, _) in chain.sockets() {
+            metrics.init_socket(c.chain_id, chain.upstreams.label(*index));
+        }
+        chains.insert(c.chain_id, Arc::new(chain));
     }
     chains
 }

@@ -50,6 +50,11 @@ pub struct Metrics {
     /// Open subscription streams by kind (`newHeads`, `logs`, ...), from every gateway.
     pub subscriptions: IntGaugeVec,
     pub subscription_events: IntCounterVec,
+    /// Per chain and WebSocket upstream (its `host:port` label): 1 while its `newHeads`
+    /// subscription is live.
+    pub upstream_ws_connected: IntGaugeVec,
+    pub upstream_ws_heads: IntCounterVec,
+    pub upstream_ws_reconnects: IntCounterVec,
 }
 
 impl Metrics {
@@ -149,6 +154,21 @@ impl Metrics {
                 "Block events sent on subscription streams, by kind.",
                 &["kind"],
             ),
+            upstream_ws_connected: f.gauge_vec(
+                "upstream_ws_connected",
+                "1 while the node follows the upstream's head over its WebSocket (newHeads subscription live); one series per ws:// or wss:// upstream.",
+                &["chain_id", "upstream"],
+            ),
+            upstream_ws_heads: f.counter_vec(
+                "upstream_ws_heads_total",
+                "newHeads notifications received over upstream WebSockets (each wakes the head tracker).",
+                &["chain_id"],
+            ),
+            upstream_ws_reconnects: f.counter_vec(
+                "upstream_ws_reconnects_total",
+                "Attempts to connect an upstream WebSocket again after it dropped or could not be reached.",
+                &["chain_id"],
+            ),
             registry,
         };
         for cause in EVICTION_CAUSES {
@@ -165,6 +185,15 @@ impl Metrics {
         let id = chain_id.to_string();
         self.reorgs.with_label_values(&[&id]);
         self.reorg_depth.with_label_values(&[&id]);
+    }
+
+    /// Creates the series of a WebSocket upstream (`label` as in `upstream_requests_total`) at
+    /// zero.
+    pub fn init_socket(&self, chain_id: u64, label: &str) {
+        let id = chain_id.to_string();
+        self.upstream_ws_connected.with_label_values(&[&id, label]);
+        self.upstream_ws_heads.with_label_values(&[&id]);
+        self.upstream_ws_reconnects.with_label_values(&[&id]);
     }
 
     pub fn render(&self) -> String {

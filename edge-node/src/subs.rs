@@ -159,12 +159,13 @@ pub async fn serve(shared: &Shared, mut send: quinn::SendStream, sub: Subscribe)
         .with_label_values(&[kind.as_str()]);
     gauge.inc();
     let res = match kind {
-        SubKind::NewPendingTransactions => {
-            let why = "newPendingTransactions needs an upstream WebSocket, and this node follows its upstreams over HTTP".to_string();
-            send.write_all(&event(&refuse(why)))
+        SubKind::NewPendingTransactions => match chain.pending_transactions() {
+            Ok(rx) => pending(shared, &mut send, rx).await,
+            Err(why) => send
+                .write_all(&event(&refuse(why.to_string())))
                 .await
-                .map_err(SubError::from)
-        }
+                .map_err(SubError::from),
+        },
         SubKind::NewHeads | SubKind::Logs => follow(shared, &chain, &mut send, sub).await,
     };
     gauge.dec();
@@ -177,6 +178,42 @@ pub async fn serve(shared: &Shared, mut send: quinn::SendStream, sub: Subscribe)
             tracing::warn!(chain_id = chain.chain_id, kind = kind.as_str(), error = %e, "subscription stream ended");
             let _ = send.reset(2u32.into());
         }
+    }
+}
+
+/// Hashes of transactions entering the upstream's pool, as they come (a few per event when
+/// they come fast). Ends when the upstream subscription does: the gateway asks again.
+async fn pending(
+    shared: &Shared,
+    send: &mut quinn::SendStream,
+    mut rx: tokio::sync::broadcast::Receiver<String>,
+) -> Result<(), SubError> {
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    send.write_all(&event(&SubEvent::Ready)).await?;
+    let events = shared
+        .metrics
+        .subscription_events
+        .with_label_values(&[SubKind::NewPendingTransactions.as_str()]);
+    loop {
+        let first = tokio::select! {
+            r = rx.recv() => r,
+            _ = send.stopped() => return Ok(()),
+        };
+        let mut hashes = match first {
+            Ok(h) => vec![h],
+            Err(RecvError::Lagged(_)) => continue,
+            Err(RecvError::Closed) => return Ok(()),
+        };
+        while hashes.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(h) => hashes.push(h),
+                Err(TryRecvError::Lagged(_)) => continue,
+                Err(_) => break,
+            }
+        }
+        send.write_all(&event(&SubEvent::Pending { hashes }))
+            .await?;
+        events.inc();
     }
 }
 

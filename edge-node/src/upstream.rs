@@ -88,10 +88,7 @@ impl Upstreams {
         let list = urls
             .iter()
             .map(|url| {
-                let label = url
-                    .authority()
-                    .map(|a| a.to_string())
-                    .unwrap_or_else(|| url.to_string());
+                let label = label_of(url);
                 Upstream {
                     url: url.clone(),
                     label,
@@ -256,6 +253,16 @@ impl Upstreams {
     }
 }
 
+/// An upstream's metric and log label: `host:port` (the port when the URL gives one), never
+/// the user and password a URL may carry, nor its path (where API keys often are).
+pub fn label_of(url: &http::Uri) -> String {
+    match (url.host(), url.port_u16()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        (None, _) => "unknown".to_string(),
+    }
+}
+
 fn request_body(method: &str, params: &[u8]) -> Bytes {
     let method = serde_json::to_string(method).expect("a string serialises");
     let params: &[u8] = if params.is_empty() { b"[]" } else { params };
@@ -320,6 +327,17 @@ mod tests {
         ));
         assert!(parse_answer(br#"{"jsonrpc":"2.0","id":1}"#).is_err());
         assert!(parse_answer(b"<html>").is_err());
+    }
+
+    #[test]
+    fn labels_carry_no_credentials() {
+        let label = |u: &str| label_of(&u.parse().unwrap());
+        assert_eq!(
+            label("http://user:secret@node.example:8545/key"),
+            "node.example:8545"
+        );
+        assert_eq!(label("https://rpc.example/v3/secret"), "rpc.example");
+        assert_eq!(label("http://[::1]:8545"), "[::1]:8545");
     }
 
     #[test]

@@ -48,8 +48,13 @@ impl Pace {
     }
 
     /// How long to wait before the next poll: `sparse` between blocks; `interval / 50`
-    /// (10-100 ms) from shortly before the next block is due until shortly after.
-    pub fn next_wait(&self, now: Instant, sparse: Duration) -> Duration {
+    /// (10-100 ms) from shortly before the next block is due until shortly after. While a
+    /// socket follows the head (`followed`), always `sparse`: its notification wakes the
+    /// tracker, so the dense window would only cost requests.
+    pub fn next_wait(&self, now: Instant, sparse: Duration, followed: bool) -> Duration {
+        if followed {
+            return sparse;
+        }
         let (Some(interval), Some(&last)) = (self.interval(), self.arrivals.back()) else {
             return sparse;
         };
@@ -81,20 +86,23 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Pace::default();
         let sparse = ms(250);
-        assert_eq!(p.next_wait(t0, sparse), sparse, "no pace known yet");
+        assert_eq!(p.next_wait(t0, sparse, false), sparse, "no pace known yet");
         for i in 0..6 {
             p.arrived(t0 + ms(1000 * i));
         }
         assert_eq!(p.interval(), Some(ms(1000)));
         let last = t0 + ms(5000);
         // Just after a block: the sparse pace, then into the window at due - 100 ms.
-        assert_eq!(p.next_wait(last + ms(10), sparse), sparse);
-        assert_eq!(p.next_wait(last + ms(800), sparse), ms(100));
+        assert_eq!(p.next_wait(last + ms(10), sparse, false), sparse);
+        assert_eq!(p.next_wait(last + ms(800), sparse, false), ms(100));
         // Inside the window: 20 ms polls (1 s / 50), until 200 ms after due.
-        assert_eq!(p.next_wait(last + ms(900), sparse), ms(20));
-        assert_eq!(p.next_wait(last + ms(1150), sparse), ms(20));
+        assert_eq!(p.next_wait(last + ms(900), sparse, false), ms(20));
+        assert_eq!(p.next_wait(last + ms(1150), sparse, false), ms(20));
         // A late block: back to the sparse pace.
-        assert_eq!(p.next_wait(last + ms(1300), sparse), sparse);
+        assert_eq!(p.next_wait(last + ms(1300), sparse, false), sparse);
+        // Followed over a socket: no dense window, the socket says when the block is there.
+        assert_eq!(p.next_wait(last + ms(900), sparse, true), sparse);
+        assert_eq!(p.next_wait(last + ms(800), sparse, true), sparse);
     }
 
     #[test]
@@ -107,7 +115,7 @@ mod tests {
         assert_eq!(p.interval(), Some(ms(12_000)));
         let last = t0 + ms(72_000);
         // 12 s blocks: the window opens 250 ms early, polls every 100 ms.
-        assert_eq!(p.next_wait(last + ms(11_760), ms(3000)), ms(100));
-        assert_eq!(p.next_wait(last + ms(11_700), ms(3000)), ms(50));
+        assert_eq!(p.next_wait(last + ms(11_760), ms(3000), false), ms(100));
+        assert_eq!(p.next_wait(last + ms(11_700), ms(3000), false), ms(50));
     }
 }

@@ -56,6 +56,8 @@ impl Chain {
         stop: CancellationToken,
     ) {
         let mut revealed = self.ahead.subscribe();
+        // A socket coming up or going down changes the pace: poll at once and pace anew.
+        let mut followers = self.followers.subscribe();
         let mut pace = Pace::default();
         // Start of the last poll that found no new head: a new head waited at most this long.
         let mut last_miss: Option<Instant> = None;
@@ -82,11 +84,15 @@ impl Chain {
                 self.learn_hashes(&metrics).await;
             }
             self.record_probe(polled.is_some());
-            // An answer that revealed a block beyond the head cuts the wait short.
+            // An answer (or a socket's `newHeads`) that revealed a block beyond the head cuts
+            // the wait short.
+            followers.borrow_and_update();
+            let wait = pace.next_wait(Instant::now(), self.poll_interval(), self.followed());
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(pace.next_wait(Instant::now(), self.poll_interval())) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = revealed.wait_for(|&a| a != 0) => {}
+                _ = followers.changed() => {}
             }
         }
     }

@@ -16,3 +16,4 @@ mod routing;
 mod spine;
 mod subscriptions;
 mod tenants;
+mod upstream_ws;

@@ -321,3 +321,39 @@ async fn a_client_that_stops_reading_is_cut_off_and_others_keep_receiving() {
         Some(1008)
     );
 }
+
+/// `newPendingTransactions` where the node's upstream is a WebSocket (`ws://` upstream):
+/// the hashes of transactions entering anvil's pool; where it is not, `eth_subscribe` says
+/// why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_transactions_come_from_a_socket_upstream_or_a_clear_error() {
+    let anvil = Anvil::start(&["--no-mining"]).await;
+    let http_only = start_gateway("").await;
+    let _h = start_node(&http_only, &NodeSpec::eu_west(&anvil.url)).await;
+    let gw = start_gateway("").await;
+    let _w = start_node(&gw, &NodeSpec::eu_west(&ws_url(&anvil.url))).await;
+    wait_serving(&http_only, 1).await;
+    wait_serving(&gw, 1).await;
+    let mut refused = WsClient::connect(&format!("ws://{}/", http_only.http_addr)).await;
+    let r = refused
+        .call("eth_subscribe", json!(["newPendingTransactions"]))
+        .await;
+    let msg = r["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("newPendingTransactions needs one"), "{r}");
+    let mut ws = WsClient::connect(&format!("ws://{}/", gw.http_addr)).await;
+    ws.subscribe(json!(["newPendingTransactions"])).await;
+    let http = Http::default();
+    let mut sent = Vec::new();
+    for n in 0..3 {
+        let tx = http
+            .rpc(
+                &anvil.url,
+                "eth_sendTransaction",
+                json!([{"from": DEV0, "to": DEV0, "value": format!("{:#x}", n + 1)}]),
+            )
+            .await;
+        sent.push(tx["result"].clone());
+    }
+    let got = results(&mut ws, 3, 10).await;
+    assert_eq!(got, sent);
+}
