@@ -157,22 +157,42 @@ async fn serve(app: Arc<App>, ws: Socket, ctx: Ctx, _permit: OwnedSemaphorePermi
         subs: HashMap::new(),
         in_flight: Arc::new(Semaphore::new(cfg.max_in_flight_per_connection)),
     };
+    let mut stream = stream;
     let writer = write_loop(sink, rx, &app, slow, done_rx);
-    let reader = async {
-        let close = conn.read_loop(stream).await;
-        let _ = done_tx.send(close);
+    tokio::pin!(writer);
+    // Until either side ends: the reader (the client closed, went idle, broke a limit) or the
+    // writer (a slow client, shutdown, a broken socket).
+    let reader_ended = tokio::select! {
+        close = conn.read_loop(&mut stream) => Some(close),
+        _ = &mut writer => None,
     };
-    // The writer ends on its own (slow client, shutdown, broken socket) or once the reader
-    // has ended and the close frame is out; the reader is dropped with it.
-    tokio::select! {
-        _ = writer => {}
-        _ = async { reader.await; std::future::pending::<()>().await } => {}
+    // Then the close handshake: the client's answer is read (and anything it still sends),
+    // so the socket is not dropped with unread data, which would reset it and lose the
+    // close frame on the client's side.
+    match reader_ended {
+        Some(close) => {
+            let _ = done_tx.send(close);
+            let both = async { tokio::join!(&mut writer, drain(&mut stream)) };
+            let _ = tokio::time::timeout(2 * CLOSE_WAIT, both).await;
+        }
+        None => {
+            let _ = tokio::time::timeout(CLOSE_WAIT, drain(&mut stream)).await;
+        }
     }
     let ids: Vec<Arc<str>> = conn.subs.keys().cloned().collect();
     for id in ids {
         conn.drop_sub(&id);
     }
     m.connections.dec();
+}
+
+/// Reads until the client's close frame or the end of the stream.
+async fn drain(stream: &mut Stream) {
+    while let Some(Ok(m)) = stream.next().await {
+        if let Message::Close(_) = m {
+            break;
+        }
+    }
 }
 
 type Sink = futures::stream::SplitSink<Socket, Message>;
@@ -251,7 +271,7 @@ struct Conn {
 impl Conn {
     /// Reads until the client closes, goes quiet past the idle timeout, or breaks a limit;
     /// returns the close frame to send, if any.
-    async fn read_loop(&mut self, mut stream: Stream) -> Option<(CloseCode, &'static str)> {
+    async fn read_loop(&mut self, stream: &mut Stream) -> Option<(CloseCode, &'static str)> {
         let idle = self.app.config.websocket.idle_timeout;
         loop {
             let msg = match tokio::time::timeout(idle, stream.next()).await {

@@ -73,6 +73,14 @@ impl WsClient {
         }
     }
 
+    /// Sends a raw text message.
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws
+            .send(Message::Text(text.to_string().into()))
+            .await
+            .expect("send");
+    }
+
     /// `eth_subscribe`; panics unless it answers an id.
     pub async fn subscribe(&mut self, params: Value) -> String {
         let r = self.call("eth_subscribe", params).await;

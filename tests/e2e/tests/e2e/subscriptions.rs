@@ -357,3 +357,111 @@ async fn pending_transactions_come_from_a_socket_upstream_or_a_clear_error() {
     let got = results(&mut ws, 3, 10).await;
     assert_eq!(got, sent);
 }
+
+/// A socket's limits: subscriptions per connection and per tenant, the key checked at the
+/// upgrade, message size (1009), the idle timeout when pongs stop (1001), and graceful close
+/// at shutdown (1001); each refusal names the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_keep_their_limits() {
+    let anvil = Anvil::start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tenants.toml");
+    let key = "ws-test-key-1";
+    std::fs::write(
+        &file,
+        format!(
+            "[[tenants]]\nname = \"capped\"\nkey_sha256 = [\"{}\"]\nmax_subscriptions = 3\n",
+            gateway::tenants::hash_key_hex(key)
+        ),
+    )
+    .unwrap();
+    let gw = start_gateway_with(&format!(
+        "[tenants]\nfile = {:?}\n[websocket]\nmax_subscriptions_per_connection = 2\n\
+         max_message_bytes = 2048\nping_interval_ms = 200\nidle_timeout_ms = 700\n",
+        file.display().to_string()
+    ))
+    .await;
+    let _a = start_node(&gw, &NodeSpec::eu_west(&anvil.url)).await;
+    wait_serving(&gw, 1).await;
+    let base = format!("ws://{}", gw.http_addr);
+    // Per connection.
+    let mut ws = WsClient::connect(&format!("{base}/")).await;
+    ws.subscribe(json!(["newHeads"])).await;
+    let second = ws.subscribe(json!(["logs", {}])).await;
+    let third = ws.call("eth_subscribe", json!(["newHeads"])).await;
+    assert!(
+        third["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 subscriptions per connection"),
+        "{third}"
+    );
+    // Unsubscribing frees a place; an unknown id is geth's error.
+    assert_eq!(
+        ws.call("eth_unsubscribe", json!([second])).await["result"],
+        true
+    );
+    let again = ws.call("eth_unsubscribe", json!([second])).await;
+    assert_eq!(again["error"]["message"], "subscription not found");
+    ws.subscribe(json!(["newHeads"])).await;
+    // Per tenant, over all its sockets (the key in the URL, as for HTTP).
+    let mut t1 = WsClient::connect(&format!("{base}/v1/{key}")).await;
+    let mut t2 = WsClient::connect(&format!("{base}/v1/{key}")).await;
+    t1.subscribe(json!(["newHeads"])).await;
+    t1.subscribe(json!(["newHeads"])).await;
+    t2.subscribe(json!(["newHeads"])).await;
+    let over = t2.call("eth_subscribe", json!(["newHeads"])).await;
+    assert!(
+        over["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("3 subscriptions for capped"),
+        "{over}"
+    );
+    drop(t1); // Its two places come back once the gateway sees it gone.
+    let mut freed = false;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if t2
+            .call("eth_subscribe", json!(["newHeads"]))
+            .await
+            .get("result")
+            .is_some()
+        {
+            freed = true;
+            break;
+        }
+    }
+    assert!(
+        freed,
+        "a closed socket gives its tenant's subscriptions back"
+    );
+    // A bad key is refused at the upgrade, as over HTTP.
+    let bad = tokio_tungstenite::connect_async(format!("{base}/v1/not-a-key")).await;
+    assert!(bad.is_err(), "the upgrade of a bad key is refused");
+    // A message over the limit closes the socket with 1009.
+    let mut big = WsClient::connect(&format!("{base}/")).await;
+    let body = json!([{"jsonrpc":"2.0","id":1,"method":"eth_chainId","params":["x".repeat(4096)]}]);
+    big.send_text(&body.to_string()).await;
+    assert_eq!(big.close_code(Duration::from_secs(5)).await, Some(1009));
+    // A client that stops answering pings is closed at the idle timeout (1001).
+    let mut quiet = WsClient::connect(&format!("{base}/")).await.into_inner();
+    let started = tokio::time::Instant::now();
+    // Holding the socket without reading it: this client answers pings only when it reads.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let code = loop {
+        use futures::StreamExt;
+        match tokio::time::timeout(Duration::from_secs(5), quiet.next()).await {
+            Ok(Some(Ok(tokio_tungstenite::tungstenite::Message::Close(Some(f))))) => {
+                break Some(u16::from(f.code));
+            }
+            Ok(Some(Ok(_))) => continue,
+            _ => break None,
+        }
+    };
+    assert_eq!(code, Some(1001), "closed as idle");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    // Shutdown closes every socket with 1001 (going away).
+    gw.shutdown().await;
+    assert_eq!(ws.close_code(Duration::from_secs(5)).await, Some(1001));
+}
