@@ -15,8 +15,8 @@ use super::{Feed, FeedKey, Hub, Out, State};
 use crate::geo::Location;
 use crate::nodes::registry::Node;
 
-/// How often the serving node's health is looked at (the health checker's pace).
-const HEALTH_LOOK: Duration = Duration::from_millis(100);
+/// How often the serving node's health is looked at (the status interval: health changes no faster).
+const HEALTH_LOOK: Duration = Duration::from_millis(250);
 /// Wait before ranking again when no node can serve.
 const NO_NODE_WAIT: Duration = Duration::from_millis(250);
 /// A node must say `Ready` within this.
@@ -78,6 +78,7 @@ pub(super) async fn run(hub: Arc<Hub>, key: FeedKey, feed: Arc<Feed>, anchor: Op
                 refusals.clear();
             }
             Left::Refused(why) => {
+                hub.metrics.ws.feed_moves.with_label_values(&["refused"]).inc();
                 tracing::info!(node = %node.id, kind = key.kind.as_str(), reason = %why, "node refused a subscription");
                 refusals.push((node.id.clone(), why));
             }
