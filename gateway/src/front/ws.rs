@@ -44,6 +44,9 @@ use crate::tenants::{Tenant, Tenants};
 const READY_WAIT: Duration = Duration::from_secs(2);
 /// How long a closing handshake may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
+/// How long a slow client's close frame may wait behind what its socket already holds: a
+/// client that reads again within it learns why it was cut off (1008).
+const SLOW_CLOSE_WAIT: Duration = Duration::from_secs(10);
 /// Read buffer per socket: small, since most sockets mostly wait (memory per subscriber).
 const READ_BUFFER: usize = 4096;
 
@@ -232,7 +235,11 @@ async fn write_loop(
             code,
             reason: Utf8Bytes::from_static(reason),
         };
-        let _ = tokio::time::timeout(CLOSE_WAIT, sink.send(Message::Close(Some(frame)))).await;
+        let wait = match code {
+            CloseCode::Policy => SLOW_CLOSE_WAIT,
+            _ => CLOSE_WAIT,
+        };
+        let _ = tokio::time::timeout(wait, sink.send(Message::Close(Some(frame)))).await;
     }
     let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
 }

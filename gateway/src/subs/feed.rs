@@ -78,7 +78,11 @@ pub(super) async fn run(hub: Arc<Hub>, key: FeedKey, feed: Arc<Feed>, anchor: Op
                 refusals.clear();
             }
             Left::Refused(why) => {
-                hub.metrics.ws.feed_moves.with_label_values(&["refused"]).inc();
+                hub.metrics
+                    .ws
+                    .feed_moves
+                    .with_label_values(&["refused"])
+                    .inc();
                 tracing::info!(node = %node.id, kind = key.kind.as_str(), reason = %why, "node refused a subscription");
                 refusals.push((node.id.clone(), why));
             }
@@ -196,38 +200,12 @@ fn deliver(
             payload,
             ..
         } => {
-            if delivered
-                .iter()
-                .any(|d| d.number == number && d.hash == hash)
-            {
-                return; // Already sent (a node resuming where the last one was).
-            }
-            // Everything delivered at or above this height was replaced.
-            let mut replaced = Vec::new();
-            while delivered.back().is_some_and(|d| d.number >= number) {
-                replaced.push(delivered.pop_back().expect("checked"));
-            }
-            let mut results: Vec<Arc<str>> = Vec::new();
-            for gone in replaced.iter().rev() {
-                results.extend(gone.logs.iter().map(|l| removed(l)));
-            }
-            let logs = match key.kind {
-                SubKind::Logs => split_logs(&payload),
-                _ => Vec::new(),
-            };
-            match key.kind {
-                SubKind::Logs => results.extend(logs.iter().cloned()),
-                _ => results.push(Arc::from(payload.get())),
-            }
+            let results = take_block(delivered, key.kind, number, hash, &payload);
             fan_out(hub, key, feed, &results);
-            if published_ms > 0 {
+            if published_ms > 0 && !results.is_empty() {
                 let delay = daemon_unix_ms().saturating_sub(published_ms);
                 hub.metrics.ws.event_delay.observe(delay as f64 / 1000.0);
             }
-            if delivered.len() == 2 * MAX_RESUME {
-                delivered.pop_front();
-            }
-            delivered.push_back(Delivered { number, hash, logs });
         }
         SubEvent::Pending { hashes } => {
             let results: Vec<Arc<str>> = hashes
@@ -238,6 +216,47 @@ fn deliver(
         }
         SubEvent::Ready | SubEvent::Refused { .. } => {}
     }
+}
+
+/// Takes a block into what was delivered; the results to send for it. A block already
+/// delivered (same height and hash: a node resuming where the last one was) sends nothing;
+/// one at a height already delivered replaces everything from there up (their logs are sent
+/// again with `removed: true`, oldest first), then its own results.
+fn take_block(
+    delivered: &mut VecDeque<Delivered>,
+    kind: SubKind,
+    number: u64,
+    hash: String,
+    payload: &RawValue,
+) -> Vec<Arc<str>> {
+    if delivered
+        .iter()
+        .any(|d| d.number == number && d.hash == hash)
+    {
+        return Vec::new();
+    }
+    let mut replaced = Vec::new();
+    while delivered.back().is_some_and(|d| d.number >= number) {
+        replaced.push(delivered.pop_back().expect("checked"));
+    }
+    let mut results: Vec<Arc<str>> = replaced
+        .iter()
+        .rev()
+        .flat_map(|gone| gone.logs.iter().map(|l| removed(l)))
+        .collect();
+    let logs = match kind {
+        SubKind::Logs => split_logs(payload),
+        _ => Vec::new(),
+    };
+    match kind {
+        SubKind::Logs => results.extend(logs.iter().cloned()),
+        _ => results.push(Arc::from(payload.get())),
+    }
+    if delivered.len() == 2 * MAX_RESUME {
+        delivered.pop_front();
+    }
+    delivered.push_back(Delivered { number, hash, logs });
+    results
 }
 
 /// Queues each result for every subscriber; a full queue marks its client slow.
@@ -300,6 +319,53 @@ fn daemon_unix_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn logs(v: &[&str]) -> Box<RawValue> {
+        let items: Vec<String> = v
+            .iter()
+            .map(|d| format!(r#"{{"data":"{d}","removed":false}}"#))
+            .collect();
+        RawValue::from_string(format!("[{}]", items.join(","))).unwrap()
+    }
+
+    fn data(results: &[Arc<str>]) -> Vec<String> {
+        results
+            .iter()
+            .map(|r| {
+                let v: serde_json::Value = serde_json::from_str(r).unwrap();
+                format!(
+                    "{}{}",
+                    v["data"].as_str().unwrap(),
+                    if v["removed"] == true { "-" } else { "" }
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn blocks_once_in_order_and_reorgs_taken_back_oldest_first() {
+        let mut d = VecDeque::new();
+        let mut take = |n: u64, h: &str, l: &[&str]| {
+            data(&take_block(&mut d, SubKind::Logs, n, h.into(), &logs(l)))
+        };
+        assert_eq!(take(1, "a1", &["x"]), ["x"]);
+        assert_eq!(take(2, "a2", &["y", "z"]), ["y", "z"]);
+        assert_eq!(take(3, "a3", &[]), Vec::<String>::new());
+        // A node resuming sends what was delivered: nothing again.
+        assert_eq!(take(2, "a2", &["y", "z"]), Vec::<String>::new());
+        assert_eq!(take(3, "a3", &[]), Vec::<String>::new());
+        // A reorg at height 2: 2 and 3 taken back (2's logs removed, in order), then the new 2.
+        assert_eq!(take(2, "b2", &["w"]), ["y-", "z-", "w"]);
+        assert_eq!(take(3, "b3", &["v"]), ["v"]);
+        // newHeads: the header once per block.
+        let mut h = VecDeque::new();
+        let head = RawValue::from_string(r#"{"number":"0x1"}"#.into()).unwrap();
+        assert_eq!(
+            take_block(&mut h, SubKind::NewHeads, 1, "a1".into(), &head).len(),
+            1
+        );
+        assert!(take_block(&mut h, SubKind::NewHeads, 1, "a1".into(), &head).is_empty());
+    }
 
     #[test]
     fn a_removed_log_says_so() {
