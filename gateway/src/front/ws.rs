@@ -346,39 +346,21 @@ impl Conn {
 
     /// `eth_subscribe`: the subscription id once its feed is set up, or an error.
     async fn subscribe(&mut self, params: &[u8]) -> Result<Bytes, Bytes> {
-        let app = &self.app;
         if let Some(refusal) = self.refused("eth_subscribe") {
             return Err(refusal);
         }
         let (kind, filter) =
             subs::filter::parse(params).map_err(|e| rpc::error_object(rpc::INVALID_PARAMS, e))?;
-        let max = app.config.websocket.max_subscriptions_per_connection;
-        if self.subs.len() >= max {
-            return Err(rpc::error_object(
-                rpc::LIMIT_EXCEEDED,
-                format!("limit exceeded: at most {max} subscriptions per connection"),
-            ));
-        }
-        let tenant = self.ctx.tenant.clone();
-        if let Some(t) = &tenant {
-            if !app.subs.take_tenant_slot(&t.name, t.max_subscriptions) {
-                return Err(rpc::error_object(
-                    rpc::LIMIT_EXCEEDED,
-                    format!(
-                        "limit exceeded: at most {} subscriptions for {} on this gateway",
-                        t.max_subscriptions, t.name
-                    ),
-                ));
-            }
-        }
-        let rule =
-            crate::nodes::router::residency_rule(&app.config.residency, self.ctx.location.as_ref())
-                .map(|(i, _)| i);
+        self.take_place()?;
+        let rule = crate::nodes::router::residency_rule(
+            &self.app.config.residency,
+            self.ctx.location.as_ref(),
+        );
         let key = FeedKey {
             chain_id: self.ctx.chain_id,
             kind,
             filter,
-            rule,
+            rule: rule.map(|(i, _)| i),
         };
         let id = subs::new_id();
         let sub = Subscriber {
@@ -386,33 +368,63 @@ impl Conn {
             tx: self.tx.clone(),
             slow: self.slow.clone(),
         };
+        let app = self.app.clone();
         let mut state = match app
             .subs
             .subscribe(key.clone(), self.ctx.location.clone(), sub)
         {
             Ok(state) => state,
             Err(e) => {
-                if let Some(t) = &tenant {
-                    app.subs.release_tenant_slot(&t.name);
-                }
+                self.give_place_back();
                 return Err(rpc::error_object(rpc::LIMIT_EXCEEDED, e.to_string()));
             }
         };
+        self.subs.insert(id.clone(), key);
         let _ = tokio::time::timeout(READY_WAIT, state.wait_for(|s| *s != State::Starting)).await;
         let refused = match &*state.borrow() {
             State::Refused(why) => Some(why.clone()),
             _ => None,
         };
-        self.subs.insert(id.clone(), key);
-        if let Some(why) = refused {
-            self.drop_sub(&id);
-            let code = match kind {
-                SubKind::NewPendingTransactions => rpc::METHOD_NOT_FOUND,
-                _ => rpc::INTERNAL_ERROR,
-            };
-            return Err(rpc::error_object(code, why));
+        match refused {
+            Some(why) => {
+                self.drop_sub(&id);
+                let code = match kind {
+                    SubKind::NewPendingTransactions => rpc::METHOD_NOT_FOUND,
+                    _ => rpc::INTERNAL_ERROR,
+                };
+                Err(rpc::error_object(code, why))
+            }
+            None => Ok(Bytes::from(format!("\"{id}\""))),
         }
-        Ok(Bytes::from(format!("\"{id}\"")))
+    }
+
+    /// A place for one more subscription: within the socket's limit and the tenant's.
+    fn take_place(&self) -> Result<(), Bytes> {
+        let max = self.app.config.websocket.max_subscriptions_per_connection;
+        if self.subs.len() >= max {
+            return Err(rpc::error_object(
+                rpc::LIMIT_EXCEEDED,
+                format!("limit exceeded: at most {max} subscriptions per connection"),
+            ));
+        }
+        match &self.ctx.tenant {
+            Some(t) if !self.app.subs.take_tenant_slot(&t.name, t.max_subscriptions) => {
+                Err(rpc::error_object(
+                    rpc::LIMIT_EXCEEDED,
+                    format!(
+                        "limit exceeded: at most {} subscriptions for {} on this gateway",
+                        t.max_subscriptions, t.name
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn give_place_back(&self) {
+        if let Some(t) = &self.ctx.tenant {
+            self.app.subs.release_tenant_slot(&t.name);
+        }
     }
 
     /// `eth_unsubscribe`: `true`, or geth's error for an id this socket does not hold.
@@ -441,9 +453,7 @@ impl Conn {
             return false;
         };
         self.app.subs.unsubscribe(&key, &id);
-        if let Some(t) = &self.ctx.tenant {
-            self.app.subs.release_tenant_slot(&t.name);
-        }
+        self.give_place_back();
         true
     }
 
