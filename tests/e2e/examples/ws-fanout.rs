@@ -514,7 +514,6 @@ fn cpu_ticks(pid: u32) -> u64 {
     get(11) + get(12) // utime, stime (fields 14 and 15)
 }
 
-
 /// The kernel's TCP memory in pages (`/proc/net/sockstat`, `TCP: ... mem N`): both ends of
 /// every loopback socket, this machine's whole.
 fn sockstat_mem_pages() -> u64 {
