@@ -36,7 +36,6 @@ for v in WF_GATEWAY WF_N WF_RUNS WF_BLOCKS WF_INTERVAL_MS WF_IDLE_SECS WF_CLIENT
   [ -n "${!v:-}" ] && COMMAND="$v=\"${!v}\" $COMMAND"
 done
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-BUSY_START=$(ps -eo pcpu=,comm= --sort=-pcpu | awk '$1 >= 5 {printf "%s%s %s%%", sep, $2, $1; sep=", "}')
 
 # shellcheck source=stack.sh
 source "$ROOT/loadtests/stack.sh" "$TD/release"
@@ -124,9 +123,9 @@ for r in $(seq 1 "$RUNS"); do
 done
 
 python3 - "$TMP/results.jsonl" "$ROOT/loadtests/RESULTS.md" "${WF_NO_RESULTS:-}" "$COMMAND" \
-  "$LOAD_START" "$BUSY_START" "$(( $(date +%s) - START ))" "$BLOCKS" "$INTERVAL" "$THREADS" "$WORKERS" "$IDLE" <<'PY'
+  "$LOAD_START" "$(( $(date +%s) - START ))" "$BLOCKS" "$INTERVAL" "$THREADS" "$WORKERS" "$IDLE" <<'PY'
 import datetime, json, os, re, subprocess, sys
-path, results_md, no_write, command, load, busy, secs, blocks, interval, threads, workers, idle = sys.argv[1:]
+path, results_md, no_write, command, load, secs, blocks, interval, threads, workers, idle = sys.argv[1:]
 rows = [json.loads(l) for l in open(path) if l.strip()]
 def sh(*a):
     return subprocess.run(a, capture_output=True, text=True).stdout.strip()
@@ -167,7 +166,7 @@ section = f"""## WebSocket fan-out (issue 13), {now:%Y-%m-%d %H:%M} UTC
 
 Command: `{command}` (see README.md, "WebSocket fan-out")
 
-- Machine: {os.cpu_count()} CPUs ({model}), {mem:.1f} GiB memory, Linux {os.uname().release}; load average at start {load}; processes above 5 % CPU at start: {busy or 'none'}
+- Machine: {os.cpu_count()} CPUs ({model}), {mem:.1f} GiB memory, Linux {os.uname().release}; load average at start {load}
 - Code: commit {commit}{'; uncommitted: ' + ', '.join(l[3:] for l in dirty.splitlines()) if dirty else ''}; release builds
 - Settings: anvil without block time, {blocks} blocks by `evm_mine` {interval} ms apart per row, after {idle} s idle with every subscription set up; one gateway (`worker_threads = {workers}`{' (one per core)' if workers == '0' else ''}, `[websocket]` defaults, `max_connections = 20000` among them); one edge node, inside the bench client's process on a runtime of its own (1 worker); the clients on {threads} tokio workers; every row from a fresh anvil and gateway; each socket one `eth_subscribe ["newHeads"]`
 - Whole run took {int(secs) // 60} min {int(secs) % 60} s
