@@ -13,6 +13,7 @@
 
 mod feed;
 pub mod filter;
+mod shards;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ pub enum SubscribeError {
 }
 
 struct Feed {
-    subs: Mutex<Vec<Subscriber>>,
+    subs: Mutex<shards::Subscribers>,
     stop: CancellationToken,
     state: tokio::sync::watch::Sender<State>,
     /// The node serving the feed now (its id).
@@ -155,9 +156,7 @@ impl Hub {
             return false;
         };
         let mut subs = feed.subs.lock();
-        let before = subs.len();
-        subs.retain(|s| &*s.id != id);
-        let removed = subs.len() < before;
+        let removed = subs.remove(id);
         if removed {
             self.metrics
                 .ws

@@ -47,6 +47,8 @@ const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long a slow client's close frame may wait behind what its socket already holds: a
 /// client that reads again within it learns why it was cut off (1008).
 const SLOW_CLOSE_WAIT: Duration = Duration::from_secs(10);
+/// Queued messages written at once (one flush) when a socket has several waiting.
+const WRITE_BATCH: usize = 64;
 /// Read buffer per socket: small, since most sockets mostly wait (memory per subscriber).
 const READ_BUFFER: usize = 4096;
 
@@ -136,8 +138,9 @@ fn socket_config(app: &App) -> WebSocketConfig {
     let max = app.config.websocket.max_message_bytes;
     let mut cfg = WebSocketConfig::default();
     cfg.read_buffer_size = READ_BUFFER;
-    // Written at once: nothing waits in a per-socket buffer.
-    cfg.write_buffer_size = 0;
+    // Messages are fed, then flushed once per batch (`write_loop`); a buffer this size is
+    // written out as it fills.
+    cfg.write_buffer_size = 64 * 1024;
     cfg.max_message_size = Some(max);
     cfg.max_frame_size = Some(max);
     cfg
@@ -210,13 +213,19 @@ async fn write_loop(
     mut reader_done: oneshot::Receiver<Option<(CloseCode, &'static str)>>,
 ) {
     let cfg = &app.config.websocket;
-    let stop = &app.ws_stop;
     let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
+    // Made once: a `cancelled()` future registers with its token when first polled. Each poll
+    // locks the token, so the socket polls a child of the shutdown token, not the one every
+    // socket shares.
+    let stop = app.ws_stop.child_token();
+    let slowed = slow.cancelled();
+    let stopped = stop.cancelled();
+    tokio::pin!(slowed, stopped);
     let close = loop {
         let msg = tokio::select! {
             biased;
-            _ = slow.cancelled() => break Some((CloseCode::Policy, "slow consumer: send buffer full")),
-            _ = stop.cancelled() => break Some((CloseCode::Away, "gateway shutting down")),
+            _ = &mut slowed => break Some((CloseCode::Policy, "slow consumer: send buffer full")),
+            _ = &mut stopped => break Some((CloseCode::Away, "gateway shutting down")),
             r = &mut reader_done => break r.ok().flatten(),
             out = rx.recv() => match out {
                 Some(o) => message(o),
@@ -224,10 +233,21 @@ async fn write_loop(
             },
             _ = ping.tick() => Message::Ping(Bytes::new()),
         };
-        // A client that stops reading blocks this send: its queue fills and `slow` fires.
+        // What else is queued goes out in the same write.
+        let write = async {
+            sink.feed(msg).await?;
+            for _ in 0..WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(o) => sink.feed(message(o)).await?,
+                    Err(_) => break,
+                }
+            }
+            sink.flush().await
+        };
+        // A client that stops reading blocks this write: its queue fills and `slow` fires.
         tokio::select! {
-            r = sink.send(msg) => if r.is_err() { return },
-            _ = slow.cancelled() => {}
+            r = write => if r.is_err() { return },
+            _ = &mut slowed => {}
         }
     };
     if let Some((code, reason)) = close {

@@ -11,9 +11,11 @@ use proto::sub::{BlockId, SubEvent, SubKind, Subscribe, MAX_RESUME};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::shards::Shard;
 use super::{Feed, FeedKey, Hub, Out, State};
 use crate::geo::Location;
 use crate::nodes::registry::Node;
+use crate::ops::metrics::Metrics;
 
 /// How often the serving node's health is looked at (the status interval: health changes no faster).
 const HEALTH_LOOK: Duration = Duration::from_millis(250);
@@ -148,7 +150,7 @@ async fn follow(
                 return Left::Move("node_unhealthy");
             },
             ev = events.recv() => match ev {
-                Some(ev) => deliver(hub, key, feed, delivered, ev),
+                Some(ev) => deliver(hub, key, feed, delivered, ev).await,
                 None => return Left::Move("stream_ended"),
             },
         }
@@ -185,7 +187,7 @@ async fn read_events(
 }
 
 /// Takes one event from the node: duplicates dropped, reorgs unwound, then fanned out.
-fn deliver(
+async fn deliver(
     hub: &Hub,
     key: &FeedKey,
     feed: &Feed,
@@ -201,7 +203,7 @@ fn deliver(
             ..
         } => {
             let results = take_block(delivered, key.kind, number, hash, &payload);
-            fan_out(hub, key, feed, &results);
+            fan_out(hub, key, feed, &results).await;
             if published_ms > 0 && !results.is_empty() {
                 let delay = daemon_unix_ms().saturating_sub(published_ms);
                 hub.metrics.ws.event_delay.observe(delay as f64 / 1000.0);
@@ -212,7 +214,7 @@ fn deliver(
                 .iter()
                 .map(|h| Arc::from(serde_json::Value::from(h.as_str()).to_string()))
                 .collect();
-            fan_out(hub, key, feed, &results);
+            fan_out(hub, key, feed, &results).await;
         }
         SubEvent::Ready | SubEvent::Refused { .. } => {}
     }
@@ -259,12 +261,44 @@ fn take_block(
     results
 }
 
-/// Queues each result for every subscriber; a full queue marks its client slow.
-fn fan_out(hub: &Hub, key: &FeedKey, feed: &Feed, results: &[Arc<str>]) {
+/// Queues each result for every subscriber; a full queue marks its client slow. Shards go
+/// out from tasks of their own, each with its own copy of the results (so the writers of one
+/// shard do not share reference counts with another's), and all are done before the next
+/// block: every subscriber gets the blocks in order.
+async fn fan_out(hub: &Hub, key: &FeedKey, feed: &Feed, results: &[Arc<str>]) {
     if results.is_empty() {
         return;
     }
-    let subs = feed.subs.lock();
+    let shards = feed.subs.lock().shards();
+    let sent = match &shards[..] {
+        [] => 0,
+        [one] => send_shard(one, results, &hub.metrics),
+        many => {
+            let tasks: Vec<_> = many
+                .iter()
+                .map(|shard| {
+                    let (shard, metrics) = (shard.clone(), hub.metrics.clone());
+                    let local: Vec<Arc<str>> = results.iter().map(|r| Arc::from(&**r)).collect();
+                    tokio::spawn(async move { send_shard(&shard, &local, &metrics) })
+                })
+                .collect();
+            let mut sent = 0;
+            for t in tasks {
+                sent += t.await.unwrap_or(0);
+            }
+            sent
+        }
+    };
+    hub.metrics
+        .ws
+        .events_sent
+        .with_label_values(&[key.kind.as_str()])
+        .inc_by(sent);
+}
+
+/// One shard's sends; how many were queued.
+fn send_shard(shard: &Shard, results: &[Arc<str>], metrics: &Metrics) -> u64 {
+    let subs = shard.lock();
     let mut sent = 0u64;
     for s in subs.iter() {
         for r in results {
@@ -276,7 +310,7 @@ fn fan_out(hub: &Hub, key: &FeedKey, feed: &Feed, results: &[Arc<str>]) {
                 Err(TrySendError::Full(_)) => {
                     if !s.slow.is_cancelled() {
                         s.slow.cancel();
-                        hub.metrics.ws.slow_consumers.inc();
+                        metrics.ws.slow_consumers.inc();
                     }
                     break;
                 }
@@ -284,11 +318,7 @@ fn fan_out(hub: &Hub, key: &FeedKey, feed: &Feed, results: &[Arc<str>]) {
             }
         }
     }
-    hub.metrics
-        .ws
-        .events_sent
-        .with_label_values(&[key.kind.as_str()])
-        .inc_by(sent);
+    sent
 }
 
 /// The logs of a `logs` event, one JSON text each.
