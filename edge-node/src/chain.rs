@@ -18,7 +18,7 @@
 mod follow;
 mod pace;
 mod pending;
-mod state;
+pub(crate) mod state;
 mod track;
 
 use std::collections::HashSet;

@@ -262,10 +262,7 @@ async fn follow(
             send.write_all(&event(&block_event(&h, head, chain, payload)))
                 .await?;
             events.inc();
-            if sent.len() == MAX_RESUME {
-                sent.pop_front();
-            }
-            sent.push_back((h.number, h.hash));
+            note_sent(&mut sent, h.number, h.hash);
         }
         if sent.is_empty() {
             if let Some(h) = chain.head() {
@@ -277,6 +274,19 @@ async fn follow(
             _ = send.stopped() => return Ok(()),
         }
     }
+}
+
+/// Records a block as sent. A block at a height already sent replaces everything from there
+/// up (a reorg), so what was sent stays one chain: after a reorg back to a branch sent
+/// earlier, the blocks of the branch in between are not taken for canonical ones.
+fn note_sent(sent: &mut VecDeque<(u64, B256)>, number: u64, hash: B256) {
+    while sent.back().is_some_and(|(n, _)| *n >= number) {
+        sent.pop_back();
+    }
+    if sent.len() == MAX_RESUME {
+        sent.pop_front();
+    }
+    sent.push_back((number, hash));
 }
 
 fn block_event(h: &Header, head: Option<B256>, chain: &Chain, payload: Box<RawValue>) -> SubEvent {
@@ -301,6 +311,32 @@ fn event(e: &SubEvent) -> bytes::Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A reorg to branch b and back to a: the follower gets a's blocks again, then the next.
+    #[test]
+    fn a_reorg_there_and_back_resends_the_branch() {
+        use crate::chain::state::fixtures::{chain, hash, segment};
+        use crate::chain::state::Tag;
+        let mut c = chain(10, 2);
+        let mut sent: VecDeque<(u64, B256)> = (8..=10).map(|n| (n, hash(n, 0))).collect();
+        let mut follow = |c: &crate::chain::state::ChainState| {
+            let next = c.blocks_after(sent.make_contiguous(), MAX_BATCH);
+            let got: Vec<(u64, B256)> = next.iter().map(|x| (x.number, x.hash)).collect();
+            for (n, h) in &got {
+                note_sent(&mut sent, *n, *h);
+            }
+            got
+        };
+        c.apply(segment(9, 10, 1, 0), Tag::At(2), Tag::Failed)
+            .unwrap();
+        assert_eq!(follow(&c), vec![(9, hash(9, 1)), (10, hash(10, 1))]);
+        c.apply(segment(9, 11, 0, 0), Tag::At(2), Tag::Failed)
+            .unwrap();
+        assert_eq!(
+            follow(&c),
+            vec![(9, hash(9, 0)), (10, hash(10, 0)), (11, hash(11, 0))]
+        );
+    }
 
     #[test]
     fn logs_are_checked_to_be_of_the_block_and_filtered() {

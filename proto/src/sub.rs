@@ -53,7 +53,8 @@ impl SubKind {
 
 /// A `logs` filter in canonical form (the gateway makes it so, and keys its feeds by it):
 /// lower-case `0x` hex, addresses sorted without repeats, each topic position `None` (any) or
-/// a sorted list of alternatives, no trailing `None`s.
+/// a sorted list of alternatives. Trailing `None`s stay: as in geth, a log must have at least
+/// as many topics as the filter has positions.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct LogFilter {
     /// Any of these addresses; empty: any address.
@@ -67,6 +68,9 @@ impl LogFilter {
     /// Does a log with this (lower-case) address and these topics match?
     pub fn matches(&self, address: &str, topics: &[String]) -> bool {
         if !self.address.is_empty() && !self.address.iter().any(|a| a == address) {
+            return false;
+        }
+        if self.topics.len() > topics.len() {
             return false;
         }
         self.topics.iter().enumerate().all(|(i, want)| match want {
@@ -170,8 +174,14 @@ mod tests {
         assert!(f.matches("0xaa", &t(&["0x9", "0x2"])));
         assert!(!f.matches("0xcc", &t(&["0x9", "0x2"])));
         assert!(!f.matches("0xaa", &t(&["0x9", "0x3"])));
-        // A position the log does not have does not match a wanted topic.
+        // A position the log does not have does not match, not even a wildcard (geth).
         assert!(!f.matches("0xaa", &t(&["0x9"])));
+        let wild = LogFilter {
+            address: vec![],
+            topics: vec![Some(vec!["0x1".into()]), None],
+        };
+        assert!(!wild.matches("0xaa", &t(&["0x1"])));
+        assert!(wild.matches("0xaa", &t(&["0x1", "0x7"])));
         assert!(LogFilter::default().matches("0xcc", &[]));
     }
 }

@@ -18,6 +18,8 @@ use alloy_primitives::B256;
 use crate::header::Header;
 
 #[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
 mod tests;
 
 /// Recent headers kept; a deeper reorg replaces the whole ring.
