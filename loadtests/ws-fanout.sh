@@ -85,6 +85,8 @@ key_file = "$run/keys/gateway.key"
 join_tokens = ["measuring"]
 [websocket]
 max_connections = 20000
+# Every client is on 127.0.0.1.
+max_connections_per_ip = 20000
 [[chains]]
 name = "anvil"
 chain_id = 31337
@@ -168,7 +170,7 @@ Command: `{command}` (see README.md, "WebSocket fan-out")
 
 - Machine: {os.cpu_count()} CPUs ({model}), {mem:.1f} GiB memory, Linux {os.uname().release}; load average at start {load}
 - Code: commit {commit}{'; uncommitted: ' + ', '.join(l[3:] for l in dirty.splitlines()) if dirty else ''}; release builds
-- Settings: anvil without block time, {blocks} blocks by `evm_mine` {interval} ms apart per row, after {idle} s idle with every subscription set up; one gateway (`worker_threads = {workers}`{' (one per core)' if workers == '0' else ''}, `[websocket]` defaults, `max_connections = 20000` among them); one edge node, inside the bench client's process on a runtime of its own (1 worker); the clients on {threads} tokio workers; every row from a fresh anvil and gateway; each socket one `eth_subscribe ["newHeads"]`
+- Settings: anvil without block time, {blocks} blocks by `evm_mine` {interval} ms apart per row, after {idle} s idle with every subscription set up; one gateway (`worker_threads = {workers}`{' (one per core)' if workers == '0' else ''}, `[websocket]` defaults but `max_connections` and `max_connections_per_ip` 20000: every client is on 127.0.0.1); one edge node, inside the bench client's process on a runtime of its own (1 worker); the clients on {threads} tokio workers; every row from a fresh anvil and gateway; each socket one `eth_subscribe ["newHeads"]`
 - Whole run took {int(secs) // 60} min {int(secs) % 60} s
 
 {table}

@@ -62,6 +62,8 @@ pub struct App {
     pub subs: Arc<Hub>,
     /// One permit per open WebSocket (`websocket.max_connections`).
     pub ws_permits: Arc<tokio::sync::Semaphore>,
+    /// Open WebSockets per client address (`websocket.max_connections_per_ip`).
+    pub ws_addrs: Arc<parking_lot::Mutex<HashMap<std::net::IpAddr, usize>>>,
     /// Fired at shutdown: sockets close with 1001 and feeds stop.
     pub ws_stop: CancellationToken,
 }
@@ -95,6 +97,7 @@ impl App {
             ws_permits: Arc::new(tokio::sync::Semaphore::new(
                 config.websocket.max_connections,
             )),
+            ws_addrs: Arc::default(),
             ws_stop,
             gateway_id,
             answers: Tiers::new(

@@ -16,6 +16,7 @@ pub mod filter;
 mod shards;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -44,8 +45,12 @@ pub struct FeedKey {
 pub enum Out {
     /// A response to a request, ready to send.
     Text(bytes::Bytes),
-    /// A notification: the subscription's id and the `result`.
-    Event { sub: Arc<str>, result: Arc<str> },
+    /// A block's notifications (or a batch of pending hashes) for one subscription: its id
+    /// and each `result`. One queue place per block, however many logs it has.
+    Event {
+        sub: Arc<str>,
+        results: Arc<[Arc<str>]>,
+    },
 }
 
 /// One client subscription, as its feed holds it.
@@ -64,6 +69,8 @@ pub enum SubscribeError {
 
 struct Feed {
     subs: Mutex<shards::Subscribers>,
+    /// Subscriptions on their way in ([`Joining`]); changed under the hub lock.
+    joining: AtomicUsize,
     stop: CancellationToken,
     state: tokio::sync::watch::Sender<State>,
     /// The node serving the feed now (its id).
@@ -112,15 +119,14 @@ impl Hub {
         }
     }
 
-    /// Adds `sub` to the feed for `key`, starting the feed (from nodes ranked for `anchor`,
-    /// the first subscriber's location) if none runs.
-    pub fn subscribe(
+    /// Joins the feed for `key`, starting it (from nodes ranked for `anchor`, the first
+    /// subscriber's location) if none runs. The feed keeps running for the [`Joining`] until it
+    /// is attached (once the client has its subscription id) or dropped.
+    pub fn join(
         self: &Arc<Self>,
         key: FeedKey,
         anchor: Option<Location>,
-        sub: Subscriber,
-    ) -> Result<tokio::sync::watch::Receiver<State>, SubscribeError> {
-        let kind = key.kind;
+    ) -> Result<(Joining, tokio::sync::watch::Receiver<State>), SubscribeError> {
         let mut feeds = self.feeds.lock();
         let feed = match feeds.get(&key) {
             Some(f) => f.clone(),
@@ -130,33 +136,49 @@ impl Hub {
                 }
                 let f = Arc::new(Feed {
                     subs: Mutex::default(),
+                    joining: AtomicUsize::new(0),
                     stop: self.stop.child_token(),
                     state: tokio::sync::watch::Sender::new(State::Starting),
                     node: Mutex::default(),
                 });
                 feeds.insert(key.clone(), f.clone());
                 self.metrics.ws.feeds.inc();
-                tokio::spawn(feed::run(self.clone(), key, f.clone(), anchor));
+                tokio::spawn(feed::run(self.clone(), key.clone(), f.clone(), anchor));
                 f
             }
         };
+        feed.joining.fetch_add(1, Ordering::Relaxed);
+        let state = feed.state.subscribe();
+        Ok((
+            Joining {
+                hub: self.clone(),
+                key,
+                feed: Some(feed),
+            },
+            state,
+        ))
+    }
+
+    /// Adds `sub` to the feed it joined: it gets every block from now on.
+    pub fn attach(&self, mut joining: Joining, sub: Subscriber) {
+        let feed = joining.feed.take().expect("attached once");
+        let _feeds = self.feeds.lock();
         feed.subs.lock().push(sub);
+        feed.joining.fetch_sub(1, Ordering::Relaxed);
         self.metrics
             .ws
             .subscriptions
-            .with_label_values(&[kind.as_str()])
+            .with_label_values(&[joining.key.kind.as_str()])
             .inc();
-        Ok(feed.state.subscribe())
     }
 
     /// Removes subscription `id` from `key`'s feed; the feed stops with its last subscriber.
     pub fn unsubscribe(&self, key: &FeedKey, id: &str) -> bool {
         let mut feeds = self.feeds.lock();
-        let Some(feed) = feeds.get(key) else {
+        let Some(feed) = feeds.get(key).cloned() else {
             return false;
         };
-        let mut subs = feed.subs.lock();
-        let removed = subs.remove(id);
+        let removed = feed.subs.lock().remove(id);
         if removed {
             self.metrics
                 .ws
@@ -164,13 +186,24 @@ impl Hub {
                 .with_label_values(&[key.kind.as_str()])
                 .dec();
         }
-        if subs.is_empty() {
-            drop(subs);
+        self.stop_if_unused(&mut feeds, key, &feed);
+        removed
+    }
+
+    /// Stops and forgets a feed that nobody holds or is joining (hub lock held).
+    fn stop_if_unused(
+        &self,
+        feeds: &mut HashMap<FeedKey, Arc<Feed>>,
+        key: &FeedKey,
+        feed: &Arc<Feed>,
+    ) {
+        let unused = feed.subs.lock().is_empty() && feed.joining.load(Ordering::Relaxed) == 0;
+        let current = feeds.get(key).is_some_and(|f| Arc::ptr_eq(f, feed));
+        if unused && current {
             feed.stop.cancel();
             feeds.remove(key);
             self.metrics.ws.feeds.dec();
         }
-        removed
     }
 
     /// Takes one of `tenant`'s subscriptions, if it has one left (`max` 0: no limit).
@@ -220,6 +253,24 @@ impl Hub {
             }
         }
         s
+    }
+}
+
+/// A subscription on its way into a feed ([`Hub::join`]); dropped unattached, it leaves
+/// (and the feed stops if nobody else holds it).
+pub struct Joining {
+    hub: Arc<Hub>,
+    key: FeedKey,
+    feed: Option<Arc<Feed>>,
+}
+
+impl Drop for Joining {
+    fn drop(&mut self) {
+        if let Some(feed) = self.feed.take() {
+            let mut feeds = self.hub.feeds.lock();
+            feed.joining.fetch_sub(1, Ordering::Relaxed);
+            self.hub.stop_if_unused(&mut feeds, &self.key, &feed);
+        }
     }
 }
 

@@ -8,6 +8,7 @@ use super::{invalid, Check};
 use daemon::config::millis::{self, ms};
 
 pub const DEFAULT_WS_MAX_CONNECTIONS: usize = 20_000;
+pub const DEFAULT_WS_MAX_CONNECTIONS_PER_IP: usize = 256;
 pub const DEFAULT_WS_MAX_SUBSCRIPTIONS: usize = 100;
 pub const DEFAULT_WS_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 /// About a minute of `newHeads` and logs at a busy chain's pace, far more than a reading
@@ -27,6 +28,9 @@ pub struct WebSocketConfig {
     /// Open sockets in all (they do not count against `server.max_connections`).
     #[serde(default = "d_conns")]
     pub max_connections: usize,
+    /// Open sockets per client address (the socket's peer; trusted proxies are exempt).
+    #[serde(default = "d_conns_per_ip")]
+    pub max_connections_per_ip: usize,
     /// `eth_subscribe`s one socket may hold.
     #[serde(default = "d_subs")]
     pub max_subscriptions_per_connection: usize,
@@ -57,6 +61,7 @@ impl Default for WebSocketConfig {
         Self {
             enabled: true,
             max_connections: DEFAULT_WS_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_WS_MAX_CONNECTIONS_PER_IP,
             max_subscriptions_per_connection: DEFAULT_WS_MAX_SUBSCRIPTIONS,
             max_message_bytes: DEFAULT_WS_MAX_MESSAGE_BYTES,
             send_buffer_messages: DEFAULT_WS_SEND_BUFFER,
@@ -73,6 +78,9 @@ fn yes() -> bool {
 }
 fn d_conns() -> usize {
     DEFAULT_WS_MAX_CONNECTIONS
+}
+fn d_conns_per_ip() -> usize {
+    DEFAULT_WS_MAX_CONNECTIONS_PER_IP
 }
 fn d_subs() -> usize {
     DEFAULT_WS_MAX_SUBSCRIPTIONS
@@ -99,6 +107,7 @@ fn d_in_flight() -> usize {
 pub(super) fn check_websocket(w: &WebSocketConfig) -> Check {
     for (key, v) in [
         ("websocket.max_connections", w.max_connections),
+        ("websocket.max_connections_per_ip", w.max_connections_per_ip),
         (
             "websocket.max_subscriptions_per_connection",
             w.max_subscriptions_per_connection,

@@ -186,7 +186,8 @@ async fn route(
             addr: caller_ip,
             location: app.locate(caller_ip),
         };
-        return super::ws::upgrade(app, req, ctx);
+        let capped = !app.trusted.contains(peer.ip());
+        return super::ws::upgrade(app, req, ctx, peer.ip(), capped);
     }
     if req.method() != Method::POST {
         let mut r = text(

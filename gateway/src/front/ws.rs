@@ -40,8 +40,9 @@ use crate::request::Caller;
 use crate::subs::{self, FeedKey, Out, State, Subscriber};
 use crate::tenants::{Tenant, Tenants};
 
-/// How long `eth_subscribe` waits for its feed to be set up on a node before answering.
-const READY_WAIT: Duration = Duration::from_secs(2);
+/// How long `eth_subscribe` waits for its feed to be set up on a node before answering: longer
+/// than a node has to say `Ready` (5 s), so a refusal reaches the call, not a silent feed.
+const READY_WAIT: Duration = Duration::from_secs(6);
 /// How long a closing handshake may take.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// How long a slow client's close frame may wait behind what its socket already holds: a
@@ -77,7 +78,15 @@ pub fn wants_upgrade(req: &Request<Incoming>) -> bool {
 }
 
 /// Answers the upgrade (101) and starts the socket's task once hyper hands it over.
-pub fn upgrade(app: &Arc<App>, mut req: Request<Incoming>, ctx: Ctx) -> Resp {
+/// `peer` is the socket's address; `capped`: it is not a trusted proxy, so the per-address cap
+/// holds.
+pub fn upgrade(
+    app: &Arc<App>,
+    mut req: Request<Incoming>,
+    ctx: Ctx,
+    peer: IpAddr,
+    capped: bool,
+) -> Resp {
     let version_ok = req
         .headers()
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -93,6 +102,20 @@ pub fn upgrade(app: &Arc<App>, mut req: Request<Incoming>, ctx: Ctx) -> Resp {
         );
         return r;
     }
+    let Some(addr_slot) = AddrSlot::take(app, peer, capped) else {
+        app.metrics
+            .rejected
+            .with_label_values(&["ws_connections_per_ip"])
+            .inc();
+        return rpc_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            rpc::LIMIT_EXCEEDED,
+            &format!(
+                "this address holds {} WebSockets already (websocket.max_connections_per_ip)",
+                app.config.websocket.max_connections_per_ip
+            ),
+        );
+    };
     let Ok(permit) = app.ws_permits.clone().try_acquire_owned() else {
         app.metrics
             .rejected
@@ -118,6 +141,7 @@ pub fn upgrade(app: &Arc<App>, mut req: Request<Incoming>, ctx: Ctx) -> Resp {
                     WebSocketStream::from_raw_socket(TokioIo::new(up), Role::Server, Some(cfg))
                         .await;
                 serve(app, ws, ctx, permit).await;
+                drop(addr_slot);
             }
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
@@ -132,6 +156,46 @@ pub fn upgrade(app: &Arc<App>, mut req: Request<Incoming>, ctx: Ctx) -> Resp {
         HeaderValue::from_str(&accept).expect("base64 is a valid header"),
     );
     r
+}
+
+/// One of an address's WebSocket places, given back on drop.
+struct AddrSlot {
+    addrs: Arc<parking_lot::Mutex<HashMap<IpAddr, usize>>>,
+    ip: Option<IpAddr>,
+}
+
+impl AddrSlot {
+    fn take(app: &App, ip: IpAddr, capped: bool) -> Option<Self> {
+        let addrs = app.ws_addrs.clone();
+        if !capped {
+            return Some(Self { addrs, ip: None });
+        }
+        {
+            let mut m = addrs.lock();
+            let n = m.entry(ip).or_default();
+            if *n >= app.config.websocket.max_connections_per_ip {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(Self {
+            addrs,
+            ip: Some(ip),
+        })
+    }
+}
+
+impl Drop for AddrSlot {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        let mut m = self.addrs.lock();
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
 }
 
 fn socket_config(app: &App) -> WebSocketConfig {
@@ -222,32 +286,39 @@ async fn write_loop(
     let stopped = stop.cancelled();
     tokio::pin!(slowed, stopped);
     let close = loop {
-        let msg = tokio::select! {
+        let first = tokio::select! {
             biased;
             _ = &mut slowed => break Some((CloseCode::Policy, "slow consumer: send buffer full")),
             _ = &mut stopped => break Some((CloseCode::Away, "gateway shutting down")),
             r = &mut reader_done => break r.ok().flatten(),
             out = rx.recv() => match out {
-                Some(o) => message(o),
+                Some(o) => Some(o),
                 None => break None,
             },
-            _ = ping.tick() => Message::Ping(Bytes::new()),
+            _ = ping.tick() => None,
         };
         // What else is queued goes out in the same write.
         let write = async {
-            sink.feed(msg).await?;
+            match first {
+                Some(o) => feed_out(&mut sink, o).await?,
+                None => sink.feed(Message::Ping(Bytes::new())).await?,
+            }
             for _ in 0..WRITE_BATCH {
                 match rx.try_recv() {
-                    Ok(o) => sink.feed(message(o)).await?,
+                    Ok(o) => feed_out(&mut sink, o).await?,
                     Err(_) => break,
                 }
             }
             sink.flush().await
         };
-        // A client that stops reading blocks this write: its queue fills and `slow` fires.
+        // A client that stops reading blocks this write: its queue fills and `slow` fires; a
+        // write that has not gone out within the idle timeout counts as slow too (a client
+        // with nothing subscribed that never reads its answers).
         tokio::select! {
             r = write => if r.is_err() { return },
             _ = &mut slowed => {}
+            _ = &mut stopped => {}
+            _ = tokio::time::sleep(cfg.idle_timeout) => mark_slow(&slow, app),
         }
     };
     if let Some((code, reason)) = close {
@@ -264,23 +335,38 @@ async fn write_loop(
     let _ = tokio::time::timeout(CLOSE_WAIT, sink.close()).await;
 }
 
-fn message(o: Out) -> Message {
+/// Feeds one queued item: a response, or each notification of a block.
+async fn feed_out(sink: &mut Sink, o: Out) -> Result<(), tungstenite::Error> {
     match o {
-        Out::Text(body) => match Utf8Bytes::try_from(body) {
-            Ok(t) => Message::Text(t),
-            Err(_) => Message::Text(Utf8Bytes::from_static("")),
+        // JSON is UTF-8; bytes an upstream sent that are not go out as they are, in binary.
+        Out::Text(body) => match Utf8Bytes::try_from(body.clone()) {
+            Ok(t) => sink.feed(Message::Text(t)).await,
+            Err(_) => sink.feed(Message::Binary(body)).await,
         },
-        Out::Event { sub, result } => {
-            let mut s = String::with_capacity(90 + sub.len() + result.len());
-            s.push_str(
-                r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":""#,
-            );
-            s.push_str(&sub);
-            s.push_str(r#"","result":"#);
-            s.push_str(&result);
-            s.push_str("}}");
-            Message::Text(s.into())
+        Out::Event { sub, results } => {
+            for result in results.iter() {
+                sink.feed(notification(&sub, result)).await?;
+            }
+            Ok(())
         }
+    }
+}
+
+fn notification(sub: &str, result: &str) -> Message {
+    let mut s = String::with_capacity(90 + sub.len() + result.len());
+    s.push_str(r#"{"jsonrpc":"2.0","method":"eth_subscription","params":{"subscription":""#);
+    s.push_str(sub);
+    s.push_str(r#"","result":"#);
+    s.push_str(result);
+    s.push_str("}}");
+    Message::Text(s.into())
+}
+
+/// The client let its queue fill (or a write stall): its socket closes with 1008.
+fn mark_slow(slow: &CancellationToken, app: &App) {
+    if !slow.is_cancelled() {
+        slow.cancel();
+        app.metrics.ws.slow_consumers.inc();
     }
 }
 
@@ -335,37 +421,63 @@ impl Conn {
     async fn on_message(&mut self, body: Bytes) {
         if let Some((id, method, params)) = subscription_call(&body) {
             self.count(method_label(&method));
-            let answer = match method.as_str() {
-                "eth_subscribe" => self.subscribe(&params).await,
-                _ => self.unsubscribe(&params),
-            };
-            let mut out = BytesMut::with_capacity(128);
             let id = id.unwrap_or_else(|| Bytes::from_static(b"null"));
-            jsonrpc::write_response(
-                &mut out,
-                &id,
-                answer.as_ref().map(|b| &b[..]).map_err(|b| &b[..]),
-            );
-            let _ = self.tx.send(Out::Text(out.freeze())).await;
+            match method.as_str() {
+                "eth_subscribe" => self.subscribe(&id, &params).await,
+                _ => {
+                    let answer = self.unsubscribe(&params);
+                    self.respond(&id, answer);
+                }
+            }
             return;
         }
         self.count("request");
-        // At most this many requests at once; the socket is not read meanwhile.
+        // At most this many requests at once, answers queued included; the socket is not read
+        // meanwhile.
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
         let (app, ctx, tx) = (self.app.clone(), self.ctx.clone(), self.tx.clone());
         tokio::spawn(async move {
             let body = request(&app, &ctx, body).await;
-            drop(permit);
             if !body.is_empty() {
                 let _ = tx.send(Out::Text(body)).await;
             }
+            drop(permit);
         });
     }
 
-    /// `eth_subscribe`: the subscription id once its feed is set up, or an error.
-    async fn subscribe(&mut self, params: &[u8]) -> Result<Bytes, Bytes> {
+    /// Queues an answer; a full queue means the client does not read (closed with 1008).
+    fn respond(&self, id: &[u8], answer: Result<Bytes, Bytes>) {
+        let mut out = BytesMut::with_capacity(128);
+        let answer = answer.as_ref().map(|b| &b[..]).map_err(|b| &b[..]);
+        jsonrpc::write_response(&mut out, id, answer);
+        if self.tx.try_send(Out::Text(out.freeze())).is_err() {
+            mark_slow(&self.slow, &self.app);
+        }
+    }
+
+    /// `eth_subscribe`: the subscription id once its feed is set up on a node, then the
+    /// feed's blocks; or an error. The answer is queued before the subscription joins the
+    /// feed, so no notification comes before the client knows its id.
+    async fn subscribe(&mut self, id: &[u8], params: &[u8]) {
+        let (joining, key) = match self.open(params).await {
+            Ok(opened) => opened,
+            Err(e) => return self.respond(id, Err(e)),
+        };
+        let sub_id = subs::new_id();
+        self.respond(id, Ok(Bytes::from(format!("\"{sub_id}\""))));
+        let sub = Subscriber {
+            id: sub_id.clone(),
+            tx: self.tx.clone(),
+            slow: self.slow.clone(),
+        };
+        self.app.subs.attach(joining, sub);
+        self.subs.insert(sub_id, key);
+    }
+
+    /// Checks and limits, then joins the feed and waits (bounded) until it is set up.
+    async fn open(&mut self, params: &[u8]) -> Result<(subs::Joining, FeedKey), Bytes> {
         if let Some(refusal) = self.refused("eth_subscribe") {
             return Err(refusal);
         }
@@ -382,24 +494,14 @@ impl Conn {
             filter,
             rule: rule.map(|(i, _)| i),
         };
-        let id = subs::new_id();
-        let sub = Subscriber {
-            id: id.clone(),
-            tx: self.tx.clone(),
-            slow: self.slow.clone(),
-        };
         let app = self.app.clone();
-        let mut state = match app
-            .subs
-            .subscribe(key.clone(), self.ctx.location.clone(), sub)
-        {
-            Ok(state) => state,
+        let (joining, mut state) = match app.subs.join(key.clone(), self.ctx.location.clone()) {
+            Ok(joined) => joined,
             Err(e) => {
                 self.give_place_back();
                 return Err(rpc::error_object(rpc::LIMIT_EXCEEDED, e.to_string()));
             }
         };
-        self.subs.insert(id.clone(), key);
         let _ = tokio::time::timeout(READY_WAIT, state.wait_for(|s| *s != State::Starting)).await;
         let refused = match &*state.borrow() {
             State::Refused(why) => Some(why.clone()),
@@ -407,14 +509,15 @@ impl Conn {
         };
         match refused {
             Some(why) => {
-                self.drop_sub(&id);
+                drop(joining);
+                self.give_place_back();
                 let code = match kind {
                     SubKind::NewPendingTransactions => rpc::METHOD_NOT_FOUND,
                     _ => rpc::INTERNAL_ERROR,
                 };
                 Err(rpc::error_object(code, why))
             }
-            None => Ok(Bytes::from(format!("\"{id}\""))),
+            None => Ok((joining, key)),
         }
     }
 

@@ -58,17 +58,25 @@ pub(super) async fn run(hub: Arc<Hub>, key: FeedKey, feed: Arc<Feed>, anchor: Op
             .into_iter()
             .find(|n| !refusals.iter().any(|(id, _)| id == &n.id));
         let Some(node) = next else {
-            if let Some((_, why)) = refusals.last().filter(|_| !ranked.is_empty()) {
-                // Every node refused: the subscribe call gets the error.
+            let never_ready = *feed.state.borrow() == State::Starting;
+            if let Some((_, why)) = refusals
+                .last()
+                .filter(|_| !ranked.is_empty() && never_ready)
+            {
+                // Every node refused a new feed: the subscribe calls get the error.
                 let why = format!("no edge node can serve {}: {why}", key.kind.as_str());
                 feed.state.send_replace(State::Refused(why));
                 return;
             }
+            // No node now (or every node refused a feed that has subscribers: it may be a
+            // passing state, such as an upstream socket being redialled): ask again soon.
+            refusals.clear();
             tokio::select! {
                 _ = feed.stop.cancelled() => break,
                 _ = tokio::time::sleep(NO_NODE_WAIT) => continue,
             }
         };
+        let started = tokio::time::Instant::now();
         let left = follow(&hub, &key, &feed, &node, &mut delivered).await;
         *feed.node.lock() = None;
         match left {
@@ -78,6 +86,13 @@ pub(super) async fn run(hub: Arc<Hub>, key: FeedKey, feed: Arc<Feed>, anchor: Op
                 tracing::info!(node = %node.id, chain_id = key.chain_id, kind = key.kind.as_str(), reason, "subscription feed moves to another node");
                 last = Some(node.id.clone());
                 refusals.clear();
+                // A node failing at once again and again is not asked in a tight loop.
+                if started.elapsed() < NO_NODE_WAIT {
+                    tokio::select! {
+                        _ = feed.stop.cancelled() => break,
+                        _ = tokio::time::sleep(NO_NODE_WAIT) => {}
+                    }
+                }
             }
             Left::Refused(why) => {
                 hub.metrics
@@ -137,8 +152,8 @@ async fn follow(
             *feed.node.lock() = Some(node.id.clone());
         }
         Ok(Some(SubEvent::Refused { reason })) => return Left::Refused(reason),
-        // An older node, which does not know subscription streams, resets it.
-        Ok(None) => return Left::Refused("the node does not serve subscriptions".into()),
+        // Reset or ended before `Ready`: a busy node, a dropped connection, or an older node
+        // that does not know subscription streams. Not a refusal: another try may succeed.
         _ => return Left::Move("stream_ended"),
     }
     let mut look = tokio::time::interval(HEALTH_LOOK);
@@ -272,13 +287,13 @@ async fn fan_out(hub: &Hub, key: &FeedKey, feed: &Feed, results: &[Arc<str>]) {
     let shards = feed.subs.lock().shards();
     let sent = match &shards[..] {
         [] => 0,
-        [one] => send_shard(one, results, &hub.metrics),
+        [one] => send_shard(one, &results.iter().cloned().collect(), &hub.metrics),
         many => {
             let tasks: Vec<_> = many
                 .iter()
                 .map(|shard| {
                     let (shard, metrics) = (shard.clone(), hub.metrics.clone());
-                    let local: Vec<Arc<str>> = results.iter().map(|r| Arc::from(&**r)).collect();
+                    let local: Arc<[Arc<str>]> = results.iter().map(|r| Arc::from(&**r)).collect();
                     tokio::spawn(async move { send_shard(&shard, &local, &metrics) })
                 })
                 .collect();
@@ -296,26 +311,24 @@ async fn fan_out(hub: &Hub, key: &FeedKey, feed: &Feed, results: &[Arc<str>]) {
         .inc_by(sent);
 }
 
-/// One shard's sends; how many were queued.
-fn send_shard(shard: &Shard, results: &[Arc<str>], metrics: &Metrics) -> u64 {
+/// One shard's sends (one queue place per subscriber); how many notifications were queued.
+fn send_shard(shard: &Shard, results: &Arc<[Arc<str>]>, metrics: &Metrics) -> u64 {
     let subs = shard.lock();
     let mut sent = 0u64;
     for s in subs.iter() {
-        for r in results {
-            match s.tx.try_send(Out::Event {
-                sub: s.id.clone(),
-                result: r.clone(),
-            }) {
-                Ok(()) => sent += 1,
-                Err(TrySendError::Full(_)) => {
-                    if !s.slow.is_cancelled() {
-                        s.slow.cancel();
-                        metrics.ws.slow_consumers.inc();
-                    }
-                    break;
+        let event = Out::Event {
+            sub: s.id.clone(),
+            results: results.clone(),
+        };
+        match s.tx.try_send(event) {
+            Ok(()) => sent += results.len() as u64,
+            Err(TrySendError::Full(_)) => {
+                if !s.slow.is_cancelled() {
+                    s.slow.cancel();
+                    metrics.ws.slow_consumers.inc();
                 }
-                Err(TrySendError::Closed(_)) => break,
             }
+            Err(TrySendError::Closed(_)) => {}
         }
     }
     sent

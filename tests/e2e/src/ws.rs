@@ -15,23 +15,33 @@ pub struct WsClient {
     next_id: u64,
     /// Notifications read while waiting for a response.
     pending: VecDeque<Value>,
+    /// The subscription ids this client was given.
+    ids: Vec<String>,
 }
 
 impl WsClient {
     /// Connects to `url` (`ws://…`), or panics after 5 s.
     pub async fn connect(url: &str) -> Self {
+        Self::try_connect(url)
+            .await
+            .unwrap_or_else(|e| panic!("WebSocket connect to {url}: {e}"))
+    }
+
+    /// Connects to `url`, or says why not (the HTTP status of a refused upgrade, say).
+    pub async fn try_connect(url: &str) -> Result<Self, String> {
         let (ws, _) = tokio::time::timeout(
             Duration::from_secs(5),
             tokio_tungstenite::connect_async(url),
         )
         .await
-        .expect("WebSocket connect timed out")
-        .unwrap_or_else(|e| panic!("WebSocket connect to {url}: {e}"));
-        Self {
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        Ok(Self {
             ws,
             next_id: 1,
             pending: VecDeque::new(),
-        }
+            ids: Vec::new(),
+        })
     }
 
     /// Connects with a small receive buffer (`bytes`), so that a test that stops reading
@@ -49,6 +59,7 @@ impl WsClient {
             ws,
             next_id: 1,
             pending: VecDeque::new(),
+            ids: Vec::new(),
         }
     }
 
@@ -81,22 +92,39 @@ impl WsClient {
             .expect("send");
     }
 
-    /// `eth_subscribe`; panics unless it answers an id.
+    /// `eth_subscribe`; panics unless it answers an id, or if a notification for that id came
+    /// before the answer (geth never does that; clients drop them).
     pub async fn subscribe(&mut self, params: Value) -> String {
         let r = self.call("eth_subscribe", params).await;
-        r["result"]
+        let id = r["result"]
             .as_str()
             .unwrap_or_else(|| panic!("eth_subscribe failed: {r}"))
-            .to_string()
+            .to_string();
+        let early = self
+            .pending
+            .iter()
+            .any(|n| n["params"]["subscription"] == id.as_str());
+        assert!(
+            !early,
+            "a notification for {id} came before its eth_subscribe answer"
+        );
+        self.ids.push(id.clone());
+        id
     }
 
     /// The next subscription notification's `params` (`subscription`, `result`), within
-    /// `limit`.
+    /// `limit`; panics on anything but an `eth_subscription` for one of this client's ids.
     pub async fn notification(&mut self, limit: Duration) -> Option<Value> {
-        if let Some(v) = self.pending.pop_front() {
-            return Some(v["params"].clone());
-        }
-        let v = self.read(limit).await?;
+        let v = match self.pending.pop_front() {
+            Some(v) => v,
+            None => self.read(limit).await?,
+        };
+        assert_eq!(v["method"], "eth_subscription", "not a notification: {v}");
+        let sub = v["params"]["subscription"].as_str().unwrap_or_default();
+        assert!(
+            self.ids.iter().any(|i| i == sub),
+            "a notification for an unknown subscription: {v}"
+        );
         Some(v["params"].clone())
     }
 
