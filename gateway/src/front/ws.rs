@@ -477,7 +477,7 @@ impl Conn {
     }
 
     /// Checks and limits, then joins the feed and waits (bounded) until it is set up.
-    async fn open(&mut self, params: &[u8]) -> Result<(subs::Joining, FeedKey), Bytes> {
+    async fn open(&self, params: &[u8]) -> Result<(subs::Joining, FeedKey), Bytes> {
         if let Some(refusal) = self.refused("eth_subscribe") {
             return Err(refusal);
         }
