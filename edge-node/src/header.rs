@@ -15,6 +15,8 @@ pub struct Header {
     pub parent_hash: B256,
     pub state_root: B256,
     pub timestamp: u64,
+    /// The logs bloom is all zeros: the block has no logs.
+    pub no_logs: bool,
     /// The header as `newHeads` sends it: the hashed fields only (re-serialised from what was
     /// verified, so nothing unverified passes through) and `hash`, as geth names them.
     pub rpc: Bytes,
@@ -55,6 +57,7 @@ pub fn verify(raw: &[u8]) -> Result<Header, HeaderError> {
         parent_hash: h.parent_hash,
         state_root: h.state_root,
         timestamp: h.timestamp,
+        no_logs: h.logs_bloom.is_zero(),
         rpc: rpc_form(&h, &computed),
     })
 }

@@ -75,14 +75,17 @@ impl BlockLogs {
         }
     }
 
-    async fn get(&self, chain: &Chain, block: B256) -> Result<Arc<Vec<Log>>, Arc<String>> {
+    async fn get(&self, chain: &Chain, block: &Header) -> Result<Arc<Vec<Log>>, Arc<String>> {
         self.cache
-            .try_get_with(block, fetch_logs(chain, block))
+            .try_get_with(block.hash, fetch_logs(chain, block.hash, block.no_logs))
             .await
     }
 }
 
-async fn fetch_logs(chain: &Chain, block: B256) -> Result<Arc<Vec<Log>>, String> {
+/// `no_logs`: the verified header's bloom says the block has none. An upstream answering none
+/// for a block whose bloom says otherwise (one that has not seen the block yet) is asked again,
+/// so an empty answer is never kept for every filter.
+async fn fetch_logs(chain: &Chain, block: B256, no_logs: bool) -> Result<Arc<Vec<Log>>, String> {
     let params = format!("[{{\"blockHash\":\"{block:#x}\"}}]");
     let mut last = String::new();
     for attempt in 0..LOG_ATTEMPTS {
@@ -94,7 +97,12 @@ async fn fetch_logs(chain: &Chain, block: B256) -> Result<Arc<Vec<Log>>, String>
             .call("eth_getLogs", params.as_bytes(), Duration::from_secs(5))
             .await;
         match answer {
-            Ok(Answer::Result(body)) => return parse_logs(&body, block).map(Arc::new),
+            Ok(Answer::Result(body)) => match parse_logs(&body, block) {
+                Ok(logs) if logs.is_empty() && !no_logs => {
+                    last = "no logs, though the block's bloom says it has some".into();
+                }
+                other => return other.map(Arc::new),
+            },
             Ok(Answer::Error(e)) => last = String::from_utf8_lossy(&e).into_owned(),
             Err(e) => last = e.to_string(),
         }
@@ -251,7 +259,7 @@ async fn follow(
                 SubKind::Logs => {
                     let logs = chain
                         .block_logs
-                        .get(chain, h.hash)
+                        .get(chain, &h)
                         .await
                         .map_err(|e| SubError::Logs(h.hash, e.to_string()))?;
                     matching(&logs, &filter)

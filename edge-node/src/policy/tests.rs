@@ -41,6 +41,7 @@ fn chain() -> Chain {
             parent_hash: if n == 0 { B256::ZERO } else { h(n - 1) },
             state_root: B256::ZERO,
             timestamp: 1000 + n,
+            no_logs: true,
             rpc: Bytes::new(),
         })
         .collect();

@@ -28,6 +28,7 @@ pub(crate) fn segment(lo: u64, hi: u64, fork: u8, base: u8) -> Vec<Header> {
             },
             state_root: B256::ZERO,
             timestamp: 1_000 + 12 * n,
+            no_logs: true,
             rpc: bytes::Bytes::new(),
         })
         .collect()
