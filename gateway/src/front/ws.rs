@@ -102,35 +102,10 @@ pub fn upgrade(
         );
         return r;
     }
-    let Some(addr_slot) = AddrSlot::take(app, peer, capped) else {
-        app.metrics
-            .rejected
-            .with_label_values(&["ws_connections_per_ip"])
-            .inc();
-        return rpc_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            rpc::LIMIT_EXCEEDED,
-            &format!(
-                "this address holds {} WebSockets already (websocket.max_connections_per_ip)",
-                app.config.websocket.max_connections_per_ip
-            ),
-        );
+    let (addr_slot, permit) = match places(app, peer, capped) {
+        Ok(held) => held,
+        Err(refused) => return *refused,
     };
-    let Ok(permit) = app.ws_permits.clone().try_acquire_owned() else {
-        app.metrics
-            .rejected
-            .with_label_values(&["ws_connections"])
-            .inc();
-        return rpc_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            rpc::LIMIT_EXCEEDED,
-            &format!(
-                "this gateway holds {} WebSockets already (websocket.max_connections)",
-                app.config.websocket.max_connections
-            ),
-        );
-    };
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let on = hyper::upgrade::on(&mut req);
     let app = app.clone();
     tokio::spawn(async move {
@@ -146,6 +121,7 @@ pub fn upgrade(
             Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
         }
     });
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let mut r = text(StatusCode::SWITCHING_PROTOCOLS, "");
     let h = r.headers_mut();
     h.remove(header::CONTENT_TYPE);
@@ -156,6 +132,41 @@ pub fn upgrade(
         HeaderValue::from_str(&accept).expect("base64 is a valid header"),
     );
     r
+}
+
+/// A place for one more socket: the address's (429 when it holds its share) and the
+/// gateway's (503 when full).
+fn places(
+    app: &App,
+    peer: IpAddr,
+    capped: bool,
+) -> Result<(AddrSlot, OwnedSemaphorePermit), Box<Resp>> {
+    let refuse = |reason: &str, status, message: String| {
+        app.metrics.rejected.with_label_values(&[reason]).inc();
+        Box::new(rpc_error(status, rpc::LIMIT_EXCEEDED, &message))
+    };
+    let ws = &app.config.websocket;
+    let Some(slot) = AddrSlot::take(app, peer, capped) else {
+        return Err(refuse(
+            "ws_connections_per_ip",
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "this address holds {} WebSockets already (websocket.max_connections_per_ip)",
+                ws.max_connections_per_ip
+            ),
+        ));
+    };
+    let Ok(permit) = app.ws_permits.clone().try_acquire_owned() else {
+        return Err(refuse(
+            "ws_connections",
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "this gateway holds {} WebSockets already (websocket.max_connections)",
+                ws.max_connections
+            ),
+        ));
+    };
+    Ok((slot, permit))
 }
 
 /// One of an address's WebSocket places, given back on drop.
