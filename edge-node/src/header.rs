@@ -62,6 +62,33 @@ pub fn verify(raw: &[u8]) -> Result<Header, HeaderError> {
     })
 }
 
+/// The fields of geth's `newHeads` header (`RPCMarshalHeader`, through Prague): what
+/// [`Header::rpc`] holds, fork fields when the block has them.
+pub const NEW_HEADS_FIELDS: [&str; 22] = [
+    "hash",
+    "parentHash",
+    "sha3Uncles",
+    "miner",
+    "stateRoot",
+    "transactionsRoot",
+    "receiptsRoot",
+    "logsBloom",
+    "difficulty",
+    "number",
+    "gasLimit",
+    "gasUsed",
+    "timestamp",
+    "extraData",
+    "mixHash",
+    "nonce",
+    "baseFeePerGas",
+    "withdrawalsRoot",
+    "blobGasUsed",
+    "excessBlobGas",
+    "parentBeaconBlockRoot",
+    "requestsHash",
+];
+
 /// `{"hash":…,` then the consensus header's own serde form (camelCase, quantities in hex,
 /// `sha3Uncles`, `miner`; fork fields only when present).
 fn rpc_form(h: &ConsensusHeader, hash: &B256) -> Bytes {
@@ -90,30 +117,7 @@ mod tests {
         // The newHeads form: the hashed fields as the upstream named them, and the hash.
         let rpc: serde_json::Value = serde_json::from_slice(&h.rpc).unwrap();
         let full: serde_json::Value = serde_json::from_str(ANVIL_GENESIS).unwrap();
-        for key in [
-            "hash",
-            "parentHash",
-            "sha3Uncles",
-            "miner",
-            "stateRoot",
-            "transactionsRoot",
-            "receiptsRoot",
-            "logsBloom",
-            "difficulty",
-            "number",
-            "gasLimit",
-            "gasUsed",
-            "timestamp",
-            "extraData",
-            "mixHash",
-            "nonce",
-            "baseFeePerGas",
-            "withdrawalsRoot",
-            "blobGasUsed",
-            "excessBlobGas",
-            "parentBeaconBlockRoot",
-            "requestsHash",
-        ] {
+        for key in NEW_HEADS_FIELDS {
             assert_eq!(rpc[key], full[key], "{key}");
         }
         assert!(rpc.get("transactions").is_none() && rpc.get("size").is_none());

@@ -26,6 +26,24 @@ pub trait Intercept: Send + Sync + 'static {
 }
 
 /// Starts a proxy to `upstream` on a free loopback port; returns its URL.
+/// A plain HTTP client for test servers that pass requests on.
+pub type PassClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// POSTs a JSON-RPC body to `url` and returns the answer's body.
+pub async fn forward(client: &PassClient, url: http::Uri, body: Bytes) -> std::io::Result<Bytes> {
+    let fwd = http::Request::post(url)
+        .header("content-type", "application/json")
+        .body(Full::new(body))
+        .unwrap();
+    let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
+    Ok(resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes())
+}
+
 pub async fn start_proxy(upstream: &str, hook: Arc<dyn Intercept>) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -51,17 +69,7 @@ pub async fn start_proxy(upstream: &str, hook: Arc<dyn Intercept>) -> String {
                             *r.status_mut() = status;
                             return Ok(r);
                         }
-                        let fwd = http::Request::post(upstream)
-                            .header("content-type", "application/json")
-                            .body(Full::new(body))
-                            .unwrap();
-                        let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
-                        let bytes = resp
-                            .into_body()
-                            .collect()
-                            .await
-                            .map_err(std::io::Error::other)?
-                            .to_bytes();
+                        let bytes = forward(&client, upstream, body).await?;
                         let out = hook.after(&method, &v["params"], bytes);
                         Ok::<_, std::io::Error>(http::Response::new(Full::new(out)))
                     }

@@ -7,32 +7,6 @@ use serde_json::{json, Value};
 
 use e2e::*;
 
-/// The fields of geth's `newHeads` header (`RPCMarshalHeader`, through Prague).
-const GETH_HEADER_FIELDS: [&str; 22] = [
-    "hash",
-    "parentHash",
-    "sha3Uncles",
-    "miner",
-    "stateRoot",
-    "transactionsRoot",
-    "receiptsRoot",
-    "logsBloom",
-    "difficulty",
-    "number",
-    "gasLimit",
-    "gasUsed",
-    "timestamp",
-    "extraData",
-    "mixHash",
-    "nonce",
-    "baseFeePerGas",
-    "withdrawalsRoot",
-    "blobGasUsed",
-    "excessBlobGas",
-    "parentBeaconBlockRoot",
-    "requestsHash",
-];
-
 fn number(v: &Value) -> u64 {
     u64::from_str_radix(v["number"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap()
 }
@@ -79,7 +53,7 @@ async fn new_heads_match_anvils_own_subscription() {
             assert_eq!(&t[k], v, "field {k} of block {}", number(o));
         }
         // And every header field geth sends that anvil sends is there.
-        for k in GETH_HEADER_FIELDS {
+        for k in edge_node::header::NEW_HEADS_FIELDS {
             if t.get(k).is_some() {
                 assert!(
                     o.get(k).is_some(),

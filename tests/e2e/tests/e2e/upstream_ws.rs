@@ -31,6 +31,40 @@ async fn node(gw: &gateway::Gateway, upstream: &str) -> edge_node::EdgeNode {
         .unwrap()
 }
 
+/// anvil behind the counting relay, a gateway, and a node following anvil through the relay's
+/// socket (and polling at most every 10 s).
+struct Relayed {
+    anvil: Anvil,
+    relay: WsRelay,
+    gw: gateway::Gateway,
+    node: edge_node::EdgeNode,
+    chain: std::sync::Arc<edge_node::Chain>,
+}
+
+async fn relayed(anvil_args: &[&str]) -> Relayed {
+    let anvil = Anvil::start(anvil_args).await;
+    let relay = WsRelay::start(&anvil.url).await;
+    let gw = start_gateway("").await;
+    let node = node(&gw, &relay.ws_url).await;
+    let chain = chain_of(&node).clone();
+    wait_followed(&chain).await;
+    Relayed {
+        anvil,
+        relay,
+        gw,
+        node,
+        chain,
+    }
+}
+
+/// Waits (at most 10 s) until the chain's head is followed over its upstream socket.
+async fn wait_followed(chain: &edge_node::Chain) {
+    wait_until("socket followed", Duration::from_secs(10), || {
+        chain.followed()
+    })
+    .await;
+}
+
 async fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !ok() {
@@ -71,10 +105,7 @@ async fn new_heads_wake_the_node_long_before_its_poll() {
     let ws = anvil.url.replacen("http://", "ws://", 1);
     let node = node(&gw, &ws).await;
     let chain = chain_of(&node).clone();
-    wait_until("socket followed", Duration::from_secs(10), || {
-        chain.followed()
-    })
-    .await;
+    wait_followed(&chain).await;
     wait_until("first head", Duration::from_secs(10), || {
         chain.head().is_some()
     })
@@ -103,16 +134,14 @@ async fn new_heads_wake_the_node_long_before_its_poll() {
 
 #[tokio::test]
 async fn a_dropped_socket_falls_back_to_polling_and_resubscribes_once() {
-    let anvil = Anvil::start(&[]).await;
-    let relay = WsRelay::start(&anvil.url).await;
-    let gw = start_gateway("").await;
-    let node = node(&gw, &relay.ws_url).await;
-    let chain = chain_of(&node).clone();
+    let Relayed {
+        anvil,
+        relay,
+        gw: _gw,
+        node,
+        chain,
+    } = relayed(&[]).await;
     let http = Http::default();
-    wait_until("socket followed", Duration::from_secs(10), || {
-        chain.followed()
-    })
-    .await;
     assert_eq!(relay.heads_subscriptions(), 1);
     // Two blocks over the socket, 1 s apart in their timestamps, so the node learns a block
     // time (anvil would give blocks mined within one second the same timestamp).
@@ -183,16 +212,14 @@ async fn a_dropped_socket_falls_back_to_polling_and_resubscribes_once() {
 #[tokio::test]
 async fn pending_transactions_flow_while_someone_listens() {
     // No mining: a sent transaction stays pending.
-    let anvil = Anvil::start(&["--no-mining"]).await;
-    let relay = WsRelay::start(&anvil.url).await;
-    let gw = start_gateway("").await;
-    let node = node(&gw, &relay.ws_url).await;
-    let chain = chain_of(&node).clone();
+    let Relayed {
+        anvil,
+        relay,
+        gw,
+        node,
+        chain,
+    } = relayed(&["--no-mining"]).await;
     let http = Http::default();
-    wait_until("socket followed", Duration::from_secs(10), || {
-        chain.followed()
-    })
-    .await;
     assert_eq!(relay.pending_subscriptions(), 0, "nobody listens yet");
 
     let mut rx = chain.pending_transactions().expect("a ws upstream");

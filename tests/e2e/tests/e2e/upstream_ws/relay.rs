@@ -170,17 +170,7 @@ async fn handle(
             .await
             .map_err(std::io::Error::other)?
             .to_bytes();
-        let fwd = http::Request::post(st.anvil_http.clone())
-            .header("content-type", "application/json")
-            .body(Full::new(body))
-            .unwrap();
-        let resp = client.request(fwd).await.map_err(std::io::Error::other)?;
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(std::io::Error::other)?
-            .to_bytes();
+        let bytes = e2e::forward(&client, st.anvil_http.clone(), body).await?;
         return Ok(http::Response::new(Full::new(bytes)));
     }
     if st.down.load(Ordering::SeqCst) {
