@@ -6,7 +6,8 @@
 //! - [`admin`]: the admin listener's accept loop and its plain responses;
 //! - [`metrics`]: the Prometheus text exposition;
 //! - [`shutdown`]: waiting for SIGINT or SIGTERM;
-//! - [`weigh`]: what a cache entry costs, so byte bounds are memory bounds.
+//! - [`weigh`]: what a cache entry costs, so byte bounds are memory bounds;
+//! - [`unix_ms`]: wall-clock time as both sides stamp what the other reads.
 
 pub mod admin;
 pub mod config;
@@ -15,3 +16,11 @@ pub mod loglimit;
 pub mod metrics;
 pub mod shutdown;
 pub mod weigh;
+
+/// Wall-clock Unix milliseconds (0 if the clock is before 1970): what one process stamps and
+/// another reads (status times, Redis entries, a published block's time).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -23,7 +23,7 @@ mod track;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use alloy_primitives::B256;
 use parking_lot::Mutex;
@@ -441,10 +441,4 @@ impl Chain {
     }
 }
 
-/// Wall-clock Unix milliseconds (0 if the clock is before 1970).
-pub fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use daemon::unix_ms;

@@ -133,22 +133,7 @@ impl EdgeNode {
         });
         let stop = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        for chain in shared.service.chains.values() {
-            tasks.spawn(chain.clone().track(
-                shared.metrics.clone(),
-                shared.service.cache.clone(),
-                stop.child_token(),
-            ));
-            // Upstreams configured as ws(s):// are also followed over their socket.
-            for (index, url) in chain.sockets() {
-                tasks.spawn(chain.clone().follow(
-                    *index,
-                    url.clone(),
-                    shared.metrics.clone(),
-                    stop.child_token(),
-                ));
-            }
-        }
+        spawn_chain_tasks(&mut tasks, &shared, &stop);
         let admin_addr = match shared.config.admin_listen {
             Some(addr) => {
                 let listener = tokio::net::TcpListener::bind(addr)
@@ -219,6 +204,25 @@ impl EdgeNode {
 }
 
 /// One [`Chain`] per configured chain, each with its own upstreams and limits.
+/// Per chain: its head tracker, and a follower for each upstream configured as `ws(s)://`.
+fn spawn_chain_tasks(tasks: &mut JoinSet<()>, shared: &Shared, stop: &CancellationToken) {
+    for chain in shared.service.chains.values() {
+        tasks.spawn(chain.clone().track(
+            shared.metrics.clone(),
+            shared.service.cache.clone(),
+            stop.child_token(),
+        ));
+        for (index, url) in chain.sockets() {
+            tasks.spawn(chain.clone().follow(
+                *index,
+                url.clone(),
+                shared.metrics.clone(),
+                stop.child_token(),
+            ));
+        }
+    }
+}
+
 fn build_chains(config: &Config, metrics: &Arc<Metrics>) -> HashMap<u64, Arc<Chain>> {
     let mut chains = HashMap::new();
     for c in &config.chains {

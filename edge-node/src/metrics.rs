@@ -47,14 +47,8 @@ pub struct Metrics {
     pub header_verification_failures: IntCounter,
     pub build_info: IntGaugeVec,
     pub head_delay: HistogramVec,
-    /// Open subscription streams by kind (`newHeads`, `logs`, ...), from every gateway.
-    pub subscriptions: IntGaugeVec,
-    pub subscription_events: IntCounterVec,
-    /// Per chain and WebSocket upstream (its `host:port` label): 1 while its `newHeads`
-    /// subscription is live.
-    pub upstream_ws_connected: IntGaugeVec,
-    pub upstream_ws_heads: IntCounterVec,
-    pub upstream_ws_reconnects: IntCounterVec,
+    /// WebSockets: subscription streams to gateways, and upstream sockets.
+    pub sockets: Sockets,
 }
 
 impl Metrics {
@@ -144,6 +138,62 @@ impl Metrics {
                 HEAD_DELAY_BUCKETS,
                 &["chain_id"],
             ),
+            sockets: Sockets::new(&f),
+            registry,
+        };
+        for cause in EVICTION_CAUSES {
+            m.cache_evictions.with_label_values(&[cause]);
+        }
+        for outcome in PROOF_OUTCOMES {
+            m.proof_verifications.with_label_values(&[outcome]);
+        }
+        m
+    }
+
+    /// Creates the per-chain series at zero for a configured chain.
+    pub fn init_chain(&self, chain_id: u64) {
+        let id = chain_id.to_string();
+        self.reorgs.with_label_values(&[&id]);
+        self.reorg_depth.with_label_values(&[&id]);
+    }
+
+    /// Creates the series of a WebSocket upstream (`label` as in `upstream_requests_total`) at
+    /// zero.
+    pub fn init_socket(&self, chain_id: u64, label: &str) {
+        let id = chain_id.to_string();
+        let w = &self.sockets;
+        w.upstream_ws_connected.with_label_values(&[&id, label]);
+        w.upstream_ws_heads.with_label_values(&[&id]);
+        w.upstream_ws_reconnects.with_label_values(&[&id]);
+    }
+
+    pub fn render(&self) -> String {
+        daemon::metrics::render(&self.registry)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The WebSocket families: subscription streams open from gateways (one per feed a gateway
+/// follows here) and the events sent on them; upstream sockets followed for heads.
+pub struct Sockets {
+    /// Open subscription streams by kind (`newHeads`, `logs`, ...), from every gateway.
+    pub subscriptions: IntGaugeVec,
+    pub subscription_events: IntCounterVec,
+    /// Per chain and WebSocket upstream (its `host:port` label): 1 while its `newHeads`
+    /// subscription is live.
+    pub upstream_ws_connected: IntGaugeVec,
+    pub upstream_ws_heads: IntCounterVec,
+    pub upstream_ws_reconnects: IntCounterVec,
+}
+
+impl Sockets {
+    fn new(f: &Families<'_>) -> Self {
+        Self {
             subscriptions: f.gauge_vec(
                 "subscriptions",
                 "Subscription streams open from gateways, by kind (one per chain and filter a gateway fans out).",
@@ -169,40 +219,6 @@ impl Metrics {
                 "Attempts to connect an upstream WebSocket again after it dropped or could not be reached.",
                 &["chain_id"],
             ),
-            registry,
-        };
-        for cause in EVICTION_CAUSES {
-            m.cache_evictions.with_label_values(&[cause]);
         }
-        for outcome in PROOF_OUTCOMES {
-            m.proof_verifications.with_label_values(&[outcome]);
-        }
-        m
-    }
-
-    /// Creates the per-chain series at zero for a configured chain.
-    pub fn init_chain(&self, chain_id: u64) {
-        let id = chain_id.to_string();
-        self.reorgs.with_label_values(&[&id]);
-        self.reorg_depth.with_label_values(&[&id]);
-    }
-
-    /// Creates the series of a WebSocket upstream (`label` as in `upstream_requests_total`) at
-    /// zero.
-    pub fn init_socket(&self, chain_id: u64, label: &str) {
-        let id = chain_id.to_string();
-        self.upstream_ws_connected.with_label_values(&[&id, label]);
-        self.upstream_ws_heads.with_label_values(&[&id]);
-        self.upstream_ws_reconnects.with_label_values(&[&id]);
-    }
-
-    pub fn render(&self) -> String {
-        daemon::metrics::render(&self.registry)
-    }
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
     }
 }

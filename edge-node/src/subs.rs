@@ -163,6 +163,7 @@ pub async fn serve(shared: &Shared, mut send: quinn::SendStream, sub: Subscribe)
     };
     let gauge = shared
         .metrics
+        .sockets
         .subscriptions
         .with_label_values(&[kind.as_str()]);
     gauge.inc();
@@ -200,6 +201,7 @@ async fn pending(
     send.write_all(&event(&SubEvent::Ready)).await?;
     let events = shared
         .metrics
+        .sockets
         .subscription_events
         .with_label_values(&[SubKind::NewPendingTransactions.as_str()]);
     loop {
@@ -249,6 +251,7 @@ async fn follow(
     send.write_all(&event(&SubEvent::Ready)).await?;
     let events = shared
         .metrics
+        .sockets
         .subscription_events
         .with_label_values(&[sub.kind.as_str()]);
     loop {

@@ -20,8 +20,4 @@ pub async fn open(client: &redis::Client) -> Option<MultiplexedConnection> {
 }
 
 /// Unix time in milliseconds: what entries other gateways read are stamped with.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+pub use daemon::unix_ms;

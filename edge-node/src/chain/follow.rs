@@ -91,10 +91,15 @@ impl Chain {
         let chain_label = self.chain_id.to_string();
         let label = self.upstreams.label(index).to_string();
         let gauge = metrics
+            .sockets
             .upstream_ws_connected
             .with_label_values(&[&chain_label, &label]);
-        let heads = metrics.upstream_ws_heads.with_label_values(&[&chain_label]);
+        let heads = metrics
+            .sockets
+            .upstream_ws_heads
+            .with_label_values(&[&chain_label]);
         let reconnects = metrics
+            .sockets
             .upstream_ws_reconnects
             .with_label_values(&[&chain_label]);
         let mut backoff = BACKOFF_MIN;

@@ -178,16 +178,7 @@ async fn route(
         Err(resp) => return reject(req.into_body(), *resp).await,
     };
     if app.config.websocket.enabled && super::ws::wants_upgrade(&req) {
-        let caller_ip = crate::geo::client_ip(peer.ip(), req.headers(), &app.trusted);
-        let ctx = super::ws::Ctx {
-            chain_id: chain.chain_id,
-            tenant,
-            tenants,
-            addr: caller_ip,
-            location: app.locate(caller_ip),
-        };
-        let capped = !app.trusted.contains(peer.ip());
-        return super::ws::upgrade(app, req, ctx, peer.ip(), capped);
+        return super::ws::upgrade(app, req, peer.ip(), chain.chain_id, tenant, tenants);
     }
     if req.method() != Method::POST {
         let mut r = text(

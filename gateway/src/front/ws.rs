@@ -56,7 +56,7 @@ const READ_BUFFER: usize = 4096;
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// Who is on the socket, as the front door found out at the upgrade.
-pub struct Ctx {
+struct Ctx {
     pub chain_id: u64,
     pub tenant: Option<Arc<Tenant>>,
     pub tenants: Arc<Tenants>,
@@ -78,14 +78,15 @@ pub fn wants_upgrade(req: &Request<Incoming>) -> bool {
 }
 
 /// Answers the upgrade (101) and starts the socket's task once hyper hands it over.
-/// `peer` is the socket's address; `capped`: it is not a trusted proxy, so the per-address cap
-/// holds.
+/// `peer` is the socket's address (the caller is found from it and the forwarding headers
+/// its proxy may set, as for HTTP).
 pub fn upgrade(
     app: &Arc<App>,
     mut req: Request<Incoming>,
-    ctx: Ctx,
     peer: IpAddr,
-    capped: bool,
+    chain_id: u64,
+    tenant: Option<Arc<Tenant>>,
+    tenants: Arc<Tenants>,
 ) -> Resp {
     let version_ok = req
         .headers()
@@ -102,9 +103,19 @@ pub fn upgrade(
         );
         return r;
     }
+    // Trusted proxies carry many callers each: the per-address cap is not for them.
+    let capped = !app.trusted.contains(peer);
     let (addr_slot, permit) = match places(app, peer, capped) {
         Ok(held) => held,
         Err(refused) => return *refused,
+    };
+    let addr = crate::geo::client_ip(peer, req.headers(), &app.trusted);
+    let ctx = Ctx {
+        chain_id,
+        tenant,
+        tenants,
+        addr,
+        location: app.locate(addr),
     };
     let on = hyper::upgrade::on(&mut req);
     let app = app.clone();

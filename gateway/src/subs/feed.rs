@@ -220,7 +220,7 @@ async fn deliver(
             let results = take_block(delivered, key.kind, number, hash, &payload);
             fan_out(hub, key, feed, &results).await;
             if published_ms > 0 && !results.is_empty() {
-                let delay = daemon_unix_ms().saturating_sub(published_ms);
+                let delay = daemon::unix_ms().saturating_sub(published_ms);
                 hub.metrics.ws.event_delay.observe(delay as f64 / 1000.0);
             }
         }
@@ -350,13 +350,6 @@ fn removed(log: &str) -> Arc<str> {
         }
         Err(_) => Arc::from(log),
     }
-}
-
-fn daemon_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
