@@ -55,6 +55,8 @@ pub struct Dispatched {
     pub node: Option<Arc<Node>>,
     /// Per call: the node and chain-state version its answer is tied to (`at_state`), if so.
     pub tied: Vec<Option<(Arc<Node>, u64)>>,
+    /// Per call: the node whose answer it is (`None`: the gateway's own error).
+    pub from: Vec<Option<Arc<Node>>>,
 }
 
 /// Per request at most: limited, so no node (or caller) writes the log at its rate.
@@ -183,6 +185,7 @@ impl Dispatcher {
                 p.results[i] = Some(r);
                 continue;
             }
+            p.from[i] = Some(a.node.clone());
             p.results[i] = Some(match sendraw::settle(&p.calls[i], p.maybe_sent[i], r) {
                 sendraw::Settled::Final(r) => {
                     if let (true, Some(v)) = (r.at_state, resp.state_version) {
@@ -205,6 +208,7 @@ struct Progress {
     results: Vec<Option<CallResult>>,
     /// Per call: the node and chain-state version its answer is tied to, if so.
     tied: Vec<Option<(Arc<Node>, u64)>>,
+    from: Vec<Option<Arc<Node>>>,
     pending: Vec<usize>,
     /// Calls an earlier attempt may have delivered (a transaction may already be in a pool).
     maybe_sent: Vec<bool>,
@@ -219,6 +223,7 @@ impl Progress {
             calls,
             results: vec![None; n],
             tied: vec![None; n],
+            from: vec![None; n],
             pending: (0..n).collect(),
             maybe_sent: vec![false; n],
             node_used: None,
@@ -245,6 +250,7 @@ impl Progress {
                 .collect(),
             node: self.node_used,
             tied: self.tied,
+            from: self.from,
         }
     }
 }
@@ -292,6 +298,7 @@ pub fn unserved(calls: &[Call], message: &str) -> Dispatched {
         results: calls.iter().map(|_| gateway_error(err.clone())).collect(),
         node: None,
         tied: vec![None; calls.len()],
+        from: vec![None; calls.len()],
     }
 }
 

@@ -319,8 +319,10 @@ impl Path<'_> {
         if let Some(n) = d.node {
             req.node = Some(n);
         }
-        for ((i, r), tied) in open.into_iter().zip(d.results).zip(d.tied) {
+        let answered = d.results.into_iter().zip(d.tied).zip(d.from);
+        for (i, ((r, tied), from)) in open.into_iter().zip(answered) {
             let slot = &mut req.slots[i];
+            slot.from = from;
             let (outcome, result) = match r.outcome {
                 Outcome::Result(b) => ("result", Ok(b)),
                 Outcome::Error(b) => ("rpc_error", Err(b)),

@@ -1,11 +1,14 @@
 //! One call's state on the request path: its entry, its key, and its answer once a phase has
 //! decided it.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use proto::msg::{CacheStatus, Call};
 
 use crate::front::compress::Deflated;
 use crate::front::jsonrpc::Entry;
+use crate::nodes::registry::Node;
 
 /// One element of a request (a call, a notification, or an invalid element).
 pub struct Slot {
@@ -17,6 +20,8 @@ pub struct Slot {
     pub answer: Option<Answer>,
     /// The answer deflated once, when it came from the final tier large enough to keep so.
     pub deflated: Option<Deflated>,
+    /// The node whose answer this is, when a node answered it (audits and ejection use it).
+    pub from: Option<Arc<Node>>,
 }
 
 /// How a call was answered.
@@ -50,6 +55,7 @@ impl Slot {
             key: None,
             answer: None,
             deflated: None,
+            from: None,
         }
     }
 
