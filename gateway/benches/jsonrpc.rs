@@ -106,7 +106,7 @@ fn answers(c: &mut Criterion) {
 
     let store = FinalAnswers::new(64 << 20, 1024);
     let key = FinalAnswers::key(CHAIN_ID, "eth_getBalance", &params);
-    store.insert(key.clone(), Bytes::from_static(RESULT));
+    store.insert(key.clone(), Bytes::from_static(RESULT), 0);
     assert_eq!(store.get(&key).map(|k| k.result).as_deref(), Some(RESULT));
     c.bench_function("jsonrpc/answer_hit", |b| {
         b.iter(|| store.get(black_box(&key)));

@@ -36,6 +36,9 @@ pub struct Offered<'a> {
     pub final_answer: bool,
     /// The node session and chain-state version the answer holds for, if it is tied to one.
     pub tied: Option<(u64, u64)>,
+    /// The answering node's origin ([`crate::nodes::registry::Node::origin`]), so its kept
+    /// answers can be dropped if it is ejected.
+    pub source: u64,
 }
 
 impl Tiers {
@@ -53,9 +56,10 @@ impl Tiers {
     /// the whole frame alive.
     pub fn remember(&self, a: Offered<'_>) {
         match (a.final_answer, a.tied) {
-            (true, _) => self
-                .finals
-                .insert(a.key.clone(), Bytes::copy_from_slice(a.result)),
+            (true, _) => {
+                self.finals
+                    .insert(a.key.clone(), Bytes::copy_from_slice(a.result), a.source);
+            }
             // Only an answer the node's own cache already had: a question asked twice under
             // this state. One-off questions (most `latest` misses) would cost an insert each
             // and never be asked again.
@@ -67,6 +71,30 @@ impl Tiers {
             _ => {}
         }
     }
+
+    /// Drops every answer a node gave: the final ones it was the source of (`origin`) and the
+    /// tip ones of its `session`. Rare (an ejection), so a scan. Returns how many were dropped.
+    pub fn forget_node(&self, origin: u64, session: u64) -> u64 {
+        let mut dropped = 0;
+        if let Some(s) = &self.finals.store {
+            for (k, v) in s.iter() {
+                if v.source == origin {
+                    s.invalidate(&*k);
+                    dropped += 1;
+                }
+            }
+        }
+        if let Some(s) = &self.tips.store {
+            let prefix = session.to_be_bytes();
+            for (k, _) in s.iter() {
+                if k.starts_with(&prefix) {
+                    s.invalidate(&*k);
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
+    }
 }
 
 /// A kept final answer: the result, and for a large one, the result deflated once so that
@@ -75,6 +103,8 @@ impl Tiers {
 pub struct Kept {
     pub result: Bytes,
     pub deflated: Option<Deflated>,
+    /// The origin of the node that gave it.
+    pub source: u64,
 }
 
 /// Byte-bounded store of final answers.
@@ -116,8 +146,8 @@ impl FinalAnswers {
         self.store.as_ref()?.get(key)
     }
 
-    /// Keeps `answer` (deflating it once, when large).
-    pub fn insert(&self, key: Bytes, answer: Bytes) {
+    /// Keeps `answer`, given by the node of origin `source` (deflating it once, when large).
+    pub fn insert(&self, key: Bytes, answer: Bytes, source: u64) {
         if let Some(s) = &self.store {
             let deflated = (self.compress_min > 0 && answer.len() >= self.compress_min)
                 .then(|| Deflated::new(&answer));
@@ -126,6 +156,7 @@ impl FinalAnswers {
                 Kept {
                     result: answer,
                     deflated,
+                    source,
                 },
             );
         }
@@ -249,6 +280,7 @@ mod tests {
             cache,
             final_answer,
             tied,
+            source: 5,
         };
         let tip_key = StateAnswers::key(9, 1, "eth_getBalance", b"[]");
         t.remember(offer(false, Some((9, 3)), CacheStatus::Miss));
@@ -262,22 +294,29 @@ mod tests {
         let kept = t.finals.get(&key).expect("kept");
         assert_eq!(kept.result, result);
         assert!(kept.deflated.is_none(), "small answers are not deflated");
+        // An ejected node's answers go, in both tiers; others' stay.
+        let other = FinalAnswers::key(1, "eth_getCode", b"[]");
+        t.finals.insert(other.clone(), result.clone(), 6);
+        assert_eq!(t.forget_node(5, 9), 2);
+        assert!(t.finals.get(&key).is_none());
+        assert_eq!(t.tips.get(&tip_key, 3), None);
+        assert!(t.finals.get(&other).is_some());
     }
 
     #[test]
     fn bounded_and_disableable() {
         let c = FinalAnswers::new(10_000, 1024);
         for i in 0..1000u32 {
-            c.insert(Bytes::from(i.to_string()), Bytes::from(vec![b'x'; 100]));
+            c.insert(Bytes::from(i.to_string()), Bytes::from(vec![b'x'; 100]), 0);
         }
         c.store.as_ref().unwrap().run_pending_tasks();
         assert!(c.usage().1 <= 10_000);
         let off = FinalAnswers::new(0, 1024);
-        off.insert(Bytes::from_static(b"k"), Bytes::from_static(b"v"));
+        off.insert(Bytes::from_static(b"k"), Bytes::from_static(b"v"), 0);
         assert!(off.get(&Bytes::from_static(b"k")).is_none());
         // A large answer is kept deflated too, and weighs both.
         let big = FinalAnswers::new(1 << 20, 1024);
-        big.insert(Bytes::from_static(b"k"), Bytes::from(vec![b'x'; 4096]));
+        big.insert(Bytes::from_static(b"k"), Bytes::from(vec![b'x'; 4096]), 0);
         assert!(big
             .get(&Bytes::from_static(b"k"))
             .unwrap()

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::answers::Tiers;
 use crate::config::{ChainConfig, Config};
+use crate::nodes::audit::Auditor;
 use crate::nodes::dispatch::Dispatcher;
 use crate::nodes::health::Checker;
 use crate::nodes::link::Link;
@@ -42,10 +43,12 @@ pub struct App {
     pub geo: geo::Geo,
     pub trusted: geo::TrustedProxies,
     /// The gateway's cache tiers: final answers and tip answers.
-    pub answers: Tiers,
+    pub answers: Arc<Tiers>,
     /// Routing tables, rebuilt by the health checker.
     pub router: Arc<Router>,
-    pub dispatcher: Dispatcher,
+    pub dispatcher: Arc<Dispatcher>,
+    /// Audits of the nodes' answers, reputation and ejection.
+    pub auditor: Arc<Auditor>,
     /// Recent failovers and departed nodes, for the status page.
     pub recent: Arc<Recent>,
     /// Per chain id, its hot-path metric series.
@@ -87,6 +90,19 @@ impl App {
         let recent = Arc::new(Recent::default());
         let router = Arc::new(Router::new(registry.clone(), &config));
         let ws_stop = CancellationToken::new();
+        let answers = Arc::new(Tiers::new(
+            config.cache.max_bytes,
+            config.cache.tip_max_bytes,
+            config.server.compress_min_bytes,
+        ));
+        let dispatcher = Arc::new(Dispatcher::new(metrics.clone(), recent.clone(), &config));
+        let auditor = Arc::new(Auditor::new(
+            &config,
+            (registry.clone(), router.clone()),
+            dispatcher.clone(),
+            answers.clone(),
+            metrics.clone(),
+        ));
         Ok(Self {
             subs: Arc::new(Hub::new(
                 &config,
@@ -100,13 +116,10 @@ impl App {
             ws_addrs: Arc::default(),
             ws_stop,
             gateway_id,
-            answers: Tiers::new(
-                config.cache.max_bytes,
-                config.cache.tip_max_bytes,
-                config.server.compress_min_bytes,
-            ),
+            answers,
             router,
-            dispatcher: Dispatcher::new(metrics.clone(), recent.clone(), &config),
+            dispatcher,
+            auditor,
             registry,
             metrics,
             series,
@@ -156,6 +169,7 @@ impl App {
             marks: &self.marks,
             compress_min: self.config.server.compress_min_bytes,
             tenancy: &self.tenancy,
+            auditor: &self.auditor,
         }
     }
 
@@ -240,6 +254,7 @@ impl Gateway {
             &app.config,
         );
         tasks.spawn(checker.run(stop.child_token()));
+        tasks.spawn(app.auditor.clone().run(stop.child_token()));
         if let Some(url) = &app.config.tenants.redis_url {
             let client = redis::Client::open(url.as_str()).context("tenants.redis_url")?;
             tasks.spawn(nodes::vantage::run(

@@ -9,6 +9,7 @@
 //! (`[tenants]`), [`websocket`] (`[websocket]`); `daemon::config::millis`
 //! turns `*_ms` keys into `Duration`s.
 
+mod audit;
 mod chains;
 mod geo;
 mod routing;
@@ -20,6 +21,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use audit::AuditConfig;
 pub use chains::{
     CacheConfig, ChainConfig, MethodsConfig, ResidencyRule, DEFAULT_DENY,
     DEFAULT_GATEWAY_CACHE_BYTES, DEFAULT_TIP_CACHE_BYTES,
@@ -90,6 +92,9 @@ pub struct Config {
     /// JSON-RPC over WebSocket and `eth_subscribe` (`crate::subs`).
     #[serde(default)]
     pub websocket: WebSocketConfig,
+    /// Audits of the nodes' answers and their reputation (`crate::nodes::audit`).
+    #[serde(default)]
+    pub audit: AuditConfig,
     /// Chain served on `POST /`; by name or numeric id. Defaults to the first chain.
     #[serde(default)]
     pub default_chain: Option<String>,
@@ -146,6 +151,7 @@ impl Config {
         chains::check_residency(&self.residency)?;
         tenants::check_tenants(&self.tenants)?;
         websocket::check_websocket(&self.websocket)?;
+        audit::check_audit(&self.audit)?;
         chains::check_method_lists(&self.methods, &self.chains)
     }
 

@@ -7,13 +7,17 @@
 //! - [`dispatch`]: one QUIC stream per attempt, failover within the deadline;
 //! - [`sendraw`]: `eth_sendRawTransaction` across failovers;
 //! - [`tip`]: the chain tip callers have seen, which no later answer goes below;
+//! - [`audit`]: re-checking a share of the nodes' answers off the request path, and ejecting
+//!   nodes shown wrong; [`reputation`]: each node's standing, by id;
 //! - [`vantage`]: every gateway's smallest RTT to each node, shared through Redis, so each
 //!   judges claimed locations from every vantage point.
 
+pub mod audit;
 pub mod dispatch;
 pub mod health;
 pub mod link;
 pub mod registry;
+pub mod reputation;
 pub mod router;
 pub mod sendraw;
 pub mod tip;

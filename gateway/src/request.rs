@@ -19,7 +19,9 @@
 //!    callers have seen; block numbers in answers (receipts) raise it.
 //! 9. **remember** ([`Path::remember`]): each tier keeps what it may
 //!    ([`crate::answers::Tiers::remember`] owns the rule).
-//! 10. **write** ([`Path::write`]): the body in call order with each caller's id, and the
+//! 10. **audit** ([`Path::audit`]): a share of the nodes' answers is handed to the auditor,
+//!     which checks them off the request path ([`crate::nodes::audit`]).
+//! 11. **write** ([`Path::write`]): the body in call order with each caller's id, and the
 //!     headers (`x-cache`, `x-cache-tier`, `x-edge-node`, `x-edge-region`); gzip-encoded when
 //!     large and the caller accepts it (a single kept answer from its once-deflated form).
 
@@ -38,6 +40,7 @@ use crate::answers::Tiers;
 use crate::config::ChainConfig;
 use crate::front::respond::Resp;
 use crate::geo::Location;
+use crate::nodes::audit::Auditor;
 use crate::nodes::dispatch::Dispatcher;
 use crate::nodes::registry::Node;
 use crate::nodes::router::Router;
@@ -61,6 +64,7 @@ pub struct Path<'a> {
     /// Answers of at least this many bytes are gzip-encoded for callers that accept it (0: never).
     pub compress_min: usize,
     pub tenancy: &'a Tenancy,
+    pub auditor: &'a Arc<Auditor>,
 }
 
 /// Who sent a request, as the front door found out.
@@ -122,6 +126,7 @@ impl Path<'_> {
             self.dispatch(&mut req, ranked).await;
             self.hold_tip(&mut req);
             self.remember(&req);
+            self.audit(&req);
         }
         self.write(req)
     }

@@ -52,6 +52,8 @@ pub struct Checker {
     vantage: Arc<Vantage>,
     check_locations: bool,
     km_per_ms: f64,
+    /// What a drop costs a node's reputation (`audit.health_penalty`, and the thresholds).
+    audit: crate::config::AuditConfig,
 }
 
 impl Checker {
@@ -76,6 +78,7 @@ impl Checker {
             vantage,
             check_locations: config.geo.check_node_locations,
             km_per_ms: config.routing.km_per_ms,
+            audit: config.audit.clone(),
         }
     }
 
@@ -235,6 +238,9 @@ impl Checker {
                     .with_label_values(&["unhealthy"])
                     .inc();
                 tracing::warn!(node = %n.id, region = %n.region, chain_id, %reason, "node unhealthy: dropped from routing");
+                // The audit tick acts on an ejection this causes.
+                let drop = super::reputation::Event::HealthDrop;
+                self.registry.book.record(&n.id, drop, &self.audit);
             }
             None => {}
         }

@@ -51,6 +51,10 @@ pub struct Node {
     /// Unique per joined session in this gateway process: a restarted node counts its state
     /// versions from 1 again, so answers kept for its last session must never match.
     pub session: u64,
+    /// Stable across sessions (from the id): marks the answers the gateway kept from this node.
+    pub origin: u64,
+    /// Ejected for wrong answers (`nodes::reputation`): never routed to while set.
+    ejected: AtomicBool,
 }
 
 /// Raises the per-chain value of `chain_id` (one per entry of `chains`) to at least `v`; false
@@ -71,6 +75,19 @@ fn read(chains: &[u64], values: &[AtomicU64], chain_id: u64) -> u64 {
         .iter()
         .position(|&c| c == chain_id)
         .map_or(0, |i| values[i].load(Ordering::Acquire))
+}
+
+/// A node id's [`Node::origin`]: its first 16 hex digits (ids are hex of a SHA-256 prefix), or
+/// a hash of the id when it is not hex.
+pub fn origin(id: &str) -> u64 {
+    id.get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or_else(|| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            id.hash(&mut h);
+            h.finish()
+        })
 }
 
 /// Source of [`Node::session`].
@@ -145,7 +162,18 @@ impl Node {
             heads: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
             finalized: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
+            origin: origin(&hello.node_id),
+            ejected: AtomicBool::new(false),
         }
+    }
+
+    pub fn ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// Sets the ejection flag; returns the previous one.
+    pub fn set_ejected(&self, v: bool) -> bool {
+        self.ejected.swap(v, Ordering::Relaxed)
     }
 
     /// Records a chain-state version the node announced (`Head`) or named on a response: the
@@ -267,7 +295,7 @@ impl Node {
     /// Routable for `chain_id`: judged healthy by the health checker (with hysteresis) and
     /// heard from within the status deadline.
     pub fn serves(&self, chain_id: u64, status_deadline: Duration) -> bool {
-        if self.gone.is_cancelled() || !self.chains.contains(&chain_id) {
+        if self.gone.is_cancelled() || self.ejected() || !self.chains.contains(&chain_id) {
             return false;
         }
         if !self.health.lock().get(&chain_id).is_some_and(|h| h.healthy) {
@@ -304,11 +332,15 @@ impl Drop for InFlight {
 #[derive(Default)]
 pub struct Registry {
     nodes: RwLock<HashMap<String, Arc<Node>>>,
+    /// Every node's reputation by id, kept across its sessions.
+    pub book: super::reputation::Book,
 }
 
 impl Registry {
     /// Adds a node; a node rejoining under the same id replaces (and closes) its old session.
     pub fn insert(&self, node: Arc<Node>) -> Option<Arc<Node>> {
+        // Rejoining does not end an ejection.
+        node.set_ejected(self.book.is_ejected(&node.id));
         let old = self.nodes.write().insert(node.id.clone(), node);
         if let Some(old) = &old {
             old.gone.cancel();

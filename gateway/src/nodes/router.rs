@@ -86,7 +86,7 @@ impl Routable for Arc<Node> {
         Node::load(self)
     }
     fn usable(&self) -> bool {
-        !self.gone.is_cancelled()
+        !self.gone.is_cancelled() && !self.ejected()
     }
 }
 

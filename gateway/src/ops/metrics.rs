@@ -6,6 +6,7 @@
 //! [`geo`] the geo database reload counters, copied from the geo service's stats at each scrape;
 //! [`tenants`] the tenants' families and the Redis gauges.
 
+pub mod audit;
 pub mod geo;
 pub mod nodes;
 pub mod subs;
@@ -162,6 +163,7 @@ pub struct Metrics {
     pub geo_reloads: geo::GeoReloads,
     pub tenants: tenants::TenantFamilies,
     pub ws: subs::SubFamilies,
+    pub audit: audit::AuditFamilies,
     /// Present when the gateway shares through Redis.
     pub redis: Option<tenants::RedisGauges>,
 }
@@ -266,6 +268,7 @@ impl Metrics {
             geo_reloads: geo::GeoReloads::new(&f),
             tenants: tenants::TenantFamilies::new(&f),
             ws: subs::SubFamilies::new(&f),
+            audit: audit::AuditFamilies::new(&f),
             redis: None,
             registry,
         };

@@ -198,7 +198,23 @@ pub struct NodeDoc {
     /// Subscription feeds this gateway follows from the node.
     pub feeds: usize,
     pub cache: CacheDoc,
+    pub reputation: ReputationDoc,
     pub chains: Vec<NodeChainDoc>,
+}
+
+/// What audits found of a node (`crate::nodes::reputation`).
+#[derive(Debug, Serialize)]
+pub struct ReputationDoc {
+    /// 1.0 = spotless; below `audit.eject_below` the node is ejected.
+    pub score: f64,
+    pub confirmed: u64,
+    pub wrong: u64,
+    pub ejections: u32,
+    pub ejected: bool,
+    /// Seconds until the ejection ends by itself.
+    pub ejected_for_secs: Option<u64>,
+    /// The evidence of its last wrong answer.
+    pub last_wrong: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -253,7 +269,7 @@ pub fn build(
                 .get(&n.id)
                 .copied()
                 .unwrap_or(0),
-            ..node_doc(config, n, deadline)
+            ..node_doc(config, n, deadline, &registry.book)
         })
         .collect();
     let departed = recent
@@ -278,7 +294,12 @@ pub fn build(
     }
 }
 
-fn node_doc(config: &Config, n: &Node, deadline: Duration) -> NodeDoc {
+fn node_doc(
+    config: &Config,
+    n: &Node,
+    deadline: Duration,
+    book: &crate::nodes::reputation::Book,
+) -> NodeDoc {
     let status = n.last_status();
     let chains: Vec<NodeChainDoc> = config
         .chains
@@ -302,7 +323,9 @@ fn node_doc(config: &Config, n: &Node, deadline: Duration) -> NodeDoc {
         })
         .collect();
     let serving = chains.iter().filter(|c| c.healthy).count();
+    let standing = book.standing(&n.id);
     let state = match serving {
+        _ if n.ejected() => "ejected",
         0 => "unhealthy",
         s if s == chains.len() => "healthy",
         _ => "degraded",
@@ -331,6 +354,15 @@ fn node_doc(config: &Config, n: &Node, deadline: Duration) -> NodeDoc {
             miss: n.cache.miss.load(Ordering::Relaxed),
             bypass: n.cache.bypass.load(Ordering::Relaxed),
             hit_ratio: n.cache.hit_ratio(),
+        },
+        reputation: ReputationDoc {
+            score: standing.score,
+            confirmed: standing.confirmed,
+            wrong: standing.wrong,
+            ejections: standing.ejections,
+            ejected: n.ejected(),
+            ejected_for_secs: book.ejected_for(&n.id).map(|d| d.as_secs()),
+            last_wrong: standing.last_wrong,
         },
         chains,
     }

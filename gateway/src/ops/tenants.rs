@@ -4,7 +4,9 @@
 //! - `GET /admin/tenants`: every tenant with its limits and live usage, the keyless settings,
 //!   and whether limits are shared through Redis right now;
 //! - `POST /admin/tenants/reload`: reloads the tenants file (200 with the count, or 422 with
-//!   why; the previous set stays in use).
+//!   why; the previous set stays in use);
+//! - `POST /admin/nodes/{id}/readmit`: ends a node's ejection (`crate::nodes::audit`) before
+//!   its time (200, or 404 when the node is not ejected).
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -51,6 +53,16 @@ pub fn route(app: &App, req: &Request<hyper::body::Incoming>) -> AdminResponse {
                 json!({"reloaded": false, "error": e.to_string()}),
             ),
         },
+        (&Method::POST, p) if p.starts_with("/admin/nodes/") && p.ends_with("/readmit") => {
+            let id = &p["/admin/nodes/".len()..p.len() - "/readmit".len()];
+            match app.auditor.readmit(id) {
+                true => reply(StatusCode::OK, json!({"readmitted": id})),
+                false => reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": format!("node {id:?} is not ejected")}),
+                ),
+            }
+        }
         _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
     }
 }

@@ -408,7 +408,34 @@ impl Path<'_> {
                 cache: answer.cache,
                 final_answer,
                 tied,
+                source: slot.from.as_ref().map_or(0, |n| n.origin),
             });
+        }
+    }
+
+    /// Audit: hands a share of the nodes' answers to the auditor (a random draw per answer;
+    /// nothing for answers from the gateway's tiers).
+    pub fn audit(&self, req: &Request<'_>) {
+        for slot in &req.slots {
+            let (Some(node), Some((method, params)), Some(answer)) =
+                (&slot.from, slot.call(), &slot.answer)
+            else {
+                continue;
+            };
+            let (Ok(result), Tier::Node { final_answer, .. }) = (&answer.result, answer.tier)
+            else {
+                continue;
+            };
+            if self.auditor.wants(method, final_answer) {
+                self.auditor.submit(crate::nodes::audit::Sample {
+                    chain_id: self.chain.chain_id,
+                    method: method.to_string(),
+                    params: params.clone(),
+                    answer: result.clone(),
+                    final_answer,
+                    node: node.clone(),
+                });
+            }
         }
     }
 

@@ -26,6 +26,8 @@ pub struct NodeGauges {
     pub plausible: IntGaugeVec,
     pub status_age: GaugeVec,
     pub chain_healthy_nodes: IntGaugeVec,
+    pub reputation: GaugeVec,
+    pub ejected: IntGaugeVec,
     /// Serialises reset-and-refill so two concurrent scrapes never see a half-built set.
     refresh: Mutex<()>,
 }
@@ -94,6 +96,16 @@ impl NodeGauges {
                 "Nodes able to serve the chain right now (0 means requests for it fail).",
                 &["chain"],
             ),
+            reputation: gauge(
+                "node_reputation",
+                "The node's reputation (1.0 = spotless; audits showing wrong answers lower it, below audit.eject_below it is ejected).",
+                NODE,
+            ),
+            ejected: int_gauge(
+                "node_ejected",
+                "1 while the node is ejected for wrong answers (not routed to), else 0.",
+                NODE,
+            ),
             refresh: Mutex::new(()),
         }
     }
@@ -109,6 +121,7 @@ impl NodeGauges {
             &self.lag,
             &self.plausible,
             &self.chain_healthy_nodes,
+            &self.ejected,
         ] {
             v.reset();
         }
@@ -117,6 +130,7 @@ impl NodeGauges {
             &self.min_rtt,
             &self.error_ratio,
             &self.status_age,
+            &self.reputation,
         ] {
             v.reset();
         }
@@ -156,6 +170,12 @@ impl NodeGauges {
             self.plausible
                 .with_label_values(&node)
                 .set(i64::from(n.plausible()));
+            self.reputation
+                .with_label_values(&node)
+                .set(registry.book.standing(id).score);
+            self.ejected
+                .with_label_values(&node)
+                .set(i64::from(n.ejected()));
             let status = n.last_status();
             if let Some((_, age)) = &status {
                 self.status_age

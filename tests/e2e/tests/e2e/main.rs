@@ -16,4 +16,5 @@ mod routing;
 mod spine;
 mod subscriptions;
 mod tenants;
+mod trust;
 mod upstream_ws;
