@@ -228,3 +228,50 @@ async fn a_receipt_that_does_not_match_its_block_is_caught_without_another_node(
     assert!(counting.calls_of("eth_getBlockReceipts") >= 1);
     assert_eq!(audits(&gw, "pass"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_upstream_the_operator_trusts_decides_alone() {
+    let anvil = Anvil::start(&[]).await;
+    let http = Http::default();
+    chain_with_a_log(&http, &anvil).await;
+    let lying = TamperingUpstream::start(&anvil.url, liar()).await;
+    let trusted = CountingProxy::start(&anvil.url).await;
+    let gw = auditing_gateway(&format!("upstream = {:?}", trusted.url)).await;
+    let url = format!("http://{}/", gw.http_addr);
+    let node = start_node(&gw, &NodeSpec::at(EU_WEST, &lying.url)).await;
+    wait_serving(&gw, 1).await;
+    let gw_node = gw.app.registry.get(&node.node_id).unwrap();
+    let mut answers = 0;
+    for i in 1..=10u32 {
+        let params = json!([{"to": format!("0x{i:040x}"), "data": "0x"}, "0x1"]);
+        call_from_london(&http, &url, "eth_call", params).await;
+        answers += 1;
+        for _ in 0..40 {
+            if gw_node.ejected() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        if gw_node.ejected() {
+            break;
+        }
+    }
+    assert!(
+        gw_node.ejected(),
+        "the trusted upstream's word ejects the liar"
+    );
+    assert!(answers <= 3, "{answers} answers");
+    assert!(
+        trusted.calls_of("eth_call") >= 2,
+        "asked the trusted upstream"
+    );
+    // With no node left, callers get a clear error rather than the liar's answer.
+    let r = call_from_london(
+        &http,
+        &url,
+        "eth_call",
+        json!([{"to": format!("0x{:040x}", 1), "data": "0x"}, "0x1"]),
+    )
+    .await;
+    assert_eq!(r.json()["error"]["code"], -32002, "{}", r.json());
+}
