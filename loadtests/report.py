@@ -175,6 +175,9 @@ def main_table(recs):
                   f"{s['mismatch']} matched none of the last 16 blocks), "
                   f"up to {s['max_blocks_behind']} block(s) behind.")
         notes.append(detail)
+    audit = next((r for r in recs if r["kind"] == "audit"), None)
+    if audit:
+        notes.append(audit_note(audit))
     soak = next((r for r in recs if r["kind"] == "soak"), None)
     if soak:
         notes.append(soak_note(soak))
@@ -203,6 +206,17 @@ def tenant_note(wrk, cpu, tenant):
             f"{us(kl['p50_us'])} µs, p99 {us(key['p99_us'])} against {us(kl['p99_us'])} µs{cpu_s}{counted}. "
             f"Two runs differ with nothing changed (README.md, Known limitations): a verdict near the "
             f"line wants `LT_ONLY=key` again.")
+
+
+def audit_note(rec):
+    """Workload 3 (gateway, warm-up included): the calls audits sent against those served."""
+    d = {k: rec["after"][k] - rec["before"][k] for k in rec["after"]}
+    audited = d["audits"] - d["skipped"]
+    return (f"Audits (workload 3, default `[audit] share`): {audited:,} answers audited "
+            f"({d['skipped']:,} skipped, {d['wrong']:,} shown wrong), sending {d['audit_calls']:,} calls "
+            f"to nodes: **{100.0 * d['audit_calls'] / max(1, d['calls']):.2f} % of the {d['calls']:,} calls "
+            f"callers sent**, {100.0 * d['audit_calls'] / max(1, d['node_calls']):.2f} % of the "
+            f"{d['node_calls']:,} the nodes answered.")
 
 
 def soak_note(soak):

@@ -440,6 +440,8 @@ workload_3() {
   pool=$(python3 "$LT_DIR/mixed.py" pool --rpc "$ANVIL_URL" --lua "$LT_TMP/pool.lua" --json "$LT_TMP/pool.json")
   lt_start heads python3 "$LT_DIR/mixed.py" heads --rpc "$ANVIL_URL" --out "$LT_TMP/heads.txt"
   lt_start txs python3 "$LT_DIR/mixed.py" txs --rpc "$ANVIL_URL"
+  local gw_admin="http://127.0.0.1:$P_GW_ADMIN/metrics" before
+  before=$(audit_counts "$gw_admin")
   for t in "${TARGETS[@]}"; do
     LT_POOL="$LT_TMP/pool.lua" LT_SAMPLES="$LT_TMP/warm-samples" warm mixed.lua "${URL[$t]}" 32
     LT_POOL="$LT_TMP/pool.lua" LT_SAMPLES="$LT_TMP/samples-$t" \
@@ -450,11 +452,24 @@ workload_3() {
   lt_stop heads
   txs=$(grep -o '"sent": [0-9]*' "$LT_TMP/logs/txs.log" | grep -o '[0-9]*$' || echo null)
   lt_record "{\"kind\":\"pool\",\"pool\":$pool,\"txs\":$txs}"
+  lt_record "{\"kind\":\"audit\",\"before\":$before,\"after\":$(audit_counts "$gw_admin")}"
   for t in "${TARGETS[@]}"; do
     lt_record "{\"kind\":\"stale\",\"target\":\"$t\",\"stale\":$(python3 "$LT_DIR/mixed.py" stale \
       --rpc "$ANVIL_URL" --pool "$LT_TMP/pool.json" --heads "$LT_TMP/heads.txt" \
       --samples "$LT_TMP/samples-$t".*)}"
   done
+}
+
+# audit_counts ADMIN_METRICS_URL: the gateway's audit counters and the calls it served, as JSON
+# (workload 3 reports what audits at the default share add upstream).
+audit_counts() {
+  printf '{"audit_calls":%s,"audits":%s,"skipped":%s,"wrong":%s,"calls":%s,"node_calls":%s}' \
+    "$(lt_metric_sum "$1" gateway_audit_calls_total 'chain="')" \
+    "$(lt_metric_sum "$1" gateway_audits_total 'chain="')" \
+    "$(lt_metric_sum "$1" gateway_audits_total 'outcome="skipped"')" \
+    "$(lt_metric_sum "$1" gateway_audits_total 'outcome="wrong"')" \
+    "$(lt_metric_sum "$1" gateway_rpc_calls_total 'chain="')" \
+    "$(lt_metric_sum "$1" gateway_cache_results_total 'tier="edge"')"
 }
 
 workload_5() {
