@@ -65,7 +65,11 @@ fn block_number(raw: &str) -> Option<u64> {
     }
     let s: &str = match raw.as_bytes().first()? {
         b'"' => serde_json::from_str(raw).ok()?,
-        b'{' => serde_json::from_str::<ByNumber<'_>>(raw).ok()?.block_number?,
+        b'{' => {
+            serde_json::from_str::<ByNumber<'_>>(raw)
+                .ok()?
+                .block_number?
+        }
         _ => return None,
     };
     match s {
@@ -170,8 +174,14 @@ mod tests {
 
     #[test]
     fn state_reads_at_a_number_need_that_block() {
-        assert_eq!(n("eth_getBalance", &format!("[{A},\"0x1f\"]")), Some(Need::StateAt(31)));
-        assert_eq!(n("eth_getBalance", &format!("[{A},\"earliest\"]")), Some(Need::StateAt(0)));
+        assert_eq!(
+            n("eth_getBalance", &format!("[{A},\"0x1f\"]")),
+            Some(Need::StateAt(31))
+        );
+        assert_eq!(
+            n("eth_getBalance", &format!("[{A},\"earliest\"]")),
+            Some(Need::StateAt(0))
+        );
         assert_eq!(
             n("eth_getStorageAt", &format!("[{A},\"0x0\",\"0x10\"]")),
             Some(Need::StateAt(16))
@@ -217,7 +227,10 @@ mod tests {
             Some(Need::LogRange(16))
         );
         assert_eq!(
-            n("eth_getLogs", r#"[{"fromBlock":"earliest","toBlock":"0x9"}]"#),
+            n(
+                "eth_getLogs",
+                r#"[{"fromBlock":"earliest","toBlock":"0x9"}]"#
+            ),
             Some(Need::LogRange(10))
         );
         for open in [
@@ -262,10 +275,18 @@ mod tests {
         }];
         let s = |b: bytes::Bytes| String::from_utf8(b.to_vec()).unwrap();
         let state = s(refusal(31337, Need::StateAt(5), &held));
-        assert!(state.contains("-32002") && state.contains("block 5") && state.contains("oldest held: 120"), "{state}");
+        assert!(
+            state.contains("-32002")
+                && state.contains("block 5")
+                && state.contains("oldest held: 120"),
+            "{state}"
+        );
         let trace = s(refusal(31337, Need::Namespace(1), &held));
         assert!(trace.contains("serves trace_ methods"), "{trace}");
         let logs = s(refusal(31337, Need::LogRange(900), &held));
-        assert!(logs.contains("-32005") && logs.contains("900 blocks") && logs.contains("500"), "{logs}");
+        assert!(
+            logs.contains("-32005") && logs.contains("900 blocks") && logs.contains("500"),
+            "{logs}"
+        );
     }
 }

@@ -260,7 +260,10 @@ impl Path<'_> {
                 continue;
             }
             let held: Vec<Held> = pool.iter().filter_map(|n| n.capabilities(chain)).collect();
-            self.metrics.rejected.with_label_values(&["no_capable_node"]).inc();
+            self.metrics
+                .rejected
+                .with_label_values(&["no_capable_node"])
+                .inc();
             let error = capability::refusal(chain, need, &held);
             req.slots[i].decide(CacheStatus::Bypass, Err(error), Tier::Local);
         }
@@ -599,11 +602,16 @@ fn split(
     let mut groups: Vec<Group> = Vec::new();
     for (i, _) in req.slots.iter().enumerate().filter(|(_, s)| s.open()) {
         let nodes: Vec<Arc<Node>> = match needs.iter().find(|(j, _)| *j == i) {
-            Some(&(_, need)) => pool.iter().filter(|n| n.can(chain, need)).cloned().collect(),
+            Some(&(_, need)) => pool
+                .iter()
+                .filter(|n| n.can(chain, need))
+                .cloned()
+                .collect(),
             None => ranked.to_vec(),
         };
         let same = |g: &&mut Group| {
-            g.nodes.len() == nodes.len() && g.nodes.iter().zip(&nodes).all(|(a, b)| Arc::ptr_eq(a, b))
+            g.nodes.len() == nodes.len()
+                && g.nodes.iter().zip(&nodes).all(|(a, b)| Arc::ptr_eq(a, b))
         };
         match groups.iter_mut().find(same) {
             Some(g) => g.slots.push(i),
