@@ -124,7 +124,7 @@ impl Chain {
                     found = Some(match found {
                         None => p,
                         Some(f) => least(f, p),
-                    })
+                    });
                 }
                 Err(e) => {
                     complete = false;

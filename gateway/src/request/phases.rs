@@ -386,10 +386,10 @@ impl Path<'_> {
 
     /// Dispatches each group of a split request to its nodes, concurrently, and settles them.
     async fn dispatch_split(&self, req: &mut Request<'_>) {
-        let groups: Vec<(Vec<usize>, Vec<Call>, Vec<Arc<Node>>)> = std::mem::take(&mut req.split)
+        let groups = std::mem::take(&mut req.split)
             .into_iter()
             .map(|g| {
-                let (open, calls) = g
+                let (open, calls): (Vec<usize>, Vec<Call>) = g
                     .slots
                     .iter()
                     .filter(|&&i| req.slots[i].open())
@@ -397,7 +397,7 @@ impl Path<'_> {
                     .unzip();
                 (open, calls, g.nodes)
             })
-            .collect();
+            .collect::<Vec<_>>();
         let n: usize = groups.iter().map(|(_, c, _)| c.len()).sum();
         self.series.gateway_miss.inc_by(n as u64);
         let span =
