@@ -197,7 +197,9 @@ impl Path<'_> {
 
     /// Route: the nodes that may serve this chain for this caller, best first; for a request
     /// that reads at a moving tag, those that have reached the tip callers were shown come
-    /// first (in the same order), so no caller reads below what it has seen.
+    /// first (in the same order), so no caller reads below what it has seen. Of those, only
+    /// the nodes that can answer the calls (see [`Self::fit`]); empty when the request was
+    /// split (`req.split`).
     pub fn route(&self, req: &mut Request<'_>) -> Result<Vec<Arc<Node>>, RouteError> {
         let mut ranked = self.router.rank(self.chain.chain_id, req.caller)?;
         let (head, finalized) = self.tip_marks(req);
