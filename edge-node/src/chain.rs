@@ -15,6 +15,7 @@
 //! - when the ring learns that a block was replaced, every cached answer naming that block's
 //!   hash is evicted before the new head is published.
 
+mod capability;
 mod follow;
 mod pace;
 mod pending;
@@ -34,6 +35,7 @@ use crate::header::Header;
 use crate::policy::LogLimits;
 use crate::upstream::Upstreams;
 
+pub use capability::state_missing;
 pub use pending::{PendingUnavailable, PENDING_CAPACITY};
 
 /// Polls per expected block: a few requests per block, not per second per method.
@@ -136,6 +138,10 @@ pub struct Chain {
     followers: tokio::sync::watch::Sender<u32>,
     /// Pending transaction hashes; only on chains with a WebSocket upstream.
     pending: Option<pending::Feed>,
+    /// What the last capability probe found ([`capability`]); `None` before the first.
+    probed: Mutex<Option<capability::Probed>>,
+    /// Wakes the capability prober early: an upstream refused state.
+    reprobe: tokio::sync::Notify,
 }
 
 impl Chain {
@@ -166,6 +172,8 @@ impl Chain {
             pending: (!cfg.socket_urls().is_empty()).then(pending::Feed::new),
             sockets: cfg.socket_urls(),
             followers: tokio::sync::watch::Sender::new(0),
+            probed: Mutex::new(None),
+            reprobe: tokio::sync::Notify::new(),
         }
     }
 
@@ -437,6 +445,7 @@ impl Chain {
             finalized_number: s.chain.finalized(),
             upstream_healthy: s.healthy,
             error_rate,
+            capabilities: Some(self.capabilities(number)),
         }
     }
 }

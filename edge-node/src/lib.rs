@@ -204,7 +204,8 @@ impl EdgeNode {
 }
 
 /// One [`Chain`] per configured chain, each with its own upstreams and limits.
-/// Per chain: its head tracker, and a follower for each upstream configured as `ws(s)://`.
+/// Per chain: its head tracker, its capability prober, and a follower for each upstream
+/// configured as `ws(s)://`.
 fn spawn_chain_tasks(tasks: &mut JoinSet<()>, shared: &Shared, stop: &CancellationToken) {
     for chain in shared.service.chains.values() {
         tasks.spawn(chain.clone().track(
@@ -212,6 +213,11 @@ fn spawn_chain_tasks(tasks: &mut JoinSet<()>, shared: &Shared, stop: &Cancellati
             shared.service.cache.clone(),
             stop.child_token(),
         ));
+        tasks.spawn(
+            chain
+                .clone()
+                .probe_capabilities(shared.metrics.clone(), stop.child_token()),
+        );
         for (index, url) in chain.sockets() {
             tasks.spawn(chain.clone().follow(
                 *index,

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub header_verification_failures: IntCounter,
     pub build_info: IntGaugeVec,
     pub head_delay: HistogramVec,
+    /// Per chain: the oldest block whose state the upstreams hold (0: archive).
+    pub oldest_state_block: IntGaugeVec,
     /// WebSockets: subscription streams to gateways, and upstream sockets.
     pub sockets: Sockets,
 }
@@ -136,6 +138,11 @@ impl Metrics {
                 "head_delay_seconds",
                 "Per chain, how long a new head can have waited at the upstream before the node published it (from the start of the last poll that did not see it).",
                 HEAD_DELAY_BUCKETS,
+                &["chain_id"],
+            ),
+            oldest_state_block: f.gauge_vec(
+                "oldest_state_block",
+                "Per chain, the oldest block whose state every upstream holds, as announced to gateways (0: archive; the head until probed).",
                 &["chain_id"],
             ),
             sockets: Sockets::new(&f),

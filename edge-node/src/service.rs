@@ -158,7 +158,17 @@ impl Service {
         call: &Call,
         budget: Duration,
     ) -> (CallResult, u64) {
-        (self.call(chain, view, call, budget).await, view.version)
+        let r = self.call(chain, view, call, budget).await;
+        // The gateway routes state reads by the state the node announced: an upstream that
+        // refuses one may hold less than the last probe found.
+        if let Outcome::Error(e) = &r.outcome {
+            if matches!(policy::rule(&call.method), policy::Rule::StateAt(_))
+                && crate::chain::state_missing(e)
+            {
+                chain.state_refused();
+            }
+        }
+        (r, view.version)
     }
 
     async fn call(&self, chain: &Chain, view: &View, call: &Call, budget: Duration) -> CallResult {

@@ -4,6 +4,8 @@
 //! - [`registry`]: joined nodes and what the gateway knows of each;
 //! - [`health`]: judging nodes from their status every interval, with hysteresis;
 //! - [`router`]: which healthy nodes may serve a caller, best first;
+//! - [`capability`]: what a call needs of a node (old state, a namespace, a logs range) and
+//!   whether what the node announced covers it;
 //! - [`dispatch`]: one QUIC stream per attempt, failover within the deadline;
 //! - [`sendraw`]: `eth_sendRawTransaction` across failovers;
 //! - [`tip`]: the chain tip callers have seen, which no later answer goes below;
@@ -13,6 +15,7 @@
 //!   judges claimed locations from every vantage point.
 
 pub mod audit;
+pub mod capability;
 pub mod dispatch;
 pub mod health;
 pub mod link;

@@ -8,7 +8,10 @@
 //! 3. **charge** ([`Path::charge`]): the calls left are charged to the tenant's budgets (or the
 //!    keyless caller's address); calls over a limit are refused with the limit named.
 //! 4. **gateway tier** ([`Path::gateway_tier`]): final answers the gateway kept.
-//! 5. **route** ([`Path::route`]): the nodes that may serve the chain, best first.
+//! 5. **route** ([`Path::route`]): the nodes that may serve the chain, best first, and of
+//!    those the ones that can answer the calls ([`crate::nodes::capability`]: old state, a
+//!    namespace, a logs range); a call no node can answer is refused naming why, and a batch
+//!    no one node can answer whole is split into groups by the nodes that can.
 //! 6. **tip tier** ([`Path::tip_tier`]): answers the chosen node gave under the chain state it
 //!    still announces, for every open call or none (so a batch never mixes two states).
 //!    Reads at a moving tag go first to nodes that have reached the tip callers have been
@@ -98,6 +101,17 @@ pub struct Request<'r> {
     /// Calls refused over a limit, and the longest `Retry-After` among them (seconds).
     pub refused: usize,
     pub retry_after: u64,
+    /// Set by `route` only when no node can answer every open call: the calls in groups,
+    /// each with the nodes that can answer it (empty: one group, the ranked nodes).
+    pub split: Vec<Group>,
+}
+
+/// Calls of a split request that go to the same nodes.
+pub struct Group {
+    /// Indices into [`Request::slots`].
+    pub slots: Vec<usize>,
+    /// The nodes that can answer every call of the group, best first.
+    pub nodes: Vec<Arc<Node>>,
 }
 
 impl Path<'_> {

@@ -87,6 +87,25 @@ pub struct ChainStatus {
     pub upstream_healthy: bool,
     /// Upstream errors over requests in the last reporting window (0.0 ..= 1.0).
     pub error_rate: f64,
+    /// What the node can answer for this chain; absent from an older node, which the gateway
+    /// takes as "anything" (so peers one version apart still route).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Capabilities>,
+}
+
+/// What a node can answer for one chain, probed against its upstreams (the least capable of
+/// them, since any may get a call) and kept current.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The oldest block whose state (balances, code, storage, `eth_call`) the upstreams hold;
+    /// 0: all of it (an archive node). It follows the head between probes.
+    pub oldest_state: u64,
+    /// Method namespaces beyond `eth_`/`net_`/`web3_` the upstreams accept, among those the
+    /// node probes (`debug`, `trace`, `txpool`), sorted.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// The widest `eth_getLogs` block range the node serves.
+    pub logs_max_range: u64,
 }
 
 pub fn encode_json<T: Serialize>(ty: FrameType, msg: &T) -> Bytes {
@@ -464,5 +483,27 @@ mod tests {
         let f = decode_one(encode_json(FrameType::Hello, &h), 1024).unwrap();
         let back: Hello = decode_json("Hello", &f.expect(FrameType::Hello).unwrap()).unwrap();
         assert_eq!(back, h);
+    }
+
+    /// A status without capabilities (an older node) reads as `None`, and one with them
+    /// round-trips; `None` is left out on the wire, so an older gateway sees what it knew.
+    #[test]
+    fn capabilities_are_optional_on_the_wire() {
+        let old = br#"{"chain_id":1,"head_number":5,"head_hash":"0x","head_age_ms":0,
+            "finalized_number":null,"upstream_healthy":true,"error_rate":0.0}"#;
+        let c: ChainStatus = decode_json("ChainStatus", old).unwrap();
+        assert_eq!(c.capabilities, None);
+        assert!(!serde_json::to_string(&c).unwrap().contains("capabilities"));
+        let with = ChainStatus {
+            capabilities: Some(Capabilities {
+                oldest_state: 120,
+                namespaces: vec!["debug".into(), "txpool".into()],
+                logs_max_range: 10_000,
+            }),
+            ..c
+        };
+        let back: ChainStatus =
+            decode_json("ChainStatus", &serde_json::to_vec(&with).unwrap()).unwrap();
+        assert_eq!(back, with);
     }
 }

@@ -9,6 +9,7 @@ use proto::frame::{self, FrameError, FrameType};
 use proto::msg::{self, Head, Hello, Reject, Status, Welcome};
 use tokio_util::sync::CancellationToken;
 
+use super::capability::Held;
 use super::registry::{Node, Registry};
 use super::tip::Marks;
 use crate::config::QuicConfig;
@@ -229,6 +230,7 @@ async fn read_status(
                             if let Some(f) = c.finalized_number {
                                 node.raise_finalized(c.chain_id, f);
                             }
+                            node.set_capabilities(c.chain_id, c.capabilities.as_ref().map(Held::from));
                             if node.health(c.chain_id).healthy {
                                 marks.announced(c.chain_id, c.head_number, c.finalized_number);
                             }

@@ -14,6 +14,8 @@ use proto::msg::{ChainStatus, Status};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use super::capability::{self, Held, Need};
+
 pub struct Node {
     pub id: String,
     pub region: String,
@@ -55,6 +57,9 @@ pub struct Node {
     pub origin: u64,
     /// Ejected for wrong answers (`nodes::reputation`): never routed to while set.
     ejected: AtomicBool,
+    /// Per entry of `chains`: what the node last announced it can answer (`None`: nothing
+    /// announced, an older node, taken to answer anything).
+    capabilities: Vec<Mutex<Option<Held>>>,
 }
 
 /// Raises the per-chain value of `chain_id` (one per entry of `chains`) to at least `v`; false
@@ -164,6 +169,7 @@ impl Node {
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
             origin: origin(&hello.node_id),
             ejected: AtomicBool::new(false),
+            capabilities: hello.chains.iter().map(|_| Mutex::new(None)).collect(),
         }
     }
 
@@ -310,6 +316,28 @@ impl Node {
 
     pub fn load(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+// === impl Node: capabilities ===
+
+impl Node {
+    /// Records what the node announced it can answer for `chain_id` (from its status).
+    pub fn set_capabilities(&self, chain_id: u64, held: Option<Held>) {
+        if let Some(i) = self.chains.iter().position(|&c| c == chain_id) {
+            *self.capabilities[i].lock() = held;
+        }
+    }
+
+    /// What the node last announced for `chain_id` (`None`: nothing).
+    pub fn capabilities(&self, chain_id: u64) -> Option<Held> {
+        let i = self.chains.iter().position(|&c| c == chain_id)?;
+        *self.capabilities[i].lock()
+    }
+
+    /// Can the node answer a call that needs `need` on `chain_id`?
+    pub fn can(&self, chain_id: u64, need: Need) -> bool {
+        capability::covers(self.capabilities(chain_id), need)
     }
 }
 

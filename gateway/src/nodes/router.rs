@@ -174,6 +174,36 @@ impl<T: Routable> Table<T> {
         scored.into_iter().map(|(_, t)| t.item.clone()).collect()
     }
 
+    /// Every candidate for `caller` (within `rule`), best first by static cost and live load:
+    /// a full scan without the memo, for the rare request the best few cannot answer (see
+    /// [`super::capability`]).
+    pub fn rank_all(
+        &self,
+        cfg: &RoutingConfig,
+        caller: Option<&Location>,
+        rule: Option<&ResidencyRule>,
+    ) -> Vec<T> {
+        let geo = cfg.mode == RoutingMode::Geo;
+        let cell = caller
+            .filter(|_| geo)
+            .map(|c| (c.lat.round() as i32, c.lon.round() as i32));
+        let mut scored: Vec<(f64, &Target<T>)> = self
+            .targets
+            .iter()
+            .filter(|t| t.item.usable())
+            .filter(|t| rule.is_none_or(|r| t.plausible && r.regions.contains(&t.region)))
+            .map(|t| {
+                let load = match geo {
+                    true => cfg.load_penalty_ms * f64::from(t.item.load()),
+                    false => 0.0,
+                };
+                (self.static_ms(cfg, cell, t) + load, t)
+            })
+            .collect();
+        scored.sort_by(|a, b| a.0.total_cmp(&b.0));
+        scored.into_iter().map(|(_, t)| t.item.clone()).collect()
+    }
+
     /// The full scan behind a memo miss (public for benchmarks): indices of the best targets.
     pub fn scan(
         &self,
@@ -304,6 +334,16 @@ impl Router {
             },
             None => RouteError::NoNode(chain_id),
         })
+    }
+}
+
+impl Router {
+    /// Every node that may serve `chain_id` for `caller`, best first (see [`Table::rank_all`]).
+    pub fn rank_all(&self, chain_id: u64, caller: Option<&Location>) -> Vec<Arc<Node>> {
+        let table = self.tables.read().get(&chain_id).cloned();
+        let table = table.unwrap_or_else(|| Arc::new(self.build_table(chain_id)));
+        let rule = residency_rule(&self.residency, caller);
+        table.rank_all(&self.routing, caller, rule.map(|(_, r)| r))
     }
 }
 

@@ -235,6 +235,8 @@ pub struct NodeChainDoc {
     pub lag_blocks: u64,
     pub head_age_ms: Option<u64>,
     pub upstream_healthy: Option<bool>,
+    /// What the node announced it can answer (`None`: nothing announced, so anything).
+    pub capabilities: Option<proto::msg::Capabilities>,
 }
 
 /// Builds the document the page renders.
@@ -319,6 +321,7 @@ fn node_doc(
                 lag_blocks: h.lag_blocks,
                 head_age_ms: cs.map(|x| x.head_age_ms).filter(|a| *a != u64::MAX),
                 upstream_healthy: cs.map(|x| x.upstream_healthy),
+                capabilities: cs.and_then(|x| x.capabilities.clone()),
             }
         })
         .collect();

@@ -234,3 +234,147 @@ impl DelayedUpstream {
         }
     }
 }
+
+/// A full node that keeps only recent state, in front of anvil (an archive): a state read at
+/// a block more than `keep` below the head, or `earliest`, or at a block hash it never saw,
+/// gets geth's "missing trie node" error; methods whose name starts with one of `refuse`
+/// (`"trace_"`) get geth's answer for a module it does not serve. It learns the head and
+/// block hashes from the answers passing through (and anvil's blocks at start), and records
+/// every call it is asked.
+pub struct PrunedUpstream {
+    pub url: String,
+    prune: Arc<Prune>,
+}
+
+struct Prune {
+    keep: u64,
+    refuse: Vec<String>,
+    head: std::sync::atomic::AtomicU64,
+    /// Block hash (lower case) → number.
+    blocks: Mutex<std::collections::HashMap<String, u64>>,
+    asked: Mutex<Vec<(String, Value)>>,
+}
+
+/// The state-reading methods and the index of their block parameter.
+const STATE_READS: &[(&str, usize)] = &[
+    ("eth_getBalance", 1),
+    ("eth_getCode", 1),
+    ("eth_getTransactionCount", 1),
+    ("eth_getStorageAt", 2),
+    ("eth_call", 1),
+    ("eth_getProof", 2),
+];
+
+fn rpc_error(code: i64, message: String) -> Option<(http::StatusCode, Bytes)> {
+    let body =
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "error": {"code": code, "message": message}});
+    Some((http::StatusCode::OK, Bytes::from(body.to_string())))
+}
+
+fn quantity(v: &Value) -> Option<u64> {
+    u64::from_str_radix(v.as_str()?.strip_prefix("0x")?, 16).ok()
+}
+
+impl Prune {
+    /// The block a state read is at: `Some(None)` when it names a block this node cannot
+    /// place, `None` for a tag (the head's state, which it holds).
+    fn block_of(&self, param: &Value) -> Option<Option<u64>> {
+        if param == "earliest" {
+            return Some(Some(0));
+        }
+        if let Some(n) = quantity(param).or_else(|| quantity(&param["blockNumber"])) {
+            return Some(Some(n));
+        }
+        let hash = param["blockHash"].as_str()?.to_ascii_lowercase();
+        Some(self.blocks.lock().get(&hash).copied())
+    }
+
+    fn learn(&self, block: &Value) {
+        let (Some(n), Some(hash)) = (quantity(&block["number"]), block["hash"].as_str()) else {
+            return;
+        };
+        self.head.fetch_max(n, std::sync::atomic::Ordering::SeqCst);
+        self.blocks.lock().insert(hash.to_ascii_lowercase(), n);
+    }
+}
+
+impl Intercept for Prune {
+    fn before(&self, method: &str, params: &Value) -> Option<(http::StatusCode, Bytes)> {
+        self.asked.lock().push((method.to_string(), params.clone()));
+        if self.refuse.iter().any(|p| method.starts_with(p.as_str())) {
+            let m = format!("the method {method} does not exist/is not available");
+            return rpc_error(-32601, m);
+        }
+        let &(_, at) = STATE_READS.iter().find(|(m, _)| *m == method)?;
+        let block = self.block_of(&params[at])?;
+        let head = self.head.load(std::sync::atomic::Ordering::SeqCst);
+        match block {
+            Some(n) if n.saturating_add(self.keep) >= head => None,
+            _ => rpc_error(
+                -32000,
+                "missing trie node 6f8a2b1c9d0e4f5a (path ) <nil>".into(),
+            ),
+        }
+    }
+
+    fn after(&self, method: &str, _params: &Value, answer: Bytes) -> Bytes {
+        if method.starts_with("eth_getBlockBy") {
+            if let Ok(v) = serde_json::from_slice::<Value>(&answer) {
+                self.learn(&v["result"]);
+            }
+        }
+        answer
+    }
+}
+
+impl PrunedUpstream {
+    /// Keeps the state of the last `keep` blocks of the anvil at `upstream`, and refuses the
+    /// methods starting with one of `refuse`.
+    pub async fn start(upstream: &str, keep: u64, refuse: &[&str]) -> Self {
+        let prune = Arc::new(Prune {
+            keep,
+            refuse: refuse.iter().map(|s| s.to_string()).collect(),
+            head: Default::default(),
+            blocks: Default::default(),
+            asked: Default::default(),
+        });
+        // The blocks so far, so a block named by hash can be placed.
+        let client: PassClient = Client::builder(TokioExecutor::new()).build_http();
+        let get = |params: Value| {
+            let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "eth_getBlockByNumber", "params": params});
+            forward(
+                &client,
+                upstream.parse().unwrap(),
+                Bytes::from(body.to_string()),
+            )
+        };
+        let latest: Value =
+            serde_json::from_slice(&get(serde_json::json!(["latest", false])).await.unwrap())
+                .unwrap();
+        let head = quantity(&latest["result"]["number"]).unwrap();
+        for n in 0..=head {
+            let b: Value = serde_json::from_slice(
+                &get(serde_json::json!([format!("{n:#x}"), false]))
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            prune.learn(&b["result"]);
+        }
+        Self {
+            url: start_proxy(upstream, prune.clone()).await,
+            prune,
+        }
+    }
+
+    /// The calls it was asked (forwarded or refused) of `method`, by params.
+    pub fn asked(&self, method: &str) -> Vec<Value> {
+        self.prune
+            .asked
+            .lock()
+            .iter()
+            .filter(|(m, _)| m == method)
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+}

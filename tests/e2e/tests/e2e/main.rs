@@ -2,6 +2,7 @@
 //! The harness is this crate's library (`use e2e::*`). `configs` and `observability::dashboards`
 //! only read files and start no stack.
 
+mod capabilities;
 mod chainstate;
 mod compression;
 mod configs;

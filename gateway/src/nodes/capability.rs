@@ -1,0 +1,292 @@
+//! What a call needs of a node beyond serving its chain, and whether what a node announced
+//! ([`proto::msg::Capabilities`]) covers it: state at an old block (an archive), a method
+//! namespace (`trace_`, `debug_`, `txpool_`), an `eth_getLogs` range.
+//!
+//! Most calls need nothing ([`need`] answers `None` from the method name alone, or from a
+//! block tag), and a request whose calls need nothing skips every check. A node that
+//! announced nothing (an older version) is taken to answer anything.
+
+use proto::msg::Capabilities;
+use proto::rpc;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+/// The namespaces nodes probe and announce, as `Need::Namespace` indices.
+pub const NAMESPACES: [&str; 3] = ["debug", "trace", "txpool"];
+
+/// What one call needs of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// The state at this block number.
+    StateAt(u64),
+    /// A namespace (index into [`NAMESPACES`]).
+    Namespace(u8),
+    /// `eth_getLogs` over this many blocks.
+    LogRange(u64),
+}
+
+/// The state-reading methods and the index of their block parameter.
+const STATE_METHODS: &[(&str, usize)] = &[
+    ("eth_getBalance", 1),
+    ("eth_getCode", 1),
+    ("eth_getTransactionCount", 1),
+    ("eth_getStorageAt", 2),
+    ("eth_call", 1),
+    ("eth_estimateGas", 1),
+    ("eth_createAccessList", 1),
+    ("eth_getProof", 2),
+];
+
+/// What `method(params)` needs; `None` for almost every call. Block tags (`latest`, `safe`,
+/// ...) and hashes need nothing: the head's state is what every node holds, and a block
+/// named by hash could be anywhere (the node's upstream answers or refuses it).
+pub fn need(method: &str, params: &[u8]) -> Option<Need> {
+    if let Some(&(_, at)) = STATE_METHODS.iter().find(|(m, _)| *m == method) {
+        let elements: Vec<&RawValue> = serde_json::from_slice(params).ok()?;
+        return block_number(elements.get(at)?.get()).map(Need::StateAt);
+    }
+    if method == "eth_getLogs" {
+        return log_range(params).map(Need::LogRange);
+    }
+    let (ns, _) = method.split_once('_')?;
+    NAMESPACES
+        .iter()
+        .position(|n| *n == ns)
+        .map(|i| Need::Namespace(i as u8))
+}
+
+/// A block parameter's number: a hex quantity, `earliest`, or EIP-1898 `{"blockNumber"}`.
+fn block_number(raw: &str) -> Option<u64> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ByNumber<'a> {
+        #[serde(borrow)]
+        block_number: Option<&'a str>,
+    }
+    let s: &str = match raw.as_bytes().first()? {
+        b'"' => serde_json::from_str(raw).ok()?,
+        b'{' => {
+            serde_json::from_str::<ByNumber<'_>>(raw)
+                .ok()?
+                .block_number?
+        }
+        _ => return None,
+    };
+    match s {
+        "earliest" => Some(0),
+        _ => u64::from_str_radix(s.strip_prefix("0x")?, 16).ok(),
+    }
+}
+
+/// The blocks an `eth_getLogs` filter spans, when both ends are numbers.
+fn log_range(params: &[u8]) -> Option<u64> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Filter<'a> {
+        #[serde(borrow)]
+        from_block: Option<&'a RawValue>,
+        #[serde(borrow)]
+        to_block: Option<&'a RawValue>,
+    }
+    let [f]: [Filter<'_>; 1] = serde_json::from_slice(params).ok()?;
+    let from = block_number(f.from_block?.get())?;
+    let to = block_number(f.to_block?.get())?;
+    (to >= from).then(|| to - from + 1)
+}
+
+/// What a node announced it can answer for one chain, in the form checks read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub oldest_state: u64,
+    /// Bit `i`: [`NAMESPACES`]`[i]` is served.
+    namespaces: u8,
+    pub logs_max_range: u64,
+}
+
+impl From<&Capabilities> for Held {
+    fn from(c: &Capabilities) -> Self {
+        let namespaces = NAMESPACES
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| c.namespaces.iter().any(|x| x == *n))
+            .fold(0u8, |m, (i, _)| m | 1 << i);
+        Self {
+            oldest_state: c.oldest_state,
+            namespaces,
+            logs_max_range: c.logs_max_range,
+        }
+    }
+}
+
+impl Held {
+    pub fn covers(&self, need: Need) -> bool {
+        match need {
+            Need::StateAt(n) => self.oldest_state <= n,
+            Need::Namespace(i) => self.namespaces & (1 << i) != 0,
+            Need::LogRange(span) => span <= self.logs_max_range,
+        }
+    }
+}
+
+/// Does a node that announced `held` (`None`: nothing, an older node) answer `need`?
+pub fn covers(held: Option<Held>, need: Need) -> bool {
+    held.is_none_or(|h| h.covers(need))
+}
+
+/// The error for a call no candidate node can answer, naming why; `held` is what the
+/// candidates announced (the best of it is named).
+pub fn refusal(chain_id: u64, need: Need, held: &[Held]) -> bytes::Bytes {
+    match need {
+        Need::StateAt(n) => {
+            let oldest = held.iter().map(|h| h.oldest_state).min();
+            let oldest = oldest.map_or("none".into(), |o| o.to_string());
+            rpc::error_object(
+                rpc::NO_NODE,
+                format!("no edge node for chain {chain_id} holds state at block {n} (oldest held: {oldest}; an archive node is needed)"),
+            )
+        }
+        Need::Namespace(i) => rpc::error_object(
+            rpc::NO_NODE,
+            format!(
+                "no edge node for chain {chain_id} serves {}_ methods",
+                NAMESPACES[usize::from(i)]
+            ),
+        ),
+        Need::LogRange(span) => {
+            let widest = held.iter().map(|h| h.logs_max_range).max().unwrap_or(0);
+            rpc::error_object(
+                rpc::LIMIT_EXCEEDED,
+                format!("eth_getLogs block range too large: {span} blocks, the limit is {widest} (the widest any edge node for chain {chain_id} serves)"),
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "\"0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266\"";
+
+    fn n(method: &str, params: &str) -> Option<Need> {
+        need(method, params.as_bytes())
+    }
+
+    #[test]
+    fn state_reads_at_a_number_need_that_block() {
+        assert_eq!(
+            n("eth_getBalance", &format!("[{A},\"0x1f\"]")),
+            Some(Need::StateAt(31))
+        );
+        assert_eq!(
+            n("eth_getBalance", &format!("[{A},\"earliest\"]")),
+            Some(Need::StateAt(0))
+        );
+        assert_eq!(
+            n("eth_getStorageAt", &format!("[{A},\"0x0\",\"0x10\"]")),
+            Some(Need::StateAt(16))
+        );
+        assert_eq!(
+            n("eth_call", r#"[{"to":"0x00"},{"blockNumber":"0x5"}]"#),
+            Some(Need::StateAt(5))
+        );
+        assert_eq!(
+            n("eth_getProof", &format!("[{A},[],\"0xa\"]")),
+            Some(Need::StateAt(10))
+        );
+    }
+
+    #[test]
+    fn tags_hashes_and_odd_params_need_nothing() {
+        for p in [
+            format!("[{A},\"latest\"]"),
+            format!("[{A},\"safe\"]"),
+            format!("[{A},\"pending\"]"),
+            format!("[{A}]"),
+            format!("[{A},{{\"blockHash\":\"0xab\"}}]"),
+            format!("[{A},\"0xzz\"]"),
+            format!("[{A},12]"),
+            "{}".into(),
+            String::new(),
+        ] {
+            assert_eq!(n("eth_getBalance", &p), None, "{p}");
+        }
+        assert_eq!(n("eth_blockNumber", ""), None);
+        assert_eq!(n("eth_getBlockByNumber", "[\"0x1\",false]"), None);
+        assert_eq!(n("web3_clientVersion", "[]"), None);
+        assert_eq!(n("nonamespace", "[]"), None);
+    }
+
+    #[test]
+    fn namespaces_and_log_ranges() {
+        assert_eq!(n("trace_transaction", "[]"), Some(Need::Namespace(1)));
+        assert_eq!(n("debug_traceCall", "[]"), Some(Need::Namespace(0)));
+        assert_eq!(n("txpool_status", "[]"), Some(Need::Namespace(2)));
+        assert_eq!(
+            n("eth_getLogs", r#"[{"fromBlock":"0x10","toBlock":"0x1f"}]"#),
+            Some(Need::LogRange(16))
+        );
+        assert_eq!(
+            n(
+                "eth_getLogs",
+                r#"[{"fromBlock":"earliest","toBlock":"0x9"}]"#
+            ),
+            Some(Need::LogRange(10))
+        );
+        for open in [
+            r#"[{"fromBlock":"0x10","toBlock":"latest"}]"#,
+            r#"[{"fromBlock":"0x10"}]"#,
+            r#"[{"blockHash":"0xab"}]"#,
+            r#"[{"fromBlock":"0x10","toBlock":"0x1"}]"#,
+        ] {
+            assert_eq!(n("eth_getLogs", open), None, "{open}");
+        }
+    }
+
+    #[test]
+    fn announced_capabilities_cover_what_they_say() {
+        let full = Held::from(&Capabilities {
+            oldest_state: 100,
+            namespaces: vec!["txpool".into(), "unknown".into()],
+            logs_max_range: 1000,
+        });
+        assert!(full.covers(Need::StateAt(100)));
+        assert!(!full.covers(Need::StateAt(99)));
+        assert!(full.covers(Need::Namespace(2)));
+        assert!(!full.covers(Need::Namespace(1)));
+        assert!(full.covers(Need::LogRange(1000)));
+        assert!(!full.covers(Need::LogRange(1001)));
+        let archive = Held::from(&Capabilities {
+            oldest_state: 0,
+            namespaces: NAMESPACES.iter().map(|s| s.to_string()).collect(),
+            logs_max_range: 10,
+        });
+        assert!(archive.covers(Need::StateAt(0)) && archive.covers(Need::Namespace(1)));
+        // A node that announced nothing (an older version) is taken to answer anything.
+        assert!(covers(None, Need::StateAt(0)) && covers(None, Need::Namespace(1)));
+    }
+
+    #[test]
+    fn refusals_name_the_reason() {
+        let held = [Held {
+            oldest_state: 120,
+            namespaces: 0,
+            logs_max_range: 500,
+        }];
+        let s = |b: bytes::Bytes| String::from_utf8(b.to_vec()).unwrap();
+        let state = s(refusal(31337, Need::StateAt(5), &held));
+        assert!(
+            state.contains("-32002")
+                && state.contains("block 5")
+                && state.contains("oldest held: 120"),
+            "{state}"
+        );
+        let trace = s(refusal(31337, Need::Namespace(1), &held));
+        assert!(trace.contains("serves trace_ methods"), "{trace}");
+        let logs = s(refusal(31337, Need::LogRange(900), &held));
+        assert!(
+            logs.contains("-32005") && logs.contains("900 blocks") && logs.contains("500"),
+            "{logs}"
+        );
+    }
+}
