@@ -5,6 +5,8 @@
 //! - [`health`]: judging nodes from their status every interval, with hysteresis;
 //! - [`router`]: which healthy nodes may serve a caller, best first;
 //! - [`dispatch`]: one QUIC stream per attempt, failover within the deadline;
+//! - [`hedge`]: which reads may go to a second node when the first is late, after how long,
+//!   and the budget that bounds how often; [`latency`]: each node's recent latency per class;
 //! - [`sendraw`]: `eth_sendRawTransaction` across failovers;
 //! - [`tip`]: the chain tip callers have seen, which no later answer goes below;
 //! - [`vantage`]: every gateway's smallest RTT to each node, shared through Redis, so each
@@ -12,6 +14,8 @@
 
 pub mod dispatch;
 pub mod health;
+pub mod hedge;
+pub mod latency;
 pub mod link;
 pub mod registry;
 pub mod router;

@@ -51,6 +51,10 @@ pub struct Node {
     /// Unique per joined session in this gateway process: a restarted node counts its state
     /// versions from 1 again, so answers kept for its last session must never match.
     pub session: u64,
+
+    // Hedged reads.
+    /// Recent attempt latencies per method class: the hedge delay (`super::hedge`).
+    pub latency: super::latency::Latency,
 }
 
 /// Raises the per-chain value of `chain_id` (one per entry of `chains`) to at least `v`; false
@@ -145,6 +149,9 @@ impl Node {
             heads: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
             finalized: hello.chains.iter().map(|_| AtomicU64::new(0)).collect(),
             session: SESSIONS.fetch_add(1, Ordering::Relaxed),
+
+            // Hedged reads.
+            latency: super::latency::Latency::new(),
         }
     }
 

@@ -292,7 +292,7 @@ impl Path<'_> {
                 };
                 let span =
                     tracing::info_span!("rpc", id = %req.id, chain = %self.chain.name, method);
-                let deadline = req.started + self.request_timeout;
+                let deadline = req.started + self.dispatcher.timeout_for(&calls);
                 let min_head = req.min_head;
                 self.dispatcher
                     .dispatch(
