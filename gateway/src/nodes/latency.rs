@@ -108,25 +108,24 @@ impl Histogram {
 
     /// The upper bound of the bucket holding the `q` quantile.
     fn quantile(&self, q: f64) -> Option<Duration> {
-        let counts: Vec<u64> = self
-            .counts
-            .iter()
-            .map(|c| u64::from(c.load(Ordering::Relaxed)))
-            .collect();
-        let total: u64 = counts.iter().sum();
+        let count = |c: &AtomicU32| u64::from(c.load(Ordering::Relaxed));
+        let total: u64 = self.counts.iter().map(count).sum();
         if total < MIN_SAMPLES {
             return None;
         }
-        // Nearest rank: the smallest bucket with at least ceil(q * total) samples at or below.
+        // Nearest rank: the first bucket with at least ceil(q * total) samples at or below it
+        // (a sample recorded meanwhile can only move the answer up a bucket).
         let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
         let mut seen = 0;
-        for (i, &c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(Duration::from_micros(upper(i)));
-            }
-        }
-        Some(Duration::from_micros(upper(BUCKETS - 1)))
+        let i = self
+            .counts
+            .iter()
+            .position(|c| {
+                seen += count(c);
+                seen >= rank
+            })
+            .unwrap_or(BUCKETS - 1);
+        Some(Duration::from_micros(upper(i)))
     }
 }
 

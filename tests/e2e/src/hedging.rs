@@ -37,6 +37,11 @@ impl SlowNodes {
 
     /// A gateway with `tables` (such as a `[hedge]` table) and both nodes joined and serving.
     pub async fn stack(&self, tables: &str) -> (Gateway, [EdgeNode; 2]) {
+        // anvil mines only on demand: a fresh block, or after a minute the head is too old for
+        // `[health] max_head_age_ms` and no node would serve.
+        Http::default()
+            .rpc(&self.anvil.url, "evm_mine", json!([]))
+            .await;
         let gw = start_gateway_with(&format!("{}\n{tables}", geo_section(""))).await;
         let eu = start_node(&gw, &NodeSpec::at(EU_WEST, &self.slow.url)).await;
         let us = start_node(&gw, &NodeSpec::at(US_EAST, &self.fast.url)).await;
