@@ -61,6 +61,12 @@ impl Families<'_> {
         ))
     }
 
+    pub fn histogram(&self, name: &str, help: &str, buckets: &[f64]) -> prometheus::Histogram {
+        self.add(prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(name, help).buckets(buckets.to_vec()),
+        ))
+    }
+
     pub fn histogram_vec(
         &self,
         name: &str,

@@ -160,7 +160,6 @@ impl App {
             chain,
             deny: &self.config.methods.deny,
             max_batch: self.config.server.max_batch,
-            request_timeout: self.config.server.request_timeout,
             tiers: &self.answers,
             router: &self.router,
             dispatcher: &self.dispatcher,

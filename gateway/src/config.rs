@@ -6,12 +6,14 @@
 //! One submodule per group of sections owns its structs, defaults and checks: [`server`]
 //! (`[server]`, `[quic]`), [`geo`] (`[geo]`), [`routing`] (`[routing]`, `[health]`),
 //! [`chains`] (`[[chains]]`, `[methods]`, `[[residency]]`, `[cache]`), [`tenants`]
-//! (`[tenants]`), [`websocket`] (`[websocket]`); `daemon::config::millis`
+//! (`[tenants]`), [`websocket`] (`[websocket]`), [`hedge`] (`[hedge]`, `[timeouts]`);
+//! `daemon::config::millis`
 //! turns `*_ms` keys into `Duration`s.
 
 mod audit;
 mod chains;
 mod geo;
+mod hedge;
 mod routing;
 mod server;
 mod tenants;
@@ -28,6 +30,10 @@ pub use chains::{
 };
 pub use geo::{
     DefaultLocation, GeoConfig, Point, DEFAULT_GEO_CACHE_ENTRIES, DEFAULT_GEO_RELOAD_INTERVAL,
+};
+pub use hedge::{
+    HedgeConfig, MethodTimeouts, DEFAULT_HEDGE_MAX_DELAY, DEFAULT_HEDGE_MAX_SHARE,
+    DEFAULT_HEDGE_MIN_DELAY, DEFAULT_HEDGE_QUANTILE,
 };
 pub use routing::{
     HealthConfig, RoutingConfig, RoutingMode, DEFAULT_BREAKER_ERROR_RATE,
@@ -95,6 +101,12 @@ pub struct Config {
     /// Audits of the nodes' answers and their reputation (`crate::nodes::audit`).
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Hedged reads (`crate::nodes::hedge`).
+    #[serde(default)]
+    pub hedge: HedgeConfig,
+    /// Request timeouts per method, over `server.request_timeout_ms`.
+    #[serde(default)]
+    pub timeouts: MethodTimeouts,
     /// Chain served on `POST /`; by name or numeric id. Defaults to the first chain.
     #[serde(default)]
     pub default_chain: Option<String>,
@@ -152,6 +164,8 @@ impl Config {
         tenants::check_tenants(&self.tenants)?;
         websocket::check_websocket(&self.websocket)?;
         audit::check_audit(&self.audit)?;
+        hedge::check_hedge(&self.hedge)?;
+        hedge::check_timeouts(&self.timeouts)?;
         chains::check_method_lists(&self.methods, &self.chains)
     }
 
@@ -353,6 +367,26 @@ chain_id = 31337
             (
                 format!("{GOOD}\n[[residency]]\nname = \"eu\"\nregions = [\"eu\"]\n"),
                 "residency[0]",
+            ),
+            (
+                format!("{GOOD}\n[hedge]\nmax_share = 0\n"),
+                "hedge.max_share",
+            ),
+            (
+                format!("{GOOD}\n[hedge]\nquantile = 1.5\n"),
+                "hedge.quantile",
+            ),
+            (
+                format!("{GOOD}\n[hedge]\nmin_delay_ms = 50\nmax_delay_ms = 20\n"),
+                "hedge.max_delay_ms",
+            ),
+            (
+                format!("{GOOD}\n[timeouts]\neth_getLogs = 0\n"),
+                "timeouts.eth_getLogs",
+            ),
+            (
+                format!("{GOOD}\n[timeouts]\n\"eth_*\" = 100\n"),
+                "timeouts.eth_*",
             ),
         ];
         for (text, key) in cases {

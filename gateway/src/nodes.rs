@@ -7,6 +7,8 @@
 //! - [`capability`]: what a call needs of a node (old state, a namespace, a logs range) and
 //!   whether what the node announced covers it;
 //! - [`dispatch`]: one QUIC stream per attempt, failover within the deadline;
+//! - [`hedge`]: which reads may go to a second node when the first is late, after how long,
+//!   and the budget that bounds how often; [`latency`]: each node's recent latency per class;
 //! - [`sendraw`]: `eth_sendRawTransaction` across failovers;
 //! - [`tip`]: the chain tip callers have seen, which no later answer goes below;
 //! - [`audit`]: re-checking a share of the nodes' answers off the request path, and ejecting
@@ -18,6 +20,8 @@ pub mod audit;
 pub mod capability;
 pub mod dispatch;
 pub mod health;
+pub mod hedge;
+pub mod latency;
 pub mod link;
 pub mod registry;
 pub mod reputation;

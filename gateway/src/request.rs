@@ -33,7 +33,6 @@ mod slot;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -57,7 +56,6 @@ pub struct Path<'a> {
     /// The gateway-wide deny list (`[methods] deny`); the chain's own lists are in `chain`.
     pub deny: &'a [String],
     pub max_batch: usize,
-    pub request_timeout: Duration,
     pub tiers: &'a Tiers,
     pub router: &'a Router,
     pub dispatcher: &'a Dispatcher,

@@ -5,12 +5,13 @@
 use std::path::Path;
 
 use gateway::config::{
-    CacheConfig, Config, GeoConfig, HealthConfig, MethodsConfig, RoutingConfig, RoutingMode,
-    DEFAULT_BODY_TIMEOUT, DEFAULT_BREAKER_ERROR_RATE, DEFAULT_BREAKER_MIN_REQUESTS,
+    CacheConfig, Config, GeoConfig, HealthConfig, HedgeConfig, MethodsConfig, RoutingConfig,
+    RoutingMode, DEFAULT_BODY_TIMEOUT, DEFAULT_BREAKER_ERROR_RATE, DEFAULT_BREAKER_MIN_REQUESTS,
     DEFAULT_COMPRESS_MIN_BYTES, DEFAULT_DENY, DEFAULT_ERROR_PENALTY_MS, DEFAULT_FAIL_AFTER,
     DEFAULT_GATEWAY_CACHE_BYTES, DEFAULT_GEO_CACHE_ENTRIES, DEFAULT_GEO_RELOAD_INTERVAL,
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_KM_PER_MS, DEFAULT_LOAD_PENALTY_MS,
-    DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_HEDGE_MAX_DELAY, DEFAULT_HEDGE_MAX_SHARE,
+    DEFAULT_HEDGE_MIN_DELAY, DEFAULT_HEDGE_QUANTILE, DEFAULT_IDLE_TIMEOUT, DEFAULT_KM_PER_MS,
+    DEFAULT_LOAD_PENALTY_MS, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_HEAD_AGE,
     DEFAULT_MAX_LAG_BLOCKS, DEFAULT_MAX_NODES, DEFAULT_RECOVER_AFTER, DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SPREAD_MS, DEFAULT_STATUS_DEADLINE, DEFAULT_STATUS_INTERVAL, DEFAULT_TIP_CACHE_BYTES,
@@ -65,7 +66,8 @@ fn example_names_every_key_the_code_accepts() {
     );
     // The walk must have seen every section, or a missing one would go unnoticed.
     for section in [
-        "server", "quic", "methods", "geo", "cache", "routing", "health", "tenants",
+        "server", "quic", "methods", "geo", "cache", "routing", "health", "tenants", "hedge",
+        "timeouts",
     ] {
         assert!(paths.iter().any(|p| p == section), "no [{section}] walked");
     }
@@ -157,6 +159,19 @@ fn example_values_equal_the_code_defaults() {
     assert_eq!(h.breaker_error_rate, hd.breaker_error_rate);
     assert_eq!(h.breaker_min_requests, DEFAULT_BREAKER_MIN_REQUESTS);
     assert_eq!(h.breaker_min_requests, hd.breaker_min_requests);
+
+    let (h, hd) = (&cfg.hedge, HedgeConfig::default());
+    assert!(h.enabled && hd.enabled);
+    assert_eq!(h.quantile, DEFAULT_HEDGE_QUANTILE);
+    assert_eq!(h.min_delay, DEFAULT_HEDGE_MIN_DELAY);
+    assert_eq!(h.max_delay, DEFAULT_HEDGE_MAX_DELAY);
+    assert_eq!(h.max_share, DEFAULT_HEDGE_MAX_SHARE);
+    assert_eq!(
+        (h.quantile, h.min_delay, h.max_delay, h.max_share),
+        (hd.quantile, hd.min_delay, hd.max_delay, hd.max_share)
+    );
+    // No per-method timeouts by default: the example's are commented out.
+    assert!(cfg.timeouts.0.is_empty());
 
     // No residency rules by default: the example's rule is commented out.
     assert!(cfg.residency.is_empty());

@@ -1,8 +1,12 @@
 //! Sends calls to edge nodes and fails over: one QUIC stream per attempt, the next candidate on
 //! a transport error, a lost node, a refused stream or a node-side failure, all within the
 //! request's deadline. Application errors from the chain (e.g. `execution reverted`) are final.
+//! A read the first node is late with is raced against the next node (hedged, see
+//! [`super::hedge`]); writes never are.
 
+use std::iter::Peekable;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use proto::frame::{self, FrameError, FrameType};
@@ -10,9 +14,10 @@ use proto::msg::{CacheStatus, Call, CallResult, Outcome, RpcRequest, RpcResponse
 use proto::rpc;
 use tokio::time::Instant;
 
+use super::hedge::{self, Class, Hedging};
 use super::registry::{InFlight, Node};
 use super::sendraw;
-use crate::config::Config;
+use crate::config::{Config, MethodTimeouts};
 use crate::ops::metrics::Metrics;
 use crate::ops::status::Recent;
 
@@ -66,18 +71,22 @@ static BAD_ANSWER_LOG: daemon::loglimit::LogLimit = daemon::loglimit::LogLimit::
 pub struct Dispatcher {
     metrics: Arc<Metrics>,
     recent: Arc<Recent>,
-    /// `server.request_timeout_ms`, named in timeout errors.
-    request_timeout: std::time::Duration,
+    /// `server.request_timeout_ms`, and `[timeouts]` over it for some methods.
+    request_timeout: Duration,
+    timeouts: MethodTimeouts,
     max_frame_bytes: usize,
+    hedging: Hedging,
 }
 
 impl Dispatcher {
     pub fn new(metrics: Arc<Metrics>, recent: Arc<Recent>, config: &Config) -> Self {
         Self {
-            metrics,
             recent,
             request_timeout: config.server.request_timeout,
+            timeouts: config.timeouts.clone(),
             max_frame_bytes: config.quic.max_frame_bytes,
+            hedging: Hedging::new(&config.hedge, &metrics),
+            metrics,
         }
     }
 
@@ -87,16 +96,25 @@ impl Dispatcher {
         self.recent.failover(node, chain_id, request_id, reason);
     }
 
-    fn timed_out(&self) -> String {
+    fn timed_out(&self, calls: &[Call]) -> String {
         format!(
             "request timed out after {} ms",
-            self.request_timeout.as_millis()
+            self.timeout_for(calls).as_millis()
+        )
+    }
+
+    /// The timeout of a request made of `calls`: `[timeouts]` for their methods (the largest),
+    /// else `server.request_timeout_ms`.
+    pub fn timeout_for(&self, calls: &[Call]) -> Duration {
+        self.timeouts.for_methods(
+            calls.iter().map(|c| c.method.as_str()),
+            self.request_timeout,
         )
     }
 
     /// Dispatches `calls` for `chain_id` to `ranked` nodes in order until every call has a
-    /// final answer or the candidates or the deadline run out. `min_head`: see
-    /// [`RpcRequest::min_head`].
+    /// final answer or the candidates or the deadline run out; a read the node is late with
+    /// also goes to the next node ([`super::hedge`]). `min_head`: see [`RpcRequest::min_head`].
     pub async fn dispatch(
         &self,
         chain_id: u64,
@@ -105,12 +123,14 @@ impl Dispatcher {
         (ranked, min_head): (Vec<Arc<Node>>, u64),
         deadline: Instant,
     ) -> Dispatched {
+        let class = hedge::request_class(&calls);
+        let hedged = self.hedging.admit(class);
         let mut p = Progress::new(calls);
-        let mut candidates = ranked.into_iter();
+        let mut candidates = ranked.into_iter().peekable();
         while !p.pending.is_empty() {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                p.last_error = Some(self.timed_out());
+                p.last_error = Some(self.timed_out(&p.calls));
                 break;
             }
             let Some(node) = candidates.next() else { break };
@@ -121,48 +141,149 @@ impl Dispatcher {
                 min_head,
                 calls: p.pending.iter().map(|&i| p.calls[i].clone()).collect(),
             };
-            let res = self.attempt(&node, req.encode(), deadline).await;
-            // The breaker counts the node's own failures (transport, protocol), not its
-            // upstream's trouble with a request (a heavy call timing out), which node errors
-            // report.
-            let ok = matches!(&res, Ok(r) if r.results.len() == p.pending.len());
-            node.record_attempt(ok);
-            let attempt = Attempt {
-                node: &node,
-                chain_id,
-                request_id,
-                deadline,
-            };
-            let (reason, error) = match res {
-                Ok(resp) if resp.results.len() == p.pending.len() => {
-                    self.take(&mut p, &attempt, resp).await;
-                    continue;
-                }
-                Ok(resp) => {
-                    let e = AttemptError::Protocol(format!(
-                        "{} results for {} calls",
-                        resp.results.len(),
-                        p.pending.len()
-                    ));
-                    if let Some(suppressed) = BAD_ANSWER_LOG.allow() {
-                        tracing::warn!(node = %node.id, error = %e, suppressed, "node answered badly");
-                    }
-                    (e.reason(), e.to_string())
-                }
-                Err(e) => {
-                    tracing::debug!(node = %node.id, error = %e, "attempt failed; failing over");
-                    let error = match &e {
-                        AttemptError::Timeout => self.timed_out(),
-                        other => format!("edge node failed: {other}"),
+            let frame = req.encode();
+            let done = match class {
+                Some(class) if hedged && candidates.peek().is_some() => {
+                    let race = Race {
+                        class,
+                        expect: p.pending.len(),
+                        deadline,
                     };
-                    (e.reason(), error)
+                    self.race(&race, node, frame, &mut candidates).await
+                }
+                _ => {
+                    let res = self.timed_attempt(&node, class, frame, deadline).await;
+                    vec![(node, res)]
                 }
             };
-            p.pending.iter().for_each(|&i| p.maybe_sent[i] = true);
-            self.failed_over(&node, chain_id, request_id, reason);
-            p.last_error = Some(error);
+            for (node, res) in done {
+                let attempt = Attempt {
+                    node: &node,
+                    chain_id,
+                    request_id,
+                    deadline,
+                };
+                self.conclude(&mut p, &attempt, res).await;
+            }
         }
         p.finish(chain_id)
+    }
+
+    /// Takes one finished attempt: its answers, or the failover away from its node.
+    async fn conclude(
+        &self,
+        p: &mut Progress,
+        a: &Attempt<'_>,
+        res: Result<RpcResponse, AttemptError>,
+    ) {
+        // The breaker counts the node's own failures (transport, protocol), not its
+        // upstream's trouble with a request (a heavy call timing out), which node errors
+        // report. An attempt cancelled because a hedge won is not counted at all.
+        let ok = matches!(&res, Ok(r) if r.results.len() == p.pending.len());
+        a.node.record_attempt(ok);
+        let (reason, error) = match res {
+            Ok(resp) if ok => return self.take(p, a, resp).await,
+            Ok(resp) => {
+                let e = AttemptError::Protocol(format!(
+                    "{} results for {} calls",
+                    resp.results.len(),
+                    p.pending.len()
+                ));
+                if let Some(suppressed) = BAD_ANSWER_LOG.allow() {
+                    tracing::warn!(node = %a.node.id, error = %e, suppressed, "node answered badly");
+                }
+                (e.reason(), e.to_string())
+            }
+            Err(e) => {
+                tracing::debug!(node = %a.node.id, error = %e, "attempt failed; failing over");
+                let error = match &e {
+                    AttemptError::Timeout => self.timed_out(&p.calls),
+                    other => format!("edge node failed: {other}"),
+                };
+                (e.reason(), error)
+            }
+        };
+        p.pending.iter().for_each(|&i| p.maybe_sent[i] = true);
+        self.failed_over(a.node, a.chain_id, a.request_id, reason);
+        p.last_error = Some(error);
+    }
+
+    /// One attempt on `first`; when it is late (past its hedge delay) and the budget allows,
+    /// the same request on the next candidate too. The first good answer wins and the other
+    /// attempt is dropped, which resets its stream. Returns the attempts that finished, in
+    /// order: only the last can be good (a first finisher that failed waits for the other).
+    async fn race(
+        &self,
+        r: &Race,
+        first: Arc<Node>,
+        frame: Bytes,
+        rest: &mut Peekable<std::vec::IntoIter<Arc<Node>>>,
+    ) -> Vec<(Arc<Node>, Result<RpcResponse, AttemptError>)> {
+        let started = Instant::now();
+        let delay = self.hedging.delay(&first.latency, r.class);
+        let hedge_at = started + delay;
+        let primary = self.timed_attempt(&first, Some(r.class), frame.clone(), r.deadline);
+        tokio::pin!(primary);
+        if hedge_at < r.deadline {
+            tokio::select! {
+                res = &mut primary => return vec![(first.clone(), res)],
+                _ = tokio::time::sleep_until(hedge_at) => {}
+            }
+        }
+        if hedge_at >= r.deadline || !self.hedging.spend(delay) {
+            return vec![(first.clone(), primary.await)];
+        }
+        let second = rest.next().expect("a next candidate was peeked");
+        // The frame's `budget_ms` was reckoned before the delay: the node may plan with a
+        // little more time than is left, and the gateway's deadline still holds.
+        let hedge = self.timed_attempt(&second, Some(r.class), frame, r.deadline);
+        tokio::pin!(hedge);
+        let (res, hedge_first) = tokio::select! {
+            res = &mut primary => (res, false),
+            res = &mut hedge => (res, true),
+        };
+        if r.good(&res) {
+            if hedge_first {
+                self.hedging.won.inc();
+                // The first node was at least this slow; leaving its cancelled attempt out
+                // would make it look faster than it is, and hedges more likely.
+                first.latency.record(r.class, started.elapsed());
+                return vec![(second.clone(), res)];
+            }
+            self.hedging.lost.inc();
+            return vec![(first.clone(), res)];
+        }
+        // The first to finish failed: the other may still answer.
+        let (failed, other) = if hedge_first {
+            ((second.clone(), res), (first.clone(), primary.await))
+        } else {
+            ((first.clone(), res), (second.clone(), hedge.await))
+        };
+        if r.good(&other.1) {
+            let used = if hedge_first {
+                &self.hedging.lost
+            } else {
+                &self.hedging.won
+            };
+            used.inc();
+        }
+        vec![failed, other]
+    }
+
+    /// An attempt whose time, when it succeeds, goes into the node's latency for `class`.
+    async fn timed_attempt(
+        &self,
+        node: &Arc<Node>,
+        class: Option<Class>,
+        frame: Bytes,
+        deadline: Instant,
+    ) -> Result<RpcResponse, AttemptError> {
+        let started = Instant::now();
+        let res = self.attempt(node, frame, deadline).await;
+        if let (Some(class), Ok(_)) = (class, &res) {
+            node.latency.record(class, started.elapsed());
+        }
+        res
     }
 
     /// Takes a node's response to the pending calls: final answers are settled, calls the
@@ -252,6 +373,20 @@ impl Progress {
             tied: self.tied,
             from: self.from,
         }
+    }
+}
+
+/// What a race of two attempts needs to know about the request.
+struct Race {
+    class: Class,
+    /// Answers a good response carries (one per pending call).
+    expect: usize,
+    deadline: Instant,
+}
+
+impl Race {
+    fn good(&self, res: &Result<RpcResponse, AttemptError>) -> bool {
+        matches!(res, Ok(r) if r.results.len() == self.expect)
     }
 }
 

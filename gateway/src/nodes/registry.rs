@@ -60,6 +60,9 @@ pub struct Node {
     /// Per entry of `chains`: what the node last announced it can answer (`None`: nothing
     /// announced, an older node, taken to answer anything).
     capabilities: Vec<Mutex<Option<Held>>>,
+
+    /// Recent attempt latencies per method class: the hedge delay (`super::hedge`).
+    pub latency: super::latency::Latency,
 }
 
 /// Raises the per-chain value of `chain_id` (one per entry of `chains`) to at least `v`; false
@@ -170,6 +173,8 @@ impl Node {
             origin: origin(&hello.node_id),
             ejected: AtomicBool::new(false),
             capabilities: hello.chains.iter().map(|_| Mutex::new(None)).collect(),
+
+            latency: super::latency::Latency::new(),
         }
     }
 

@@ -365,7 +365,7 @@ impl Path<'_> {
                 };
                 let span =
                     tracing::info_span!("rpc", id = %req.id, chain = %self.chain.name, method);
-                let deadline = req.started + self.request_timeout;
+                let deadline = req.started + self.dispatcher.timeout_for(&calls);
                 let min_head = req.min_head;
                 self.dispatcher
                     .dispatch(
@@ -404,9 +404,10 @@ impl Path<'_> {
         self.series.gateway_miss.inc_by(n as u64);
         let span =
             tracing::info_span!("rpc", id = %req.id, chain = %self.chain.name, method = "batch");
-        let (id, deadline, min_head) = (req.id, req.started + self.request_timeout, req.min_head);
+        let (id, min_head) = (req.id, req.min_head);
         let chain = self.chain.chain_id;
         let done = futures::future::join_all(groups.into_iter().map(|(open, calls, nodes)| {
+            let deadline = req.started + self.dispatcher.timeout_for(&calls);
             let d = self
                 .dispatcher
                 .dispatch(chain, id, calls, (nodes, min_head), deadline);

@@ -1,11 +1,12 @@
 //! The end-to-end test harness: real anvil processes, intercepting proxies in front of them
-//! (counting, lagging and lying upstreams), real Redis servers, and gateways and edge nodes on
+//! (counting, lagging, lying and slow upstreams), real Redis servers, and gateways and edge nodes on
 //! `127.0.0.1:0`, in process or as real processes. The tests themselves are this crate's one test target
 //! (`tests/e2e/`: one binary, one link step).
 
 mod anvil;
 mod client;
 mod config;
+mod hedging;
 mod redis;
 mod stack;
 mod upstream;
@@ -17,6 +18,7 @@ use std::path::PathBuf;
 pub use anvil::*;
 pub use client::*;
 pub use config::*;
+pub use hedging::*;
 pub use redis::*;
 pub use stack::*;
 pub use upstream::*;

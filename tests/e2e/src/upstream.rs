@@ -1,5 +1,5 @@
-//! Test upstreams: one intercepting JSON-RPC proxy in front of anvil, and the counting, lagging
-//! and lying upstreams built on it.
+//! Test upstreams: one intercepting JSON-RPC proxy in front of anvil, and the counting, lagging,
+//! lying and slow upstreams built on it.
 
 use std::sync::Arc;
 
@@ -17,6 +17,10 @@ use tokio::net::TcpListener;
 pub trait Intercept: Send + Sync + 'static {
     /// Answer here instead of forwarding (`Some`: status and body), or let the call through.
     fn before(&self, _method: &str, _params: &Value) -> Option<(http::StatusCode, Bytes)> {
+        None
+    }
+    /// Hold the call this long before forwarding it (a slow upstream).
+    fn delay(&self, _method: &str, _params: &Value) -> Option<std::time::Duration> {
         None
     }
     /// Rewrite (or just observe) the upstream's answer.
@@ -68,6 +72,9 @@ pub async fn start_proxy(upstream: &str, hook: Arc<dyn Intercept>) -> String {
                             let mut r = http::Response::new(Full::new(answer));
                             *r.status_mut() = status;
                             return Ok(r);
+                        }
+                        if let Some(d) = hook.delay(&method, &v["params"]) {
+                            tokio::time::sleep(d).await;
                         }
                         let bytes = forward(&client, upstream, body).await?;
                         let out = hook.after(&method, &v["params"], bytes);
@@ -376,5 +383,61 @@ impl PrunedUpstream {
             .filter(|(m, _)| m == method)
             .map(|(_, p)| p.clone())
             .collect()
+    }
+}
+
+/// An upstream slow for some calls: every `every`th `eth_getBalance` (0: none) and every
+/// `eth_sendRawTransaction` wait `delay` before they are forwarded. Counts the signed
+/// transactions it forwards, by their raw bytes.
+pub struct SlowUpstream {
+    pub url: String,
+    slow: Arc<Slow>,
+}
+
+struct Slow {
+    every: usize,
+    delay: std::time::Duration,
+    balances: std::sync::atomic::AtomicUsize,
+    raw: Mutex<Vec<String>>,
+}
+
+impl Intercept for Slow {
+    fn delay(&self, method: &str, params: &Value) -> Option<std::time::Duration> {
+        match method {
+            "eth_getBalance" if self.every > 0 => {
+                let n = self
+                    .balances
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                (n % self.every == self.every - 1).then_some(self.delay)
+            }
+            "eth_sendRawTransaction" => {
+                self.raw
+                    .lock()
+                    .push(params[0].as_str()?.to_ascii_lowercase());
+                Some(self.delay)
+            }
+            _ => None,
+        }
+    }
+}
+
+impl SlowUpstream {
+    pub async fn start(upstream: &str, every: usize, delay: std::time::Duration) -> Self {
+        let slow = Arc::new(Slow {
+            every,
+            delay,
+            balances: Default::default(),
+            raw: Mutex::new(Vec::new()),
+        });
+        Self {
+            url: start_proxy(upstream, slow.clone()).await,
+            slow,
+        }
+    }
+
+    /// How many times the signed transaction `raw` was forwarded here.
+    pub fn sent(&self, raw: &str) -> usize {
+        let raw = raw.to_ascii_lowercase();
+        self.slow.raw.lock().iter().filter(|r| **r == raw).count()
     }
 }

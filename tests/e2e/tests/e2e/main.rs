@@ -11,6 +11,7 @@ mod consistency;
 mod deploy;
 mod fuzz;
 mod gateways;
+mod hedging;
 mod join;
 mod observability;
 mod routing;
