@@ -162,6 +162,11 @@ impl FinalAnswers {
         }
     }
 
+    /// Drops one kept answer (shown wrong by an audit); true if it was kept.
+    pub fn remove(&self, key: &Bytes) -> bool {
+        self.store.as_ref().is_some_and(|s| s.remove(key).is_some())
+    }
+
     /// (entries, weighted bytes)
     pub fn usage(&self) -> (u64, u64) {
         self.store

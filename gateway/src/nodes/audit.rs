@@ -36,7 +36,7 @@ use super::dispatch::Dispatcher;
 use super::registry::{Node, Registry};
 use super::reputation::Event;
 use super::router::Router;
-use crate::answers::Tiers;
+use crate::answers::{FinalAnswers, Tiers};
 use crate::config::{AuditConfig, Config};
 use crate::ops::metrics::Metrics;
 
@@ -94,8 +94,12 @@ pub struct Auditor {
     metrics: Arc<Metrics>,
     permits: Arc<Semaphore>,
     trusted: Option<(HttpClient, http::Uri)>,
+    /// The chain id the audit upstream answers with, once asked.
+    trusted_chain: tokio::sync::OnceCell<u64>,
     status_deadline: Duration,
     chain_names: HashMap<u64, String>,
+    /// Ejected nodes whose kept answers are dropped once more at the next tick.
+    forget_again: parking_lot::Mutex<Vec<(u64, u64)>>,
 }
 
 impl Auditor {
@@ -123,21 +127,22 @@ impl Auditor {
             tiers,
             metrics,
             trusted,
+            trusted_chain: tokio::sync::OnceCell::new(),
             status_deadline: config.quic.status_deadline,
             chain_names: config
                 .chains
                 .iter()
                 .map(|c| (c.chain_id, c.name.clone()))
                 .collect(),
+            forget_again: parking_lot::Mutex::new(Vec::new()),
         }
     }
 
-    /// Whether to audit an answer (one random draw; nothing when the method's share is 0).
-    pub fn wants(&self, method: &str, final_answer: bool) -> bool {
+    /// Whether an answer to `method` is picked for an audit (one random draw; none when the
+    /// method's share is 0). The caller decides whether the answer can be checked at all.
+    pub fn sampled(&self, method: &str) -> bool {
         let share = self.cfg.share_of(method);
-        share > 0.0
-            && (final_answer || receipts::checkable(method))
-            && rand::random::<f64>() < share
+        share > 0.0 && rand::random::<f64>() < share
     }
 
     /// Audits `s` in a task of its own, if fewer than `audit.max_in_flight` are running.
@@ -175,7 +180,7 @@ impl Auditor {
         if receipts::checkable(&s.method) {
             match self.check_receipts(s).await {
                 receipts::Verdict::Wrong(why) => {
-                    self.wrong(&s.node.id, s, &why);
+                    self.wrong(&s.node.id, s, (&s.answer, None), &why);
                     return Outcome::Wrong;
                 }
                 receipts::Verdict::Consistent => checked = true,
@@ -246,7 +251,8 @@ impl Auditor {
         let other = match witness {
             // The operator's own upstream decides.
             Witness::Trusted => {
-                self.wrong(&s.node.id, s, "the audit upstream answered differently");
+                let why = "the audit upstream answered differently";
+                self.wrong(&s.node.id, s, (&a, Some(&b)), why);
                 return Outcome::Wrong;
             }
             Witness::Node(n) => n,
@@ -256,9 +262,11 @@ impl Auditor {
             return Outcome::Unresolved;
         };
         if c == a {
-            self.wrong(&other.id, s, "two other nodes answered differently");
+            let why = format!("{} and a third node answered differently", s.node.id);
+            self.wrong(&other.id, s, (&b, Some(&a)), &why);
         } else if c == b {
-            self.wrong(&s.node.id, s, "two other nodes answered differently");
+            let why = format!("{} and a third node answered differently", other.id);
+            self.wrong(&s.node.id, s, (&a, Some(&b)), &why);
         } else {
             self.unresolved(s, &other, "three nodes, three answers");
             return Outcome::Unresolved;
@@ -270,8 +278,10 @@ impl Auditor {
     /// else from a routable node not in `exclude` (picked at random).
     async fn opinion(&self, s: &Sample, exclude: &[&str]) -> Option<(Vec<u8>, Witness)> {
         if let Some((client, uri)) = &self.trusted {
-            let answer = self.ask_trusted(client, uri, s).await?;
-            return Some((canonical(&answer)?, Witness::Trusted));
+            if self.trusted_chain(client, uri).await == Some(s.chain_id) {
+                let answer = self.ask_trusted(client, uri, &s.method, &s.params).await?;
+                return Some((canonical(&answer)?, Witness::Trusted));
+            }
         }
         let others: Vec<Arc<Node>> = self
             .registry
@@ -325,21 +335,40 @@ impl Auditor {
             .collect()
     }
 
+    /// The chain the audit upstream serves (asked once): it decides only for that chain, and
+    /// other chains' audits ask nodes.
+    async fn trusted_chain(&self, client: &HttpClient, uri: &http::Uri) -> Option<u64> {
+        let id = self
+            .trusted_chain
+            .get_or_try_init(|| async {
+                let answer = self
+                    .ask_trusted(client, uri, "eth_chainId", b"[]")
+                    .await
+                    .ok_or(())?;
+                let hex: String = serde_json::from_slice(&answer).map_err(|_| ())?;
+                u64::from_str_radix(hex.trim_start_matches("0x"), 16).map_err(|_| ())
+            })
+            .await;
+        id.ok().copied()
+    }
+
     /// Asks the audit upstream (plain JSON-RPC over HTTP); its result, if it gave one.
-    async fn ask_trusted(&self, client: &HttpClient, uri: &http::Uri, s: &Sample) -> Option<Bytes> {
-        self.metrics
-            .audit
-            .calls
-            .with_label_values(&[self.chain_name(s.chain_id)])
-            .inc();
-        let params = if s.params.is_empty() {
+    async fn ask_trusted(
+        &self,
+        client: &HttpClient,
+        uri: &http::Uri,
+        method: &str,
+        params: &[u8],
+    ) -> Option<Bytes> {
+        self.metrics.audit.trusted_calls.inc();
+        let params = if params.is_empty() {
             &b"[]"[..]
         } else {
-            &s.params[..]
+            params
         };
         let body = format!(
             "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":{},\"params\":{}}}",
-            Value::String(s.method.clone()),
+            Value::String(method.to_string()),
             String::from_utf8_lossy(params)
         );
         let req = http::Request::post(uri.clone())
@@ -352,15 +381,24 @@ impl Auditor {
         serde_json::to_vec(v.get("result")?).ok().map(Bytes::from)
     }
 
-    /// A node was shown wrong: logs the evidence and lowers its reputation (ejecting it when
-    /// that takes it below the threshold).
-    fn wrong(&self, id: &str, s: &Sample, why: &str) {
+    /// A node was shown wrong: logs the evidence (its answer's hash, and the answer it was
+    /// held against), drops the gateway's kept copy if the sampled answer was the wrong one, and
+    /// lowers its reputation (ejecting it when that takes it below the threshold).
+    fn wrong(&self, id: &str, s: &Sample, (given, right): (&[u8], Option<&[u8]>), why: &str) {
+        let right = right.map_or_else(|| "-".to_string(), short_hash);
         let evidence = format!(
-            "{} params sha256:{} answer sha256:{}: {why}",
+            "{} params sha256:{} answered sha256:{} against sha256:{right}: {why}",
             s.method,
             short_hash(&s.params),
-            short_hash(&s.answer)
+            short_hash(given),
         );
+        if id == s.node.id {
+            // Kept by the gateway under the caller's spelling: not served again, ejected or not.
+            let key = FinalAnswers::key(s.chain_id, &s.method, &s.params);
+            if self.tiers.finals.remove(&key) {
+                self.metrics.audit.dropped_answers.inc();
+            }
+        }
         tracing::warn!(node = %id, chain_id = s.chain_id, %evidence, "audit: node answered wrongly");
         if self
             .registry
@@ -390,10 +428,20 @@ impl Auditor {
             None => (super::registry::origin(id), 0),
         };
         self.router.rebuild();
-        let dropped = self.tiers.forget_node(origin, session);
-        self.metrics.audit.dropped_answers.inc_by(dropped);
+        self.forget(origin, session);
+        // Once more next tick: a request in flight to it may have kept an answer meanwhile.
+        self.forget_again.lock().push((origin, session));
         let secs = self.cfg.eject_for.as_secs();
-        tracing::warn!(node = %id, %evidence, dropped, for_secs = secs, "node ejected: its answers were wrong");
+        tracing::warn!(node = %id, %evidence, for_secs = secs, "node ejected: its answers were wrong");
+    }
+
+    /// Drops what the gateway kept from a node: a scan of both tiers, off the runtime's workers.
+    fn forget(&self, origin: u64, session: u64) {
+        let (tiers, dropped) = (
+            self.tiers.clone(),
+            self.metrics.audit.dropped_answers.clone(),
+        );
+        tokio::task::spawn_blocking(move || dropped.inc_by(tiers.forget_node(origin, session)));
     }
 
     /// An operator re-admits `id`; false if it was not ejected.
@@ -416,6 +464,10 @@ impl Auditor {
     /// Ends ejections whose time has passed and enforces new ones (the health checker's
     /// penalties can eject too).
     pub fn tick(&self) {
+        let again = std::mem::take(&mut *self.forget_again.lock());
+        for (origin, session) in again {
+            self.forget(origin, session);
+        }
         for id in self.registry.book.expire(Instant::now()) {
             self.back(&id, "its ejection ended");
         }

@@ -385,8 +385,11 @@ struct Race {
 }
 
 impl Race {
+    /// A response that answers something: one whose every call is a node error (an upstream
+    /// failing fast) must not cancel an attempt that may still answer.
     fn good(&self, res: &Result<RpcResponse, AttemptError>) -> bool {
-        matches!(res, Ok(r) if r.results.len() == self.expect)
+        matches!(res, Ok(r) if r.results.len() == self.expect
+            && r.results.iter().any(|c| !matches!(c.outcome, Outcome::NodeError(_))))
     }
 }
 

@@ -53,8 +53,8 @@ pub fn route(app: &App, req: &Request<hyper::body::Incoming>) -> AdminResponse {
                 json!({"reloaded": false, "error": e.to_string()}),
             ),
         },
-        (&Method::POST, p) if p.starts_with("/admin/nodes/") && p.ends_with("/readmit") => {
-            let id = &p["/admin/nodes/".len()..p.len() - "/readmit".len()];
+        (&Method::POST, p) if readmit_id(p).is_some() => {
+            let id = readmit_id(p).unwrap_or_default();
             match app.auditor.readmit(id) {
                 true => reply(StatusCode::OK, json!({"readmitted": id})),
                 false => reply(
@@ -65,6 +65,14 @@ pub fn route(app: &App, req: &Request<hyper::body::Incoming>) -> AdminResponse {
         }
         _ => reply(StatusCode::NOT_FOUND, json!({"error": "not found"})),
     }
+}
+
+/// The node id of `/admin/nodes/{id}/readmit`.
+fn readmit_id(path: &str) -> Option<&str> {
+    let id = path
+        .strip_prefix("/admin/nodes/")?
+        .strip_suffix("/readmit")?;
+    (!id.is_empty() && !id.contains('/')).then_some(id)
 }
 
 /// The tenants in use with their limits and usage.
@@ -123,4 +131,18 @@ fn reply(status: StatusCode, v: serde_json::Value) -> AdminResponse {
         http::HeaderValue::from_static("no-store"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readmit_id;
+
+    #[test]
+    fn readmit_paths_name_one_node() {
+        assert_eq!(readmit_id("/admin/nodes/ab12/readmit"), Some("ab12"));
+        assert_eq!(readmit_id("/admin/nodes/readmit"), None);
+        assert_eq!(readmit_id("/admin/nodes//readmit"), None);
+        assert_eq!(readmit_id("/admin/nodes/a/b/readmit"), None);
+        assert_eq!(readmit_id("/admin/nodes/ab12"), None);
+    }
 }

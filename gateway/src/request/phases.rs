@@ -15,6 +15,7 @@ use crate::answers::{FinalAnswers, Offered, StateAnswers};
 use crate::front::compress;
 use crate::front::jsonrpc::{self, Entry, Parsed};
 use crate::front::respond::{json, names, Resp};
+use crate::nodes::audit;
 use crate::nodes::capability::{self, Held, Need};
 use crate::nodes::dispatch::{self, Dispatched};
 use crate::nodes::registry::Node;
@@ -506,6 +507,10 @@ impl Path<'_> {
             else {
                 continue;
             };
+            // Ejected while this request was in flight: nothing of it is kept.
+            if slot.from.as_ref().is_some_and(|n| n.ejected()) {
+                continue;
+            }
             self.tiers.remember(Offered {
                 chain_id: self.chain.chain_id,
                 method,
@@ -533,8 +538,18 @@ impl Path<'_> {
             else {
                 continue;
             };
-            if self.auditor.wants(method, final_answer) {
-                self.auditor.submit(crate::nodes::audit::Sample {
+            if !self.auditor.sampled(method) {
+                continue;
+            }
+            // The node sets the final flag itself: a changed node could clear it on its lies.
+            // A state read at a block callers were shown final has one right answer anyway.
+            let finalized = || {
+                matches!(capability::need(method, params),
+                    Some(Need::StateAt(n)) if n <= self.marks.finalized(self.chain.chain_id))
+            };
+            let final_answer = final_answer || finalized();
+            if final_answer || audit::receipts::checkable(method) {
+                self.auditor.submit(audit::Sample {
                     chain_id: self.chain.chain_id,
                     method: method.to_string(),
                     params: params.clone(),

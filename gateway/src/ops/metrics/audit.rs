@@ -13,8 +13,10 @@ pub struct AuditFamilies {
     pub audits: IntCounterVec,
     /// Calls the audits sent to nodes or the audit upstream: the traffic they add.
     pub calls: IntCounterVec,
+    /// Calls to the audit upstream (`audit.upstream`).
+    pub trusted_calls: IntCounter,
     pub ejections: IntCounter,
-    /// Answers dropped from the gateway's tiers because their node was ejected.
+    /// Answers dropped from the gateway's tiers: shown wrong, or their node was ejected.
     pub dropped_answers: IntCounter,
 }
 
@@ -31,13 +33,17 @@ impl AuditFamilies {
                 "Calls audits sent (to other nodes or the audit upstream), by chain.",
                 &["chain"],
             ),
+            trusted_calls: f.counter(
+                "audit_upstream_calls_total",
+                "Calls audits sent to the audit upstream the operator trusts (audit.upstream).",
+            ),
             ejections: f.counter(
                 "node_ejections_total",
                 "Nodes ejected for a reputation below audit.eject_below.",
             ),
             dropped_answers: f.counter(
                 "ejected_answers_dropped_total",
-                "Kept answers dropped from the gateway's cache tiers because their node was ejected.",
+                "Kept answers dropped from the gateway's cache tiers: shown wrong by an audit, or given by a node since ejected.",
             ),
         }
     }

@@ -78,6 +78,18 @@ fn audits(gw: &gateway::Gateway, outcome: &str) -> u64 {
         .get()
 }
 
+/// Audits run after the answer: gives them a moment (1 s) before the next question; true once
+/// the node is ejected.
+async fn ejected_soon(node: &gateway::nodes::registry::Node) -> bool {
+    for _ in 0..40 {
+        if node.ejected() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    node.ejected()
+}
+
 async fn call_from_london(http: &Http, url: &str, method: &str, params: Value) -> Reply {
     let body = json!({"jsonrpc":"2.0","id":1,"method":method,"params":params}).to_string();
     post_as(http, url, LONDON, body).await.unwrap()
@@ -116,14 +128,7 @@ async fn a_lying_node_is_caught_ejected_and_its_kept_answers_dropped() {
             lies += 1;
             first_lie.get_or_insert(i);
         }
-        // Audits run after the answer: give them a moment before the next question.
-        for _ in 0..40 {
-            if liar_node.ejected() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        if liar_node.ejected() {
+        if ejected_soon(&liar_node).await {
             break;
         }
     }
@@ -246,13 +251,7 @@ async fn an_audit_upstream_the_operator_trusts_decides_alone() {
         let params = json!([{"to": format!("0x{i:040x}"), "data": "0x"}, "0x1"]);
         call_from_london(&http, &url, "eth_call", params).await;
         answers += 1;
-        for _ in 0..40 {
-            if gw_node.ejected() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        if gw_node.ejected() {
+        if ejected_soon(&gw_node).await {
             break;
         }
     }

@@ -95,7 +95,7 @@ fn a_forged_header_or_reordered_receipts_are_caught() {
     block["receiptsRoot"] = Value::String(format!("0x{}", "22".repeat(32)));
     let err = verify_block(hash(), &bytes(&block), RECEIPTS.as_bytes()).unwrap_err();
     assert!(
-        matches!(&err, Verdict::Wrong(w) if w.contains("hashes to")),
+        matches!(&err, Verdict::Unknown(w) if w.contains("hashes to")),
         "{err:?}"
     );
     let mut rs = receipts();
