@@ -148,13 +148,18 @@ impl Metrics {
             sockets: Sockets::new(&f),
             registry,
         };
+        m.precreate();
+        m
+    }
+
+    /// Series that rates and alerts need before their first event exist at zero.
+    fn precreate(&self) {
         for cause in EVICTION_CAUSES {
-            m.cache_evictions.with_label_values(&[cause]);
+            self.cache_evictions.with_label_values(&[cause]);
         }
         for outcome in PROOF_OUTCOMES {
-            m.proof_verifications.with_label_values(&[outcome]);
+            self.proof_verifications.with_label_values(&[outcome]);
         }
-        m
     }
 
     /// Creates the per-chain series at zero for a configured chain.

@@ -148,7 +148,7 @@ pub struct Hedging {
 
 impl Hedging {
     pub fn new(config: &HedgeConfig, metrics: &Metrics) -> Self {
-        let outcome = |o: &str| metrics.hedges.with_label_values(&[o]);
+        let outcome = |o: &str| metrics.hedge.outcomes.with_label_values(&[o]);
         Self {
             config: config.clone(),
             budget: Budget::new(config.max_share),
@@ -156,7 +156,7 @@ impl Hedging {
             won: outcome("won"),
             lost: outcome("lost"),
             budget_exhausted: outcome("budget_exhausted"),
-            delay: metrics.hedge_delay.clone(),
+            delay: metrics.hedge.delay.clone(),
         }
     }
 

@@ -8,6 +8,7 @@
 
 pub mod audit;
 pub mod geo;
+pub mod hedge;
 pub mod nodes;
 pub mod subs;
 pub mod tenants;
@@ -130,9 +131,6 @@ pub const FAILOVER_REASONS: &[&str] = &[
     "node_error",
 ];
 
-/// Hedge outcomes (`gateway_hedges_total{outcome}`), created at zero.
-pub const HEDGE_OUTCOMES: &[&str] = &["sent", "won", "lost", "budget_exhausted"];
-
 pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
@@ -140,9 +138,6 @@ pub struct Metrics {
     pub calls: IntCounterVec,
     pub rejected: IntCounterVec,
     pub failovers: IntCounterVec,
-    /// `hedges_total{outcome}`: see [`HEDGE_OUTCOMES`].
-    pub hedges: IntCounterVec,
-    pub hedge_delay: Histogram,
     pub node_joins: IntCounterVec,
     pub nodes_joined: IntGauge,
     pub http_connections: IntGauge,
@@ -170,6 +165,7 @@ pub struct Metrics {
     pub tenants: tenants::TenantFamilies,
     pub ws: subs::SubFamilies,
     pub audit: audit::AuditFamilies,
+    pub hedge: hedge::HedgeFamilies,
     /// Present when the gateway shares through Redis.
     pub redis: Option<tenants::RedisGauges>,
 }
@@ -209,16 +205,6 @@ impl Metrics {
                 "failovers_total",
                 "Attempts moved to another node, by reason.",
                 &["reason"],
-            ),
-            hedges: f.counter_vec(
-                "hedges_total",
-                "Hedged reads (a late read also sent to the next node) by outcome: sent; won (the hedge answered first); lost (the first node did); budget_exhausted (late, but [hedge] max_share was spent).",
-                &["outcome"],
-            ),
-            hedge_delay: f.histogram(
-                "hedge_delay_seconds",
-                "The delay after which each hedge was sent: the first node's recent latency quantile for the call's class, within [hedge] min_delay_ms..max_delay_ms.",
-                REQUEST_BUCKETS,
             ),
             node_joins: f.counter_vec(
                 "node_joins_total",
@@ -285,6 +271,7 @@ impl Metrics {
             tenants: tenants::TenantFamilies::new(&f),
             ws: subs::SubFamilies::new(&f),
             audit: audit::AuditFamilies::new(&f),
+            hedge: hedge::HedgeFamilies::new(&f),
             redis: None,
             registry,
         };
@@ -299,9 +286,6 @@ impl Metrics {
         }
         for r in FAILOVER_REASONS {
             self.failovers.with_label_values(&[r]);
-        }
-        for o in HEDGE_OUTCOMES {
-            self.hedges.with_label_values(&[o]);
         }
         for c in crate::front::conns::Closed::REASONS {
             self.http_connections_closed.with_label_values(&[c.label()]);

@@ -68,7 +68,7 @@ async fn main() {
             let (gw, nodes) = s.stack(&table).await;
             let url = format!("http://{}/", gw.http_addr);
             read_balances(&url, a.warm_up, next_account, a.workers).await;
-            let counter = |o: &str| gw.app.metrics.hedges.with_label_values(&[o]).get();
+            let counter = |o: &str| gw.app.metrics.hedge.outcomes.with_label_values(&[o]).get();
             let before = ["sent", "won", "lost", "budget_exhausted"].map(counter);
             let r = read_balances(&url, a.reads, next_account + a.warm_up, a.workers).await;
             next_account += a.warm_up + a.reads;

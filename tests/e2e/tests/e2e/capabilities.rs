@@ -163,26 +163,39 @@ async fn historical_state_goes_to_an_archive_node_or_gets_a_clear_error() {
         (&at_1, &debug_trace),
         "{r}"
     );
-    let traced = |up: &PrunedUpstream, method| {
-        up.asked(method)
-            .iter()
-            .filter(|p| p[0] == tx.as_str())
-            .count()
-    };
-    assert_eq!(traced(&archive_up, "debug_traceTransaction"), 0);
-    assert_eq!(traced(&full_up, "trace_transaction"), 0);
+    assert_eq!(traced(&archive_up, "debug_traceTransaction", &tx), 0);
+    assert_eq!(traced(&full_up, "trace_transaction", &tx), 0);
     assert_eq!(asked_at_block_1(&full_up, hash1.as_str().unwrap()), 0);
 
     // Without the archive node: a clear error naming the block and the oldest block held,
     // and the full node is never asked.
     archive.shutdown().await;
-    wait_serving_for(&gw, 1, 10).await;
+    let hash1 = hash1.as_str().unwrap();
+    refused_without_an_archive(&gw, (&http, &url), &full_up, (&tx, hash1), &debug_trace).await;
+}
+
+/// The full node alone: the historical read and `trace_` are refused with -32002 naming why
+/// (in a batch, only that call), the full node never sees them, and `/status.json` shows what
+/// it announced.
+async fn refused_without_an_archive(
+    gw: &gateway::Gateway,
+    (http, url): (&Http, &str),
+    full_up: &PrunedUpstream,
+    (tx, hash1): (&str, &str),
+    debug_trace: &Value,
+) {
+    let url = url.to_string();
+    let batch = json!([
+        call(1, "eth_getBalance", json!([ACCT0, "0x1"])),
+        call(2, "debug_traceTransaction", json!([tx])),
+    ]);
+    wait_serving_for(gw, 1, 10).await;
     let oldest = gw.app.registry.snapshot()[0]
         .capabilities(CHAIN_ID)
         .unwrap()
         .oldest_state;
     let (r, _) = ask(
-        &http,
+        http,
         &url,
         &call(1, "eth_getBalance", json!([ACCT0, "0x1"])),
     )
@@ -195,21 +208,21 @@ async fn historical_state_goes_to_an_archive_node_or_gets_a_clear_error() {
             && message.contains("archive"),
         "{message}"
     );
-    let (r, _) = ask(&http, &url, &call(1, "trace_transaction", json!([tx]))).await;
+    let (r, _) = ask(http, &url, &call(1, "trace_transaction", json!([tx]))).await;
     assert_eq!(r["error"]["code"], -32002, "{r}");
     assert!(
         r["error"]["message"].as_str().unwrap().contains("trace_"),
         "{r}"
     );
     // In a batch, only the call no node can answer is refused.
-    let (r, _) = ask(&http, &url, &batch).await;
+    let (r, _) = ask(http, &url, &batch).await;
     assert_eq!(
         (&r[0]["error"]["code"], &r[1]["result"]),
-        (&json!(-32002), &debug_trace),
+        (&json!(-32002), debug_trace),
         "{r}"
     );
-    assert_eq!(asked_at_block_1(&full_up, hash1.as_str().unwrap()), 0);
-    assert_eq!(traced(&full_up, "trace_transaction"), 0);
+    assert_eq!(asked_at_block_1(full_up, hash1), 0);
+    assert_eq!(traced(full_up, "trace_transaction", tx), 0);
     let refused = gw
         .app
         .metrics
@@ -232,4 +245,9 @@ async fn historical_state_goes_to_an_archive_node_or_gets_a_clear_error() {
     let caps = &doc["nodes"][0]["chains"][0]["capabilities"];
     assert_eq!(caps["oldest_state"], oldest, "{doc}");
     assert_eq!(caps["namespaces"], json!(["debug", "txpool"]), "{doc}");
+}
+
+/// How many `method` calls for transaction `tx` `up` was asked.
+fn traced(up: &PrunedUpstream, method: &str, tx: &str) -> usize {
+    up.asked(method).iter().filter(|p| p[0] == tx).count()
 }

@@ -104,5 +104,10 @@ async fn a_slow_node_is_hedged_within_budget_and_writes_are_never_sent_twice() {
 }
 
 fn hedges(gw: &gateway::Gateway, outcome: &str) -> u64 {
-    gw.app.metrics.hedges.with_label_values(&[outcome]).get()
+    gw.app
+        .metrics
+        .hedge
+        .outcomes
+        .with_label_values(&[outcome])
+        .get()
 }
