@@ -3,8 +3,8 @@
 //! the request path, in a bounded number of tasks:
 //!
 //! - receipts, block receipts and logs against the block they name, asked of the same node
-//!   ([`receipts`]): the header must hash to the block's hash and its receipts rebuild its
-//!   `receiptsRoot`, so no second node is needed;
+//!   ([`receipts`]): the header must hash to the block's hash, its transactions rebuild its
+//!   `transactionsRoot` and its receipts its `receiptsRoot`, so no second node is needed;
 //! - final answers (one right answer) against a second opinion: the audit upstream the operator
 //!   trusts (`audit.upstream`), which decides, or another node; when two nodes differ, a third
 //!   settles it and the node on the wrong side loses reputation.
@@ -217,7 +217,7 @@ impl Auditor {
         let mut verified = Vec::new();
         for hash in blocks {
             let calls = vec![
-                call("eth_getBlockByHash", format!("[\"{hash}\",false]")),
+                call("eth_getBlockByHash", format!("[\"{hash}\",true]")),
                 call("eth_getBlockReceipts", format!("[\"{hash}\"]")),
             ];
             let Some(answers) = self.ask(&s.node, s.chain_id, calls).await else {

@@ -4,7 +4,8 @@
 //! rebuild that root and name the block's transactions in order, and the answer must be what
 //! those receipts say.
 
-use alloy_consensus::{proofs::calculate_receipt_root, Header, ReceiptEnvelope};
+use alloy_consensus::proofs::{calculate_receipt_root, calculate_transaction_root};
+use alloy_consensus::{Header, ReceiptEnvelope, TxEnvelope};
 use alloy_primitives::{Log, B256};
 use serde_json::Value;
 
@@ -73,10 +74,7 @@ pub fn verify_block(hash: B256, block: &[u8], receipts: &[u8]) -> Result<Verifie
         )));
     }
     let body: Value = serde_json::from_slice(block).unwrap_or(Value::Null);
-    let txs: Vec<B256> = body["transactions"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|t| t.as_str()?.parse().ok()).collect())
-        .unwrap_or_default();
+    let txs = transactions(hash, &header, &body["transactions"])?;
     let list: Vec<Value> = serde_json::from_slice(receipts)
         .map_err(|e| Verdict::Unknown(format!("receipts of block {hash}: {e}")))?;
     let envelopes = list
@@ -110,6 +108,48 @@ pub fn verify_block(hash: B256, block: &[u8], receipts: &[u8]) -> Result<Verifie
         hash,
         receipts: list,
     })
+}
+
+/// The block's transaction hashes. Given whole (`eth_getBlockByHash(hash, true)`), the
+/// transactions must rebuild the header's `transactionsRoot` and hash to what they claim, so
+/// a receipt's transaction is proven included; a transaction type alloy does not model (an L2
+/// deposit) leaves only the hashes to go by.
+fn transactions(hash: B256, header: &Header, txs: &Value) -> Result<Vec<B256>, Verdict> {
+    let list = txs.as_array().map(Vec::as_slice).unwrap_or_default();
+    let claimed: Vec<B256> = list
+        .iter()
+        .filter_map(|t| t.as_str().or_else(|| t["hash"].as_str())?.parse().ok())
+        .collect();
+    if claimed.len() != list.len() {
+        return Err(Verdict::Unknown(format!(
+            "transactions of block {hash} unreadable"
+        )));
+    }
+    let Ok(envelopes) = list
+        .iter()
+        .map(|t| serde_json::from_value::<TxEnvelope>(t.clone()))
+        .collect::<Result<Vec<_>, _>>()
+    else {
+        return Ok(claimed);
+    };
+    let root = calculate_transaction_root(&envelopes);
+    if root != header.transactions_root {
+        return Err(Verdict::Wrong(format!(
+            "the transactions given for block {hash} build root {root}, not its transactionsRoot {}",
+            header.transactions_root
+        )));
+    }
+    if let Some((i, _)) = envelopes
+        .iter()
+        .zip(&claimed)
+        .enumerate()
+        .find(|(_, (e, h))| e.tx_hash() != *h)
+    {
+        return Err(Verdict::Wrong(format!(
+            "transaction {i} of block {hash} does not hash to the hash given for it"
+        )));
+    }
+    Ok(claimed)
 }
 
 /// Checks `answer` against the verified receipts of the blocks it names.

@@ -1,5 +1,5 @@
-//! Against a real block from anvil (a legacy transfer and two EIP-1559 deploys, one emitting a
-//! log), kept in `fixtures/`.
+//! Against a real block from anvil, with its transactions whole (a legacy transfer, an EIP-1559
+//! deploy emitting a log, an EIP-2930 transfer), kept in `fixtures/`.
 
 use super::*;
 
@@ -107,5 +107,28 @@ fn a_forged_header_or_reordered_receipts_are_caught() {
     assert!(matches!(
         verify_block(hash(), b"{}", RECEIPTS.as_bytes()),
         Err(Verdict::Unknown(_))
+    ));
+}
+
+#[test]
+fn a_changed_transaction_does_not_build_the_transactions_root() {
+    let mut block: Value = serde_json::from_str(BLOCK).unwrap();
+    assert!(
+        block["transactions"][0].is_object(),
+        "the fixture has whole transactions"
+    );
+    block["transactions"][0]["value"] = Value::String("0x2".into());
+    let err = verify_block(hash(), &bytes(&block), RECEIPTS.as_bytes()).unwrap_err();
+    assert!(
+        matches!(&err, Verdict::Wrong(w) if w.contains("transactionsRoot")),
+        "{err:?}"
+    );
+    // A claimed hash that is not the transaction's.
+    let mut block: Value = serde_json::from_str(BLOCK).unwrap();
+    let other = block["transactions"][1]["hash"].clone();
+    block["transactions"][0]["hash"] = other;
+    assert!(matches!(
+        verify_block(hash(), &bytes(&block), RECEIPTS.as_bytes()),
+        Err(Verdict::Wrong(_))
     ));
 }
