@@ -29,14 +29,25 @@ async fn ask(http: &Http, url: &str, body: &Value) -> (Value, Option<String>) {
     (r.json(), region)
 }
 
-/// Sends ACCT0 → ACCT1 on anvil (one block); the transaction hash.
+/// Sends ACCT0 → ACCT1 on anvil (one block) and waits until it is mined (anvil answers with
+/// the hash before its miner has run); the transaction hash.
 async fn transfer(http: &Http, anvil: &str) -> String {
     let tx = json!([{"from": ACCT0, "to": ACCT1, "value": "0xde0b6b3a7640000"}]);
     let r = http.rpc(anvil, "eth_sendTransaction", tx).await;
-    r["result"]
+    let hash = r["result"]
         .as_str()
         .expect("a transaction hash")
-        .to_string()
+        .to_string();
+    for _ in 0..200 {
+        let receipt = http
+            .rpc(anvil, "eth_getTransactionReceipt", json!([hash]))
+            .await;
+        if receipt["result"].is_object() {
+            return hash;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("transaction {hash} was not mined within 5 s");
 }
 
 /// Balance reads of ACCT0 at block 1 (by number or by its hash) `up` was asked.
