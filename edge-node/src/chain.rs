@@ -445,7 +445,7 @@ impl Chain {
             finalized_number: s.chain.finalized(),
             upstream_healthy: s.healthy,
             error_rate,
-            capabilities: Some(self.capabilities(number)),
+            capabilities: self.capabilities(number),
         }
     }
 }

@@ -142,7 +142,7 @@ impl Metrics {
             ),
             oldest_state_block: f.gauge_vec(
                 "oldest_state_block",
-                "Per chain, the oldest block whose state every upstream holds, as announced to gateways (0: archive; the head until probed).",
+                "Per chain, the oldest block whose state every upstream holds, as announced to gateways (0: archive; absent until the first probe).",
                 &["chain_id"],
             ),
             sockets: Sockets::new(&f),

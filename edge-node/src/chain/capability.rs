@@ -51,17 +51,16 @@ pub struct Probed {
 
 impl Chain {
     /// What the node announces for this chain with its head at `head`.
-    pub fn capabilities(&self, head: u64) -> Capabilities {
-        let probed = self.probed.lock().clone();
-        let (oldest_state, namespaces) = match probed {
-            None => (head, Vec::new()),
-            Some(p) => (oldest(p.window, head), p.namespaces),
-        };
-        Capabilities {
-            oldest_state,
-            namespaces,
+    pub fn capabilities(&self, head: u64) -> Option<Capabilities> {
+        // Nothing before the first probe: the gateway then sends this node anything, as it
+        // does an older node, and the upstream answers or refuses it (announcing the head's
+        // state only would refuse callers what the upstream may well hold).
+        let p = self.probed.lock().clone()?;
+        Some(Capabilities {
+            oldest_state: oldest(p.window, head),
+            namespaces: p.namespaces,
             logs_max_range: self.logs.max_range,
-        }
+        })
     }
 
     /// An upstream refused state the node may have announced holding: probe again soon.
@@ -90,8 +89,8 @@ impl Chain {
                 None => started + RETRY, // no head yet: the state watch wakes us first
             };
             loop {
-                if let Some(h) = self.head() {
-                    gauge.set(self.capabilities(h.number).oldest_state as i64);
+                if let Some(c) = self.head().and_then(|h| self.capabilities(h.number)) {
+                    gauge.set(c.oldest_state as i64);
                 }
                 tokio::select! {
                     _ = stop.cancelled() => return,

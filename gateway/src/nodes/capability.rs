@@ -22,7 +22,12 @@ pub enum Need {
     /// A namespace (index into [`NAMESPACES`]).
     Namespace(u8),
     /// `eth_getLogs` over this many blocks.
-    LogRange(u64),
+    LogRange {
+        span: u64,
+        /// The range's last block: past a node's head the node does not refuse the range
+        /// but passes it to its upstream as asked.
+        last: u64,
+    },
 }
 
 /// The state-reading methods and the index of their block parameter.
@@ -59,7 +64,7 @@ pub fn need(method: &str, params: &[u8]) -> Option<Need> {
         return block_number(elements.get(at)?.get()).map(Need::StateAt);
     }
     if method == "eth_getLogs" {
-        return log_range(params).map(Need::LogRange);
+        return log_range(params).map(|(span, last)| Need::LogRange { span, last });
     }
     let (ns, _) = method.split_once('_')?;
     NAMESPACES
@@ -92,7 +97,7 @@ fn block_number(raw: &str) -> Option<u64> {
 }
 
 /// The blocks an `eth_getLogs` filter spans, when both ends are numbers.
-fn log_range(params: &[u8]) -> Option<u64> {
+fn log_range(params: &[u8]) -> Option<(u64, u64)> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Filter<'a> {
@@ -104,7 +109,7 @@ fn log_range(params: &[u8]) -> Option<u64> {
     let [f]: [Filter<'_>; 1] = serde_json::from_slice(params).ok()?;
     let from = block_number(f.from_block?.get())?;
     let to = block_number(f.to_block?.get())?;
-    (to >= from).then(|| to - from + 1)
+    (to >= from).then(|| (to - from + 1, to))
 }
 
 /// What a node announced it can answer for one chain, in the form checks read.
@@ -136,7 +141,7 @@ impl Held {
         match need {
             Need::StateAt(n) => self.oldest_state <= n,
             Need::Namespace(i) => self.namespaces & (1 << i) != 0,
-            Need::LogRange(span) => span <= self.logs_max_range,
+            Need::LogRange { span, .. } => span <= self.logs_max_range,
         }
     }
 }
@@ -165,7 +170,7 @@ pub fn refusal(chain_id: u64, need: Need, held: &[Held]) -> bytes::Bytes {
                 NAMESPACES[usize::from(i)]
             ),
         ),
-        Need::LogRange(span) => {
+        Need::LogRange { span, .. } => {
             let widest = held.iter().map(|h| h.logs_max_range).max().unwrap_or(0);
             rpc::error_object(
                 rpc::LIMIT_EXCEEDED,
@@ -237,14 +242,17 @@ mod tests {
         assert_eq!(n("txpool_status", "[]"), Some(Need::Namespace(2)));
         assert_eq!(
             n("eth_getLogs", r#"[{"fromBlock":"0x10","toBlock":"0x1f"}]"#),
-            Some(Need::LogRange(16))
+            Some(Need::LogRange {
+                span: 16,
+                last: 0x1f
+            })
         );
         assert_eq!(
             n(
                 "eth_getLogs",
                 r#"[{"fromBlock":"earliest","toBlock":"0x9"}]"#
             ),
-            Some(Need::LogRange(10))
+            Some(Need::LogRange { span: 10, last: 9 })
         );
         for open in [
             r#"[{"fromBlock":"0x10","toBlock":"latest"}]"#,
@@ -267,8 +275,9 @@ mod tests {
         assert!(!full.covers(Need::StateAt(99)));
         assert!(full.covers(Need::Namespace(2)));
         assert!(!full.covers(Need::Namespace(1)));
-        assert!(full.covers(Need::LogRange(1000)));
-        assert!(!full.covers(Need::LogRange(1001)));
+        let range = |span| Need::LogRange { span, last: 5000 };
+        assert!(full.covers(range(1000)));
+        assert!(!full.covers(range(1001)));
         let archive = Held::from(&Capabilities {
             oldest_state: 0,
             namespaces: NAMESPACES.iter().map(|s| s.to_string()).collect(),
@@ -296,7 +305,14 @@ mod tests {
         );
         let trace = s(refusal(31337, Need::Namespace(1), &held));
         assert!(trace.contains("serves trace_ methods"), "{trace}");
-        let logs = s(refusal(31337, Need::LogRange(900), &held));
+        let logs = s(refusal(
+            31337,
+            Need::LogRange {
+                span: 900,
+                last: 900,
+            },
+            &held,
+        ));
         assert!(
             logs.contains("-32005") && logs.contains("900 blocks") && logs.contains("500"),
             "{logs}"

@@ -342,7 +342,12 @@ impl Node {
 
     /// Can the node answer a call that needs `need` on `chain_id`?
     pub fn can(&self, chain_id: u64, need: Need) -> bool {
-        capability::covers(self.capabilities(chain_id), need)
+        match need {
+            // A range ending past the node's head is passed to its upstream as asked (whose
+            // answer or refusal is the caller's), not refused by the node.
+            Need::LogRange { last, .. } if last > self.head(chain_id) => true,
+            _ => capability::covers(self.capabilities(chain_id), need),
+        }
     }
 }
 
