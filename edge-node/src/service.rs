@@ -162,10 +162,15 @@ impl Service {
         // The gateway routes state reads by the state the node announced: an upstream that
         // refuses one may hold less than the last probe found.
         if let Outcome::Error(e) = &r.outcome {
-            if matches!(policy::rule(&call.method), policy::Rule::StateAt(_))
-                && crate::chain::state_missing(e)
-            {
-                chain.state_refused();
+            // Not a revert (code 3, whose text is the contract's), and only a read at a block
+            // the node has (a block past the head is "not found" anywhere).
+            if let policy::Rule::StateAt(at) = policy::rule(&call.method) {
+                if !e.starts_with(br#"{"code":3,"#)
+                    && crate::chain::state_missing(e)
+                    && held_block(&call.params, at, view.head.map(|(n, _)| n))
+                {
+                    chain.state_refused();
+                }
             }
         }
         (r, view.version)
@@ -437,4 +442,36 @@ fn to_outcome(r: Result<Answer, UpstreamError>) -> Outcome {
 
 fn node_error(e: &UpstreamError) -> Bytes {
     rpc::error_object(rpc::INTERNAL_ERROR, e.to_string())
+}
+
+/// The block parameter (at `at`) is a number at or below `head`: a block whose state the node
+/// may have announced holding (a tag, a hash or a block past the head says nothing of that).
+fn held_block(params: &[u8], at: usize, head: Option<u64>) -> bool {
+    let Ok(v) = serde_json::from_slice::<Vec<Value>>(params) else {
+        return false;
+    };
+    let n = v
+        .get(at)
+        .and_then(|b| b.as_str().or_else(|| b["blockNumber"].as_str()))
+        .and_then(|s| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok());
+    matches!((n, head), (Some(n), Some(h)) if n <= h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::held_block;
+
+    #[test]
+    fn only_a_refusal_at_a_held_block_number_calls_for_a_new_probe() {
+        let head = Some(100);
+        assert!(held_block(br#"["0xabc","0x10"]"#, 1, head));
+        assert!(held_block(br#"["0xabc",{"blockNumber":"0x64"}]"#, 1, head));
+        assert!(
+            !held_block(br#"["0xabc","0x65"]"#, 1, head),
+            "past the head"
+        );
+        assert!(!held_block(br#"["0xabc","latest"]"#, 1, head));
+        assert!(!held_block(br#"["0xabc",{"blockHash":"0x01"}]"#, 1, head));
+        assert!(!held_block(br#"["0xabc","0x10"]"#, 1, None), "no head yet");
+    }
 }

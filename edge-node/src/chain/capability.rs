@@ -175,7 +175,13 @@ impl Chain {
         if self.state_held(i, probe_from).await? {
             return Ok(None);
         }
-        // `bad` is known missing, `good` assumed held.
+        // An upstream behind the node's head cannot show where its history starts.
+        if !self.state_held(i, head).await? {
+            return Err(UpstreamError::BadResponse(format!(
+                "no state at the head (block {head})"
+            )));
+        }
+        // `bad` is known missing, `good` known held.
         let (mut bad, mut good) = (probe_from, head);
         for _ in 0..MAX_SEARCH_CALLS {
             if good - bad <= 1 {
@@ -197,7 +203,15 @@ impl Chain {
             .upstreams
             .call_on(i, "eth_getBalance", params.as_bytes(), budget)
             .await?;
-        Ok(matches!(answer, Answer::Result(_)))
+        // Only a missing-state error says "not held": any other (a rate limit, an internal
+        // error) fails the probe, and the last result stands.
+        match answer {
+            Answer::Result(_) => Ok(true),
+            Answer::Error(e) if state_missing(&e) => Ok(false),
+            Answer::Error(e) => Err(UpstreamError::BadResponse(
+                String::from_utf8_lossy(&e).into_owned(),
+            )),
+        }
     }
 }
 

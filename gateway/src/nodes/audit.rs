@@ -42,6 +42,8 @@ use crate::ops::metrics::Metrics;
 
 /// How often ejections are enforced and ended.
 const TICK: Duration = Duration::from_millis(250);
+/// Every this many ticks (a minute), nodes in good standing regain `audit.reward`.
+const HEAL_EVERY: u32 = 240;
 
 /// One answer picked for an audit.
 pub struct Sample {
@@ -481,10 +483,15 @@ impl Auditor {
 
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(TICK);
+        let mut n = 0u32;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tick.tick() => self.tick(),
+            }
+            n = (n + 1) % HEAL_EVERY;
+            if n == 0 {
+                self.registry.book.heal(self.cfg.reward);
             }
         }
     }

@@ -238,9 +238,12 @@ impl Checker {
                     .with_label_values(&["unhealthy"])
                     .inc();
                 tracing::warn!(node = %n.id, region = %n.region, chain_id, %reason, "node unhealthy: dropped from routing");
-                // The audit tick acts on an ejection this causes.
-                let drop = super::reputation::Event::HealthDrop;
-                self.registry.book.record(&n.id, drop, &self.audit);
+                // The audit tick acts on an ejection this causes; with audits off, health
+                // alone never ejects (nothing would ever restore the score).
+                if self.audit.enabled {
+                    let drop = super::reputation::Event::HealthDrop;
+                    self.registry.book.record(&n.id, drop, &self.audit);
+                }
             }
             None => {}
         }

@@ -120,6 +120,14 @@ impl Book {
         back
     }
 
+    /// Time heals: every node in good standing (not ejected) regains `amount`, up to 1.0, so
+    /// health drops spread over a long life do not add up to an ejection.
+    pub fn heal(&self, amount: f64) {
+        for s in self.standings.lock().values_mut().filter(|s| !s.ejected()) {
+            s.score = (s.score + amount).min(1.0);
+        }
+    }
+
     /// An operator re-admits `id`: false if it was not ejected.
     pub fn readmit(&self, id: &str) -> bool {
         match self.standings.lock().get_mut(id) {
@@ -177,6 +185,11 @@ mod tests {
         let drops = (1..100).find(|_| b.record("b", Event::HealthDrop, &cfg));
         assert!(matches!(drops, Some(25..=26)), "{drops:?}");
         assert!(b.readmit("b"));
+        b.record("c", Event::Wrong("w".into()), &cfg);
+        b.heal(0.3);
+        assert!((b.standing("c").score - 0.9).abs() < 1e-9);
+        b.heal(0.3);
+        assert_eq!(b.standing("c").score, 1.0, "capped");
         assert!(!b.readmit("b"), "not ejected any more");
         assert!(!b.readmit("nobody"));
     }

@@ -542,10 +542,14 @@ impl Path<'_> {
                 continue;
             }
             // The node sets the final flag itself: a changed node could clear it on its lies.
-            // A state read at a block callers were shown final has one right answer anyway.
+            // A state read at a block both the gateway's mark and the node call final has one
+            // right answer anyway (gas estimates and access lists vary by client: not those).
             let finalized = || {
-                matches!(capability::need(method, params),
-                    Some(Need::StateAt(n)) if n <= self.marks.finalized(self.chain.chain_id))
+                let chain = self.chain.chain_id;
+                let fin = self.marks.finalized(chain).min(node.finalized(chain));
+                !matches!(method, "eth_estimateGas" | "eth_createAccessList")
+                    && matches!(capability::need(method, params),
+                        Some(Need::StateAt(n)) if n <= fin)
             };
             let final_answer = final_answer || finalized();
             if final_answer || audit::receipts::checkable(method) {
