@@ -28,6 +28,7 @@
 //!     headers (`x-cache`, `x-cache-tier`, `x-edge-node`, `x-edge-region`); gzip-encoded when
 //!     large and the caller accepts it (a single kept answer from its once-deflated form).
 
+mod capable;
 mod phases;
 mod slot;
 

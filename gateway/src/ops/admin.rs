@@ -65,12 +65,7 @@ fn scrape(app: &App) -> String {
     m.nodes_joined.set(app.registry.len() as i64);
     let deadline = app.config.quic.status_deadline;
     m.nodes.refresh(&app.registry, &app.config.chains, deadline);
-    let (entries, bytes) = app.answers.finals.usage();
-    m.answer_cache_entries.set(entries as i64);
-    m.answer_cache_bytes.set(bytes as i64);
-    let (entries, bytes) = app.answers.tips.usage();
-    m.tip_cache_entries.set(entries as i64);
-    m.tip_cache_bytes.set(bytes as i64);
+    m.answers.refresh(&app.answers);
     m.geo_reloads.refresh(&app.geo.stats());
     m.render()
 }

@@ -4,9 +4,11 @@
 //!
 //! [`nodes`] holds the per-node gauges that are rebuilt from the node registry at each scrape;
 //! [`geo`] the geo database reload counters, copied from the geo service's stats at each scrape;
-//! [`tenants`] the tenants' families and the Redis gauges.
+//! [`tenants`] the tenants' families and the Redis gauges; [`cache`] the gateway cache tiers'
+//! gauges; [`audit`] audits and ejections; [`hedge`] hedged reads; [`subs`] WebSockets.
 
 pub mod audit;
+pub mod cache;
 pub mod geo;
 pub mod hedge;
 pub mod nodes;
@@ -154,12 +156,8 @@ pub struct Metrics {
     pub cache_results: IntCounterVec,
     pub quic_events: IntCounterVec,
     pub build_info: IntGaugeVec,
-    /// The gateway tier of the cache, read at each scrape.
-    pub answer_cache_entries: IntGauge,
-    pub answer_cache_bytes: IntGauge,
-    /// Its tip part (answers tied to a node's chain state), read at each scrape.
-    pub tip_cache_entries: IntGauge,
-    pub tip_cache_bytes: IntGauge,
+    /// The gateway's cache tiers, read at each scrape.
+    pub answers: cache::AnswerGauges,
     pub nodes: nodes::NodeGauges,
     pub geo_reloads: geo::GeoReloads,
     pub tenants: tenants::TenantFamilies,
@@ -250,22 +248,7 @@ impl Metrics {
                 &["event"],
             ),
             build_info: f.build_info(env!("CARGO_PKG_VERSION")),
-            answer_cache_entries: f.gauge(
-                "answer_cache_entries",
-                "Final answers held in the gateway tier of the cache.",
-            ),
-            answer_cache_bytes: f.gauge(
-                "answer_cache_bytes",
-                "Weighted size of the gateway tier of the cache (bounded by [cache] max_bytes).",
-            ),
-            tip_cache_entries: f.gauge(
-                "tip_cache_entries",
-                "Tip answers (tied to a node's announced chain state) held in the gateway tier.",
-            ),
-            tip_cache_bytes: f.gauge(
-                "tip_cache_bytes",
-                "Weighted size of the tip answers (bounded by [cache] tip_max_bytes).",
-            ),
+            answers: cache::AnswerGauges::new(&f),
             nodes: nodes::NodeGauges::new(&f),
             geo_reloads: geo::GeoReloads::new(&f),
             tenants: tenants::TenantFamilies::new(&f),

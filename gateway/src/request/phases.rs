@@ -10,13 +10,13 @@ use proto::rpc;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{Answer, Caller, Group, Path, Request, Slot, Tier};
+use super::{Answer, Caller, Path, Request, Slot, Tier};
 use crate::answers::{FinalAnswers, Offered, StateAnswers};
 use crate::front::compress;
 use crate::front::jsonrpc::{self, Entry, Parsed};
 use crate::front::respond::{json, names, Resp};
 use crate::nodes::audit;
-use crate::nodes::capability::{self, Held, Need};
+use crate::nodes::capability::{self, Need};
 use crate::nodes::dispatch::{self, Dispatched};
 use crate::nodes::registry::Node;
 use crate::nodes::router::RouteError;
@@ -222,61 +222,13 @@ impl Path<'_> {
     }
 
     /// Nodes that have reached the tip marks first, in the same order otherwise.
-    fn tip_first(&self, req: &Request<'_>, ranked: &mut [Arc<Node>]) {
+    pub(super) fn tip_first(&self, req: &Request<'_>, ranked: &mut [Arc<Node>]) {
         let (head, finalized) = (req.min_head, req.min_finalized);
         if head > 0 || finalized > 0 {
             let chain = self.chain.chain_id;
             // Stable: `false` (reached the marks) sorts first.
             ranked.sort_by_key(|n| n.head(chain) < head || n.finalized(chain) < finalized);
         }
-    }
-
-    /// The ranked nodes that can answer every call with a need. When the best few cannot,
-    /// every node the caller may use is considered; a call none of them can answer is refused
-    /// here, naming why; and when no one node can answer the rest, they are split
-    /// (`req.split`) by the nodes that can answer each.
-    fn fit(
-        &self,
-        req: &mut Request<'_>,
-        ranked: Vec<Arc<Node>>,
-        needs: &[(usize, Need)],
-    ) -> Vec<Arc<Node>> {
-        let chain = self.chain.chain_id;
-        let able = |nodes: &[Arc<Node>], needs: &[(usize, Need)]| -> Vec<Arc<Node>> {
-            let can_all = |n: &&Arc<Node>| needs.iter().all(|&(_, need)| n.can(chain, need));
-            nodes.iter().filter(can_all).cloned().collect()
-        };
-        let all = able(&ranked, needs);
-        if !all.is_empty() {
-            return all;
-        }
-        let mut pool = self.router.rank_all(chain, req.caller);
-        self.tip_first(req, &mut pool);
-        let all = able(&pool, needs);
-        if !all.is_empty() {
-            return all;
-        }
-        let mut answerable = Vec::with_capacity(needs.len());
-        for &(i, need) in needs {
-            if pool.iter().any(|n| n.can(chain, need)) {
-                answerable.push((i, need));
-                continue;
-            }
-            let held: Vec<Held> = pool.iter().filter_map(|n| n.capabilities(chain)).collect();
-            self.metrics
-                .rejected
-                .with_label_values(&["no_capable_node"])
-                .inc();
-            let error = capability::refusal(chain, need, &held);
-            req.slots[i].decide(CacheStatus::Bypass, Err(error), Tier::Local);
-        }
-        let all = able(&pool, &answerable);
-        if answerable.is_empty() || !all.is_empty() {
-            return if answerable.is_empty() { ranked } else { all };
-        }
-        req.split = split(req, &ranked, &pool, &answerable, chain);
-        // No one node: so no tip answers either (they come from one node's state).
-        Vec::new()
     }
 
     /// The marks that apply to the open calls: the head mark if one reads at a moving tag,
@@ -387,42 +339,8 @@ impl Path<'_> {
         self.settle(req, open, d);
     }
 
-    /// Dispatches each group of a split request to its nodes, concurrently, and settles them.
-    async fn dispatch_split(&self, req: &mut Request<'_>) {
-        let groups = std::mem::take(&mut req.split)
-            .into_iter()
-            .map(|g| {
-                let (open, calls): (Vec<usize>, Vec<Call>) = g
-                    .slots
-                    .iter()
-                    .filter(|&&i| req.slots[i].open())
-                    .filter_map(|&i| Some((i, req.slots[i].to_call()?)))
-                    .unzip();
-                (open, calls, g.nodes)
-            })
-            .collect::<Vec<_>>();
-        let n: usize = groups.iter().map(|(_, c, _)| c.len()).sum();
-        self.series.gateway_miss.inc_by(n as u64);
-        let span =
-            tracing::info_span!("rpc", id = %req.id, chain = %self.chain.name, method = "batch");
-        let (id, min_head) = (req.id, req.min_head);
-        let chain = self.chain.chain_id;
-        let done = futures::future::join_all(groups.into_iter().map(|(open, calls, nodes)| {
-            let deadline = req.started + self.dispatcher.timeout_for(&calls);
-            let d = self
-                .dispatcher
-                .dispatch(chain, id, calls, (nodes, min_head), deadline);
-            async move { (open, d.await) }
-        }))
-        .instrument(span)
-        .await;
-        for (open, d) in done {
-            self.settle(req, open, d);
-        }
-    }
-
     /// Puts each node answer in its slot and counts it.
-    fn settle(&self, req: &mut Request<'_>, open: Vec<usize>, d: Dispatched) {
+    pub(super) fn settle(&self, req: &mut Request<'_>, open: Vec<usize>, d: Dispatched) {
         let by_node = d.node.is_some();
         if let Some(n) = d.node {
             req.node = Some(n);
@@ -636,41 +554,6 @@ impl Path<'_> {
             _ => compress::gzip(body),
         }
     }
-}
-
-/// The open calls of a request no one node can answer whole, grouped by the nodes that can
-/// answer each (calls with no need: the ranked nodes); calls with the same nodes travel
-/// together.
-fn split(
-    req: &Request<'_>,
-    ranked: &[Arc<Node>],
-    pool: &[Arc<Node>],
-    needs: &[(usize, Need)],
-    chain: u64,
-) -> Vec<Group> {
-    let mut groups: Vec<Group> = Vec::new();
-    for (i, _) in req.slots.iter().enumerate().filter(|(_, s)| s.open()) {
-        let nodes: Vec<Arc<Node>> = match needs.iter().find(|(j, _)| *j == i) {
-            Some(&(_, need)) => pool
-                .iter()
-                .filter(|n| n.can(chain, need))
-                .cloned()
-                .collect(),
-            None => ranked.to_vec(),
-        };
-        let same = |g: &&mut Group| {
-            g.nodes.len() == nodes.len()
-                && g.nodes.iter().zip(&nodes).all(|(a, b)| Arc::ptr_eq(a, b))
-        };
-        match groups.iter_mut().find(same) {
-            Some(g) => g.slots.push(i),
-            None => groups.push(Group {
-                slots: vec![i],
-                nodes,
-            }),
-        }
-    }
-    groups
 }
 
 /// `x-edge-node`, `x-edge-region`, `x-cache` and `x-cache-tier` (on hits) of a single call.
