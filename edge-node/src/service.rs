@@ -453,7 +453,7 @@ fn held_block(params: &[u8], at: usize, head: Option<u64>) -> bool {
     let n = v
         .get(at)
         .and_then(|b| b.as_str().or_else(|| b["blockNumber"].as_str()))
-        .and_then(|s| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok());
+        .and_then(crate::blockref::parse_hex);
     matches!((n, head), (Some(n), Some(h)) if n <= h)
 }
 
