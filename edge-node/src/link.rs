@@ -342,7 +342,7 @@ async fn serve_stream(
         // Long-lived: not a request in flight.
         drop(_permit);
         let sub = msg::decode_json::<proto::sub::Subscribe>("Subscribe", &frame.payload)?;
-        crate::subs::serve(shared, send, sub).await;
+        Box::pin(crate::subs::serve(shared, send, sub)).await;
         return Ok(());
     }
     let req = RpcRequest::decode(frame.expect(FrameType::RpcRequest)?)?;
@@ -350,7 +350,11 @@ async fn serve_stream(
     // gateway's request id, which joins the two sides' logs. Params are never recorded.
     let span = tracing::info_span!("request", id = %req.request_id, chain = req.chain_id, calls = req.calls.len());
     shared.metrics.in_flight.inc();
-    let resp = shared.service.handle(req).instrument(span.clone()).await;
+    // Boxed: the answering future is tens of KiB (upstream calls, proofs), and unboxed it made
+    // every stream's task that big, copied four times per request on spawn.
+    let resp = Box::pin(shared.service.handle(req))
+        .instrument(span.clone())
+        .await;
     shared.metrics.in_flight.dec();
     span.in_scope(|| tracing::debug!(results = resp.results.len(), "request answered"));
     let mut frame = resp.encode();

@@ -195,7 +195,7 @@ impl Service {
             }
             Plan::Bypass => {
                 count("bypass");
-                CallResult::bypass(as_asked(chain, call, budget).await)
+                CallResult::bypass(Box::pin(as_asked(chain, call, budget)).await)
             }
             Plan::Cache(plan) => self.through_cache(chain, view, call, plan, budget).await,
             Plan::Logs {
@@ -220,6 +220,9 @@ impl Service {
 
     /// A cacheable call: a remembered negative answer, the cache (one upstream request per
     /// key), what the answer teaches the chain state, and the fallback at the pinned number.
+    ///
+    /// Every upstream call below is boxed: those futures are large, and unboxed they would
+    /// make every call's future (cache hits included) as large, and as costly to move.
     async fn through_cache(
         &self,
         chain: &Chain,
@@ -248,9 +251,9 @@ impl Service {
         let verified = chain.verify_state && proof::verifiable(method);
         let fetch = async {
             let answer = if verified {
-                proof::answer(chain, method, &pinned, budget, &self.metrics).await
+                Box::pin(proof::answer(chain, method, &pinned, budget, &self.metrics)).await
             } else {
-                chain.upstreams.call(method, &pinned, budget).await
+                Box::pin(chain.upstreams.call(method, &pinned, budget)).await
             };
             keep_if(answer, |r| {
                 cache::storable(r) && (!only_if_final || policy::tx_is_final(r, chain.finalized()))
@@ -279,7 +282,7 @@ impl Service {
         // for verified reads: an unproven answer must not slip in this way.
         if let Some(params) = fallback.filter(|_| !verified) {
             if block_gone(&result.outcome) {
-                let asked = chain.upstreams.call(&call.method, &params, budget).await;
+                let asked = Box::pin(chain.upstreams.call(&call.method, &params, budget)).await;
                 result = CallResult::bypass(to_outcome(asked));
             }
         }
@@ -306,7 +309,15 @@ impl Service {
         budget: Duration,
     ) -> CallResult {
         let fetch = async {
-            let answer = logs::fetch(chain, filter, from, to, chain.logs.chunk, budget).await;
+            let answer = Box::pin(logs::fetch(
+                chain,
+                filter,
+                from,
+                to,
+                chain.logs.chunk,
+                budget,
+            ))
+            .await;
             keep_if(answer, |_| true)
         };
         match cache_key {
