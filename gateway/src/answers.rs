@@ -134,15 +134,23 @@ impl FinalAnswers {
     }
 
     pub fn key(chain_id: u64, method: &str, params: &[u8]) -> Bytes {
-        let mut k = BytesMut::with_capacity(9 + method.len() + params.len());
-        k.put_u64(chain_id);
-        k.put_slice(method.as_bytes());
-        k.put_u8(0);
-        k.put_slice(params);
-        k.freeze()
+        let mut k = Vec::new();
+        Self::key_into(&mut k, chain_id, method, params);
+        k.into()
     }
 
-    pub fn get(&self, key: &Bytes) -> Option<Kept> {
+    /// [`Self::key`], written into `out` (cleared first): a look-up needs no key of its own,
+    /// so a hit allocates nothing for it.
+    pub fn key_into(out: &mut Vec<u8>, chain_id: u64, method: &str, params: &[u8]) {
+        out.clear();
+        out.reserve(9 + method.len() + params.len());
+        out.put_u64(chain_id);
+        out.put_slice(method.as_bytes());
+        out.put_u8(0);
+        out.put_slice(params);
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<Kept> {
         self.store.as_ref()?.get(key)
     }
 

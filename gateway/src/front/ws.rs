@@ -653,7 +653,7 @@ fn subscription_call(body: &Bytes) -> Option<(Option<Bytes>, String, Bytes)> {
         Ok(Parsed::Single(Entry::Call { id, method, params }))
             if method == "eth_subscribe" || method == "eth_unsubscribe" =>
         {
-            Some((id, method, params))
+            Some((id, method.into_owned(), params))
         }
         _ => None,
     }

@@ -27,7 +27,7 @@ const REQUEST_BUCKETS: &[f64] = &[
 ];
 
 /// Methods reported by name; everything else is `other`, keeping the label set bounded.
-const KNOWN_METHODS: &[&str] = &[
+pub(crate) const KNOWN_METHODS: &[&str] = &[
     "eth_blockNumber",
     "eth_call",
     "eth_chainId",

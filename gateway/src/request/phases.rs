@@ -129,41 +129,37 @@ impl Path<'_> {
     /// Decide locally: invalid elements and methods this gateway refuses are answered here.
     pub fn decide_locally(&self, req: &mut Request<'_>) {
         let tenant = req.tenant;
+        // A batch mostly repeats one method: the lists are checked once for each run of it.
+        let mut passed: Option<jsonrpc::Method> = None;
         for slot in &mut req.slots {
             let (reason, error) = match &slot.entry {
                 Entry::Invalid { error, .. } => ("invalid_request", error.clone()),
-                Entry::Call { method, .. } if !self.allowed(method) => (
-                    "method_denied",
-                    rpc::error_object(
-                        rpc::METHOD_NOT_FOUND,
-                        format!("method {method} is not allowed on this gateway"),
-                    ),
-                ),
-                Entry::Call { method, .. } if tenant.is_some_and(|t| !t.method_allowed(method)) => {
-                    (
-                        "method_denied",
-                        rpc::error_object(
-                            rpc::METHOD_NOT_FOUND,
-                            format!("method {method} is not allowed for this API key"),
-                        ),
-                    )
-                }
-                Entry::Call { method, .. }
-                    if method == "eth_subscribe" || method == "eth_unsubscribe" =>
-                {
-                    (
-                        "method_denied",
-                        rpc::error_object(
-                            rpc::METHOD_NOT_FOUND,
-                            format!("{method} needs a WebSocket: connect with ws:// (or wss://) to this URL and send it as a single call"),
-                        ),
-                    )
-                }
-                Entry::Call { .. } => continue,
+                Entry::Call { method, .. } if passed.as_ref() == Some(method) => continue,
+                Entry::Call { method, .. } => match self.refusal(tenant, method) {
+                    Some(error) => ("method_denied", error),
+                    None => {
+                        passed = Some(method.clone());
+                        continue;
+                    }
+                },
             };
             self.metrics.rejected.with_label_values(&[reason]).inc();
             slot.decide(CacheStatus::Bypass, Err(error), Tier::Local);
         }
+    }
+
+    /// The error for a method this gateway (or the caller's key) refuses here.
+    fn refusal(&self, tenant: Option<&crate::tenants::Tenant>, method: &str) -> Option<Bytes> {
+        let message = if !self.allowed(method) {
+            format!("method {method} is not allowed on this gateway")
+        } else if tenant.is_some_and(|t| !t.method_allowed(method)) {
+            format!("method {method} is not allowed for this API key")
+        } else if method == "eth_subscribe" || method == "eth_unsubscribe" {
+            format!("{method} needs a WebSocket: connect with ws:// (or wss://) to this URL and send it as a single call")
+        } else {
+            return None;
+        };
+        Some(rpc::error_object(rpc::METHOD_NOT_FOUND, message))
     }
 
     /// The gateway-wide deny list, then the chain's own allow and deny lists.
@@ -179,11 +175,12 @@ impl Path<'_> {
 
     /// Gateway tier: final answers kept here. Each miss keeps its key for `remember`.
     pub fn gateway_tier(&self, req: &mut Request<'_>) {
+        let mut key = Vec::new();
         for slot in req.slots.iter_mut().filter(|s| s.open()) {
             let Some((method, params)) = slot.call() else {
                 continue;
             };
-            let key = FinalAnswers::key(self.chain.chain_id, method, params);
+            FinalAnswers::key_into(&mut key, self.chain.chain_id, method, params);
             match self.tiers.finals.get(&key) {
                 Some(hit) => {
                     self.series.gateway_hit.inc();
@@ -191,7 +188,7 @@ impl Path<'_> {
                     slot.decide(CacheStatus::Hit, Ok(hit.result), Tier::Gateway);
                     slot.deflated = hit.deflated;
                 }
-                None => slot.key = Some(key),
+                None => slot.key = Some(Bytes::copy_from_slice(&key)),
             }
         }
     }
