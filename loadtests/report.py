@@ -7,7 +7,9 @@
 
 results.jsonl holds one JSON object per line, `kind` being one of: wrk (one wrk run), stale
 (workload 3 check), failover, pool, mem (RSS and edge cache readings), tenant (workload key: the
-tenant's calls and refusals counted by the gateway), info (settings, machine).
+tenant's calls and refusals counted by the gateway), edge (workload edge: the serving node's cache
+counters around the measured run), idle (workload idle: one target's idle.py readings), info
+(settings, machine).
 """
 
 import argparse
@@ -15,7 +17,12 @@ import json
 import sys
 
 TARGETS = [("gateway", "gateway + edge"), ("gateway-key", "gateway + edge, tenant key in the URL"),
-           ("nginx", "nginx proxy_cache"), ("anvil", "anvil direct")]
+           ("gateway-demo", "gateway + edge, demo config (shipped defaults)"),
+           ("gateway-edge", "gateway (tiers off) + edge cache"),
+           ("nginx", "nginx proxy_cache"), ("anvil", "anvil direct"), ("ceiling", "bare hyper (ceiling)")]
+
+# Workload edge (the edge tier on its own) must reach at least this share of nginx's req/s.
+EDGE_GOAL = 1.0
 
 # Workload key: the keyed run may be at most this much slower than the keyless one beside it.
 KEY_BUDGET = 0.05
@@ -25,6 +32,7 @@ WORKLOADS = [
     ("1b", "1 cache hit: `eth_getBalance` at `0x0`, c32"),
     ("1c", "1 cache hit by hash, per-request ids (as real clients send), c32"),
     ("1d", "1 hot read at `latest` (changes every block: tip answers, held while the node's state is), c32"),
+    ("edge", "E edge tier: 1a through a gateway with both its tiers off, answered from the edge node's cache, c32"),
     ("key", "K cache hit (1a) keyless, then as a tenant with its key in the URL (`/v1/bench-key`), c32"),
     ("2-c1", "2 miss: `eth_getBalance` random address at `latest`, c1"),
     ("2-c32", "2 miss: `eth_getBalance` random address at `latest`, c32"),
@@ -81,7 +89,7 @@ def load(path):
     return recs
 
 
-COMPONENTS = ["gateway", "edge", "nginx", "anvil", "redis"]
+COMPONENTS = ["gateway", "edge", "nginx", "anvil", "redis", "ceiling"]
 
 
 def cpu_us(rec):
@@ -113,16 +121,19 @@ def main_table(recs):
     stale = {r["target"]: r["stale"] for r in recs if r["kind"] == "stale"}
     failover = next((r for r in recs if r["kind"] == "failover"), None)
     fill = next((r for r in recs if r["kind"] == "fill"), None)
+    edge = next((r for r in recs if r["kind"] == "edge"), None)
     rows = [
-        "| workload | target | req/s | p50 µs | p99 µs | req/s vs nginx | req/s vs anvil | req/s vs keyless "
-        "| p99 vs nginx | added p50 / p99 over anvil µs | server CPU µs/req | cache hits | failed | stale (sampled) |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| workload | target | req/s | p50 µs | p99 µs | req/s vs nginx | req/s vs anvil | req/s vs ceiling "
+        "| req/s vs keyless | p99 vs nginx | added p50 / p99 over anvil µs | server CPU µs/req | cache hits "
+        "| failed | stale (sampled) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for wl, title in WORKLOADS:
         present = [(t, name) for t, name in TARGETS if (wl, t) in wrk]
         if not present:
             continue
         ng, an, kl = wrk.get((wl, "nginx")), wrk.get((wl, "anvil")), wrk.get((wl, "gateway"))
+        ce = wrk.get((wl, "ceiling"))
         for i, (t, name) in enumerate(present):
             r = wrk[(wl, t)]
             hits = ""
@@ -130,6 +141,10 @@ def main_table(recs):
                 hits = f"{100.0 * r['hit'] / (r['hit'] + r['nonhit']):.1f} %"
                 if r.get("hit_gateway_tier"):
                     hits += f" ({100.0 * r['hit_gateway_tier'] / (r['hit'] + r['nonhit']):.1f} % gw tier)"
+            if wl == "edge" and t == "gateway-edge" and edge:
+                share = edge_hit_share(edge)
+                if share is not None:
+                    hits += f" (node's cache: {100.0 * share:.1f} %)"
             added = ""
             if an is not None and t != "anvil":
                 added = f"{r['p50_us'] - an['p50_us']:+,.0f} / {r['p99_us'] - an['p99_us']:+,.0f}"
@@ -139,12 +154,19 @@ def main_table(recs):
                 st = f"{s['stale']} / {s['checked']}"
             c = cpu.get((wl, t))
             vs_keyless = ratio(r["rps"], kl and kl["rps"]) if t == "gateway-key" else ""
-            rows.append("| {} | {} | {:,.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
+            rows.append("| {} | {} | {:,.0f} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 title if i == 0 else "", name, r["rps"], us(r["p50_us"]), us(r["p99_us"]),
-                ratio(r["rps"], ng and ng["rps"]), ratio(r["rps"], an and an["rps"]), vs_keyless,
+                ratio(r["rps"], ng and ng["rps"]), ratio(r["rps"], an and an["rps"]),
+                ratio(r["rps"], ce and ce["rps"]), vs_keyless,
                 ratio(r["p99_us"], ng and ng["p99_us"]), added, "" if c is None else f"{c:,.0f}", hits,
                 f"{r['failed']:,} of {r['requests']:,}", st))
     notes = []
+    c_note = ceiling_note(wrk)
+    if c_note:
+        notes.append(c_note)
+    e_note = edge_note(wrk, edge)
+    if e_note:
+        notes.append(e_note)
     key_note = tenant_note(wrk, cpu, next((r for r in recs if r["kind"] == "tenant"), None))
     if key_note:
         notes.append(key_note)
@@ -182,6 +204,96 @@ def main_table(recs):
     if soak:
         notes.append(soak_note(soak))
     return "\n".join(rows), notes
+
+
+def ceiling_note(wrk):
+    """Workload 1 (1a, 1b): both gateways' hits as a share of the ceiling, and against nginx."""
+    parts = []
+    for wl in ("1a", "1b"):
+        ce, ng = wrk.get((wl, "ceiling")), wrk.get((wl, "nginx"))
+        if not ce:
+            continue
+        cells = []
+        for t, name in (("gateway", "tuned gateway"), ("gateway-demo", "demo config"), ("nginx", "nginx")):
+            r = wrk.get((wl, t))
+            if not r:
+                continue
+            cell = f"{name} {r['rps'] / ce['rps']:.2f}x"
+            if t != "nginx" and ng:
+                cell += (f" ({ratio(r['rps'], ng['rps'])} nginx's req/s, "
+                         f"p99 {ratio(r['p99_us'], ng['p99_us'])} nginx's)")
+            cells.append(cell)
+        parts.append(f"{wl}: " + "; ".join(cells))
+    if not parts:
+        return ""
+    some = wrk.get(("1a", "ceiling")) or wrk.get(("1b", "ceiling"))
+    return (f"Ceiling (workload 1): a bare hyper server on one thread answering one fixed body "
+            f"({some['rps']:,.0f} req/s in {'1a' if wrk.get(('1a', 'ceiling')) else '1b'}) is the most "
+            f"any HTTP gateway can answer on this machine; cache hits as a share of it: " + ". ".join(parts) + ".")
+
+
+def edge_hit_share(edge):
+    """Workload edge: the share of the serving node's cache look-ups it answered itself."""
+    d = {k: edge["after"][k] - edge["before"][k] for k in edge["after"]}
+    total = sum(d.values())
+    return d["hit"] / total if total else None
+
+
+def edge_note(wrk, edge):
+    """Workload edge: the edge tier against nginx, and how much the node's own cache answered."""
+    r, ng = wrk.get(("edge", "gateway-edge")), wrk.get(("edge", "nginx"))
+    if not r:
+        return ""
+    out = "Edge tier (E): through a gateway with both its tiers off (`[cache] max_bytes = 0`, `tip_max_bytes = 0`)"
+    if ng and ng["rps"]:
+        x = r["rps"] / ng["rps"]
+        verdict = "**met**" if x >= EDGE_GOAL else "**not met**"
+        out += (f", {r['rps']:,.0f} req/s = {x:.2f}x nginx's {ng['rps']:,.0f} (goal at least "
+                f"{EDGE_GOAL:.1f}x: {verdict}), p99 {ratio(r['p99_us'], ng['p99_us'])} nginx's")
+    if edge:
+        d = {k: edge["after"][k] - edge["before"][k] for k in edge["after"]}
+        share = edge_hit_share(edge)
+        out += (f"; the serving node ({edge['region']}) counted {d['hit']:,} hits, {d['miss']:,} misses, "
+                f"{d['bypass']:,} bypassed and {d['negative']:,} negative in its cache over the measured run "
+                f"(`edge_cache_requests_total`)")
+        if share is not None:
+            out += f": **{100.0 * share:.1f} % answered from the node's own cache**"
+        calls = r["requests"]
+        if d["hit"] + d["miss"] + d["bypass"] + d["negative"] < 0.9 * calls:
+            out += f" (fewer look-ups than the {calls:,} requests: some answers came from elsewhere)"
+    return out + "."
+
+
+def idle_table(recs):
+    """Workload idle: memory per idle keep-alive connection, per target."""
+    idle = [r for r in recs if r["kind"] == "idle"]
+    if not idle:
+        return ""
+    names = dict(TARGETS)
+    rows = ["| target | connections open | server's own count | RSS before MiB | RSS after MiB "
+            "| KiB per connection |",
+            "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in idle:
+        x = r["idle"]
+        own = "" if x.get("server_count") is None else f"{x['server_count']:,}"
+        if x.get("established") is not None:
+            own += f"{' / ' if own else ''}{x['established']:,} (kernel)"
+        opened = f"{x['connections']:,}"
+        if x.get("failed") or x.get("closed_by_server"):
+            opened += f" ({x.get('failed', 0):,} failed, {x.get('closed_by_server', 0):,} closed by the server)"
+        rows.append(f"| {names.get(r['target'], r['target'])} | {opened} | {own} | "
+                    f"{x['rss_before_kb'] / 1024:,.1f} | {x['rss_after_kb'] / 1024:,.1f} | "
+                    f"{x['kib_per_connection']:,.2f} |")
+    first = idle[0]["idle"]
+    errs = [f"{r['target']}: {r['idle']['first_error']}" for r in idle if r["idle"].get("first_error")]
+    return ("\n".join(rows) + "\n\n"
+            f"Each of {first['wanted']:,} connections sent one request (1a's body) and read its answer, then "
+            f"all idled {first.get('wait_s', 2):g} s before the readings; KiB per "
+            "connection = (RSS after - RSS before) / connections open, user-space memory only (socket buffers "
+            "are the kernel's); nginx: master and workers (its connection structures for every "
+            "`worker_connections` are allocated at start, so they are in RSS before); server's own count: "
+            "the gateway's `gateway_http_open_connections`, and established sockets on the server's port."
+            + (" First errors: " + "; ".join(errs) if errs else ""))
 
 
 def tenant_note(wrk, cpu, tenant):
@@ -263,6 +375,7 @@ def fmt_ms(x):
 
 
 SHORT = {"1a": "1a hit by hash", "1b": "1b hit at 0x0", "1c": "1c hit, unique ids", "1d": "1d hot latest",
+         "edge": "E edge tier",
          "key": "K tenant key",
          "2-c1": "2 miss c1",
          "2-c32": "2 miss c32", "3": "3 mixed", "4": "4 failover", "5": "5 batch", "fill": "M cache fill"}
@@ -302,7 +415,7 @@ def mem_table(recs):
     by_phase = {}
     for m in mems:
         by_phase.setdefault(m["workload"], {})[m["when"]] = m
-    titles = {"1": "1 cache hit", "key": "K tenant key", "2": "2 miss", "3": "3 mixed", "4": "4 failover", "5": "5 batch",
+    titles = {"1": "1 cache hit", "edge": "E edge tier", "idle": "I idle connections", "key": "K tenant key", "2": "2 miss", "3": "3 mixed", "4": "4 failover", "5": "5 batch",
               "fill": "M cache fill", "soak": "S soak"}
     peak = 0
     for phase, d in by_phase.items():
@@ -335,6 +448,12 @@ def cmd_table(a):
     print()
     for n in notes:
         print(f"- {n}")
+    it = idle_table(recs)
+    if it:
+        print()
+        print("Idle connections:")
+        print()
+        print(it)
 
 
 def cmd_results(a):
@@ -365,7 +484,10 @@ def cmd_results(a):
           f"{info.get('edges')} edge nodes, caller located by X-Forwarded-For "
           f"{info.get('xff')} so {info.get('serving_region')} serves; edge cache max_bytes {info.get('edge_cache_max_bytes'):,}; "
           f"gateway with a tenants file (keyless callers unlimited; tenant `bench` with every limit on, far above the load) sharing its counts "
-          f"through its own redis-server")
+          f"through its own redis-server; beside it on the same nodes and Redis "
+          f"{'gw-demo (no `worker_threads`, no `[cache]`: the shipped defaults, as config/gateway.toml), ' if info.get('demo') else ''}"
+          f"gw-edge (both gateway cache tiers off, workload E) and the ceiling, a bare hyper server on one thread "
+          f"(gateway/examples/ceiling.rs)")
     if pool:
         p = pool["pool"]
         print(f"- Workload 3 pool: {p['questions']:,} distinct questions over {p['accounts']} accounts and "
@@ -385,6 +507,12 @@ def cmd_results(a):
     print()
     print(cpu_table(recs))
     print()
+    it = idle_table(recs)
+    if it:
+        print("Idle connections (workload I):")
+        print()
+        print(it)
+        print()
     print("Memory (VmRSS before → after each workload; `edge_cache_bytes` from each edge node's /metrics):")
     print()
     print(mem_table(recs))

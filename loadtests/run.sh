@@ -1,36 +1,44 @@
 #!/usr/bin/env bash
-# Meridian load tests: gateway + edge nodes vs nginx proxy_cache vs anvil direct, same workloads,
-# same run, one table of ratios. See loadtests/README.md.
+# Meridian load tests: gateway + edge nodes vs nginx proxy_cache vs anvil direct, and a bare hyper
+# server (the ceiling), same workloads, same run, one table of ratios. See loadtests/README.md.
 #
 #   loadtests/run.sh
 #
-# Installs what is missing (scripts/deps.sh), builds the release binaries, starts on 127.0.0.1
-# only: anvil, a redis-server (the tenants' shared limits; on a free port), one gateway (with a
-# tenants file: tenant "bench", key "bench-key", limits far above the load), two edge nodes (eu-west serves,
-# us-east is the failover node) and nginx; runs the workloads with wrk; prints the table and
-# writes loadtests/RESULTS.md. Everything it starts is stopped on exit, Ctrl-C included. About
-# 16 minutes plus the build.
+# Installs what is missing (scripts/deps.sh), builds the release binaries and the ceiling
+# (gateway/examples/ceiling.rs), starts on 127.0.0.1 only: anvil, a redis-server (the tenants'
+# shared limits; on a free port), three gateways sharing it (gw-load, tuned, measured throughout,
+# with a tenants file: tenant "bench", key "bench-key", limits far above the load; gw-demo, the
+# shipped runtime and cache defaults; gw-edge, both gateway cache tiers off), two edge nodes
+# joined to all three (eu-west serves, us-east is the failover node), nginx and the ceiling; runs
+# the workloads with wrk (idle: loadtests/idle.py); prints the table and writes
+# loadtests/RESULTS.md. Everything it starts is stopped on exit, Ctrl-C included. About 18
+# minutes plus the build.
 #
 # Environment (all optional):
 #   LT_DURATION=10s         length of each measured wrk run
 #   LT_WARMUP=2s            unrecorded wrk run before each measured run (0 to skip)
-#   LT_PORT_BASE=28545      ports used: BASE .. BASE+4 and BASE+11 .. BASE+12
+#   LT_PORT_BASE=28545      ports used: BASE .. BASE+13
 #   LT_BLOCK_TIME=2         anvil --block-time (s); nginx proxy_cache_valid is the same
 #   LT_EDGE_CACHE_BYTES=4194304   edge [cache] max_bytes (small, so the cache-fill run hits it)
 #   LT_XFF=81.2.69.142      caller address sent in X-Forwarded-For (London: eu-west is nearest)
 #   LT_KILL_AFTER=4         seconds into workload 4 when the serving node is SIGKILLed
-#   LT_WORKERS=1            worker_threads of the gateway and each edge node (0: one per core)
-#   LT_PEER=1               a second gateway (gw-peer, sharing the Redis) that every edge node
-#                           also joins, as in a deployment with several gateways; it takes no
-#                           load (0: nodes join the measured gateway only)
+#   LT_WORKERS=1            worker_threads of gw-load, gw-edge and each edge node (0: one per core)
+#   LT_PEER=1               gw-demo: a gateway with the demo config's runtime and cache sizes
+#                           (no worker_threads, no [cache]: shipped defaults) that every edge
+#                           node also joins, measured as target gateway-demo in 1a, 1b, 5 and
+#                           idle (0: not started, no gateway-demo rows)
 #   LT_ANVIL_WORKERS=1      anvil's runtime threads (TOKIO_WORKER_THREADS; "" for its default)
-#   LT_ONLY="1 key 2 3 5 fill soak 4"   workloads to run, in this order ("hold": keep the
-#                           stack up for profiling until Ctrl-C)
+#   LT_ONLY="1 edge key 2 3 5 fill soak 4 idle"   workloads to run, in this order ("hold": keep
+#                           the stack up for profiling until Ctrl-C)
 #   LT_SOAK=600s            length of the soak run (memory read every LT_SOAK_EVERY=10 s)
-#   LT_GATEWAY_CACHE_BYTES=16777216   gateway [cache] max_bytes (small, so the soak fills it)
+#   LT_GATEWAY_CACHE_BYTES=16777216   gw-load [cache] max_bytes (small, so the soak fills it)
+#   LT_IDLE_CONNECTIONS=10000   keep-alive connections held open per target in workload idle
 #   LT_RESULTS_FILE=loadtests/RESULTS.md   where the Markdown report goes ("" to skip)
 #   LT_KEEP=1               keep the temp dir (configs, logs, wrk output) after the run
-#   LT_NO_BUILD=1           skip `cargo build` and use target/release as it is
+#   LT_BIN_DIR=target/release   where gateway, edge-node and examples/ceiling are copied from
+#                           (relative to the repository; default $CARGO_TARGET_DIR/release
+#                           when CARGO_TARGET_DIR is set, which is also where cargo builds)
+#   LT_NO_BUILD=1           skip `cargo build` and use LT_BIN_DIR as it is
 set -euo pipefail
 
 LT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
@@ -43,8 +51,8 @@ source "$ROOT/scripts/redis.sh"
 
 case "${1:-}" in
   "") ;;
-  -h | --help) sed -n '2,36s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
-  *) sed -n '2,36s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+  -h | --help) sed -n '2,41s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; exit 0 ;;
+  *) sed -n '2,41s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac
 
 DURATION=${LT_DURATION:-10s}
@@ -60,10 +68,13 @@ SOAK=${LT_SOAK:-600s}
 SOAK_EVERY=${LT_SOAK_EVERY:-10}
 GW_CACHE_MAX=${LT_GATEWAY_CACHE_BYTES:-16777216}
 ANVIL_WORKERS=${LT_ANVIL_WORKERS-1}
-ONLY=${LT_ONLY:-1 key 2 3 5 fill soak 4}
+IDLE_CONNS=${LT_IDLE_CONNECTIONS:-10000}
+# idle comes last: the servers keep the memory of 10,000 closed connections for reuse (RSS does
+# not go back down), which would hide that much growth from the soak run's leak check.
+ONLY=${LT_ONLY:-1 edge key 2 3 5 fill soak 4 idle}
 RESULTS_MD=${LT_RESULTS_FILE-$LT_DIR/RESULTS.md}
 COMMAND="loadtests/run.sh"
-for v in LT_DURATION LT_WARMUP LT_PORT_BASE LT_BLOCK_TIME LT_EDGE_CACHE_BYTES LT_XFF LT_KILL_AFTER LT_WORKERS LT_ANVIL_WORKERS LT_SOAK LT_GATEWAY_CACHE_BYTES LT_ONLY; do
+for v in LT_DURATION LT_WARMUP LT_PORT_BASE LT_BLOCK_TIME LT_EDGE_CACHE_BYTES LT_XFF LT_KILL_AFTER LT_WORKERS LT_ANVIL_WORKERS LT_PEER LT_SOAK LT_GATEWAY_CACHE_BYTES LT_IDLE_CONNECTIONS LT_ONLY; do
   if [ -n "${!v:-}" ]; then COMMAND="$v='${!v}' $COMMAND"; fi
 done
 
@@ -72,9 +83,13 @@ P_GW=$((PORT_BASE + 1))
 P_GW_ADMIN=$((PORT_BASE + 2))
 P_QUIC=$((PORT_BASE + 3))
 P_NGINX=$((PORT_BASE + 4))
-P_PEER=$((PORT_BASE + 5))
-P_PEER_ADMIN=$((PORT_BASE + 6))
-P_PEER_QUIC=$((PORT_BASE + 7))
+P_DEMO=$((PORT_BASE + 5))
+P_DEMO_ADMIN=$((PORT_BASE + 6))
+P_DEMO_QUIC=$((PORT_BASE + 7))
+P_EDGEGW=$((PORT_BASE + 8))
+P_EDGEGW_ADMIN=$((PORT_BASE + 9))
+P_EDGEGW_QUIC=$((PORT_BASE + 10))
+P_CEILING=$((PORT_BASE + 13))
 PEER=${LT_PEER:-1}
 # Edge nodes: region, latitude, longitude, admin port. The first one serves (nearest to $XFF),
 # the second is where workload 4 fails over to.
@@ -89,10 +104,17 @@ BENCH_KEY=bench-key
 declare -A URL=(
   [gateway]="http://127.0.0.1:$P_GW/"
   [gateway-key]="http://127.0.0.1:$P_GW/v1/$BENCH_KEY"
+  [gateway-demo]="http://127.0.0.1:$P_DEMO/"
+  [gateway-edge]="http://127.0.0.1:$P_EDGEGW/"
   [nginx]="http://127.0.0.1:$P_NGINX/"
   [anvil]="http://127.0.0.1:$P_ANVIL/"
+  [ceiling]="http://127.0.0.1:$P_CEILING/"
 )
 TARGETS=(gateway nginx anvil)
+# Workloads 1a, 1b and 5 also measure the demo config (LT_PEER=1); 1a and 1b the ceiling, whose
+# one fixed answer is right only for those two bodies.
+DEMO=()
+if [ "$PEER" = 1 ]; then DEMO=(gateway-demo); fi
 ANVIL_URL=${URL[anvil]}
 T_START=$(date +%s)
 
@@ -112,17 +134,29 @@ if ! have_deps; then
   have_deps || lt_die "dependencies still missing after scripts/deps.sh"
 fi
 
+BIN_DIR=${LT_BIN_DIR:-${CARGO_TARGET_DIR:-target}/release}
 if [ "${LT_NO_BUILD:-}" = 1 ]; then
-  lt_log "LT_NO_BUILD=1: using the binaries already in target/release"
+  lt_log "LT_NO_BUILD=1: using the binaries already in $BIN_DIR"
 else
-  lt_log "building release binaries"
-  cargo build --release --quiet --bin gateway --bin edge-node
+  lt_log "building release binaries and the ceiling (gateway/examples/ceiling.rs)"
+  cargo build --release --quiet --bin gateway --bin edge-node --example ceiling
 fi
 BUILD_S=$(($(date +%s) - T_START))
+for b in gateway edge-node examples/ceiling; do
+  [ -x "$BIN_DIR/$b" ] || lt_die "$BIN_DIR/$b is missing (LT_BIN_DIR; without LT_NO_BUILD=1 run.sh builds it)"
+done
 
-for p in "$P_ANVIL" "$P_GW" "$P_GW_ADMIN" "$P_QUIC" "$P_NGINX" "$P_PEER" "$P_PEER_ADMIN" $((PORT_BASE + 11)) $((PORT_BASE + 12)); do
+# Every port from BASE to BASE+13 (+11 and +12: the edge nodes' admin listeners).
+for ((p = PORT_BASE; p <= PORT_BASE + 13; p++)); do
   lt_port_free "$p" || lt_die "port $p is in use; pick other ports with LT_PORT_BASE=..."
 done
+
+# Workload idle holds LT_IDLE_CONNECTIONS connections per server, and the servers inherit this
+# limit (nginx raises its own, worker_rlimit_nofile); without root, the hard limit is as far as
+# it goes.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+if [ "$NOFILE" = unlimited ]; then NOFILE=1048576; fi
 
 LT_TMP="$(mktemp -d "${TMPDIR:-/tmp}/meridian-loadtest.XXXXXX")"
 LT_RESULTS="$LT_TMP/results.jsonl"
@@ -145,7 +179,7 @@ trap 'exit 143' TERM
 
 # Copies, so that another build in the same target dir cannot swap them mid-run.
 mkdir -p "$LT_TMP/bin" "$LT_TMP/keys"
-cp target/release/gateway target/release/edge-node "$LT_TMP/bin/"
+cp "$BIN_DIR/gateway" "$BIN_DIR/edge-node" "$BIN_DIR/examples/ceiling" "$LT_TMP/bin/"
 BIN="$LT_TMP/bin"
 
 # ---------------------------------------------------------------- anvil
@@ -183,29 +217,33 @@ EOF
 # The config names the run's Redis; an inherited override must not send the gateway elsewhere.
 unset MERIDIAN_REDIS_URL
 
-# ---------------------------------------------------------------- gateway and edge nodes
-cat >"$LT_TMP/gateway.toml" <<EOF
+# ---------------------------------------------------------------- gateways and edge nodes
+# gateway_toml NAME HTTP_PORT ADMIN_PORT QUIC_PORT SERVER_LINES CACHE_SECTION: one gateway's
+# config. All of them share geo (trusted proxies), the tenants file and its Redis.
+gateway_toml() {
+  cat <<EOF
 # Written by loadtests/run.sh. Every key: config/gateway.example.toml.
 default_chain = "anvil"
 
 [server]
-name = "gw-load"
-listen = "127.0.0.1:$P_GW"
-admin_listen = "127.0.0.1:$P_GW_ADMIN"
-# One thread, like nginx's one worker below (and the lowest latency: see README.md).
-worker_threads = $WORKERS
+name = "$1"
+listen = "127.0.0.1:$2"
+admin_listen = "127.0.0.1:$3"
+# Workload idle holds $IDLE_CONNS keep-alive connections open: at the default (10000) the
+# gateway would shed the oldest idle ones once the probes' and wrk's connections come on top.
+max_connections = $((IDLE_CONNS * 2 > 10000 ? IDLE_CONNS * 2 : 10000))
+$5
 
 [quic]
-listen = "127.0.0.1:$P_QUIC"
-key_file = "$LT_TMP/keys/gateway.key"
+listen = "127.0.0.1:$4"
+key_file = "$LT_TMP/keys/$1.key"
 join_tokens = ["$TOKEN"]
 
 [geo]
 databases = ["$DBIP_V4_MMDB", "$DBIP_V6_MMDB"]
 trusted_proxies = ["127.0.0.0/8"]
 
-[cache]
-max_bytes = $GW_CACHE_MAX
+$6
 
 [[chains]]
 name = "anvil"
@@ -215,29 +253,63 @@ chain_id = 31337
 file = "$LT_TMP/tenants.toml"
 redis_url = "$REDIS_URL"
 EOF
+}
+
+# gw-load, the measured gateway: one thread, a small gateway tier (so the soak run fills it).
+gateway_toml gw-load "$P_GW" "$P_GW_ADMIN" "$P_QUIC" \
+  "# One thread, like nginx's one worker below (and the lowest latency: see README.md).
+worker_threads = $WORKERS" \
+  "[cache]
+max_bytes = $GW_CACHE_MAX" >"$LT_TMP/gateway.toml"
+# gw-edge, for workload edge: both gateway tiers off, so every answer is the edge node's.
+gateway_toml gw-edge "$P_EDGEGW" "$P_EDGEGW_ADMIN" "$P_EDGEGW_QUIC" \
+  "worker_threads = $WORKERS" \
+  "[cache]
+# Both gateway tiers off (final answers and tip answers): every call goes to an edge node.
+max_bytes = 0
+tip_max_bytes = 0" >"$LT_TMP/gateway-edge.toml"
+# gw-demo: the demo configuration (config/gateway.toml) as shipped in what sets the speed, i.e.
+# no worker_threads (one per core) and no [cache] (max_bytes 64 MiB, tip_max_bytes 16 MiB).
+# Geo, trusted proxies, the tenants file and Redis are the measured gateway's: the run's tenants
+# file, like the demo's config/tenants.toml, serves keyless callers without a limit (the demo's
+# differs in its tenant and compute-unit table, which keyless calls never touch), and the demo's
+# own Redis, admin token and location settings are scripts/demo.sh's, not a load test's.
+gateway_toml gw-demo "$P_DEMO" "$P_DEMO_ADMIN" "$P_DEMO_QUIC" \
+  "# No worker_threads: the shipped default (one per core), as in config/gateway.toml." \
+  "# No [cache]: the shipped bounds, as in config/gateway.toml." >"$LT_TMP/gateway-demo.toml"
+
+# start_gateway PROCESS_NAME CONFIG HTTP_PORT QUIC_PORT ADMIN_PORT WHAT: starts one and waits
+# for its /healthz.
+start_gateway() {
+  lt_log "starting $6 on 127.0.0.1:$3 (QUIC $4)"
+  lt_start "$1" "$BIN/gateway" --config "$2"
+  lt_wait "$6" curl -fsS "http://127.0.0.1:$5/healthz"
+}
+# The edge nodes pin each gateway's QUIC key (--gateway-fingerprint NAME=FP).
 FP=$("$BIN/gateway" --config "$LT_TMP/gateway.toml" --print-fingerprint)
-lt_log "starting the gateway on 127.0.0.1:$P_GW (QUIC $P_QUIC)"
-lt_start gateway "$BIN/gateway" --config "$LT_TMP/gateway.toml"
-lt_wait "the gateway" curl -fsS "http://127.0.0.1:$P_GW_ADMIN/healthz"
-PEER_LINK=""
-PEER_PIN=()
-if [ "$PEER" = 1 ]; then
-  # The measured gateway's config with the peer's name, ports and key.
-  sed -e "s/^name = \"gw-load\"/name = \"gw-peer\"/" \
-    -e "s/127.0.0.1:$P_GW\"/127.0.0.1:$P_PEER\"/" \
-    -e "s/127.0.0.1:$P_GW_ADMIN\"/127.0.0.1:$P_PEER_ADMIN\"/" \
-    -e "s/127.0.0.1:$P_QUIC\"/127.0.0.1:$P_PEER_QUIC\"/" \
-    -e "s|keys/gateway.key|keys/gateway-peer.key|" "$LT_TMP/gateway.toml" >"$LT_TMP/gateway-peer.toml"
-  FP_PEER=$("$BIN/gateway" --config "$LT_TMP/gateway-peer.toml" --print-fingerprint)
-  lt_log "starting the peer gateway gw-peer on 127.0.0.1:$P_PEER (QUIC $P_PEER_QUIC); every edge node joins it too"
-  lt_start gateway-peer "$BIN/gateway" --config "$LT_TMP/gateway-peer.toml"
-  lt_wait "the peer gateway" curl -fsS "http://127.0.0.1:$P_PEER_ADMIN/healthz"
-  PEER_LINK="[[gateways]]
-name = \"gw-peer\"
-address = \"127.0.0.1:$P_PEER_QUIC\"
+FP_EDGEGW=$("$BIN/gateway" --config "$LT_TMP/gateway-edge.toml" --print-fingerprint)
+start_gateway gateway "$LT_TMP/gateway.toml" "$P_GW" "$P_QUIC" "$P_GW_ADMIN" "gw-load (measured gateway)"
+start_gateway gateway-edge "$LT_TMP/gateway-edge.toml" "$P_EDGEGW" "$P_EDGEGW_QUIC" "$P_EDGEGW_ADMIN" \
+  "gw-edge (gateway tiers off, workload edge)"
+# The [[gateways]] every edge node joins beyond gw-load, and their pins.
+GW_LINKS="[[gateways]]
+name = \"gw-edge\"
+address = \"127.0.0.1:$P_EDGEGW_QUIC\"
 fingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"
 token = \"$TOKEN\""
-  PEER_PIN=(--gateway-fingerprint "gw-peer=$FP_PEER")
+GW_PINS=(--gateway-fingerprint "gw-edge=$FP_EDGEGW")
+if [ "$PEER" = 1 ]; then
+  FP_DEMO=$("$BIN/gateway" --config "$LT_TMP/gateway-demo.toml" --print-fingerprint)
+  start_gateway gateway-demo "$LT_TMP/gateway-demo.toml" "$P_DEMO" "$P_DEMO_QUIC" "$P_DEMO_ADMIN" \
+    "gw-demo (demo config: shipped defaults)"
+  GW_LINKS+="
+
+[[gateways]]
+name = \"gw-demo\"
+address = \"127.0.0.1:$P_DEMO_QUIC\"
+fingerprint = \"sha256:0000000000000000000000000000000000000000000000000000000000000000\"
+token = \"$TOKEN\""
+  GW_PINS+=(--gateway-fingerprint "gw-demo=$FP_DEMO")
 fi
 
 for e in "${EDGES[@]}"; do
@@ -258,7 +330,7 @@ address = "127.0.0.1:$P_QUIC"
 fingerprint = "sha256:0000000000000000000000000000000000000000000000000000000000000000"
 token = "$TOKEN"
 
-$PEER_LINK
+$GW_LINKS
 
 [cache]
 max_bytes = $CACHE_MAX
@@ -268,15 +340,25 @@ chain_id = 31337
 upstreams = ["$ANVIL_URL"]
 EOF
   lt_log "starting edge node $region (admin 127.0.0.1:$admin)"
-  lt_start "edge-$region" "$BIN/edge-node" --config "$LT_TMP/edge-$region.toml" --gateway-fingerprint "gw-load=$FP" "${PEER_PIN[@]}"
+  lt_start "edge-$region" "$BIN/edge-node" --config "$LT_TMP/edge-$region.toml" --gateway-fingerprint "gw-load=$FP" "${GW_PINS[@]}"
 done
 
 # Both nodes must serve: a London caller reaches eu-west, a US caller (8.8.8.8) us-east.
 # (A `latest` read: never answered by the gateway's own tier, so it always names its node.)
 probe="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_getBalance\",\"params\":[\"$DEV0\",\"latest\"]}"
-region_is() { [ "$(lt_region "${URL[gateway]}" "$1" "$probe")" = "$2" ]; }
+region_is() { [ "$(lt_region "${URL[${3:-gateway}]}" "$1" "$probe")" = "$2" ]; } # XFF REGION [TARGET]
 lt_wait "eu-west serving $XFF" region_is "$XFF" "$SERVING"
 lt_wait "us-east serving 8.8.8.8" region_is 8.8.8.8 us-east
+# The other gateways have the same nodes (so the same routing) once both have joined them too.
+for t in gateway-edge "${DEMO[@]}"; do
+  lt_wait "$SERVING serving $XFF through $t" region_is "$XFF" "$SERVING" "$t"
+  lt_wait "us-east serving 8.8.8.8 through $t" region_is 8.8.8.8 us-east "$t"
+done
+
+# ---------------------------------------------------------------- the ceiling
+lt_log "starting the ceiling (bare hyper, one thread) on 127.0.0.1:$P_CEILING"
+lt_start ceiling "$BIN/ceiling" "127.0.0.1:$P_CEILING"
+lt_wait "the ceiling" lt_rpc "${URL[ceiling]}" eth_chainId '[]'
 
 # ---------------------------------------------------------------- nginx
 NG="$LT_TMP/nginx"
@@ -290,7 +372,9 @@ worker_processes 1;
 daemon off;
 pid $NG/nginx.pid;
 error_log $NG/error.log warn;
-events { worker_connections 4096; }
+# Workload idle holds $IDLE_CONNS client connections on top of the upstream ones.
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $((IDLE_CONNS * 2 > 4096 ? IDLE_CONNS * 2 : 4096)); }
 http {
   access_log off;
   client_body_temp_path $NG/tmp/body;
@@ -379,7 +463,10 @@ check_alive() {
   lt_alive anvil
   lt_alive redis
   lt_alive gateway
+  lt_alive gateway-edge
+  if [ "$PEER" = 1 ]; then lt_alive gateway-demo; fi
   lt_alive nginx
+  lt_alive ceiling
   for e in "${EDGES[@]}"; do
     read -r region _ _ _ <<<"$e"
     if [ -n "$(lt_pid "edge-$region")" ]; then lt_alive "edge-$region"; fi
@@ -395,20 +482,24 @@ BODY_NUM="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_getBalance\",\"params\"
 BODY_LATEST="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_getBalance\",\"params\":[\"$DEV0\",\"latest\"]}"
 
 # Every target must give anvil's answer before it is measured (gateway-key: the same gateway with
-# the bench tenant's key in the URL).
+# the bench tenant's key in the URL; the ceiling's one fixed answer must be anvil's to both
+# bodies it is measured with, 1a's and 1b's).
 want=$(lt_rpc "$ANVIL_URL" eth_getBalance "[\"$DEV0\",$BY_HASH]")
-for t in gateway gateway-key nginx; do
+for t in gateway gateway-key gateway-edge "${DEMO[@]}" nginx ceiling; do
   got=$(lt_rpc "${URL[$t]}" eth_getBalance "[\"$DEV0\",$BY_HASH]")
   [ "$got" = "$want" ] || lt_die "$t answered $got, anvil $want"
 done
+want=$(lt_rpc "$ANVIL_URL" eth_getBalance "[\"$DEV0\",\"0x0\"]")
+got=$(lt_rpc "${URL[ceiling]}" eth_getBalance "[\"$DEV0\",\"0x0\"]")
+[ "$got" = "$want" ] || lt_die "the ceiling answers $got, anvil $want at 0x0"
 LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- workloads
 
 workload_1() {
   lt_log "workload 1: cache hit, one hot read (c32)"
-  LT_BODY="$BODY_HASH" measure 1a hot.lua 32 "${TARGETS[@]}"
-  LT_BODY="$BODY_NUM" measure 1b hot.lua 32 "${TARGETS[@]}"
+  LT_BODY="$BODY_HASH" measure 1a hot.lua 32 gateway "${DEMO[@]}" nginx anvil ceiling
+  LT_BODY="$BODY_NUM" measure 1b hot.lua 32 gateway "${DEMO[@]}" nginx anvil ceiling
   LT_BODY="$BODY_HASH" LT_UNIQUE_IDS=1 measure 1c hot.lua 32 gateway nginx
   LT_BODY="$BODY_LATEST" measure 1d hot.lua 32 "${TARGETS[@]}"
 }
@@ -474,7 +565,65 @@ audit_counts() {
 
 workload_5() {
   lt_log "workload 5: batches of 50 (c32)"
-  LT_BLOCK="$BY_HASH" measure 5 batch.lua 32 "${TARGETS[@]}"
+  LT_BLOCK="$BY_HASH" measure 5 batch.lua 32 gateway "${DEMO[@]}" nginx anvil
+}
+
+# edge_cache_counts ADMIN_METRICS_URL: an edge node's edge_cache_requests_total by result, as JSON.
+edge_cache_counts() {
+  printf '{"hit":%s,"miss":%s,"bypass":%s,"negative":%s}' \
+    "$(lt_metric_sum "$1" edge_cache_requests_total 'result="hit"')" \
+    "$(lt_metric_sum "$1" edge_cache_requests_total 'result="miss"')" \
+    "$(lt_metric_sum "$1" edge_cache_requests_total 'result="bypass"')" \
+    "$(lt_metric_sum "$1" edge_cache_requests_total 'result="negative"')"
+}
+
+# edge: the edge tier on its own. gw-edge keeps no answers (both gateway tiers off), so every call
+# travels to the serving node, which must answer from its own cache (genesis by hash is final
+# there). The node's cache counters around the measured run give the share it answered itself.
+workload_edge() {
+  lt_log "workload edge: the edge node's own cache through gw-edge (gateway tiers off), c32"
+  [ -n "$(lt_pid "edge-$SERVING")" ] || lt_die "workload edge needs edge node $SERVING (run it before 4)"
+  local admin t got want before="" after=""
+  admin="http://127.0.0.1:$(edge_admin_port "$SERVING")/metrics"
+  want=$(lt_rpc "$ANVIL_URL" eth_getBalance "[\"$DEV0\",$BY_HASH]")
+  got=$(lt_rpc "${URL[gateway-edge]}" eth_getBalance "[\"$DEV0\",$BY_HASH]")
+  [ "$got" = "$want" ] || lt_die "workload edge: gw-edge answered $got, anvil $want"
+  for t in gateway-edge nginx anvil; do
+    LT_BODY="$BODY_HASH" warm hot.lua "${URL[$t]}" 32
+    [ "$t" != gateway-edge ] || before=$(edge_cache_counts "$admin")
+    LT_BODY="$BODY_HASH" lt_wrk edge "$t" "${URL[$t]}" hot.lua 32 "$DURATION"
+    [ "$t" != gateway-edge ] || after=$(edge_cache_counts "$admin")
+  done
+  lt_record "{\"kind\":\"edge\",\"region\":\"$SERVING\",\"before\":$before,\"after\":$after}"
+}
+
+# idle: what an idle keep-alive connection costs each server in memory. idle.py opens
+# $IDLE_CONNS connections (one request each, then idle), reads VmRSS before and after and the
+# server's own count where it has one, then closes them all.
+workload_idle() {
+  lt_log "workload idle: $IDLE_CONNS idle keep-alive connections per server"
+  local t p out pids metrics
+  for t in gateway "${DEMO[@]}" nginx ceiling; do
+    pids=(--pid "$(lt_pid "$t")")
+    metrics=()
+    case $t in
+      gateway) metrics=(--metrics "http://127.0.0.1:$P_GW_ADMIN/metrics" --metric gateway_http_open_connections) ;;
+      gateway-demo) metrics=(--metrics "http://127.0.0.1:$P_DEMO_ADMIN/metrics" --metric gateway_http_open_connections) ;;
+      nginx) # the workers hold the connections; the master is counted too (it does not change)
+        for p in $(ps -o pid= --ppid "$(lt_pid nginx)"); do pids+=(--pid "$p"); done ;;
+    esac
+    out=$(python3 "$LT_DIR/idle.py" --url "${URL[$t]}" --body "$BODY_HASH" --xff "$XFF" \
+      --connections "$IDLE_CONNS" "${pids[@]}" "${metrics[@]}") || lt_die "workload idle: idle.py failed for $t"
+    python3 - "$t" "$out" <<'PY' >&2
+import json, sys
+r = json.loads(sys.argv[2])
+print("    idle       %-12s %6d open (%d failed, %s by the server, %s established)  RSS %.1f -> %.1f MiB"
+      "  %.2f KiB/connection  (opened in %.1f s)" % (sys.argv[1], r["connections"], r["failed"],
+      r["server_count"], r["established"], r["rss_before_kb"] / 1024, r["rss_after_kb"] / 1024,
+      r["kib_per_connection"], r["open_s"]))
+PY
+    lt_record "{\"kind\":\"idle\",\"target\":\"$t\",\"idle\":$out}"
+  done
 }
 
 workload_fill() {
@@ -537,8 +686,8 @@ workload_soak() {
 
 # Not a measurement: keeps the stack up for profiling (perf, callgrind) until Ctrl-C.
 workload_hold() {
-  lt_log "holding: gateway ${URL[gateway]} (keyed: ${URL[gateway-key]}) nginx ${URL[nginx]} anvil ${URL[anvil]}; Ctrl-C stops"
-  lt_log "pids: gateway $(lt_pid gateway), edge-$SERVING $(lt_pid "edge-$SERVING"), nginx $(lt_pid nginx)"
+  lt_log "holding: gateway ${URL[gateway]} (keyed: ${URL[gateway-key]}) gateway-edge ${URL[gateway-edge]}${DEMO:+ gateway-demo ${URL[gateway-demo]}} nginx ${URL[nginx]} anvil ${URL[anvil]} ceiling ${URL[ceiling]}; Ctrl-C stops"
+  lt_log "pids: gateway $(lt_pid gateway), gateway-edge $(lt_pid gateway-edge)${DEMO:+, gateway-demo $(lt_pid gateway-demo)}, edge-$SERVING $(lt_pid "edge-$SERVING"), nginx $(lt_pid nginx), ceiling $(lt_pid ceiling)"
   lt_log "bodies: $LT_TMP/bodies.env"
   printf 'BODY_HASH=%q\nBODY_NUM=%q\nBODY_LATEST=%q\n' "$BODY_HASH" "$BODY_NUM" "$BODY_LATEST" >"$LT_TMP/bodies.env"
   while :; do sleep 3600 & wait $!; done # wait: so the INT/TERM trap runs at once
@@ -564,7 +713,7 @@ lt_record "{\"kind\":\"info\",\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"
 \"nginx\":$(jstr "$(nginx -v 2>&1)"),\"redis\":$(jstr "$("$REDIS_SERVER_BIN" --version | sed 's/^Redis server v=\([^ ]*\).*/\1/')"),\"wrk\":$(jstr "$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"),\
 \"machine\":{\"nproc\":$(nproc),\"cpu\":$(jstr "$cpu"),\"mem\":$(jstr "$mem"),\"kernel\":$(jstr "$(uname -r)"),\"loadavg\":$(jstr "$LOADAVG_START")},\
 \"duration\":$(jstr "$DURATION"),\"warmup\":$(jstr "$WARMUP"),\"block_time\":$BLOCK_TIME,\"nginx_ttl\":$(jstr "$NGINX_TTL"),\
-\"edges\":${#EDGES[@]},\"workers\":$WORKERS,\"anvil_workers\":$(jstr "${ANVIL_WORKERS:-default}"),\"xff\":$(jstr "$XFF"),\"serving_region\":$(jstr "$SERVING"),\"edge_cache_max_bytes\":$CACHE_MAX,\
+\"edges\":${#EDGES[@]},\"demo\":$([ "$PEER" = 1 ] && echo true || echo false),\"idle_connections\":$IDLE_CONNS,\"workers\":$WORKERS,\"anvil_workers\":$(jstr "${ANVIL_WORKERS:-default}"),\"xff\":$(jstr "$XFF"),\"serving_region\":$(jstr "$SERVING"),\"edge_cache_max_bytes\":$CACHE_MAX,\
 \"nginx_errors\":$(grep -c '\[error\]' "$NG/error.log" || true),\"nginx_first_error\":$(jstr "$(grep -m1 '\[error\]' "$NG/error.log" || true)"),\
 \"elapsed\":$(jstr "$((elapsed / 60)) min $((elapsed % 60)) s"),\"build_s\":$BUILD_S}"
 
