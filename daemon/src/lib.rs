@@ -5,6 +5,7 @@
 //! - [`loglimit`]: rate limits for log lines others can cause;
 //! - [`admin`]: the admin listener's accept loop and its plain responses;
 //! - [`metrics`]: the Prometheus text exposition;
+//! - [`runtime`]: the tokio runtime `worker_threads` asks for;
 //! - [`shutdown`]: waiting for SIGINT or SIGTERM;
 //! - [`weigh`]: what a cache entry costs, so byte bounds are memory bounds;
 //! - [`unix_ms`]: wall-clock time as both sides stamp what the other reads.
@@ -14,6 +15,7 @@ pub mod config;
 pub mod logging;
 pub mod loglimit;
 pub mod metrics;
+pub mod runtime;
 pub mod shutdown;
 pub mod weigh;
 

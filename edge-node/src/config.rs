@@ -45,9 +45,10 @@ pub struct Config {
     pub chains: Vec<ChainConfig>,
     #[serde(default = "d_max_in_flight")]
     pub max_in_flight: usize,
-    /// Runtime worker threads; 0 (the default) means one per CPU core. With one, a request
-    /// never changes threads between the gateway link and the upstream (the lowest latency
-    /// while one core keeps up); more threads serve more cores.
+    /// Runtime worker threads; 0 (the default) means one per CPU core but one, at least one
+    /// ([`daemon::runtime`]). With one, a request never changes threads between the gateway
+    /// link and the upstream (a current-thread runtime: the lowest latency while one core
+    /// keeps up); more threads serve more cores.
     #[serde(default)]
     pub worker_threads: usize,
 }

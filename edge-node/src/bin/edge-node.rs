@@ -51,12 +51,7 @@ fn main() -> anyhow::Result<()> {
     if !args.gateway_fingerprint.is_empty() {
         config.validate(&args.config.display().to_string())?;
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if config.worker_threads > 0 {
-        rt.worker_threads(config.worker_threads);
-    }
-    rt.enable_all()
-        .build()
+    daemon::runtime::build(config.worker_threads)
         .context("starting the runtime")?
         .block_on(run(args, config))
 }

@@ -48,12 +48,7 @@ fn main() -> anyhow::Result<()> {
         config.tenants.redis_url = Some(url);
         config.validate(&path.display().to_string())?;
     }
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
-    if config.server.worker_threads > 0 {
-        rt.worker_threads(config.server.worker_threads);
-    }
-    rt.enable_all()
-        .build()
+    daemon::runtime::build(config.server.worker_threads)
         .context("starting the runtime")?
         .block_on(run(args, config))
 }

@@ -90,9 +90,10 @@ pub struct ServerConfig {
     /// (`Accept-Encoding`); 0 turns compression of answers off.
     #[serde(default = "d_compress_min")]
     pub compress_min_bytes: usize,
-    /// Runtime worker threads; 0 (the default) means one per CPU core. With one, a request
-    /// never changes threads on its way through (no cross-thread wakeups: the lowest latency
-    /// while one core keeps up); more threads serve more cores.
+    /// Runtime worker threads; 0 (the default) means one per CPU core but one, at least one
+    /// ([`daemon::runtime`]). With one, a request never changes threads on its way through
+    /// (a current-thread runtime: no cross-thread wakeups, the lowest latency while one core
+    /// keeps up); more threads serve more cores.
     #[serde(default)]
     pub worker_threads: usize,
     /// Bearer token for `/admin/*` on the admin listener (at least 16 characters); without
