@@ -136,7 +136,10 @@ impl Path<'_> {
             if let Ok(ranked) = &ranked {
                 self.tip_tier(&mut req, ranked.first());
             }
-            self.dispatch(&mut req, ranked).await;
+            // Boxed: the node round trip's future is kilobytes, and inline it would make every
+            // request's future that large, hits included (copied on each request, and held in
+            // every keep-alive connection's slot even while it is idle).
+            Box::pin(self.dispatch(&mut req, ranked)).await;
             self.hold_tip(&mut req);
             self.remember(&req);
             self.audit(&req);
