@@ -114,19 +114,28 @@ impl Marks {
 /// `latest`/`safe`/`finalized`/`pending` parameter, or `eth_getLogs` (its bounds default to
 /// `latest`). A cheap scan of the raw params: a false positive only orders nodes.
 pub fn reads_tip(method: &str, params: &[u8]) -> bool {
-    const TAGS: [&[u8]; 4] = [b"\"latest\"", b"\"safe\"", b"\"finalized\"", b"\"pending\""];
     method == "eth_blockNumber"
         || method == "eth_getLogs"
-        || TAGS
-            .iter()
-            .any(|t| params.windows(t.len()).any(|w| w == *t))
+        || quotes_any(params, &[b"latest", b"safe", b"finalized", b"pending"])
 }
 
 /// Does a call read at `safe` or `finalized` (so the finalized mark applies too)?
 pub fn reads_finalized(params: &[u8]) -> bool {
-    const TAGS: [&[u8]; 2] = [b"\"safe\"", b"\"finalized\""];
-    TAGS.iter()
-        .any(|t| params.windows(t.len()).any(|w| w == *t))
+    quotes_any(params, &[b"safe", b"finalized"])
+}
+
+/// Does `params` hold one of `words` in quotes (`"latest"`)? One pass, looking only after
+/// each quote, instead of one pass per word.
+fn quotes_any(params: &[u8], words: &[&[u8]]) -> bool {
+    let mut rest = params;
+    while let Some(at) = rest.iter().position(|&b| b == b'"') {
+        rest = &rest[at + 1..];
+        let quoted = |w: &&[u8]| rest.starts_with(w) && rest.get(w.len()) == Some(&b'"');
+        if words.iter().any(quoted) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The block number of a quantity answer (`"0x1a"`).
@@ -154,6 +163,22 @@ pub fn block_number_of(result: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tags_are_found_only_whole_and_quoted() {
+        let p = |s: &str| s.as_bytes().to_vec();
+        assert!(reads_tip("eth_getBalance", &p(r#"["0xab","latest"]"#)));
+        assert!(reads_tip("eth_call", &p(r#"[{"to":"0x1"}, "pending"]"#)));
+        assert!(reads_tip("eth_blockNumber", b""));
+        assert!(reads_tip("eth_getLogs", &p(r#"[{"fromBlock":"0x1"}]"#)));
+        assert!(!reads_tip("eth_getBalance", &p(r#"["0xab","0x10"]"#)));
+        assert!(!reads_tip("eth_getBalance", &p(r#"["latestx","x-latest"]"#)));
+        assert!(!reads_tip("eth_getBalance", &p(r#"["0xab",{"blockHash":"0x1"}]"#)));
+        assert!(reads_finalized(&p(r#"["0xab","finalized"]"#)));
+        assert!(reads_finalized(&p(r#"["0xab","safe"]"#)));
+        assert!(!reads_finalized(&p(r#"["0xab","latest"]"#)));
+        assert!(!reads_finalized(&p(r#"["safe"#)));
+    }
 
     #[test]
     fn marks_rise_only_and_answers_are_bounded() {
