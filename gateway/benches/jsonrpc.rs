@@ -1,6 +1,7 @@
-//! The request hot path pieces: parsing a single call and a batch of 50, writing a response
-//! with the caller's id spliced around a cached result, and the gateway-tier answer cache (key
-//! building and a hit).
+//! The request hot path pieces: parsing a single call and a batch of 50 (the one-pass scan),
+//! writing a response with the caller's id spliced around a cached result, the gateway-tier
+//! answer cache (key building and a hit, with the key in a reused buffer as the request path
+//! looks up), and the tag test of calls that go to a node.
 //!
 //! `cargo bench -p gateway --bench jsonrpc`
 
@@ -111,7 +112,38 @@ fn answers(c: &mut Criterion) {
     c.bench_function("jsonrpc/answer_hit", |b| {
         b.iter(|| store.get(black_box(&key)));
     });
+    // As the gateway-tier phase looks up: the key written into a buffer the request reuses.
+    let mut scratch = Vec::new();
+    c.bench_function("jsonrpc/answer_key_into_and_hit", |b| {
+        b.iter(|| {
+            FinalAnswers::key_into(&mut scratch, CHAIN_ID, black_box("eth_getBalance"), &params);
+            store.get(&scratch)
+        });
+    });
 }
 
-criterion_group!(benches, parsing, responding, answers);
+/// The tag test every call that goes to a node takes (routing by the tip callers were shown).
+fn tags(c: &mut Criterion) {
+    let by_number =
+        params(ADDRESS).replace(&format!(r#"{{"blockHash":"{BLOCK_HASH}"}}"#), "\"0x10\"");
+    let latest = format!(r#"["{ADDRESS}","latest"]"#);
+    assert!(!gateway::nodes::tip::reads_tip(
+        "eth_getBalance",
+        by_number.as_bytes()
+    ));
+    assert!(gateway::nodes::tip::reads_tip(
+        "eth_getBalance",
+        latest.as_bytes()
+    ));
+    c.bench_function("jsonrpc/reads_tip_by_number", |b| {
+        b.iter(|| {
+            gateway::nodes::tip::reads_tip("eth_getBalance", black_box(by_number.as_bytes()))
+        });
+    });
+    c.bench_function("jsonrpc/reads_tip_latest", |b| {
+        b.iter(|| gateway::nodes::tip::reads_tip("eth_getBalance", black_box(latest.as_bytes())));
+    });
+}
+
+criterion_group!(benches, parsing, responding, answers, tags);
 criterion_main!(benches);
