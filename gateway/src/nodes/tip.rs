@@ -172,8 +172,14 @@ mod tests {
         assert!(reads_tip("eth_blockNumber", b""));
         assert!(reads_tip("eth_getLogs", &p(r#"[{"fromBlock":"0x1"}]"#)));
         assert!(!reads_tip("eth_getBalance", &p(r#"["0xab","0x10"]"#)));
-        assert!(!reads_tip("eth_getBalance", &p(r#"["latestx","x-latest"]"#)));
-        assert!(!reads_tip("eth_getBalance", &p(r#"["0xab",{"blockHash":"0x1"}]"#)));
+        assert!(!reads_tip(
+            "eth_getBalance",
+            &p(r#"["latestx","x-latest"]"#)
+        ));
+        assert!(!reads_tip(
+            "eth_getBalance",
+            &p(r#"["0xab",{"blockHash":"0x1"}]"#)
+        ));
         assert!(reads_finalized(&p(r#"["0xab","finalized"]"#)));
         assert!(reads_finalized(&p(r#"["0xab","safe"]"#)));
         assert!(!reads_finalized(&p(r#"["0xab","latest"]"#)));
