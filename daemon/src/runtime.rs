@@ -27,7 +27,11 @@ pub fn cores() -> usize {
 
 /// Builds the runtime for `worker_threads` (see the module docs), with IO and time enabled.
 pub fn build(worker_threads: usize) -> io::Result<tokio::runtime::Runtime> {
-    match threads(worker_threads, cores()) {
+    let n = match worker_threads {
+        0 => threads(0, cores()),
+        n => n,
+    };
+    match n {
         1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),

@@ -521,13 +521,31 @@ impl Tenancy {
             let now = stamp_of(&path);
             let changed = now.is_some() && now != *self.stamp.lock();
             if changed && now == seen {
-                let _ = self.reload_logged("file changed");
+                let _ = self.reload_off_runtime("file changed").await;
             }
             seen = now;
         }
     }
 
     /// Reloads and logs the outcome (`why`: what asked for it).
+    /// [`Self::reload_logged`] on the blocking pool: reading and checking a large file must not
+    /// hold up requests (on one worker thread, the default on two cores, it would hold all).
+    pub async fn reload_off_runtime(
+        self: &Arc<Self>,
+        why: &'static str,
+    ) -> Result<usize, ConfigError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.reload_logged(why))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ConfigError::invalid(
+                    "tenants",
+                    "file",
+                    format!("reload task failed: {e}"),
+                ))
+            })
+    }
+
     pub fn reload_logged(&self, why: &str) -> Result<usize, ConfigError> {
         let r = self.reload();
         match &r {

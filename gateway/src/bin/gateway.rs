@@ -68,7 +68,7 @@ async fn run(args: Args, config: gateway::config::Config) -> anyhow::Result<()> 
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            let _ = tenancy.reload_logged("SIGHUP");
+            let _ = tenancy.reload_off_runtime("SIGHUP").await;
             match geo.reload_async().await {
                 Ok(()) => tracing::info!("geo databases reloaded (SIGHUP)"),
                 Err(e) => {

@@ -120,8 +120,9 @@ pub fn parse(body: &[u8], max_batch: usize) -> Result<Parsed, BodyError> {
     parse_bytes(&Bytes::copy_from_slice(body), max_batch)
 }
 
-/// Bodies up to this size try the one-pass parse first (bounding what it allocates before the
-/// batch length is checked: at most a few MiB of element records).
+/// Batch bodies up to this size try the one-pass parses first (bounding what they allocate
+/// before the batch length is checked: at most a few MiB of element records); single objects
+/// always do.
 const ONE_PASS_MAX: usize = 256 * 1024;
 
 /// [`parse`] without copying: ids and params are slices of `body`. The usual body takes one
@@ -254,7 +255,9 @@ fn method_name(raw: &[u8]) -> Result<Method, ()> {
         [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
             match KNOWN_METHODS.iter().find(|m| m.as_bytes() == inner) {
                 Some(known) => Ok(Cow::Borrowed(known)),
-                None => std::str::from_utf8(inner).map(method).map_err(drop),
+                None => std::str::from_utf8(inner)
+                    .map(|m| Cow::Owned(m.to_owned()))
+                    .map_err(drop),
             }
         }
         _ => serde_json::from_slice::<String>(raw)
