@@ -13,6 +13,10 @@
 #   node    eth_getBalance of a new random address at `latest` (every call goes to the node)
 #   keyed   the hit as tenant `bench` with its key in the URL (only with CG_TENANT=1: the gateway
 #           gets a tenants file with every limit on, far above the load; no Redis)
+# With CG_EDGE=1, instead: both gateway tiers off and the edge node under callgrind too, so
+# each request travels to the node; both processes' instructions per request are printed:
+#   edgehit eth_getBalance at block 0x0, answered from the edge node's cache
+#   node    as above (the node asks anvil each time)
 # Background work (health ticks every 250 ms) is counted too, the same way for every build.
 # CG_KEEP=1 keeps the callgrind files (run-1/, run-2/, ... in the order given) for
 # callgrind_annotate.
@@ -33,6 +37,12 @@ PIDS+=($!)
 wait_for rpc "$ANVIL_URL" eth_chainId '[]'
 rpc "$ANVIL_URL" anvil_mine '["0x80"]' >/dev/null
 
+if [ -n "${CG_EDGE:-}" ]; then
+  KINDS="edgehit node"
+  GW_EXTRA_TOML="[cache]
+max_bytes = 0
+tip_max_bytes = 0"
+fi
 if [ -n "${CG_TENANT:-}" ]; then
   KINDS="hit keyed batch node"
   cat >"$TMP/tenants.toml" <<TOML
@@ -57,7 +67,7 @@ one = '{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0xf39fd6e51a
 batch = "[" + ",".join(one.replace('"id":1', '"id":%d' % i) for i in range(50)) + "]"
 path = "/v1/bench-key" if kind == "keyed" else "/"
 for i in range(n):
-    if kind in ("hit", "keyed"):
+    if kind in ("hit", "keyed", "edgehit"):
         body = one
     elif kind == "batch":
         body = batch
@@ -75,19 +85,23 @@ PY
 measure() { # BIN_DIR
   local bin=$1 run="$TMP/run-$2"
   rm -rf "$run" && mkdir -p "$run"
-  WORKERS=1 start_pair "$bin" "$run" "$BASE" "$ANVIL_URL" \
+  local edge_wrap=""
+  [ -z "${CG_EDGE:-}" ] || edge_wrap="valgrind --tool=callgrind --callgrind-out-file=$run/edge.%p"
+  WORKERS=1 EDGE_WRAP="$edge_wrap" start_pair "$bin" "$run" "$BASE" "$ANVIL_URL" \
     valgrind --tool=callgrind --callgrind-out-file="$run/cg.%p"
   local gw_pid=$GW_PID edge_pid=$EDGE_PID
-  local kind out
+  local kind pid who
   for kind in $KINDS; do
     send "$kind" 200
-    callgrind_control -z "$gw_pid" >/dev/null 2>&1
+    for pid in $gw_pid ${edge_wrap:+$edge_pid}; do callgrind_control -z "$pid" >/dev/null 2>&1; done
     send "$kind" "$N"
-    callgrind_control -d "$kind" "$gw_pid" >/dev/null 2>&1
+    for pid in $gw_pid ${edge_wrap:+$edge_pid}; do callgrind_control -d "$kind" "$pid" >/dev/null 2>&1; done
     sleep 1
-    out=$(ls -t "$run"/cg.* | head -1)
-    awk -v n="$N" -v kind="$kind" -v bin="$bin" \
-      '/^summary:/ { printf "%-8s %-32s %12.0f instructions per request (%d requests)\n", kind, bin, $2 / n, n }' "$out"
+    for who in cg ${edge_wrap:+edge}; do
+      awk -v n="$N" -v kind="$kind" -v bin="$bin" -v who="$([ "$who" = cg ] && echo gateway || echo edge-node)" \
+        '/^summary:/ { printf "%-8s %-10s %-32s %12.0f instructions per request (%d requests)\n", kind, who, bin, $2 / n, n }' \
+        "$(ls -t "$run/$who".* | head -1)"
+    done
   done
   kill "$gw_pid" "$edge_pid" 2>/dev/null || true
   wait "$gw_pid" "$edge_pid" 2>/dev/null || true

@@ -68,7 +68,8 @@ TOML
   RUST_LOG=warn "$@" "$bin/gateway" --config "$run/gateway.toml" >"$run/gateway.log" 2>&1 &
   GW_PID=$!
   PIDS+=("$GW_PID")
-  RUST_LOG=warn "$bin/edge-node" --config "$run/edge.toml" --gateway-fingerprint "$fp" >"$run/edge.log" 2>&1 &
+  # EDGE_WRAP: a command the edge node runs under too (callgrind.sh's CG_EDGE=1).
+  RUST_LOG=warn ${EDGE_WRAP:-} "$bin/edge-node" --config "$run/edge.toml" --gateway-fingerprint "$fp" >"$run/edge.log" 2>&1 &
   EDGE_PID=$!
   PIDS+=("$EDGE_PID")
   wait_for serving "http://127.0.0.1:$((base + 1))/"
