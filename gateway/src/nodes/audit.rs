@@ -228,17 +228,24 @@ impl Auditor {
             let (Some(Ok(block)), Some(Ok(list))) = (answers.first(), answers.get(1)) else {
                 return receipts::Verdict::Unknown("the block or its receipts were refused".into());
             };
-            match receipts::verify_block(hash, block, list) {
-                Ok(v) => verified.push(v),
-                Err(v) => return v,
+            // Off the runtime: a large block's tries take milliseconds to rebuild, and on one
+            // worker thread (the default on two cores) requests would wait for them.
+            let (block, list) = (block.clone(), list.clone());
+            match off_runtime(move || receipts::verify_block(hash, &block, &list)).await {
+                Some(Ok(v)) => verified.push(v),
+                Some(Err(v)) => return v,
+                None => return receipts::Verdict::Unknown("the check did not finish".into()),
             }
         }
-        receipts::check_answer(&s.method, &s.answer, &verified)
+        let (method, answer) = (s.method.clone(), s.answer.clone());
+        off_runtime(move || receipts::check_answer(&method, &answer, &verified))
+            .await
+            .unwrap_or_else(|| receipts::Verdict::Unknown("the check did not finish".into()))
     }
 
     /// Compares a final answer with a second opinion, and on a mismatch with a third.
     async fn second_opinion(&self, s: &Sample) -> Outcome {
-        let Some(a) = canonical(&s.answer) else {
+        let Some(a) = canonical_off_runtime(s.answer.clone()).await else {
             return Outcome::Inconclusive;
         };
         let Some((b, witness)) = self.opinion(s, &[&s.node.id]).await else {
@@ -282,7 +289,7 @@ impl Auditor {
         if let Some((client, uri)) = &self.trusted {
             if self.trusted_chain(client, uri).await == Some(s.chain_id) {
                 let answer = self.ask_trusted(client, uri, &s.method, &s.params).await?;
-                return Some((canonical(&answer)?, Witness::Trusted));
+                return Some((canonical_off_runtime(answer).await?, Witness::Trusted));
             }
         }
         let others: Vec<Arc<Node>> = self
@@ -299,7 +306,7 @@ impl Auditor {
             params: s.params.clone(),
         }];
         let answer = self.ask(&node, s.chain_id, calls).await?.pop()?.ok()?;
-        Some((canonical(&answer)?, Witness::Node(node)))
+        Some((canonical_off_runtime(answer).await?, Witness::Node(node)))
     }
 
     /// Asks one node `calls` (no failover); per call its result or error, `None` when the node
@@ -506,6 +513,20 @@ fn call(method: &str, params: String) -> Call {
 
 /// The answer's JSON with object keys sorted and no whitespace; `None` for `null` and
 /// anything that is not JSON (neither is compared).
+/// Runs CPU-heavy checking work on the blocking pool (`None`: it panicked or was cancelled).
+async fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    tokio::task::spawn_blocking(f).await.ok()
+}
+
+/// [`canonical`], on the blocking pool for a large answer (a whole block takes milliseconds).
+async fn canonical_off_runtime(answer: Bytes) -> Option<Vec<u8>> {
+    const INLINE_MAX: usize = 16 * 1024;
+    if answer.len() <= INLINE_MAX {
+        return canonical(&answer);
+    }
+    off_runtime(move || canonical(&answer)).await.flatten()
+}
+
 pub fn canonical(answer: &[u8]) -> Option<Vec<u8>> {
     fn sort(v: Value) -> Value {
         match v {
