@@ -7,8 +7,10 @@
 //! ([`crate::request`]) takes over.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -350,7 +352,13 @@ fn chain_for<'a, 'p>(
 /// Reads the body within the size limit and the body deadline.
 async fn read_body(app: &App, body: Incoming, max: usize) -> Result<Bytes, Resp> {
     let body_timeout = app.config.server.body_timeout;
-    let collected = tokio::time::timeout(body_timeout, Limited::new(body, max).collect()).await;
+    let mut collect = std::pin::pin!(Limited::new(body, max).collect());
+    // A small body usually arrives with the headers: read it without arming a timer.
+    let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match first {
+        Poll::Ready(r) => Ok(r),
+        Poll::Pending => tokio::time::timeout(body_timeout, collect).await,
+    };
     match collected {
         Ok(Ok(b)) => Ok(b.to_bytes()),
         Ok(Err(e))
@@ -394,6 +402,10 @@ async fn reject(body: Incoming, resp: Resp) -> Resp {
 }
 
 fn is_json(ct: Option<&HeaderValue>) -> bool {
+    // What clients send, compared whole before the general parse.
+    if ct.is_some_and(|v| v.as_bytes() == b"application/json") {
+        return true;
+    }
     let Some(ct) = ct.and_then(|v| v.to_str().ok()) else {
         return false;
     };
