@@ -42,14 +42,6 @@ impl Entry {
 /// A method name. The usual ones ([`KNOWN_METHODS`]) are shared, not copied for each call.
 pub type Method = Cow<'static, str>;
 
-/// `name` as a [`Method`].
-pub fn method(name: &str) -> Method {
-    match KNOWN_METHODS.iter().find(|m| **m == name) {
-        Some(known) => Cow::Borrowed(known),
-        None => Cow::Owned(name.to_owned()),
-    }
-}
-
 /// A parsed request body.
 #[derive(Debug)]
 pub enum Parsed {

@@ -33,22 +33,12 @@ pub(super) fn single(body: &[u8]) -> Option<Members<'_>> {
 pub(super) fn batch(body: &[u8], max: usize) -> Option<Vec<Members<'_>>> {
     let mut s = Scanner { b: body, i: 0 };
     s.ws();
-    s.eat(b'[')?;
     // About 100 bytes per element: sized once for the usual batch.
     let mut out = Vec::with_capacity((body.len() / 100).clamp(1, max.max(1)));
-    loop {
-        s.ws();
+    s.items(b'[', b']', false, |s| {
         out.push(s.request()?);
-        if out.len() > max {
-            return None;
-        }
-        s.ws();
-        match s.next()? {
-            b',' => continue,
-            b']' => break,
-            _ => return None,
-        }
-    }
+        (out.len() <= max).then_some(())
+    })?;
     s.ws();
     s.at_end().then_some(out)
 }
@@ -86,22 +76,14 @@ impl<'a> Scanner<'a> {
 
     /// A request object: its four members, anything else checked and skipped.
     fn request(&mut self) -> Option<Members<'a>> {
-        self.eat(b'{')?;
         let mut m = Members::default();
-        self.ws();
-        if self.peek()? == b'}' {
-            self.i += 1;
-            return Some(m);
-        }
-        loop {
-            self.ws();
-            let key = self.key()?;
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
-            let start = self.i;
-            self.value(1)?;
-            let value = &self.b[start..self.i];
+        self.items(b'{', b'}', true, |s| {
+            let key = s.key()?;
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            let (b, start) = (s.b, s.i);
+            s.value(1)?;
             let slot = match key {
                 b"\"jsonrpc\"" => &mut m.jsonrpc,
                 b"\"id\"" => &mut m.id,
@@ -110,13 +92,33 @@ impl<'a> Scanner<'a> {
                 _ => &mut None,
             };
             // A repeated member is an error to serde: its path words it.
-            if slot.replace(value).is_some() {
-                return None;
-            }
+            slot.replace(&b[start..s.i]).is_none().then_some(())
+        })?;
+        Some(m)
+    }
+
+    /// The elements of the object or array that opens next, up to `close`, each read by
+    /// `item` (for an object, a whole member); `{}` or `[]` only if `empty` allows it.
+    fn items(
+        &mut self,
+        open: u8,
+        close: u8,
+        empty: bool,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
+        self.eat(open)?;
+        self.ws();
+        if empty && self.peek()? == close {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            self.ws();
+            item(self)?;
             self.ws();
             match self.next()? {
-                b',' => continue,
-                b'}' => return Some(m),
+                b',' => {}
+                c if c == close => return Some(()),
                 _ => return None,
             }
         }
@@ -142,46 +144,14 @@ impl<'a> Scanner<'a> {
         }
         match self.peek()? {
             b'"' => self.string().map(drop),
-            b'{' => {
-                self.i += 1;
-                self.ws();
-                if self.peek()? == b'}' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.string()?;
-                    self.ws();
-                    self.eat(b':')?;
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.next()? {
-                        b',' => continue,
-                        b'}' => return Some(()),
-                        _ => return None,
-                    }
-                }
-            }
-            b'[' => {
-                self.i += 1;
-                self.ws();
-                if self.peek()? == b']' {
-                    self.i += 1;
-                    return Some(());
-                }
-                loop {
-                    self.ws();
-                    self.value(depth + 1)?;
-                    self.ws();
-                    match self.next()? {
-                        b',' => continue,
-                        b']' => return Some(()),
-                        _ => return None,
-                    }
-                }
-            }
+            b'{' => self.items(b'{', b'}', true, |s| {
+                s.string()?;
+                s.ws();
+                s.eat(b':')?;
+                s.ws();
+                s.value(depth + 1)
+            }),
+            b'[' => self.items(b'[', b']', true, |s| s.value(depth + 1)),
             b'-' | b'0'..=b'9' => self.number(),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
