@@ -19,6 +19,10 @@ use hyper::{body::Incoming, header, server::conn::http1, service::service_fn, Re
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+// The same allocator as the daemons, so the ceiling is no handicap of ours.
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 const ANSWER: &[u8] = br#"{"jsonrpc":"2.0","id":1,"result":"0x21e19e0c9bab2400000"}"#;
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, hyper::Error> {
