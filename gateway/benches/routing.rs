@@ -97,7 +97,7 @@ fn per_request(c: &mut Criterion) {
         b.iter(|| {
             let ip = client_ip(black_box(peer), black_box(&headers), &trusted);
             let loc = geo.locate(ip);
-            t.rank(&cfg, loc.as_ref(), None)
+            t.rank(&cfg, loc.as_deref(), None)
         });
     });
 }

@@ -136,7 +136,7 @@ impl App {
     }
 
     /// Where a caller is (counted by result).
-    pub fn locate(&self, ip: std::net::IpAddr) -> Option<geo::Location> {
+    pub fn locate(&self, ip: std::net::IpAddr) -> Option<Arc<geo::Location>> {
         let loc = self.geo.locate(ip);
         match (&loc, geo::is_public(ip)) {
             (Some(_), true) => &self.metrics.geo_found,

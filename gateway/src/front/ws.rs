@@ -115,7 +115,7 @@ pub fn upgrade(
         tenant,
         tenants,
         addr,
-        location: app.locate(addr),
+        location: app.locate(addr).map(Arc::unwrap_or_clone),
     };
     let on = hyper::upgrade::on(&mut req);
     let app = app.clone();

@@ -35,6 +35,8 @@ pub struct Geo {
 struct Inner {
     paths: Vec<PathBuf>,
     options: GeoOptions,
+    /// `options.default_location`, shared like every answer.
+    default_location: Option<Arc<Location>>,
     state: RwLock<Arc<State>>,
     /// Held for the whole of a reload, so a SIGHUP and the watcher never reload at once.
     /// Holds each file's fingerprint as of its last load attempt.
@@ -46,7 +48,7 @@ struct State {
     /// One per configured path, in order; a failed reload keeps the old entry.
     dbs: Vec<Arc<Database>>,
     /// `None` = known to be in no database (or to have no coordinates there).
-    cache: MemoCache<Option<Location>>,
+    cache: MemoCache<Option<Arc<Location>>>,
 }
 
 #[derive(Default)]
@@ -155,6 +157,7 @@ impl Geo {
         Geo {
             inner: Arc::new(Inner {
                 paths,
+                default_location: options.default_location.clone().map(Arc::new),
                 options,
                 state: RwLock::new(Arc::new(state)),
                 reload: Mutex::new(fingerprints),
@@ -164,8 +167,9 @@ impl Geo {
     }
 
     /// Where `ip` is. Non-public addresses, addresses no database knows, and records without
-    /// coordinates get [`GeoOptions::default_location`].
-    pub fn locate(&self, ip: IpAddr) -> Option<Location> {
+    /// coordinates get [`GeoOptions::default_location`]. Shared: a lookup is on every
+    /// request's path, and a shared answer is one reference count instead of two strings.
+    pub fn locate(&self, ip: IpAddr) -> Option<Arc<Location>> {
         let c = &self.inner.counters;
         c.lookups.fetch_add(1, Ordering::Relaxed);
         let ip = ip.to_canonical();
@@ -188,11 +192,11 @@ impl Geo {
         found.or_else(|| self.default_location())
     }
 
-    fn lookup_uncached(&self, state: &State, ip: IpAddr) -> Option<Location> {
+    fn lookup_uncached(&self, state: &State, ip: IpAddr) -> Option<Arc<Location>> {
         let c = &self.inner.counters;
         for db in state.dbs.iter().filter(|db| db.covers(ip)) {
             match db.lookup(ip) {
-                Ok(Some(location)) => return Some(location),
+                Ok(Some(location)) => return Some(Arc::new(location)),
                 Ok(None) => {}
                 Err(e) => {
                     let n = c.lookup_failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -209,8 +213,8 @@ impl Geo {
         None
     }
 
-    fn default_location(&self) -> Option<Location> {
-        self.inner.options.default_location.clone()
+    fn default_location(&self) -> Option<Arc<Location>> {
+        self.inner.default_location.clone()
     }
 
     /// Re-reads every file now (the binary calls this on SIGHUP). Blocking: from async code
@@ -483,7 +487,7 @@ mod tests {
             default_location: Some(default.clone()),
             ..GeoOptions::default()
         });
-        assert_eq!(geo.locate("8.8.8.8".parse().unwrap()), Some(default));
+        assert_eq!(geo.locate("8.8.8.8".parse().unwrap()).as_deref(), Some(&default));
         assert!(geo.databases().is_empty());
         assert!(!geo.reload_if_changed().unwrap());
         assert_eq!(geo.stats().misses, 1);
