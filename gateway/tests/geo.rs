@@ -195,7 +195,11 @@ fn non_public_and_unknown_addresses_get_the_default() {
         "91.198.174.1", // known country, no coordinates
     ];
     for addr in fallbacks {
-        assert_eq!(geo.locate(ip(addr)).as_deref(), Some(&frankfurt()), "{addr}");
+        assert_eq!(
+            geo.locate(ip(addr)).as_deref(),
+            Some(&frankfurt()),
+            "{addr}"
+        );
     }
     // A known address still gets its own location.
     assert_location(geo.locate(ip("81.2.69.142")), "GB", "EU", LONDON, 20.0);
@@ -398,7 +402,9 @@ fn lookups_racing_reloads_see_old_or_new_never_neither() {
                 s.spawn(|| {
                     let mut n = 0u64;
                     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        let country = geo.locate(ip("81.2.69.142")).and_then(|l| l.country.clone());
+                        let country = geo
+                            .locate(ip("81.2.69.142"))
+                            .and_then(|l| l.country.clone());
                         let country = country.as_deref();
                         assert!(matches!(country, Some("GB" | "FR")), "{country:?}");
                         n += 1;
@@ -441,7 +447,9 @@ async fn watcher_reloads_changed_files_until_shut_down() {
     // Atomic replacements, so a poll never sees a half-written file (that would be counted).
     replace_atomically(&path, &std::fs::read(fixture("alt-city.mmdb")).unwrap());
     eventually("the new file", || {
-        geo.locate(ip("81.2.69.142")).and_then(|l| l.country.clone()) == Some("FR".into())
+        geo.locate(ip("81.2.69.142"))
+            .and_then(|l| l.country.clone())
+            == Some("FR".into())
     })
     .await;
 

@@ -138,126 +138,133 @@ pub(super) fn http_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
-    let id_buf = new_request_id();
-    let request_id = std::str::from_utf8(&id_buf).expect("hex digits");
-    let origin = req.headers().get(header::ORIGIN).cloned();
-    let mut cors = Cors::Any;
-    let mut resp = route(&app, req, peer, request_id, &mut cors).await;
-    let h = resp.headers_mut();
-    h.insert(
-        names::X_REQUEST_ID,
-        HeaderValue::from_str(request_id).expect("hex is a valid header"),
-    );
-    h.insert(names::X_GATEWAY, app.gateway_header.clone());
-    cors::apply(h, origin, cors);
-    resp
+// `handle` and `route` return async blocks rather than being `async fn`s: an `async fn` keeps
+// its arguments twice in its future (the request's head is 264 bytes), and each request's
+// future is copied when it is made.
+fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> impl Future<Output = Resp> {
+    async move {
+        let id_buf = new_request_id();
+        let request_id = std::str::from_utf8(&id_buf).expect("hex digits");
+        let origin = req.headers().get(header::ORIGIN).cloned();
+        let mut cors = Cors::Any;
+        let mut resp = route(&app, req, peer, request_id, &mut cors).await;
+        let h = resp.headers_mut();
+        h.insert(
+            names::X_REQUEST_ID,
+            HeaderValue::from_str(request_id).expect("hex is a valid header"),
+        );
+        h.insert(names::X_GATEWAY, app.gateway_header.clone());
+        cors::apply(h, origin, cors);
+        resp
+    }
 }
 
-async fn route(
-    app: &Arc<App>,
+fn route<'a>(
+    app: &'a Arc<App>,
     req: Request<Incoming>,
     peer: SocketAddr,
-    request_id: &str,
-    cors: &mut Cors,
-) -> Resp {
-    // Owned only in its `Uri` (an `Arc`-backed `Bytes`): a clone instead of a copy per request.
-    let uri = req.uri().clone();
-    let path = uri.path();
-    match (req.method(), path) {
-        (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => return readyz(app.unserved_chains()),
-        _ => {}
-    }
-    let (chain, url_key) = match chain_for(app, path) {
-        Ok(found) => found,
-        Err(resp) => return reject(req.into_body(), *resp).await,
-    };
-    let tenants = app.tenancy.current_full();
-    if req.method() == Method::OPTIONS {
-        return cors::preflight(app, &tenants, url_key, req.headers(), cors);
-    }
-    // Who is calling comes first, so every later refusal carries the tenant's CORS answer.
-    let tenant = match admit_key(app, &tenants, chain, url_key, req.headers(), cors) {
-        Ok(t) => t,
-        Err(resp) => return reject(req.into_body(), *resp).await,
-    };
-    if app.config.websocket.enabled && super::ws::wants_upgrade(&req) {
-        return super::ws::upgrade(app, req, peer.ip(), chain.chain_id, tenant, tenants);
-    }
-    if req.method() != Method::POST {
-        let mut r = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "JSON-RPC needs POST (or GET with Upgrade: websocket)\n",
-        );
-        r.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
-        return reject(req.into_body(), r).await;
-    }
-    if !is_json(req.headers().get(header::CONTENT_TYPE)) {
-        app.metrics
-            .rejected
-            .with_label_values(&["content_type"])
-            .inc();
-        let resp = rpc_error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            rpc::INVALID_REQUEST,
-            "content-type must be application/json",
-        );
-        return reject(req.into_body(), resp).await;
-    }
-    let max = app.config.server.max_body_bytes;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return too_large(app, max);
-    }
-    let started = Instant::now();
-    let caller_ip = crate::geo::client_ip(peer.ip(), req.headers(), &app.trusted);
-    let caller = app.locate(caller_ip);
-    let series = app.series(chain.chain_id);
-    series.request_from(caller.as_deref().and_then(|c| c.country.as_deref()));
-    let gzip_in = match content_encoding(app, req.headers()) {
-        Ok(gzip) => gzip,
-        Err(resp) => return reject(req.into_body(), *resp).await,
-    };
-    let gzip_out = compress::accepts_gzip(req.headers());
-    let body = match read_body(app, req.into_body(), max).await {
-        Ok(body) if gzip_in => match compress::gunzip(&body, max) {
+    request_id: &'a str,
+    cors: &'a mut Cors,
+) -> impl Future<Output = Resp> + 'a {
+    async move {
+        // Owned only in its `Uri` (an `Arc`-backed `Bytes`): a clone instead of a copy per request.
+        let uri = req.uri().clone();
+        let path = uri.path();
+        match (req.method(), path) {
+            (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => return readyz(app.unserved_chains()),
+            _ => {}
+        }
+        let (chain, url_key) = match chain_for(app, path) {
+            Ok(found) => found,
+            Err(resp) => return reject(req.into_body(), *resp).await,
+        };
+        let tenants = app.tenancy.current_full();
+        if req.method() == Method::OPTIONS {
+            return cors::preflight(app, &tenants, url_key, req.headers(), cors);
+        }
+        // Who is calling comes first, so every later refusal carries the tenant's CORS answer.
+        let tenant = match admit_key(app, &tenants, chain, url_key, req.headers(), cors) {
+            Ok(t) => t,
+            Err(resp) => return reject(req.into_body(), *resp).await,
+        };
+        if app.config.websocket.enabled && super::ws::wants_upgrade(&req) {
+            return super::ws::upgrade(app, req, peer.ip(), chain.chain_id, tenant, tenants);
+        }
+        if req.method() != Method::POST {
+            let mut r = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "JSON-RPC needs POST (or GET with Upgrade: websocket)\n",
+            );
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+            return reject(req.into_body(), r).await;
+        }
+        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+            app.metrics
+                .rejected
+                .with_label_values(&["content_type"])
+                .inc();
+            let resp = rpc_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                rpc::INVALID_REQUEST,
+                "content-type must be application/json",
+            );
+            return reject(req.into_body(), resp).await;
+        }
+        let max = app.config.server.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > max) {
+            return too_large(app, max);
+        }
+        let started = Instant::now();
+        let caller_ip = crate::geo::client_ip(peer.ip(), req.headers(), &app.trusted);
+        let caller = app.locate(caller_ip);
+        let series = app.series(chain.chain_id);
+        series.request_from(caller.as_deref().and_then(|c| c.country.as_deref()));
+        let gzip_in = match content_encoding(app, req.headers()) {
+            Ok(gzip) => gzip,
+            Err(resp) => return reject(req.into_body(), *resp).await,
+        };
+        let gzip_out = compress::accepts_gzip(req.headers());
+        let body = match read_body(app, req.into_body(), max).await {
+            Ok(body) if gzip_in => match compress::gunzip(&body, max) {
+                Ok(body) => body,
+                Err(compress::Gunzip::TooLarge) => return too_large(app, max),
+                Err(compress::Gunzip::Invalid(e)) => {
+                    app.metrics.rejected.with_label_values(&["bad_gzip"]).inc();
+                    return rpc_error(
+                        StatusCode::BAD_REQUEST,
+                        rpc::PARSE_ERROR,
+                        &format!("the gzip request body does not inflate: {e}"),
+                    );
+                }
+            },
             Ok(body) => body,
-            Err(compress::Gunzip::TooLarge) => return too_large(app, max),
-            Err(compress::Gunzip::Invalid(e)) => {
-                app.metrics.rejected.with_label_values(&["bad_gzip"]).inc();
-                return rpc_error(
-                    StatusCode::BAD_REQUEST,
-                    rpc::PARSE_ERROR,
-                    &format!("the gzip request body does not inflate: {e}"),
-                );
-            }
-        },
-        Ok(body) => body,
-        Err(resp) => return resp,
-    };
-    let who = Caller {
-        location: caller.as_deref(),
-        addr: caller_ip,
-        tenant: tenant.as_deref(),
-        tenants: &tenants,
-    };
-    let resp = app
-        .path(chain)
-        .serve(&body, request_id, started, &who, gzip_out)
-        .await;
-    if body.first() == Some(&b'[') {
-        &series.duration_batch
-    } else {
-        &series.duration_single
+            Err(resp) => return resp,
+        };
+        let who = Caller {
+            location: caller.as_deref(),
+            addr: caller_ip,
+            tenant: tenant.as_deref(),
+            tenants: &tenants,
+        };
+        let resp = app
+            .path(chain)
+            .serve(&body, request_id, started, &who, gzip_out)
+            .await;
+        if body.first() == Some(&b'[') {
+            &series.duration_batch
+        } else {
+            &series.duration_single
+        }
+        .observe(started.elapsed().as_secs_f64());
+        resp
     }
-    .observe(started.elapsed().as_secs_f64());
-    resp
 }
 
 /// Whether the body is gzip-encoded (`Content-Encoding: gzip`); other codings are refused
@@ -397,11 +404,15 @@ async fn read_body(app: &App, body: Incoming, max: usize) -> Result<Bytes, Resp>
 /// Answers a request refused before its body was read. A small body is read (and dropped)
 /// first, so the client is not cut off mid-write and the connection can be reused; a large or
 /// slow one is not waited for.
-async fn reject(body: Incoming, resp: Resp) -> Resp {
-    const DRAIN_MAX: usize = 64 * 1024;
-    let drain = Limited::new(body, DRAIN_MAX).collect();
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
-    resp
+/// Boxed: refusals are rare, and inline each of `route`'s would take room in every request's
+/// future.
+fn reject(body: Incoming, resp: Resp) -> std::pin::Pin<Box<dyn Future<Output = Resp> + Send>> {
+    Box::pin(async move {
+        const DRAIN_MAX: usize = 64 * 1024;
+        let drain = Limited::new(body, DRAIN_MAX).collect();
+        let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+        resp
+    })
 }
 
 fn is_json(ct: Option<&HeaderValue>) -> bool {

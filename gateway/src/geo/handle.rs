@@ -487,7 +487,10 @@ mod tests {
             default_location: Some(default.clone()),
             ..GeoOptions::default()
         });
-        assert_eq!(geo.locate("8.8.8.8".parse().unwrap()).as_deref(), Some(&default));
+        assert_eq!(
+            geo.locate("8.8.8.8".parse().unwrap()).as_deref(),
+            Some(&default)
+        );
         assert!(geo.databases().is_empty());
         assert!(!geo.reload_if_changed().unwrap());
         assert_eq!(geo.stats().misses, 1);
