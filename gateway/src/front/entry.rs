@@ -141,6 +141,7 @@ pub(super) fn http_builder() -> auto::Builder<TokioExecutor> {
 // `handle` and `route` return async blocks rather than being `async fn`s: an `async fn` keeps
 // its arguments twice in its future (the request's head is 264 bytes), and each request's
 // future is copied when it is made.
+#[allow(clippy::manual_async_fn)]
 fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> impl Future<Output = Resp> {
     async move {
         let id_buf = new_request_id();
@@ -159,6 +160,7 @@ fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> impl Futur
     }
 }
 
+#[allow(clippy::manual_async_fn)] // see `handle`
 fn route<'a>(
     app: &'a Arc<App>,
     req: Request<Incoming>,
