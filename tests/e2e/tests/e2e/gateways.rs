@@ -320,7 +320,7 @@ async fn locations_are_checked_from_every_gateway_and_each_ranks_its_nearest_nod
     // Residency-bound callers (London, bound to eu-west) never reach the liar on either
     // gateway, even though it is eu-west too (and on gw-sin it is the nearest).
     for gw in [&fra, &sin] {
-        let ranked = gw.app.router.rank(CHAIN_ID, london.as_ref()).unwrap();
+        let ranked = gw.app.router.rank(CHAIN_ID, london.as_deref()).unwrap();
         assert!(
             ranked.iter().all(|n| n.id != liar),
             "{}",
