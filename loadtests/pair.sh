@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Two or more builds side by side on the wall clock, interleaved so that the hour's noise falls
+# on each alike: per build, a gateway and one edge node in front of anvil, wrk -t1 at
+# PAIR_CONNS (32) connections on one hot read (eth_getBalance at block 0x0), PAIR_ROUNDS (3)
+# rounds of PAIR_DURATION (5s) each after a 2 s warm-up, build after build in every round.
+#
+#   loadtests/pair.sh BIN_DIR [BIN_DIR ...]   each holding `gateway` and `edge-node`
+#
+# PAIR_TIER=gateway (the default): the answer comes from the gateway's own tier (a hit).
+# PAIR_TIER=edge: both gateway tiers off, so every request crosses QUIC and the edge node
+# answers from its cache (workload E of run.sh, without its other processes).
+# Per run it prints req/s, p50 and p99, the CPU each process spent per request (user + system,
+# from /proc) and the UDP datagrams per request sent between them (the machine's counters, so
+# run it on a quiet machine). A load test's server CPU includes the kernel's share of its
+# sockets: compare builds, not processes of different kinds.
+set -euo pipefail
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+[ $# -ge 1 ] || { sed -n '2,16s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+ROUNDS=${PAIR_ROUNDS:-3}
+DURATION=${PAIR_DURATION:-5s}
+CONNS=${PAIR_CONNS:-32}
+TIER=${PAIR_TIER:-gateway}
+BASE=${PAIR_PORT_BASE:-31545}
+case "$TIER" in
+  gateway) GW_EXTRA_TOML="" ;;
+  edge) GW_EXTRA_TOML=$'[cache]\nmax_bytes = 0\ntip_max_bytes = 0' ;;
+  *) echo "pair.sh: PAIR_TIER is gateway or edge, not $TIER" >&2; exit 2 ;;
+esac
+export GW_EXTRA_TOML
+# shellcheck source=stack.sh
+source "$ROOT/loadtests/stack.sh" "$@"
+command -v wrk >/dev/null || { echo "pair.sh: needs wrk" >&2; exit 1; }
+
+ANVIL_URL="http://127.0.0.1:$BASE"
+"$ANVIL_BIN" --host 127.0.0.1 --port "$BASE" --quiet >"$TMP/anvil.log" 2>&1 &
+PIDS+=($!)
+wait_for rpc "$ANVIL_URL" eth_chainId '[]'
+rpc "$ANVIL_URL" anvil_mine '["0x80"]' >/dev/null
+
+# One gateway and edge node per build, each pair on its own ports, all up for the whole run.
+GWS=() EDGES=() PORTS=()
+for i in "${!DIRS[@]}"; do
+  base=$((BASE + 10 * (i + 1)))
+  WORKERS=1 start_pair "${DIRS[$i]}" "$TMP/run-$i" "$base" "$ANVIL_URL"
+  GWS+=("$GW_PID") EDGES+=("$EDGE_PID") PORTS+=($((base + 1)))
+done
+
+export LT_DIR="$ROOT/loadtests"
+export LT_BODY='{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266","0x0"]}'
+udp_sent() { awk '/^Udp:/ { n++; if (n == 2) print $5 }' /proc/net/snmp; }
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+
+printf '%-28s %5s %9s %8s %8s %10s %10s %9s\n' build round "req/s" "p50 us" "p99 us" "gw us/req" "node us/req" "dgram/req"
+for round in $(seq 1 "$ROUNDS"); do
+  for i in "${!DIRS[@]}"; do
+    url="http://127.0.0.1:${PORTS[$i]}/"
+    wrk -t1 -c"$CONNS" -d2s -s "$LT_DIR/hot.lua" "$url" >/dev/null
+    u0=$(udp_sent) g0=$(cpu_ticks "${GWS[$i]}") e0=$(cpu_ticks "${EDGES[$i]}")
+    out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$LT_DIR/hot.lua" "$url")
+    u1=$(udp_sent) g1=$(cpu_ticks "${GWS[$i]}") e1=$(cpu_ticks "${EDGES[$i]}")
+    python3 - "${DIRS[$i]}" "$round" "$u1" "$u0" "$g1" "$g0" "$e1" "$e0" "$hz" "$out" <<'PY'
+import re, sys
+name, rnd, u1, u0, g1, g0, e1, e0, hz, out = sys.argv[1:]
+n = int(re.search(r"(\d+) requests in", out).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+def us(label):
+    v, unit = re.search(r"\s%s\s+([\d.]+)(us|ms|s)" % label, out).groups()
+    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+per = lambda a, b: (int(a) - int(b)) / int(hz) * 1e6 / n
+print("%-28s %5s %9.0f %8.0f %8.0f %10.1f %10.1f %9.2f" % (
+    name[-28:], rnd, rps, us("50%"), us("99%"), per(g1, g0), per(e1, e0),
+    (int(u1) - int(u0)) / n))
+PY
+  done
+done
