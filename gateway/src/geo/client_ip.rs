@@ -16,7 +16,7 @@
 
 use std::net::IpAddr;
 
-use http::header::{HeaderMap, HeaderName, FORWARDED};
+use http::header::{GetAll, HeaderMap, HeaderName, HeaderValue, FORWARDED};
 use ipnet::IpNet;
 
 use super::forwarded::{parse_forwarded_line, parse_xff_entry, Hop};
@@ -173,10 +173,11 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
     if !trusted.contains(peer) {
         return peer;
     }
-    let has_xff = || headers.contains_key(X_FORWARDED_FOR);
+    // One look-up of X-Forwarded-For serves both the choice and the walk.
+    let xff = headers.get_all(X_FORWARDED_FOR);
     let has_fwd = || headers.contains_key(FORWARDED);
     let use_forwarded = match trusted.policy {
-        HeaderPolicy::PreferXForwardedFor => !has_xff() && has_fwd(),
+        HeaderPolicy::PreferXForwardedFor => xff.iter().next().is_none() && has_fwd(),
         HeaderPolicy::PreferForwarded => has_fwd(),
         HeaderPolicy::XForwardedForOnly => false,
         HeaderPolicy::ForwardedOnly => true,
@@ -184,7 +185,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) ->
     if use_forwarded {
         walk(peer, forwarded_hops(headers), trusted)
     } else {
-        walk(peer, xff_hops(headers), trusted)
+        walk(peer, xff_hops(xff), trusted)
     }
 }
 
@@ -210,21 +211,17 @@ fn walk(peer: IpAddr, hops: impl Iterator<Item = Hop>, trusted: &TrustedProxies)
 }
 
 /// `X-Forwarded-For` hops, right to left, without allocating.
-fn xff_hops(headers: &HeaderMap) -> impl Iterator<Item = Hop> + '_ {
-    headers
-        .get_all(X_FORWARDED_FOR)
-        .iter()
-        .rev()
-        .flat_map(|line| {
-            // A line that is not visible ASCII is one garbage hop.
-            let (text, garbage) = match line.to_str() {
-                Ok(text) => (text, None),
-                Err(_) => ("", Some(Hop::Garbage)),
-            };
-            garbage
-                .into_iter()
-                .chain(text.rsplit(',').filter_map(parse_xff_entry))
-        })
+fn xff_hops(lines: GetAll<'_, HeaderValue>) -> impl Iterator<Item = Hop> + '_ {
+    lines.iter().rev().flat_map(|line| {
+        // A line that is not visible ASCII is one garbage hop.
+        let (text, garbage) = match line.to_str() {
+            Ok(text) => (text, None),
+            Err(_) => ("", Some(Hop::Garbage)),
+        };
+        garbage
+            .into_iter()
+            .chain(text.rsplit(',').filter_map(parse_xff_entry))
+    })
 }
 
 /// `Forwarded` hops, right to left. Quoting makes a reverse scan awkward, so each line is
