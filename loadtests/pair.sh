@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Two or more builds side by side on the wall clock, interleaved so that the hour's noise falls
+# Builds side by side on the wall clock (give two or more to compare), interleaved so that the hour's noise falls
 # on each alike: per build, a gateway and one edge node in front of anvil, wrk -t1 at
 # PAIR_CONNS (32) connections on one hot read (eth_getBalance at block 0x0), PAIR_ROUNDS (3)
 # rounds of PAIR_DURATION (5s) each after a 2 s warm-up, build after build in every round.
@@ -10,13 +10,14 @@
 # PAIR_TIER=edge: both gateway tiers off, so every request crosses QUIC and the edge node
 # answers from its cache (workload E of run.sh, without its other processes).
 # Per run it prints req/s, p50 and p99, the CPU each process spent per request (user + system,
-# from /proc) and the UDP datagrams per request sent between them (the machine's counters, so
-# run it on a quiet machine). A load test's server CPU includes the kernel's share of its
-# sockets: compare builds, not processes of different kinds.
+# from /proc) and the UDP sends per request between them (the machine's OutDatagrams counter,
+# which counts a GSO batch once; run it on a quiet machine). Server CPU includes the kernel's
+# share of each process's sockets: compare builds, not processes of different kinds. A run
+# with any failed answer (not 200, a JSON-RPC error, a socket error) stops the script.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-[ $# -ge 1 ] || { sed -n '2,16s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,17s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 ROUNDS=${PAIR_ROUNDS:-3}
 DURATION=${PAIR_DURATION:-5s}
 CONNS=${PAIR_CONNS:-32}
@@ -52,7 +53,7 @@ udp_sent() { awk '/^Udp:/ { n++; if (n == 2) print $5 }' /proc/net/snmp; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 hz=$(getconf CLK_TCK)
 
-printf '%-28s %5s %9s %8s %8s %10s %10s %9s\n' build round "req/s" "p50 us" "p99 us" "gw us/req" "node us/req" "dgram/req"
+printf '%-28s %5s %9s %8s %8s %10s %12s %10s\n' build round "req/s" "p50 us" "p99 us" "gw us/req" "node us/req" "sends/req"
 for round in $(seq 1 "$ROUNDS"); do
   for i in "${!DIRS[@]}"; do
     url="http://127.0.0.1:${PORTS[$i]}/"
@@ -60,17 +61,18 @@ for round in $(seq 1 "$ROUNDS"); do
     u0=$(udp_sent) g0=$(cpu_ticks "${GWS[$i]}") e0=$(cpu_ticks "${EDGES[$i]}")
     out=$(wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$LT_DIR/hot.lua" "$url")
     u1=$(udp_sent) g1=$(cpu_ticks "${GWS[$i]}") e1=$(cpu_ticks "${EDGES[$i]}")
-    python3 - "${DIRS[$i]}" "$round" "$u1" "$u0" "$g1" "$g0" "$e1" "$e0" "$hz" "$out" <<'PY'
-import re, sys
-name, rnd, u1, u0, g1, g0, e1, e0, hz, out = sys.argv[1:]
-n = int(re.search(r"(\d+) requests in", out).group(1))
-rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-def us(label):
-    v, unit = re.search(r"\s%s\s+([\d.]+)(us|ms|s)" % label, out).groups()
-    return float(v) * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+    result=$(grep '^LTRESULT ' <<<"$out" | cut -d' ' -f2-) ||
+      { echo "pair.sh: wrk gave no result for ${DIRS[$i]}: $out" >&2; exit 1; }
+    python3 - "${DIRS[$i]}" "$round" "$u1" "$u0" "$g1" "$g0" "$e1" "$e0" "$hz" "$result" <<'PY'
+import json, sys
+name, rnd, u1, u0, g1, g0, e1, e0, hz, result = sys.argv[1:]
+r = json.loads(result)
+n = r["requests"]
+if r["failed"] or not n:
+    sys.exit("pair.sh: %s answered %d of %d requests badly" % (name, r["failed"], n))
 per = lambda a, b: (int(a) - int(b)) / int(hz) * 1e6 / n
-print("%-28s %5s %9.0f %8.0f %8.0f %10.1f %10.1f %9.2f" % (
-    name[-28:], rnd, rps, us("50%"), us("99%"), per(g1, g0), per(e1, e0),
+print("%-28s %5s %9.0f %8.0f %8.0f %10.1f %12.1f %10.2f" % (
+    name[-28:], rnd, r["rps"], r["p50_us"], r["p99_us"], per(g1, g0), per(e1, e0),
     (int(u1) - int(u0)) / n))
 PY
   done

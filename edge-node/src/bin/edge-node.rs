@@ -23,8 +23,8 @@ struct Args {
     print_node_id: bool,
 }
 
-// mimalloc: the request path allocates small, short-lived buffers across tasks, where glibc
-// malloc spent an eighth of the gateway's CPU under load (consolidating free chunks).
+// jemalloc, as the gateway: glibc malloc took 13 % of the node's CPU answering from its cache
+// under load (loadtests/RESULTS.md, "the allocator").
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -27,8 +27,9 @@ struct Args {
     print_fingerprint: bool,
 }
 
-// mimalloc: the request path allocates small, short-lived buffers across tasks, where glibc
-// malloc spent an eighth of the gateway's CPU under load (consolidating free chunks).
+// jemalloc: the request path allocates small, short-lived buffers across tasks, where glibc
+// malloc spent an eighth of the gateway's CPU under load, much of it merging free chunks
+// (loadtests/RESULTS.md, "the allocator").
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
