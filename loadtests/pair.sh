@@ -34,7 +34,9 @@ source "$ROOT/loadtests/stack.sh" "$@"
 command -v wrk >/dev/null || { echo "pair.sh: needs wrk" >&2; exit 1; }
 
 ANVIL_URL="http://127.0.0.1:$BASE"
-"$ANVIL_BIN" --host 127.0.0.1 --port "$BASE" --quiet >"$TMP/anvil.log" 2>&1 &
+# Blocks keep coming, as in run.sh: a head that stops moving for a minute is a stale node, and
+# the gateway would drop it mid-run.
+"$ANVIL_BIN" --host 127.0.0.1 --port "$BASE" --block-time 2 --quiet >"$TMP/anvil.log" 2>&1 &
 PIDS+=($!)
 wait_for rpc "$ANVIL_URL" eth_chainId '[]'
 rpc "$ANVIL_URL" anvil_mine '["0x80"]' >/dev/null
