@@ -233,19 +233,7 @@ fn route<'a>(
             Err(resp) => return reject(req.into_body(), *resp).await,
         };
         let gzip_out = compress::accepts_gzip(req.headers());
-        let body = match read_body(app, req.into_body(), max).await {
-            Ok(body) if gzip_in => match compress::gunzip(&body, max) {
-                Ok(body) => body,
-                Err(compress::Gunzip::TooLarge) => return too_large(app, max),
-                Err(compress::Gunzip::Invalid(e)) => {
-                    app.metrics.rejected.with_label_values(&["bad_gzip"]).inc();
-                    return rpc_error(
-                        StatusCode::BAD_REQUEST,
-                        rpc::PARSE_ERROR,
-                        &format!("the gzip request body does not inflate: {e}"),
-                    );
-                }
-            },
+        let body = match read_body(app, req.into_body(), max, gzip_in).await {
             Ok(body) => body,
             Err(resp) => return resp,
         };
@@ -361,8 +349,9 @@ fn chain_for<'a, 'p>(
     Ok((chain, key))
 }
 
-/// Reads the body within the size limit and the body deadline.
-async fn read_body(app: &App, body: Incoming, max: usize) -> Result<Bytes, Resp> {
+/// Reads the body within the size limit and the body deadline (and, when `gzip`, inflates it
+/// within the size limit too); else the refusal.
+async fn read_body(app: &App, body: Incoming, max: usize, gzip: bool) -> Result<Bytes, Resp> {
     let body_timeout = app.config.server.body_timeout;
     let mut collect = std::pin::pin!(Limited::new(body, max).collect());
     // A small body usually arrives with the headers: read it without arming a timer.
@@ -372,6 +361,18 @@ async fn read_body(app: &App, body: Incoming, max: usize) -> Result<Bytes, Resp>
         Poll::Pending => tokio::time::timeout(body_timeout, collect).await,
     };
     match collected {
+        Ok(Ok(b)) if gzip => match compress::gunzip(&b.to_bytes(), max) {
+            Ok(body) => Ok(body),
+            Err(compress::Gunzip::TooLarge) => Err(too_large(app, max)),
+            Err(compress::Gunzip::Invalid(e)) => {
+                app.metrics.rejected.with_label_values(&["bad_gzip"]).inc();
+                Err(rpc_error(
+                    StatusCode::BAD_REQUEST,
+                    rpc::PARSE_ERROR,
+                    &format!("the gzip request body does not inflate: {e}"),
+                ))
+            }
+        },
         Ok(Ok(b)) => Ok(b.to_bytes()),
         Ok(Err(e))
             if e.downcast_ref::<http_body_util::LengthLimitError>()
