@@ -79,6 +79,9 @@ venv_python() {
   return 1
 }
 
+# Building: the daemons allocate with jemalloc, whose crate compiles its C source with cc and make.
+need_cmd cc gcc
+need_cmd make make
 need_cmd node nodejs
 need_cmd npm npm
 # The shared store for tenants' limits (the demo, loadtests/run.sh and the e2e tests each start
