@@ -30,7 +30,8 @@ wait_for() { for _ in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0
 # start_pair BIN_DIR RUN_DIR BASE UPSTREAM_URL [WRAPPER...]: writes the configs into RUN_DIR and
 # starts the gateway (JSON-RPC on BASE+1, QUIC on BASE+2; run under WRAPPER when given, such as
 # valgrind) and one edge node (eu-west) in front of UPSTREAM_URL, both with worker_threads =
-# $WORKERS (default 0: one per core), and $GW_EXTRA_TOML appended to the gateway's config; waits
+# $WORKERS (default 0: one per core), $GW_SERVER_TOML added to the gateway's [server] table
+# and $GW_EXTRA_TOML appended to its config; waits
 # until the gateway serves. Sets GW_PID and EDGE_PID.
 start_pair() {
   local bin=$1 run=$2 base=$3 upstream=$4 fp
@@ -41,6 +42,7 @@ default_chain = "anvil"
 [server]
 listen = "127.0.0.1:$((base + 1))"
 worker_threads = ${WORKERS:-0}
+${GW_SERVER_TOML:-}
 [quic]
 listen = "127.0.0.1:$((base + 2))"
 key_file = "$run/keys/gateway.key"

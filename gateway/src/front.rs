@@ -16,4 +16,5 @@ pub mod cors;
 pub mod entry;
 pub mod jsonrpc;
 pub mod respond;
+pub mod sniff;
 pub mod ws;

@@ -26,11 +26,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulConnection;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+use super::sniff::Graceful;
 
 /// How long a connection asked to close may take to finish once no request is in flight on it.
 /// An idle-timed-out connection's last response has had `idle_timeout` already.
@@ -232,7 +233,7 @@ impl Conn {
 
     /// Runs `conn` to its end, closing it at its deadline, when shed, or when the gateway
     /// stops (see the module docs). Returns why the gateway closed it, if it did.
-    pub async fn drive<C: GracefulConnection>(&self, conn: C, limits: Limits) -> Option<Closed> {
+    pub async fn drive<C: Graceful>(&self, conn: C, limits: Limits) -> Option<Closed> {
         let mut conn = pin!(conn);
         let activity = &self.activity;
         // Once asked to close: why, and when to look again whether to drop it.
@@ -246,7 +247,7 @@ impl Conn {
                     // No request ever started, so no response is owed: drop it.
                     Err(Closed::HeaderTimeout) => return Some(Closed::HeaderTimeout),
                     Err(why) => {
-                        conn.as_mut().graceful_shutdown();
+                        conn.as_mut().close_gracefully();
                         closing = Some((why, now + CLOSE_GRACE));
                         continue;
                     }
@@ -261,7 +262,7 @@ impl Conn {
                     } else {
                         (Closed::Shed, CLOSE_GRACE)
                     };
-                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().close_gracefully();
                     closing = Some((why, Instant::now() + grace));
                 }
                 () = tokio::time::sleep_until(wake) => {
@@ -410,7 +411,7 @@ mod tests {
                 Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
             }
         });
-        let http = super::super::entry::http_builder()
+        let http = super::super::sniff::auto_builder()
             .serve_connection(TokioIo::new(server), svc)
             .into_owned();
         let driven = tokio::spawn(async move {

@@ -18,8 +18,6 @@ use http::{header, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use proto::rpc;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -29,6 +27,7 @@ use super::compress;
 use super::conns::{Closed, Conns, Limits};
 use super::cors::{self, Cors};
 use super::respond::{names, new_request_id, readyz, rpc_error, text, Resp};
+use super::sniff::{Servers, Sniffed};
 use crate::app::App;
 use crate::config::ChainConfig;
 use crate::request::Caller;
@@ -49,7 +48,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
         idle: server.idle_timeout,
         shutdown_grace: grace,
     };
-    let builder = http_builder();
+    let servers = Servers::new();
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -94,9 +93,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
                 Ok::<_, Infallible>(resp)
             }
         });
-        let http = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-            .into_owned();
+        let http = Sniffed::new(stream, svc, servers.clone());
         let metrics = app.metrics.clone();
         tokio::spawn(async move {
             metrics.http_connections.inc();
@@ -117,25 +114,6 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
     {
         tracing::warn!("grace period over; dropping remaining connections");
     }
-}
-
-/// HTTP/1.1 and h2c. The header and idle deadlines are `Conn::drive`'s, the same for both
-/// protocols. Hyper's own h1 header timer (on by default) is off: it starts when a connection
-/// waits for its next request, so it would close idle keep-alive connections at
-/// `header_timeout`. No h2 keep-alive pings either: a dead peer's connection is idle, and
-/// closed as such.
-pub(super) fn http_builder() -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
-    builder
 }
 
 // `handle` and `route` return async blocks rather than being `async fn`s: an `async fn` keeps
