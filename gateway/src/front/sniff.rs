@@ -221,7 +221,111 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Empty, Full};
+    use hyper::service::service_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
     use super::*;
+
+    /// Serves every connection to a fresh listener with [`Sniffed`]; each answer names the
+    /// protocol version it was asked in.
+    async fn server() -> std::net::SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let servers = Servers::new();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let body = Bytes::from(format!("{:?}", req.version()));
+                    Ok::<_, Infallible>(Resp::new(Full::new(body)))
+                });
+                tokio::spawn(Sniffed::new(stream, svc, servers.clone()));
+            }
+        });
+        addr
+    }
+
+    /// Sends `parts` with a pause between them and reads the answer to the end.
+    async fn http1(addr: std::net::SocketAddr, parts: &[&[u8]]) -> String {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        for part in parts {
+            s.write_all(part).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut got = String::new();
+        s.read_to_string(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn http1_h2c_and_a_first_byte_that_could_be_either_are_all_served() {
+        let addr = server().await;
+        let req = b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n";
+        let direct = http1(addr, &[req]).await;
+        assert!(
+            direct.starts_with("HTTP/1.1 200") && direct.ends_with("HTTP/1.1"),
+            "{direct}"
+        );
+        // "P" may begin the h2c preface: `auto` reads it again and finds HTTP/1.1.
+        let post = b"OST / HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let split = http1(addr, &[b"P", post]).await;
+        assert!(
+            split.starts_with("HTTP/1.1 200") && split.ends_with("HTTP/1.1"),
+            "{split}"
+        );
+        // An h2c client with prior knowledge.
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(
+            TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = Request::get(format!("http://{addr}/"))
+            .body(Empty::new())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "HTTP/2.0");
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_before_a_byte_or_asked_to_close_while_silent_ends() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = service_fn(|_req: Request<Incoming>| async {
+            Ok::<_, Infallible>(Resp::new(Full::new(Bytes::new())))
+        });
+        // The peer hangs up without sending anything.
+        drop(TcpStream::connect(addr).await.unwrap());
+        let (stream, _) = listener.accept().await.unwrap();
+        let conn = Sniffed::new(stream, svc.clone(), Servers::new());
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("ends at EOF")
+            .unwrap();
+        // A silent peer, and the gateway stopping: nothing to finish, so it ends at once.
+        let _silent = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut conn = Box::pin(Sniffed::new(stream, svc, Servers::new()));
+        assert!(futures_poll_once(conn.as_mut()).await.is_pending());
+        conn.as_mut().close_gracefully();
+        tokio::time::timeout(Duration::from_secs(5), conn)
+            .await
+            .expect("ends once asked")
+            .unwrap();
+    }
+
+    /// Polls `fut` once.
+    async fn futures_poll_once<F: Future + Unpin>(mut fut: F) -> Poll<F::Output> {
+        std::future::poll_fn(|cx| Poll::Ready(Pin::new(&mut fut).poll(cx))).await
+    }
 
     #[test]
     fn only_what_can_start_the_h2c_preface_goes_to_auto() {
