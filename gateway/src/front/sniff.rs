@@ -305,7 +305,7 @@ mod tests {
         // The peer hangs up without sending anything.
         drop(TcpStream::connect(addr).await.unwrap());
         let (stream, _) = listener.accept().await.unwrap();
-        let conn = Sniffed::new(stream, svc.clone(), Servers::new());
+        let conn = Sniffed::new(stream, svc, Servers::new());
         tokio::time::timeout(Duration::from_secs(5), conn)
             .await
             .expect("ends at EOF")
