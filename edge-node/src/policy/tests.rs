@@ -528,3 +528,24 @@ fn tx_finality_is_read_from_the_answer() {
     assert!(!tx_is_final(r, None));
     assert!(!tx_is_final(b"null", Some(100)));
 }
+
+#[test]
+fn hand_written_hex_matches_the_formatter() {
+    for n in [
+        0,
+        1,
+        0xf,
+        0x10,
+        0xabc,
+        u64::from(u32::MAX),
+        1 << 63,
+        u64::MAX,
+    ] {
+        assert_eq!(qty(n), format!("{n:#x}"));
+        assert_eq!(quoted_qty(n), format!("\"{n:#x}\""));
+    }
+    for h in [B256::ZERO, B256::repeat_byte(0xa5), h(7)] {
+        assert_eq!(quoted_hash(&h), format!("\"{h:#x}\""));
+        assert_eq!(hash_object(&h), format!(r#"{{"blockHash":"{h:#x}"}}"#));
+    }
+}
