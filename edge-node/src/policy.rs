@@ -24,6 +24,7 @@ use serde_json::Value;
 use crate::blockref::{block_param, is_data, is_hash, plain_str, Accepts, BlockParam, BlockRef};
 use crate::cache;
 use crate::chain::{Chain, Placed, Resolved, View};
+use write::{hash_object, qty, quoted_hash, quoted_qty};
 
 /// How one method is treated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,62 +115,6 @@ pub enum Plan {
     Reject(Bytes),
     /// Send as is, keep nothing.
     Bypass,
-}
-
-// Params are rebuilt on every tip read (the block pinned by hash, and by number for the
-// fallback): written by hand rather than through `format!`, which took a third of planning one.
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// `0x` and `n` in lower-case hex without leading zeros, as JSON-RPC writes quantities.
-fn push_qty(out: &mut String, n: u64) {
-    out.push_str("0x");
-    let digits = ((64 - n.leading_zeros() as usize).div_ceil(4)).max(1);
-    for i in (0..digits).rev() {
-        out.push(char::from(HEX[(n >> (4 * i)) as usize & 0xf]));
-    }
-}
-
-fn qty(n: u64) -> String {
-    let mut out = String::with_capacity(18);
-    push_qty(&mut out, n);
-    out
-}
-
-/// A quantity as a JSON string.
-fn quoted_qty(n: u64) -> String {
-    let mut out = String::with_capacity(20);
-    out.push('"');
-    push_qty(&mut out, n);
-    out.push('"');
-    out
-}
-
-/// `0x` and the 64 lower-case hex digits of `h`.
-fn push_hash(out: &mut String, h: &B256) {
-    out.push_str("0x");
-    for b in h.iter() {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
-}
-
-/// A block hash as a JSON string.
-fn quoted_hash(h: &B256) -> String {
-    let mut out = String::with_capacity(68);
-    out.push('"');
-    push_hash(&mut out, h);
-    out.push('"');
-    out
-}
-
-/// `{"blockHash":"0x…"}` (EIP-1898).
-fn hash_object(h: &B256) -> String {
-    let mut out = String::with_capacity(81);
-    out.push_str(r#"{"blockHash":""#);
-    push_hash(&mut out, h);
-    out.push_str(r#""}"#);
-    out
 }
 
 /// The call's params as raw elements: absent params are none; anything but an array is `None`
@@ -608,6 +553,8 @@ pub fn tx_is_final(result: &[u8], finalized: Option<u64>) -> bool {
         })
         .is_some_and(|n| n <= f)
 }
+
+mod write;
 
 #[cfg(test)]
 mod tests;
