@@ -412,7 +412,7 @@ mod tests {
             }
         });
         let http = super::super::sniff::auto_builder()
-            .serve_connection(TokioIo::new(server), svc)
+            .serve_connection_with_upgrades(TokioIo::new(server), svc)
             .into_owned();
         let driven = tokio::spawn(async move {
             let why = conn.drive(http, LIMITS).await;

@@ -39,16 +39,6 @@ pub trait Graceful: Future {
     fn close_gracefully(self: Pin<&mut Self>);
 }
 
-impl<I, S, E> Graceful for auto::Connection<'_, I, S, E>
-where
-    S: HttpService<Incoming>,
-    Self: GracefulConnection,
-{
-    fn close_gracefully(self: Pin<&mut Self>) {
-        GracefulConnection::graceful_shutdown(self);
-    }
-}
-
 impl<I, S, E> Graceful for auto::UpgradeableConnection<'_, I, S, E>
 where
     S: HttpService<Incoming>,
