@@ -40,15 +40,30 @@ pub fn init_tracing() {
 pub struct PlainFields;
 
 impl<'writer> FormatFields<'writer> for PlainFields {
-    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
-        let mut v = PlainVisitor {
-            writer,
-            empty: true,
-            result: Ok(()),
-        };
-        fields.record(&mut v);
-        v.result
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        if writer.has_ansi_escapes() || !writer.sanitizes_ansi_escapes() {
+            return record(writer, fields);
+        }
+        // Gathered, then written at once: a span's buffer starts empty, and written field by
+        // field it grew (reallocated) three or four times per span.
+        let mut text = String::with_capacity(128);
+        record(Writer::new(&mut text), fields)?;
+        writer.write_str(&text)
     }
+}
+
+fn record<R: RecordFields>(writer: Writer<'_>, fields: R) -> fmt::Result {
+    let mut v = PlainVisitor {
+        writer,
+        empty: true,
+        result: Ok(()),
+    };
+    fields.record(&mut v);
+    v.result
 }
 
 struct PlainVisitor<'a> {
@@ -214,6 +229,7 @@ mod tests {
                 esc = "\u{1b}[31m",
                 "non-ASCII and escapes"
             );
+            tracing::warn!(n = 1u64, "a message with an escape: \u{1b}[31m red");
             tracing::error!(error = err, at = ?(1, 2), "errors and debug");
             tracing::info!(message = 7u64, other = 1u64);
             tracing::info!(first = 1u64);
