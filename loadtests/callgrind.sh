@@ -18,6 +18,8 @@
 #   edgehit eth_getBalance at block 0x0, answered from the edge node's cache
 #   node    as above (the node asks anvil each time)
 # Background work (health ticks every 250 ms) is counted too, the same way for every build.
+# Both daemons log at $RUST_LOG (default warn: no per-request spans); RUST_LOG=info measures
+# the level they ship with.
 # CG_KEEP=1 keeps the callgrind files (run-1/, run-2/, ... in the order given) for
 # callgrind_annotate.
 set -euo pipefail

@@ -31,8 +31,9 @@ wait_for() { for _ in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0
 # starts the gateway (JSON-RPC on BASE+1, QUIC on BASE+2; run under WRAPPER when given, such as
 # valgrind) and one edge node (eu-west) in front of UPSTREAM_URL, both with worker_threads =
 # $WORKERS (default 0: one per core), $GW_SERVER_TOML added to the gateway's [server] table
-# and $GW_EXTRA_TOML appended to its config; waits
-# until the gateway serves. Sets GW_PID and EDGE_PID.
+# and $GW_EXTRA_TOML appended to its config, both logging at $RUST_LOG (default warn; the
+# daemons' own default is info, where each request's span costs ~2-3k instructions in each);
+# waits until the gateway serves. Sets GW_PID and EDGE_PID.
 start_pair() {
   local bin=$1 run=$2 base=$3 upstream=$4 fp
   shift 4
@@ -67,11 +68,11 @@ chain_id = 31337
 upstreams = ["$upstream"]
 TOML
   fp=$("$bin/gateway" --config "$run/gateway.toml" --print-fingerprint)
-  RUST_LOG=warn "$@" "$bin/gateway" --config "$run/gateway.toml" >"$run/gateway.log" 2>&1 &
+  RUST_LOG=${RUST_LOG:-warn} "$@" "$bin/gateway" --config "$run/gateway.toml" >"$run/gateway.log" 2>&1 &
   GW_PID=$!
   PIDS+=("$GW_PID")
   # EDGE_WRAP: a command the edge node runs under too (callgrind.sh's CG_EDGE=1).
-  RUST_LOG=warn ${EDGE_WRAP:-} "$bin/edge-node" --config "$run/edge.toml" --gateway-fingerprint "$fp" >"$run/edge.log" 2>&1 &
+  RUST_LOG=${RUST_LOG:-warn} ${EDGE_WRAP:-} "$bin/edge-node" --config "$run/edge.toml" --gateway-fingerprint "$fp" >"$run/edge.log" 2>&1 &
   EDGE_PID=$!
   PIDS+=("$EDGE_PID")
   wait_for serving "http://127.0.0.1:$((base + 1))/"
