@@ -94,15 +94,15 @@ impl PlainVisitor<'_> {
             .try_for_each(|p| w.write_str(p));
     }
 
-    /// The field as the layer's own visitor writes it.
-    fn fallback(&mut self, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
-        if self.result.is_err() {
+    /// The field as the layer's own visitor writes it; `log.` metadata is skipped, as the
+    /// layer skips it.
+    fn fallback(&mut self, field: &Field, record: impl FnOnce(&mut DefaultVisitor<'_>)) {
+        if self.result.is_err() || field.name().starts_with("log.") {
             return;
         }
         let mut v = DefaultVisitor::new(self.writer.by_ref(), self.empty);
         record(&mut v);
         self.result = v.finish();
-        // Only a skipped `log.` field writes nothing, and those never reach here.
         self.empty = false;
     }
 }
@@ -125,8 +125,8 @@ impl Visit for PlainVisitor<'_> {
     fn record_u64(&mut self, field: &Field, value: u64) {
         if self.plain(field) {
             self.write(field, &[decimal(value, &mut [0; 20])]);
-        } else if !field.name().starts_with("log.") {
-            self.fallback(|v| v.record_u64(field, value));
+        } else {
+            self.fallback(field, |v| v.record_u64(field, value));
         }
     }
 
@@ -134,16 +134,16 @@ impl Visit for PlainVisitor<'_> {
         if self.plain(field) {
             let sign = if value < 0 { "-" } else { "" };
             self.write(field, &[sign, decimal(value.unsigned_abs(), &mut [0; 20])]);
-        } else if !field.name().starts_with("log.") {
-            self.fallback(|v| v.record_i64(field, value));
+        } else {
+            self.fallback(field, |v| v.record_i64(field, value));
         }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
         if self.plain(field) {
             self.write(field, &[if value { "true" } else { "false" }]);
-        } else if !field.name().starts_with("log.") {
-            self.fallback(|v| v.record_bool(field, value));
+        } else {
+            self.fallback(field, |v| v.record_bool(field, value));
         }
     }
 
@@ -154,21 +154,17 @@ impl Visit for PlainVisitor<'_> {
             .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
         if plain && self.plain(field) {
             self.write(field, &["\"", value, "\""]);
-        } else if !field.name().starts_with("log.") {
-            self.fallback(|v| v.record_str(field, value));
+        } else {
+            self.fallback(field, |v| v.record_str(field, value));
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if !field.name().starts_with("log.") {
-            self.fallback(|v| v.record_error(field, value));
-        }
+        self.fallback(field, |v| v.record_error(field, value));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if !field.name().starts_with("log.") {
-            self.fallback(|v| v.record_debug(field, value));
-        }
+        self.fallback(field, |v| v.record_debug(field, value));
     }
 }
 

@@ -2,7 +2,7 @@
 //! and by number for the fallback), written by hand: through `format!` it took a third of
 //! planning one.
 
-use alloy_primitives::B256;
+use alloy_primitives::{hex, B256};
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -32,11 +32,10 @@ pub(super) fn quoted_qty(n: u64) -> String {
 
 /// `0x` and the 64 lower-case hex digits of `h`.
 fn push_hash(out: &mut String, h: &B256) {
+    let mut digits = [0u8; 64];
+    hex::encode_to_slice(h, &mut digits).expect("64 digits for 32 bytes");
     out.push_str("0x");
-    for b in h.iter() {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
-    }
+    out.push_str(std::str::from_utf8(&digits).expect("hex digits are ASCII"));
 }
 
 /// A block hash as a JSON string.
