@@ -1,4 +1,4 @@
-# Shared by the small measuring scripts (callgrind.sh, heads.sh, gzip.sh, pair.sh): what they need
+# Shared by the small measuring scripts (callgrind.sh, heads.sh, gzip.sh, pair.sh, miss.sh): what they need
 # installed, the builds to measure, JSON-RPC over curl, waiting, and one gateway with one edge
 # node in front of an upstream, on 127.0.0.1 only. Sourced from $ROOT with the script's
 # arguments; sets DIRS (the BIN_DIRs given, else target/release, built when missing), TMP (a temp
