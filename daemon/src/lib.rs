@@ -17,6 +17,7 @@ pub mod loglimit;
 pub mod metrics;
 pub mod runtime;
 pub mod shutdown;
+pub mod text;
 pub mod weigh;
 
 /// Wall-clock Unix milliseconds (0 if the clock is before 1970): what one process stamps and

@@ -9,6 +9,7 @@
 
 use std::fmt;
 
+use crate::text::decimal;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::{RecordFields, VisitOutput};
 use tracing_subscriber::fmt::format::{DefaultVisitor, Writer};
@@ -105,20 +106,6 @@ impl PlainVisitor<'_> {
         self.result = v.finish();
         self.empty = false;
     }
-}
-
-/// `n` in decimal, into the end of `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    std::str::from_utf8(&buf[i..]).expect("ASCII digits")
 }
 
 impl Visit for PlainVisitor<'_> {
@@ -261,13 +248,6 @@ mod tests {
             "k=true",
         ] {
             assert!(default.contains(seen), "{seen} in {default}");
-        }
-    }
-
-    #[test]
-    fn decimals() {
-        for n in [0, 7, 10, 99, 100, 12345, u64::MAX] {
-            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
         }
     }
 }

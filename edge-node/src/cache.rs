@@ -19,19 +19,7 @@ pub fn storable(result: &[u8]) -> bool {
 /// never be answered with (or wait on) another caller's answer.
 pub fn key(chain_id: u64, method: &str, params: &[u8]) -> Bytes {
     let mut out = Vec::with_capacity(24 + method.len() + params.len());
-    // Decimal digits without `to_string`'s allocation.
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = chain_id;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(daemon::text::decimal(chain_id, &mut [0; 20]).as_bytes());
     out.push(b'|');
     out.extend_from_slice(method.as_bytes());
     out.push(b'|');
