@@ -16,6 +16,8 @@ use serde_json::value::RawValue;
 
 use crate::metrics::Metrics;
 
+mod h1;
+
 /// Largest upstream response body accepted; bigger answers are an error, not an OOM.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -44,10 +46,17 @@ pub struct Upstream {
     pub url: http::Uri,
     /// Bounded metric label: `host:port` of the configured URL.
     pub label: String,
+    /// The lean HTTP/1.1 client for `http://` URLs; `https://` ones go through hyper-util
+    /// (TLS, HTTP/2).
+    plain: Option<h1::Pool>,
     /// Set when the upstream sent something provably wrong (a proof or header that does not
     /// verify); such an upstream is tried last until this passes.
     suspect_until: parking_lot::Mutex<Option<Instant>>,
 }
+
+/// Idle sockets kept per upstream, and for how long.
+const POOL_MAX_IDLE: usize = 256;
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a provably wrong upstream is tried last.
 const SUSPECT_FOR: Duration = Duration::from_secs(60);
@@ -82,16 +91,20 @@ impl Upstreams {
             .enable_http2()
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_max_idle_per_host(POOL_MAX_IDLE)
             .build(https);
         let list = urls
             .iter()
             .map(|url| {
                 let label = label_of(url);
+                let plain = (url.scheme() == Some(&http::uri::Scheme::HTTP)).then(|| {
+                    h1::Pool::new(url, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT, MAX_RESPONSE_BYTES)
+                });
                 Upstream {
                     url: url.clone(),
                     label,
+                    plain,
                     suspect_until: parking_lot::Mutex::new(None),
                 }
             })
@@ -204,30 +217,26 @@ impl Upstreams {
         timeout: Duration,
     ) -> Result<Answer, UpstreamError> {
         let body = request_body(method, params);
-        let req = http::Request::post(up.url.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .expect("static request parts are valid");
         let started = Instant::now();
         let fut = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| UpstreamError::Transport(error_chain(&e)))?;
-            let status = resp.status();
-            let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
-                .collect()
-                .await
-                .map_err(|e| UpstreamError::Transport(e.to_string()))?
-                .to_bytes();
+            let (status, bytes) = match &up.plain {
+                // A transaction is not sent twice; the gateway decides how to settle a doubt.
+                Some(pool) => {
+                    let resp = pool
+                        .post(&body, method != "eth_sendRawTransaction")
+                        .await
+                        .map_err(|e| UpstreamError::Transport(e.to_string()))?;
+                    (resp.status, resp.body)
+                }
+                None => self.hyper_post(up, body).await?,
+            };
             // Rate limits and server errors are the upstream's trouble, not an answer, even
             // when they come with a JSON-RPC error body.
-            if status.as_u16() == 429
-                || status.is_server_error()
-                || (!status.is_success() && bytes.is_empty())
+            if status == 429
+                || (500..600).contains(&status)
+                || (!(200..300).contains(&status) && bytes.is_empty())
             {
-                return Err(UpstreamError::Status(status.as_u16()));
+                return Err(UpstreamError::Status(status));
             }
             parse_answer(&bytes)
         };
@@ -250,6 +259,28 @@ impl Upstreams {
             .with_label_values(&[&up.label])
             .observe(started.elapsed().as_secs_f64());
         res
+    }
+}
+
+impl Upstreams {
+    /// POSTs through hyper-util's client: HTTPS upstreams.
+    async fn hyper_post(&self, up: &Upstream, body: Bytes) -> Result<(u16, Bytes), UpstreamError> {
+        let req = http::Request::post(up.url.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
+            .expect("static request parts are valid");
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| UpstreamError::Transport(error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| UpstreamError::Transport(e.to_string()))?
+            .to_bytes();
+        Ok((status, bytes))
     }
 }
 
