@@ -348,7 +348,13 @@ async fn serve_stream(
     let req = RpcRequest::decode(frame.expect(FrameType::RpcRequest)?)?;
     // At info level so that warnings raised while answering (an upstream failing) carry the
     // gateway's request id, which joins the two sides' logs. Params are never recorded.
-    let span = tracing::info_span!("request", id = %req.request_id, chain = req.chain_id, calls = req.calls.len());
+    // The id as `&str`, not `%`: a Display field is formatted through `write!`.
+    let span = tracing::info_span!(
+        "request",
+        id = req.request_id.as_str(),
+        chain = req.chain_id,
+        calls = req.calls.len()
+    );
     shared.metrics.in_flight.inc();
     // Boxed: the answering future is tens of KiB (upstream calls, proofs), and unboxed it made
     // every stream's task that big, copied four times per request on spawn.

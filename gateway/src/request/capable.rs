@@ -76,8 +76,12 @@ impl Path<'_> {
             .collect::<Vec<_>>();
         let n: usize = groups.iter().map(|(_, c, _)| c.len()).sum();
         self.series.gateway_miss.inc_by(n as u64);
-        let span =
-            tracing::info_span!("rpc", id = %req.id, chain = %self.chain.name, method = "batch");
+        let span = tracing::info_span!(
+            "rpc",
+            id = req.id,
+            chain = self.chain.name.as_str(),
+            method = "batch"
+        );
         let (id, min_head) = (req.id, req.min_head);
         let chain = self.chain.chain_id;
         let done = futures::future::join_all(groups.into_iter().map(|(open, calls, nodes)| {
