@@ -17,6 +17,9 @@
 # each request travels to the node; both processes' instructions per request are printed:
 #   edgehit eth_getBalance at block 0x0, answered from the edge node's cache
 #   node    as above (the node asks anvil each time)
+# With CG_GEO=1 the gateway locates each caller as run.sh's gateways do: the DB-IP databases,
+# 127.0.0.0/8 trusted, and X-Forwarded-For: $CG_XFF (default run.sh's 81.2.69.142) on every
+# request (needs DBIP_V4_MMDB and DBIP_V6_MMDB: `source .deps/env.sh`).
 # Background work (health ticks every 250 ms) is counted too, the same way for every build.
 # Both daemons log at $RUST_LOG (default warn: no per-request spans); RUST_LOG=info measures
 # the level they ship with.
@@ -45,6 +48,14 @@ if [ -n "${CG_EDGE:-}" ]; then
 max_bytes = 0
 tip_max_bytes = 0"
 fi
+if [ -n "${CG_GEO:-}" ]; then
+  [ -s "${DBIP_V4_MMDB:-}" ] || { echo "callgrind.sh: CG_GEO needs DBIP_V4_MMDB (source .deps/env.sh)" >&2; exit 1; }
+  GW_EXTRA_TOML="${GW_EXTRA_TOML:-}
+[geo]
+databases = [\"$DBIP_V4_MMDB\", \"$DBIP_V6_MMDB\"]
+trusted_proxies = [\"127.0.0.0/8\"]"
+  export CG_XFF=${CG_XFF:-81.2.69.142}
+fi
 if [ -n "${CG_TENANT:-}" ]; then
   KINDS="hit keyed batch node"
   cat >"$TMP/tenants.toml" <<TOML
@@ -55,7 +66,8 @@ requests_per_second = 2000000000
 compute_units_per_second = 4000000000
 daily_quota = 1000000000000
 TOML
-  GW_EXTRA_TOML="[tenants]
+  GW_EXTRA_TOML="${GW_EXTRA_TOML:-}
+[tenants]
 file = \"$TMP/tenants.toml\""
 fi
 
@@ -68,6 +80,9 @@ c = http.client.HTTPConnection(host, port)
 one = '{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266","0x0"]}'
 batch = "[" + ",".join(one.replace('"id":1', '"id":%d' % i) for i in range(50)) + "]"
 path = "/v1/bench-key" if kind == "keyed" else "/"
+headers = {"content-type": "application/json"}
+if os.environ.get("CG_XFF"):
+    headers["x-forwarded-for"] = os.environ["CG_XFF"]
 for i in range(n):
     if kind in ("hit", "keyed", "edgehit"):
         body = one
@@ -76,7 +91,7 @@ for i in range(n):
     else:
         addr = "0x" + os.urandom(20).hex()
         body = '{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["%s","latest"]}' % addr
-    c.request("POST", path, body, {"content-type": "application/json"})
+    c.request("POST", path, body, headers)
     r = c.getresponse()
     data = r.read()
     if r.status != 200 or b'"error"' in data:
