@@ -9,6 +9,9 @@
 # PAIR_TIER=gateway (the default): the answer comes from the gateway's own tier (a hit).
 # PAIR_TIER=edge: both gateway tiers off, so every request crosses QUIC and the edge node
 # answers from its cache (workload E of run.sh, without its other processes).
+# PAIR_WORKERS: worker_threads of both daemons (default 1; 0 is one per core). PAIR_GEO=1: the
+# gateway locates callers as run.sh's do (DB-IP, 127.0.0.0/8 trusted, X-Forwarded-For $LT_XFF,
+# default 81.2.69.142; needs `source .deps/env.sh`). RUST_LOG=info: the level they ship with.
 # Per run it prints req/s, p50 and p99, the CPU each process spent per request (user + system,
 # from /proc) and the UDP sends per request between them (the machine's OutDatagrams counter,
 # which counts a GSO batch once; run it on a quiet machine). Server CPU includes the kernel's
@@ -17,7 +20,7 @@
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-[ $# -ge 1 ] || { sed -n '2,17s/^# \{0,1\}//p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,19s/^# \{0,1\}//p' "$0" >&2; exit 2; }
 ROUNDS=${PAIR_ROUNDS:-3}
 DURATION=${PAIR_DURATION:-5s}
 CONNS=${PAIR_CONNS:-32}
@@ -28,6 +31,15 @@ case "$TIER" in
   edge) GW_EXTRA_TOML=$'[cache]\nmax_bytes = 0\ntip_max_bytes = 0' ;;
   *) echo "pair.sh: PAIR_TIER is gateway or edge, not $TIER" >&2; exit 2 ;;
 esac
+if [ -n "${PAIR_GEO:-}" ]; then
+  [ -s "${DBIP_V4_MMDB:-}" ] || { echo "pair.sh: PAIR_GEO needs DBIP_V4_MMDB (source .deps/env.sh)" >&2; exit 1; }
+  # shellcheck disable=SC2089 # TOML text: its quotes are meant literally.
+  printf -v geo '[geo]\ndatabases = ["%s", "%s"]\ntrusted_proxies = ["127.0.0.0/8"]' \
+    "$DBIP_V4_MMDB" "$DBIP_V6_MMDB"
+  GW_EXTRA_TOML="$GW_EXTRA_TOML"$'\n'"$geo"
+  export LT_XFF=${LT_XFF:-81.2.69.142}
+fi
+# shellcheck disable=SC2090 # read as TOML by stack.sh, never split into words.
 export GW_EXTRA_TOML
 # shellcheck source=stack.sh
 source "$ROOT/loadtests/stack.sh" "$@"
@@ -45,7 +57,7 @@ rpc "$ANVIL_URL" anvil_mine '["0x80"]' >/dev/null
 GWS=() EDGES=() PORTS=()
 for i in "${!DIRS[@]}"; do
   base=$((BASE + 10 * (i + 1)))
-  WORKERS=1 start_pair "${DIRS[$i]}" "$TMP/run-$i" "$base" "$ANVIL_URL"
+  WORKERS=${PAIR_WORKERS:-1} start_pair "${DIRS[$i]}" "$TMP/run-$i" "$base" "$ANVIL_URL"
   GWS+=("$GW_PID") EDGES+=("$EDGE_PID") PORTS+=($((base + 1)))
 done
 
