@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::metrics::Metrics;
+use crate::policy;
 
 mod h1;
 
@@ -48,7 +49,7 @@ pub struct Upstream {
     pub label: String,
     /// The lean HTTP/1.1 client for `http://` URLs; `https://` ones go through hyper-util
     /// (TLS, HTTP/2).
-    plain: Option<h1::Pool>,
+    plain: Option<Arc<h1::Pool>>,
     /// Set when the upstream sent something provably wrong (a proof or header that does not
     /// verify); such an upstream is tried last until this passes.
     suspect_until: parking_lot::Mutex<Option<Instant>>,
@@ -99,7 +100,14 @@ impl Upstreams {
             .map(|url| {
                 let label = label_of(url);
                 let plain = (url.scheme() == Some(&http::uri::Scheme::HTTP)).then(|| {
-                    h1::Pool::new(url, POOL_MAX_IDLE, POOL_IDLE_TIMEOUT, MAX_RESPONSE_BYTES)
+                    let pool = Arc::new(h1::Pool::new(
+                        url,
+                        POOL_MAX_IDLE,
+                        POOL_IDLE_TIMEOUT,
+                        MAX_RESPONSE_BYTES,
+                    ));
+                    reap(&pool);
+                    pool
                 });
                 Upstream {
                     url: url.clone(),
@@ -220,10 +228,11 @@ impl Upstreams {
         let started = Instant::now();
         let fut = async {
             let (status, bytes) = match &up.plain {
-                // A transaction is not sent twice; the gateway decides how to settle a doubt.
+                // Only reads are sent twice: a transaction, a filter poll or anything unknown is
+                // not (the gateway decides how to settle a doubt about a transaction).
                 Some(pool) => {
                     let resp = pool
-                        .post(&body, method != "eth_sendRawTransaction")
+                        .post(&body, || policy::rule(method) != policy::Rule::Never)
                         .await
                         .map_err(|e| UpstreamError::Transport(e.to_string()))?;
                     (resp.status, resp.body)
@@ -282,6 +291,29 @@ impl Upstreams {
             .to_bytes();
         Ok((status, bytes))
     }
+}
+
+/// Closes `pool`'s sockets idle past its timeout, every timeout, while the pool lives. Outside
+/// a runtime (some unit tests build `Upstreams` without one) sockets are pruned on use only.
+fn reap(pool: &Arc<h1::Pool>) {
+    let Ok(rt) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let pool = Arc::downgrade(pool);
+    rt.spawn(async move {
+        let Some(every) = pool.upgrade().map(|p| p.idle_timeout()) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match pool.upgrade() {
+                Some(p) => p.prune(),
+                None => return,
+            }
+        }
+    });
 }
 
 /// An upstream's metric and log label: `host:port` (the port when the URL gives one), never

@@ -7,9 +7,11 @@
 //! What it keeps from hyper-util's rules: a pooled socket is checked for a close by the server
 //! before reuse, and a request is retried on a fresh socket only when a reused one closed before
 //! any byte of the answer arrived (the server's keep-alive timeout racing our reuse), and only
-//! when the caller says the request is safe to send twice.
+//! when the caller says the request is safe to send twice. Idle sockets are dropped after the
+//! idle timeout by [`Pool::prune`] (run by a reaper task) and on use.
 
 use std::io;
+use std::mem::MaybeUninit;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -19,7 +21,11 @@ use tokio::time::Instant;
 
 /// Largest response head (status line and headers) accepted.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
-const MAX_HEADERS: usize = 64;
+const MAX_HEADERS: usize = 100;
+/// A pooled socket's buffer above this is dropped, not kept: one large answer must not pin its
+/// buffer for the socket's life.
+const MAX_KEPT_BUFFER: usize = 64 * 1024;
+const BUFFER: usize = 8 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum H1Error {
@@ -54,6 +60,8 @@ struct Idle {
 struct Conn {
     io: TcpStream,
     buf: BytesMut,
+    /// Some byte of the current exchange's answer has arrived.
+    answered: bool,
 }
 
 /// An answer's status and whole body.
@@ -68,10 +76,19 @@ impl Pool {
     pub fn new(url: &http::Uri, max_idle: usize, idle_timeout: Duration, max_body: usize) -> Self {
         let host = url.host().unwrap_or("localhost");
         let port = url.port_u16().unwrap_or(80);
-        let target = url.path_and_query().map_or("/", |p| p.as_str());
-        let mut head = Vec::with_capacity(96 + host.len() + target.len());
+        let path = url.path();
+        let mut head = Vec::with_capacity(128 + host.len() + path.len());
         head.extend_from_slice(b"POST ");
-        head.extend_from_slice(target.as_bytes());
+        // `http://host?k=1` has an empty path; the request target is `/?k=1`.
+        head.extend_from_slice(if path.is_empty() {
+            b"/"
+        } else {
+            path.as_bytes()
+        });
+        if let Some(q) = url.query() {
+            head.push(b'?');
+            head.extend_from_slice(q.as_bytes());
+        }
         head.extend_from_slice(b" HTTP/1.1\r\nhost: ");
         head.extend_from_slice(host.as_bytes());
         // As hyper-util does: the port only when it is not the scheme's default.
@@ -94,9 +111,14 @@ impl Pool {
         }
     }
 
-    /// POSTs `body` and reads the whole answer. `idempotent`: the request may be sent again
-    /// when a reused socket turns out to have been closed by the server.
-    pub async fn post(&self, body: &[u8], idempotent: bool) -> Result<Response, H1Error> {
+    /// POSTs `body` and reads the whole answer. `idempotent` says whether the request may be
+    /// sent again when a reused socket turns out to have been closed by the server (asked only
+    /// then).
+    pub async fn post(
+        &self,
+        body: &[u8],
+        idempotent: impl FnOnce() -> bool,
+    ) -> Result<Response, H1Error> {
         let mut req = Vec::with_capacity(self.head.len() + 24 + body.len());
         req.extend_from_slice(&self.head);
         req.extend_from_slice(daemon::text::decimal(body.len() as u64, &mut [0; 20]).as_bytes());
@@ -106,7 +128,7 @@ impl Pool {
             match conn.exchange(&req, self.max_body).await {
                 Ok((resp, reusable)) => return Ok(self.done(conn, resp, reusable)),
                 Err(Failure { error, answered }) => {
-                    if answered || !idempotent {
+                    if answered || !idempotent() {
                         return Err(error);
                     }
                 }
@@ -114,7 +136,8 @@ impl Pool {
         }
         let mut conn = Conn {
             io: TcpStream::connect((self.host.as_str(), self.port)).await?,
-            buf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::with_capacity(BUFFER),
+            answered: false,
         };
         // JSON-RPC requests are small and must not wait on Nagle.
         conn.io.set_nodelay(true)?;
@@ -136,31 +159,60 @@ impl Pool {
         loop {
             let idle = self.idle.lock().pop()?;
             if idle.since.elapsed() >= self.idle_timeout {
-                // Older ones sit below it and are staler still.
-                self.idle.lock().clear();
+                // Older ones sit below it and are staler still. Closed outside the lock.
+                drop(std::mem::take(&mut *self.idle.lock()));
                 return None;
             }
             // A readable idle socket is one the server closed (or sent stray bytes on): either
-            // way not one to send on. This read is the one hyper's idle connection task makes.
-            match idle.conn.io.try_read(&mut [0u8; 1]) {
+            // way not one to send on. Asked of the kernel, not of tokio's readiness, which
+            // knows of a close only once the reactor has turned since. This is the read
+            // hyper's idle connection task makes.
+            let mut probe = [MaybeUninit::<u8>::uninit()];
+            match socket2::SockRef::from(&idle.conn.io).peek(&mut probe) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Some(idle.conn),
                 _ => continue,
             }
         }
     }
 
-    fn checkin(&self, conn: Conn) {
-        let now = Instant::now();
-        let mut idle = self.idle.lock();
-        // Oldest first: drop the expired prefix so sockets left over from a burst go away.
-        let expired = idle
-            .iter()
-            .take_while(|i| now.duration_since(i.since) >= self.idle_timeout)
-            .count();
-        idle.drain(..expired);
-        if idle.len() < self.max_idle {
-            idle.push(Idle { conn, since: now });
+    fn checkin(&self, mut conn: Conn) {
+        if conn.buf.capacity() > MAX_KEPT_BUFFER {
+            conn.buf = BytesMut::with_capacity(BUFFER);
         }
+        let mut idle = self.idle.lock();
+        let now = Instant::now();
+        // Oldest first: drop the expired prefix so sockets left over from a burst go away.
+        let expired = self.expired(&idle, now);
+        let gone: Vec<Idle> = idle.drain(..expired).collect();
+        let refused = if idle.len() < self.max_idle {
+            idle.push(Idle { conn, since: now });
+            None
+        } else {
+            Some(conn)
+        };
+        drop(idle);
+        drop((gone, refused));
+    }
+
+    /// How many of the oldest idle sockets are past the idle timeout at `now`.
+    fn expired(&self, idle: &[Idle], now: Instant) -> usize {
+        idle.iter()
+            .take_while(|i| now.duration_since(i.since) >= self.idle_timeout)
+            .count()
+    }
+
+    /// Closes the sockets idle past the timeout (the server may be holding them open too).
+    pub fn prune(&self) {
+        let mut idle = self.idle.lock();
+        let expired = self.expired(&idle, Instant::now());
+        let gone: Vec<Idle> = idle.drain(..expired).collect();
+        drop(idle);
+        drop(gone);
+    }
+
+    /// How long sockets may stay idle.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     #[cfg(test)]
@@ -196,6 +248,7 @@ impl Conn {
     /// Sends `req`; returns the answer and whether the socket may carry another request.
     async fn exchange(&mut self, req: &[u8], max_body: usize) -> Result<(Response, bool), Failure> {
         self.buf.clear();
+        self.answered = false;
         if let Err(e) = self.io.write_all(req).await {
             return Err(Failure {
                 error: e.into(),
@@ -208,21 +261,22 @@ impl Conn {
                 None if self.buf.len() >= MAX_HEAD_BYTES => {
                     return Err(H1Error::Malformed("response head too large").into())
                 }
-                None => {
-                    let before = self.buf.len();
-                    match self.fill(4096).await {
-                        Ok(()) => continue,
-                        Err(error) => {
-                            return Err(Failure {
-                                error,
-                                answered: before > 0,
-                            })
-                        }
+                None => match self.fill(4096).await {
+                    Ok(()) => continue,
+                    Err(error) => {
+                        return Err(Failure {
+                            error,
+                            answered: self.answered,
+                        })
                     }
-                }
+                },
             };
             self.buf.advance(head_len);
-            // 1xx answers are interim: the real one follows on the same socket.
+            // 1xx answers are interim: the real one follows on the same socket. Not 101: we
+            // never ask to switch protocols.
+            if status == 101 {
+                return Err(H1Error::Malformed("unasked protocol switch").into());
+            }
             if (100..200).contains(&status) {
                 continue;
             }
@@ -265,7 +319,10 @@ impl Conn {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut resp = httparse::Response::new(&mut headers);
         let head_len = match resp.parse(&self.buf) {
-            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD_BYTES => n,
+            Ok(httparse::Status::Complete(_)) => {
+                return Err(H1Error::Malformed("response head too large"))
+            }
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(_) => return Err(H1Error::Malformed("unparseable status line or headers")),
         };
@@ -286,12 +343,13 @@ impl Conn {
                 }
                 length = Some(n);
             } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                // Only `chunked` as the last coding delimits the body; we ask for no other.
-                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                if !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
-                    return Err(H1Error::Malformed("unsupported transfer-encoding"));
+                // We send no `TE`, so `chunked`, once, is the only coding a server may use.
+                for coding in h.value.split(|&b| b == b',') {
+                    if chunked || !coding.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                        return Err(H1Error::Malformed("unsupported transfer-encoding"));
+                    }
+                    chunked = true;
                 }
-                chunked = true;
             } else if h.name.eq_ignore_ascii_case("connection")
                 && h.value
                     .split(|&b| b == b',')
@@ -317,6 +375,10 @@ impl Conn {
         let mut body = BytesMut::new();
         loop {
             let (used, size) = loop {
+                // httparse reads an empty line as size 0, the last chunk: a size has a digit.
+                if self.buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) {
+                    return Err(H1Error::Malformed("invalid chunk size line"));
+                }
                 match httparse::parse_chunk_size(&self.buf) {
                     Ok(httparse::Status::Complete(c)) => break c,
                     Ok(httparse::Status::Partial) if self.buf.len() < 1024 => {
@@ -342,16 +404,20 @@ impl Conn {
             }
             self.buf.advance(size + 2);
         }
-        // Trailer fields, if any, then the empty line.
+        // Trailer fields, if any, then the empty line; all of them within the head's limit.
+        let mut trailer = 0;
         loop {
             match memchr::memmem::find(&self.buf, b"\r\n") {
                 Some(0) => {
                     self.buf.advance(2);
                     return Ok(body.freeze());
                 }
-                Some(n) => self.buf.advance(n + 2),
-                None if self.buf.len() < MAX_HEAD_BYTES => self.fill(4096).await?,
-                None => return Err(H1Error::Malformed("trailer too long")),
+                Some(n) if trailer + n < MAX_HEAD_BYTES => {
+                    trailer += n + 2;
+                    self.buf.advance(n + 2);
+                }
+                None if trailer + self.buf.len() < MAX_HEAD_BYTES => self.fill(4096).await?,
+                _ => return Err(H1Error::Malformed("trailer too long")),
             }
         }
     }
@@ -362,7 +428,10 @@ impl Conn {
             .reserve(want.saturating_sub(self.buf.len()).clamp(4096, 64 * 1024));
         match self.io.read_buf(&mut self.buf).await? {
             0 => Err(H1Error::Closed),
-            _ => Ok(()),
+            _ => {
+                self.answered = true;
+                Ok(())
+            }
         }
     }
 }
