@@ -28,8 +28,9 @@ pub struct Offered<'a> {
     pub chain_id: u64,
     pub method: &'a str,
     pub params: &'a [u8],
-    /// The call's key in the final tier ([`FinalAnswers::key`]).
-    pub key: &'a Bytes,
+    /// The call's key in the final tier ([`FinalAnswers::key`]); none for a call that can
+    /// never have a final answer (a read at a moving tag).
+    pub key: Option<&'a Bytes>,
     pub result: &'a Bytes,
     pub cache: CacheStatus,
     /// The node flagged the answer final.
@@ -57,8 +58,10 @@ impl Tiers {
     pub fn remember(&self, a: Offered<'_>) {
         match (a.final_answer, a.tied) {
             (true, _) => {
-                self.finals
-                    .insert(a.key.clone(), Bytes::copy_from_slice(a.result), a.source);
+                if let Some(key) = a.key {
+                    self.finals
+                        .insert(key.clone(), Bytes::copy_from_slice(a.result), a.source);
+                }
             }
             // Only an answer the node's own cache already had: a question asked twice under
             // this state. One-off questions (most `latest` misses) would cost an insert each
@@ -288,7 +291,7 @@ mod tests {
             chain_id: 1,
             method: "eth_getBalance",
             params: b"[]",
-            key: &key,
+            key: Some(&key),
             result: &result,
             cache,
             final_answer,
@@ -307,6 +310,16 @@ mod tests {
         let kept = t.finals.get(&key).expect("kept");
         assert_eq!(kept.result, result);
         assert!(kept.deflated.is_none(), "small answers are not deflated");
+        // A call without a final key (a read at a moving tag) is never kept as final, whatever
+        // the node said.
+        let untied = Offered {
+            key: None,
+            ..offer(true, None, CacheStatus::Miss)
+        };
+        t.finals.remove(&key);
+        t.remember(untied);
+        assert!(t.finals.get(&key).is_none(), "no key, not kept");
+        t.remember(offer(true, None, CacheStatus::Miss));
         // An ejected node's answers go, in both tiers; others' stay.
         let other = FinalAnswers::key(1, "eth_getCode", b"[]");
         t.finals.insert(other.clone(), result.clone(), 6);

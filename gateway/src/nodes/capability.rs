@@ -56,8 +56,7 @@ const TAG_ENDINGS: [&[u8]; 4] = [
 pub fn need(method: &str, params: &[u8]) -> Option<Need> {
     if let Some(&(_, at)) = STATE_METHODS.iter().find(|(m, _)| *m == method) {
         // The usual read ends with its block tag: no parse (about a thousand instructions).
-        let tail = params.trim_ascii_end();
-        if TAG_ENDINGS.iter().any(|t| tail.ends_with(t)) {
+        if at_moving_tag(params) {
             return None;
         }
         let raw = std::str::from_utf8(element(params, at)?).ok()?;
@@ -71,6 +70,14 @@ pub fn need(method: &str, params: &[u8]) -> Option<Need> {
         .iter()
         .position(|n| *n == ns)
         .map(|i| Need::Namespace(i as u8))
+}
+
+/// Whether the params end with a moving block tag (`latest`, `pending`, `safe`, `finalized`),
+/// where every state method has its block parameter: an answer that changes with the chain,
+/// never final.
+pub fn at_moving_tag(params: &[u8]) -> bool {
+    let tail = params.trim_ascii_end();
+    TAG_ENDINGS.iter().any(|t| tail.ends_with(t))
 }
 
 /// The `at`th element of a JSON array, as its text, without building the others (a serde
@@ -303,6 +310,24 @@ mod tests {
         assert_eq!(n("eth_getBlockByNumber", "[\"0x1\",false]"), None);
         assert_eq!(n("web3_clientVersion", "[]"), None);
         assert_eq!(n("nonamespace", "[]"), None);
+    }
+
+    #[test]
+    fn moving_tags_are_only_the_four_that_move() {
+        for p in ["latest", "pending", "safe", "finalized"] {
+            assert!(at_moving_tag(format!("[{A},\"{p}\"] \n").as_bytes()), "{p}");
+        }
+        for p in [
+            format!("[{A},\"earliest\"]"),
+            format!("[{A},\"0x1\"]"),
+            format!("[{A},{{\"blockHash\":\"0xab\"}}]"),
+            format!("[{A}]"),
+            // A tag inside an object is not the block parameter.
+            "[{\"to\":\"latest\"}]".into(),
+            "[\"latest\",false]".into(),
+        ] {
+            assert!(!at_moving_tag(p.as_bytes()), "{p}");
+        }
     }
 
     #[test]

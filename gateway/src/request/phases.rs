@@ -180,6 +180,11 @@ impl Path<'_> {
             let Some((method, params)) = slot.call() else {
                 continue;
             };
+            // A read at a moving tag is never final: no look-up (about 2,000 instructions of
+            // every `latest` read), and no key, so nothing of it is kept among final answers.
+            if capability::at_moving_tag(params) {
+                continue;
+            }
             FinalAnswers::key_into(&mut key, self.chain.chain_id, method, params);
             match self.tiers.finals.get(&key) {
                 Some(hit) => {
@@ -419,9 +424,7 @@ impl Path<'_> {
     /// Remember: the gateway tiers keep what they may of the nodes' answers.
     pub fn remember(&self, req: &Request<'_>) {
         for slot in &req.slots {
-            let (Some((method, params)), Some(key), Some(answer)) =
-                (slot.call(), &slot.key, &slot.answer)
-            else {
+            let (Some((method, params)), Some(answer)) = (slot.call(), &slot.answer) else {
                 continue;
             };
             let (Ok(result), Tier::Node { final_answer, tied }) = (&answer.result, answer.tier)
@@ -436,7 +439,7 @@ impl Path<'_> {
                 chain_id: self.chain.chain_id,
                 method,
                 params,
-                key,
+                key: slot.key.as_ref(),
                 result,
                 cache: answer.cache,
                 final_answer,
