@@ -269,9 +269,7 @@ impl Upstreams {
             .observe(started.elapsed().as_secs_f64());
         res
     }
-}
 
-impl Upstreams {
     /// POSTs through hyper-util's client: HTTPS upstreams.
     async fn hyper_post(&self, up: &Upstream, body: Bytes) -> Result<(u16, Bytes), UpstreamError> {
         let req = http::Request::post(up.url.clone())

@@ -87,6 +87,15 @@ async fn server(
     (format!("http://{addr}/rpc?k=1").parse().unwrap(), seen)
 }
 
+/// A blocking listener on 127.0.0.1:0 and its URL.
+fn std_listener() -> (std::net::TcpListener, http::Uri) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap())
+        .parse()
+        .unwrap();
+    (listener, url)
+}
+
 fn pool(url: &http::Uri) -> Pool {
     Pool::new(url, 8, Duration::from_secs(30), 1 << 20)
 }
@@ -353,10 +362,7 @@ async fn keeps_at_most_max_idle_sockets() {
 
 #[tokio::test]
 async fn a_refused_connection_is_an_error() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url: http::Uri = format!("http://{}/", listener.local_addr().unwrap())
-        .parse()
-        .unwrap();
+    let (listener, url) = std_listener();
     drop(listener);
     assert!(matches!(
         pool(&url).post(b"{}", || true).await,
@@ -399,10 +405,7 @@ async fn a_url_without_a_path_asks_for_the_root() {
 /// even a request that may not be sent twice goes out on a new socket.
 #[tokio::test]
 async fn sees_a_close_the_reactor_has_not_seen() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url: http::Uri = format!("http://{}/", listener.local_addr().unwrap())
-        .parse()
-        .unwrap();
+    let (listener, url) = std_listener();
     let accepted = Arc::new(AtomicUsize::new(0));
     let counter = accepted.clone();
     // Blocking, on its own thread: it runs while the test's runtime does not.
