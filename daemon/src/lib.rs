@@ -20,6 +20,13 @@ pub mod shutdown;
 pub mod text;
 pub mod weigh;
 
+/// The hasher of the caches whose keys callers choose (a call's method and params): foldhash,
+/// seeded at random per process and per cache. SipHash, the standard library's, cost ~390
+/// instructions per look-up on an 80-byte key, a tenth of a batched call's whole cost;
+/// foldhash costs a fifth of that. Its resistance to crafted collisions rests on the seed,
+/// which a caller can neither read nor learn from answers that never depend on it.
+pub type KeyHasher = foldhash::quality::RandomState;
+
 /// Wall-clock Unix milliseconds (0 if the clock is before 1970): what one process stamps and
 /// another reads (status times, Redis entries, a published block's time).
 pub fn unix_ms() -> u64 {

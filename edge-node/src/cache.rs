@@ -82,10 +82,10 @@ fn write_canonical(json: &[u8], out: &mut Vec<u8>) {
 }
 
 /// Byte-bounded store. Values are raw JSON `result` bytes.
-pub type Store = moka::future::Cache<Bytes, Bytes>;
+pub type Store = moka::future::Cache<Bytes, Bytes, daemon::KeyHasher>;
 
 pub fn store(max_bytes: u64) -> Store {
-    builder(max_bytes).build()
+    builder(max_bytes).build_with_hasher(daemon::KeyHasher::default())
 }
 
 /// As [`store`], counting entries that leave by eviction (not by replacement or removal) into
@@ -100,12 +100,14 @@ pub fn store_counting_evictions(max_bytes: u64, evictions: prometheus::IntCounte
             };
             evictions.with_label_values(&[label]).inc();
         })
-        .build()
+        .build_with_hasher(daemon::KeyHasher::default())
 }
 
 /// The store's builder: an entry weighs its key, its value and the measured per-entry overhead
 /// ([`daemon::weigh`]), so `max_bytes` bounds real memory.
-fn builder(max_bytes: u64) -> moka::future::CacheBuilder<Bytes, Bytes, Store> {
+fn builder(
+    max_bytes: u64,
+) -> moka::future::CacheBuilder<Bytes, Bytes, moka::future::Cache<Bytes, Bytes>> {
     moka::future::Cache::builder()
         .max_capacity(max_bytes)
         .weigher(|k: &Bytes, v: &Bytes| daemon::weigh::weight(k.len(), v.len(), 0))

@@ -36,7 +36,7 @@ pub struct Service {
     /// Recent `null`/error answers to calls naming a block hash the node could not place,
     /// with the chain-state version they were asked under: a flood of unknown hashes costs one
     /// upstream call per distinct question, not one per request.
-    negatives: moka::future::Cache<Bytes, (u64, Outcome)>,
+    negatives: moka::future::Cache<Bytes, (u64, Outcome), daemon::KeyHasher>,
 }
 
 /// Why a cacheable miss was not stored; every waiter on the same key receives it.
@@ -62,7 +62,7 @@ impl Service {
                     daemon::weigh::weight(k.len(), answer, 8)
                 })
                 .time_to_live(NEGATIVE_TTL)
-                .build(),
+                .build_with_hasher(daemon::KeyHasher::default()),
         }
     }
 

@@ -113,7 +113,7 @@ pub struct Kept {
 /// Byte-bounded store of final answers.
 #[derive(Clone)]
 pub struct FinalAnswers {
-    store: Option<moka::sync::Cache<Bytes, Kept>>,
+    store: Option<moka::sync::Cache<Bytes, Kept, daemon::KeyHasher>>,
     compress_min: usize,
 }
 
@@ -128,7 +128,7 @@ impl FinalAnswers {
                     let deflated = v.deflated.as_ref().map_or(0, Deflated::size);
                     weight(k.len(), v.result.len() + deflated, 0)
                 })
-                .build()
+                .build_with_hasher(daemon::KeyHasher::default())
         });
         Self {
             store,
@@ -194,7 +194,7 @@ impl FinalAnswers {
 /// restarted node (whose versions start again) never meets its old answers.
 #[derive(Clone)]
 pub struct StateAnswers {
-    store: Option<moka::sync::Cache<Bytes, (u64, Bytes)>>,
+    store: Option<moka::sync::Cache<Bytes, (u64, Bytes), daemon::KeyHasher>>,
 }
 
 impl StateAnswers {
@@ -204,7 +204,7 @@ impl StateAnswers {
             moka::sync::Cache::builder()
                 .max_capacity(max_bytes)
                 .weigher(|k: &Bytes, v: &(u64, Bytes)| weight(k.len(), v.1.len(), 8))
-                .build()
+                .build_with_hasher(daemon::KeyHasher::default())
         });
         Self { store }
     }
