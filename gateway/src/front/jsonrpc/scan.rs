@@ -16,6 +16,15 @@ pub(super) struct Members<'a> {
     pub params: Option<&'a [u8]>,
 }
 
+/// The members a request has.
+#[derive(Clone, Copy)]
+enum Name {
+    Jsonrpc,
+    Id,
+    Method,
+    Params,
+}
+
 /// Deeper than this, the careful path decides (serde_json's own limit is 128).
 const MAX_DEPTH: usize = 64;
 
@@ -78,18 +87,18 @@ impl<'a> Scanner<'a> {
     fn request(&mut self) -> Option<Members<'a>> {
         let mut m = Members::default();
         self.items(b'{', b'}', true, |s| {
-            let key = s.key()?;
+            let name = s.key()?;
             s.ws();
             s.eat(b':')?;
             s.ws();
             let (b, start) = (s.b, s.i);
             s.value(1)?;
-            let slot = match key {
-                b"\"jsonrpc\"" => &mut m.jsonrpc,
-                b"\"id\"" => &mut m.id,
-                b"\"method\"" => &mut m.method,
-                b"\"params\"" => &mut m.params,
-                _ => &mut None,
+            let slot = match name {
+                Some(Name::Jsonrpc) => &mut m.jsonrpc,
+                Some(Name::Id) => &mut m.id,
+                Some(Name::Method) => &mut m.method,
+                Some(Name::Params) => &mut m.params,
+                None => return Some(()),
             };
             // A repeated member is an error to serde: its path words it.
             slot.replace(&b[start..s.i]).is_none().then_some(())
@@ -124,16 +133,22 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A member name: the four of a request are matched whole, any other scanned.
-    fn key(&mut self) -> Option<&'a [u8]> {
-        const NAMES: [&[u8]; 4] = [b"\"jsonrpc\"", b"\"id\"", b"\"method\"", b"\"params\""];
+    /// A member name: one of the four of a request, told apart by its first letter and then
+    /// matched whole (`None`: any other name, scanned).
+    fn key(&mut self) -> Option<Option<Name>> {
         let rest = &self.b[self.i..];
-        match NAMES.iter().find(|n| rest.starts_with(n)) {
-            Some(name) => {
-                self.i += name.len();
-                Some(name)
-            }
-            None => self.string(),
+        let (name, text): (_, &[u8]) = match rest.get(1) {
+            Some(b'j') => (Name::Jsonrpc, b"\"jsonrpc\""),
+            Some(b'i') => (Name::Id, b"\"id\""),
+            Some(b'm') => (Name::Method, b"\"method\""),
+            Some(b'p') => (Name::Params, b"\"params\""),
+            _ => return self.string().map(|_| None),
+        };
+        if rest.starts_with(text) {
+            self.i += text.len();
+            Some(Some(name))
+        } else {
+            self.string().map(|_| None)
         }
     }
 
