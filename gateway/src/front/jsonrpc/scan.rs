@@ -136,17 +136,21 @@ impl<'a> Scanner<'a> {
     /// A member name: one of the four of a request, told apart by its first letter and then
     /// matched whole (`None`: any other name, scanned).
     fn key(&mut self) -> Option<Option<Name>> {
-        // Fixed-length comparisons, which compile to a load or two rather than a `memcmp` call.
-        fn is<const N: usize>(rest: &[u8], word: &[u8; N]) -> bool {
-            rest.get(..N) == Some(&word[..])
+        // Fixed-length comparisons, which compile to a load or two rather than a `memcmp` call;
+        // the length matched is the name's, quotes included.
+        fn is<const N: usize>(rest: &[u8], word: &[u8; N], name: Name) -> Option<(Name, usize)> {
+            (rest.get(..N) == Some(&word[..])).then_some((name, N))
         }
         let rest = &self.b[self.i..];
-        let (name, len) = match rest.get(1) {
-            Some(b'j') if is(rest, b"\"jsonrpc\"") => (Name::Jsonrpc, 9),
-            Some(b'i') if is(rest, b"\"id\"") => (Name::Id, 4),
-            Some(b'm') if is(rest, b"\"method\"") => (Name::Method, 8),
-            Some(b'p') if is(rest, b"\"params\"") => (Name::Params, 8),
-            _ => return self.string().map(|_| None),
+        let known = match rest.get(1) {
+            Some(b'j') => is(rest, b"\"jsonrpc\"", Name::Jsonrpc),
+            Some(b'i') => is(rest, b"\"id\"", Name::Id),
+            Some(b'm') => is(rest, b"\"method\"", Name::Method),
+            Some(b'p') => is(rest, b"\"params\"", Name::Params),
+            _ => None,
+        };
+        let Some((name, len)) = known else {
+            return self.string().map(|_| None);
         };
         self.i += len;
         Some(Some(name))
