@@ -2,6 +2,7 @@
 //!
 //! - [`entry`]: the listener, paths, content type and the body, then hands the body to the
 //!   request path ([`crate::request`]);
+//! - [`h1`]: the lean HTTP/1.1 server for plain `POST`s, and the hand-off to hyper for the rest;
 //! - [`conns`]: the open connections: their bounds (in all, per address), header and idle
 //!   deadlines, shedding the idlest when full, graceful drain;
 //! - [`jsonrpc`]: parsing bodies into calls and writing responses with the callers' ids;
@@ -14,6 +15,7 @@ pub mod compress;
 pub mod conns;
 pub mod cors;
 pub mod entry;
+pub mod h1;
 pub mod jsonrpc;
 pub mod respond;
 pub mod sniff;

@@ -312,7 +312,7 @@ pub struct Activity {
 }
 
 impl Activity {
-    fn new(close: CancellationToken) -> Self {
+    pub(crate) fn new(close: CancellationToken) -> Self {
         Self {
             opened: Instant::now(),
             in_flight: AtomicU32::new(0),

@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use proto::rpc;
 use tokio::net::TcpListener;
@@ -48,7 +48,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
         idle: server.idle_timeout,
         shutdown_grace: grace,
     };
-    let servers = Servers::new();
+    let servers = Servers::new(super::h1::Limits {
+        max_body: server.max_body_bytes,
+        body_timeout: server.body_timeout,
+    });
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -79,9 +82,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
             }
         };
         let _ = stream.set_nodelay(true);
-        let app2 = app.clone();
+        let (app2, app3) = (app.clone(), app.clone());
         let activity = conn.activity();
-        let svc = service_fn(move |req| {
+        let svc = service_fn(move |req: Request<Incoming>| {
             let app = app2.clone();
             let in_flight = activity.start();
             // Boxed: the request's future is over 2 KiB, and hyper moves it into its slot and
@@ -93,7 +96,8 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
                 Ok::<_, Infallible>(resp)
             }
         });
-        let http = Sniffed::new(stream, svc, servers.clone());
+        let fast = move |req: Request<Full<Bytes>>| handle(app3.clone(), req, peer);
+        let http = Sniffed::new(stream, svc, fast, conn.activity(), servers.clone());
         let metrics = app.metrics.clone();
         tokio::spawn(async move {
             metrics.http_connections.inc();
@@ -116,11 +120,45 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
     }
 }
 
+/// A request body the entry serves: hyper's, or the lean HTTP/1.1 server's ([`super::h1`]),
+/// whole already.
+pub trait ReqBody:
+    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + Unpin
+    + Sized
+    + 'static
+{
+    /// The request as hyper's, which can be upgraded to a WebSocket; else given back.
+    // Both variants are the request, moved: nothing to box.
+    #[allow(clippy::result_large_err)]
+    fn upgradable(req: Request<Self>) -> Result<Request<Incoming>, Request<Self>>;
+}
+
+impl ReqBody for Incoming {
+    #[allow(clippy::result_large_err)] // as the trait's
+    fn upgradable(req: Request<Self>) -> Result<Request<Incoming>, Request<Self>> {
+        Ok(req)
+    }
+}
+
+impl ReqBody for Full<Bytes> {
+    /// Never asked: upgrades go to hyper.
+    #[allow(clippy::result_large_err)] // as the trait's
+    fn upgradable(req: Request<Self>) -> Result<Request<Incoming>, Request<Self>> {
+        Err(req)
+    }
+}
+
 // `handle` and `route` return async blocks rather than being `async fn`s: an `async fn` keeps
 // its arguments twice in its future (the request's head is 264 bytes), and each request's
 // future is copied when it is made.
 #[allow(clippy::manual_async_fn)]
-fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> impl Future<Output = Resp> {
+fn handle<B: ReqBody>(
+    app: Arc<App>,
+    req: Request<B>,
+    peer: SocketAddr,
+) -> impl Future<Output = Resp> {
     async move {
         let id_buf = new_request_id();
         let request_id = std::str::from_utf8(&id_buf).expect("hex digits");
@@ -139,9 +177,9 @@ fn handle(app: Arc<App>, req: Request<Incoming>, peer: SocketAddr) -> impl Futur
 }
 
 #[allow(clippy::manual_async_fn)] // see `handle`
-fn route<'a>(
+fn route<'a, B: ReqBody>(
     app: &'a Arc<App>,
-    req: Request<Incoming>,
+    mut req: Request<B>,
     peer: SocketAddr,
     request_id: &'a str,
     cors: &'a mut Cors,
@@ -169,7 +207,13 @@ fn route<'a>(
             Err(resp) => return reject(req.into_body(), *resp).await,
         };
         if app.config.websocket.enabled && super::ws::wants_upgrade(&req) {
-            return super::ws::upgrade(app, req, peer.ip(), chain.chain_id, tenant, tenants);
+            match B::upgradable(req) {
+                Ok(req) => {
+                    let ip = peer.ip();
+                    return super::ws::upgrade(app, req, ip, chain.chain_id, tenant, tenants);
+                }
+                Err(given_back) => req = given_back,
+            }
         }
         if req.method() != Method::POST {
             let mut r = text(
@@ -211,6 +255,9 @@ fn route<'a>(
             Err(resp) => return reject(req.into_body(), *resp).await,
         };
         let gzip_out = compress::accepts_gzip(req.headers());
+        if req.extensions().get::<super::h1::LateBody>().is_some() {
+            return slow_body(app);
+        }
         let body = match read_body(app, req.into_body(), max, gzip_in).await {
             Ok(body) => body,
             Err(resp) => return resp,
@@ -329,7 +376,7 @@ fn chain_for<'a, 'p>(
 
 /// Reads the body within the size limit and the body deadline (and, when `gzip`, inflates it
 /// within the size limit too); else the refusal.
-async fn read_body(app: &App, body: Incoming, max: usize, gzip: bool) -> Result<Bytes, Resp> {
+async fn read_body<B: ReqBody>(app: &App, body: B, max: usize, gzip: bool) -> Result<Bytes, Resp> {
     let body_timeout = app.config.server.body_timeout;
     let mut collect = std::pin::pin!(Limited::new(body, max).collect());
     // A small body usually arrives with the headers: read it without arming a timer.
@@ -368,18 +415,21 @@ async fn read_body(app: &App, body: Incoming, max: usize, gzip: bool) -> Result<
                 "could not read the request body\n",
             ))
         }
-        Err(_) => {
-            app.metrics.rejected.with_label_values(&["slow_body"]).inc();
-            Err(rpc_error(
-                StatusCode::REQUEST_TIMEOUT,
-                rpc::INVALID_REQUEST,
-                &format!(
-                    "request body not received within {} ms",
-                    body_timeout.as_millis()
-                ),
-            ))
-        }
+        Err(_) => Err(slow_body(app)),
     }
+}
+
+/// The answer to a body not received within `body_timeout_ms`.
+fn slow_body(app: &App) -> Resp {
+    app.metrics.rejected.with_label_values(&["slow_body"]).inc();
+    rpc_error(
+        StatusCode::REQUEST_TIMEOUT,
+        rpc::INVALID_REQUEST,
+        &format!(
+            "request body not received within {} ms",
+            app.config.server.body_timeout.as_millis()
+        ),
+    )
 }
 
 /// Answers a request refused before its body was read. A small body is read (and dropped)
@@ -387,7 +437,7 @@ async fn read_body(app: &App, body: Incoming, max: usize, gzip: bool) -> Result<
 /// slow one is not waited for.
 /// Boxed: refusals are rare, and inline each of `route`'s would take room in every request's
 /// future.
-fn reject(body: Incoming, resp: Resp) -> std::pin::Pin<Box<dyn Future<Output = Resp> + Send>> {
+fn reject<B: ReqBody>(body: B, resp: Resp) -> std::pin::Pin<Box<dyn Future<Output = Resp> + Send>> {
     Box::pin(async move {
         const DRAIN_MAX: usize = 64 * 1024;
         let drain = Limited::new(body, DRAIN_MAX).collect();

@@ -1,5 +1,6 @@
 //! Which protocol a new client connection speaks, told by peeking at its first bytes, so that
-//! HTTP/1.1 (nearly every caller) goes straight to hyper's HTTP/1 server.
+//! HTTP/1.1 (nearly every caller) goes straight to the lean HTTP/1.1 server ([`super::h1`]),
+//! which hands the connection to hyper's HTTP/1 server when a request needs it.
 //!
 //! hyper-util's `auto` server reads a connection's first bytes itself to tell HTTP/1.1 from
 //! the h2c preface, then hands them back through a rewinding reader. hyper's HTTP/1 read buffer
@@ -12,11 +13,14 @@
 use std::convert::Infallible;
 use std::error::Error as StdError;
 use std::future::Future;
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::Request;
+use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::{HttpService, Service};
@@ -26,6 +30,8 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 
+use super::conns::Activity;
+use super::h1::{self, Closing, Handoff, Rewind};
 use super::respond::Resp;
 
 type BoxError = Box<dyn StdError + Send + Sync>;
@@ -70,10 +76,12 @@ where
 pub struct Servers {
     http1: http1::Builder,
     auto: auto::Builder<TokioExecutor>,
+    /// The lean server's.
+    limits: h1::Limits,
 }
 
 impl Servers {
-    pub fn new() -> Arc<Self> {
+    pub fn new(limits: h1::Limits) -> Arc<Self> {
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
@@ -82,6 +90,7 @@ impl Servers {
         Arc::new(Self {
             http1,
             auto: auto_builder(),
+            limits,
         })
     }
 }
@@ -101,19 +110,29 @@ pub fn auto_builder() -> auto::Builder<TokioExecutor> {
     builder
 }
 
-type Http1<S> = http1::UpgradeableConnection<TokioIo<TcpStream>, S>;
+type Http1<S> = http1::UpgradeableConnection<TokioIo<Rewind>, S>;
 type Auto<S> = auto::UpgradeableConnection<'static, TokioIo<TcpStream>, S, TokioExecutor>;
+type Fast = Pin<Box<dyn Future<Output = io::Result<Option<Handoff>>> + Send>>;
 
-/// A client connection: peeking until its first bytes arrive, then served by one of
-/// [`Servers`]. Both servers' connections are boxed, so the connection's task holds only a
-/// pointer to whichever it runs.
-pub struct Sniffed<S: HttpService<Incoming>> {
-    state: State<S>,
+/// A client connection: peeking until its first bytes arrive, then served by the lean HTTP/1.1
+/// server (`fast`, until a request needs hyper) or one of [`Servers`] (`service`). Each server's
+/// connection is boxed, so the connection's task holds only a pointer to whichever it runs.
+pub struct Sniffed<S: HttpService<Incoming>, F> {
+    state: State<S, F>,
 }
 
-enum State<S: HttpService<Incoming>> {
+enum State<S: HttpService<Incoming>, F> {
     Peeking {
         stream: TcpStream,
+        service: S,
+        fast: F,
+        activity: Arc<Activity>,
+        servers: Arc<Servers>,
+    },
+    /// The lean server; `service` and `servers` wait for a hand-off.
+    Fast {
+        conn: Fast,
+        closing: Arc<Closing>,
         service: S,
         servers: Arc<Servers>,
     },
@@ -123,12 +142,22 @@ enum State<S: HttpService<Incoming>> {
     Done,
 }
 
-impl<S: HttpService<Incoming>> Sniffed<S> {
-    pub fn new(stream: TcpStream, service: S, servers: Arc<Servers>) -> Self {
+impl<S: HttpService<Incoming>, F> Sniffed<S, F> {
+    /// `service` serves what hyper serves, `fast` the plain `POST`s of [`h1`], which marks
+    /// them in flight on `activity` (hyper's `service` marks its own).
+    pub fn new(
+        stream: TcpStream,
+        service: S,
+        fast: F,
+        activity: Arc<Activity>,
+        servers: Arc<Servers>,
+    ) -> Self {
         Self {
             state: State::Peeking {
                 stream,
                 service,
+                fast,
+                activity,
                 servers,
             },
         }
@@ -140,10 +169,12 @@ fn surely_http1(first: &[u8]) -> bool {
     !H2_PREFACE.starts_with(first)
 }
 
-impl<S> Future for Sniffed<S>
+impl<S, F, Fut> Future for Sniffed<S, F>
 where
     S: Service<Request<Incoming>, Response = Resp, Error = Infallible> + Send + Unpin + 'static,
     S::Future: Send + 'static,
+    F: Fn(Request<Full<Bytes>>) -> Fut + Send + Unpin + 'static,
+    Fut: Future<Output = Resp> + Send + 'static,
 {
     type Output = Result<(), BoxError>;
 
@@ -153,6 +184,32 @@ where
                 State::Http1(conn) => return conn.as_mut().poll(cx).map_err(Into::into),
                 State::Auto(conn) => return conn.as_mut().poll(cx),
                 State::Done => return Poll::Ready(Ok(())),
+                State::Fast { conn, .. } => {
+                    let handoff = match conn.as_mut().poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(Some(handoff))) => handoff,
+                        Poll::Ready(done) => {
+                            self.state = State::Done;
+                            return Poll::Ready(done.map(drop).map_err(Into::into));
+                        }
+                    };
+                    let State::Fast {
+                        closing,
+                        service,
+                        servers,
+                        ..
+                    } = std::mem::replace(&mut self.state, State::Done)
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let io = TokioIo::new(Rewind::new(handoff));
+                    let mut conn =
+                        Box::pin(servers.http1.serve_connection(io, service).with_upgrades());
+                    if closing.asked() {
+                        conn.as_mut().close_gracefully();
+                    }
+                    self.state = State::Http1(conn);
+                }
                 State::Peeking { stream, .. } => {
                     let mut first = [0u8; H2_PREFACE.len()];
                     let mut buf = ReadBuf::new(&mut first);
@@ -167,19 +224,28 @@ where
                     let State::Peeking {
                         stream,
                         service,
+                        fast,
+                        activity,
                         servers,
                     } = std::mem::replace(&mut self.state, State::Done)
                     else {
                         unreachable!("matched above")
                     };
-                    let io = TokioIo::new(stream);
                     self.state = if n == 0 {
                         // Closed without a byte: nothing to serve.
                         State::Done
                     } else if surely_http1(&first[..n]) {
-                        let conn = servers.http1.serve_connection(io, service).with_upgrades();
-                        State::Http1(Box::pin(conn))
+                        let closing = Arc::new(Closing::default());
+                        let limits = servers.limits;
+                        let conn = h1::serve(stream, fast, activity, closing.clone(), limits);
+                        State::Fast {
+                            conn: Box::pin(conn),
+                            closing,
+                            service,
+                            servers,
+                        }
                     } else {
+                        let io = TokioIo::new(stream);
                         let conn = servers
                             .auto
                             .serve_connection_with_upgrades(io, service)
@@ -192,9 +258,10 @@ where
     }
 }
 
-impl<S> Graceful for Sniffed<S>
+impl<S, F> Graceful for Sniffed<S, F>
 where
     S: HttpService<Incoming> + Unpin,
+    F: Unpin,
     Self: Future,
     Http1<S>: Graceful,
     Auto<S>: Graceful,
@@ -203,6 +270,12 @@ where
         match &mut self.state {
             State::Http1(conn) => conn.as_mut().close_gracefully(),
             State::Auto(conn) => conn.as_mut().close_gracefully(),
+            State::Fast { closing, .. } => {
+                // Between requests it ends now; else after the answer it is writing.
+                if closing.ask() {
+                    self.state = State::Done;
+                }
+            }
             // No request has begun: nothing to finish.
             State::Peeking { .. } | State::Done => self.state = State::Done,
         }
@@ -220,21 +293,53 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+    use tokio_util::sync::CancellationToken;
 
-    /// Serves every connection to a fresh listener with [`Sniffed`]; each answer names the
-    /// protocol version it was asked in.
+    const LIMITS: h1::Limits = h1::Limits {
+        max_body: 1024,
+        body_timeout: Duration::from_millis(300),
+    };
+
+    /// A connection served with [`Sniffed`]: hyper answers with the protocol version it was
+    /// asked in, the lean server with `fast ` and the body it got (`late` for a late one).
+    #[allow(clippy::type_complexity)] // spelled once, here
+    fn sniffed(
+        stream: TcpStream,
+        servers: Arc<Servers>,
+    ) -> Sniffed<
+        impl Service<Request<Incoming>, Response = Resp, Error = Infallible, Future: Send>
+            + Send
+            + Unpin
+            + Clone
+            + 'static,
+        impl Fn(Request<Full<Bytes>>) -> std::future::Ready<Resp> + Send + Unpin + 'static,
+    > {
+        let svc = service_fn(|req: Request<Incoming>| async move {
+            let body = Bytes::from(format!("{:?}", req.version()));
+            Ok::<_, Infallible>(Resp::new(Full::new(body)))
+        });
+        let fast = |req: Request<Full<Bytes>>| {
+            let late = req.extensions().get::<h1::LateBody>().is_some();
+            let body = h1::full_bytes(req.into_body());
+            let text = match late {
+                true => "late".into(),
+                false => format!("fast {}", String::from_utf8_lossy(&body)),
+            };
+            std::future::ready(Resp::new(Full::new(Bytes::from(text))))
+        };
+        let activity = Arc::new(Activity::new(CancellationToken::new()));
+        Sniffed::new(stream, svc, fast, activity, servers)
+    }
+
+    /// Serves every connection to a fresh listener with [`sniffed`].
     async fn server() -> std::net::SocketAddr {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let servers = Servers::new();
+        let servers = Servers::new(LIMITS);
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                let svc = service_fn(|req: Request<Incoming>| async move {
-                    let body = Bytes::from(format!("{:?}", req.version()));
-                    Ok::<_, Infallible>(Resp::new(Full::new(body)))
-                });
-                tokio::spawn(Sniffed::new(stream, svc, servers.clone()));
+                tokio::spawn(sniffed(stream, servers.clone()));
             }
         });
         addr
@@ -248,7 +353,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut got = String::new();
-        s.read_to_string(&mut got).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut got))
+            .await
+            .unwrap_or_else(|_| panic!("not closed by the server: {got:?}"))
+            .unwrap();
         got
     }
 
@@ -289,13 +397,10 @@ mod tests {
     async fn a_connection_closed_before_a_byte_or_asked_to_close_while_silent_ends() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let svc = service_fn(|_req: Request<Incoming>| async {
-            Ok::<_, Infallible>(Resp::new(Full::new(Bytes::new())))
-        });
         // The peer hangs up without sending anything.
         drop(TcpStream::connect(addr).await.unwrap());
         let (stream, _) = listener.accept().await.unwrap();
-        let conn = Sniffed::new(stream, svc, Servers::new());
+        let conn = sniffed(stream, Servers::new(LIMITS));
         tokio::time::timeout(Duration::from_secs(5), conn)
             .await
             .expect("ends at EOF")
@@ -303,13 +408,166 @@ mod tests {
         // A silent peer, and the gateway stopping: nothing to finish, so it ends at once.
         let _silent = TcpStream::connect(addr).await.unwrap();
         let (stream, _) = listener.accept().await.unwrap();
-        let mut conn = Box::pin(Sniffed::new(stream, svc, Servers::new()));
+        let mut conn = Box::pin(sniffed(stream, Servers::new(LIMITS)));
         assert!(futures_poll_once(conn.as_mut()).await.is_pending());
         conn.as_mut().close_gracefully();
         tokio::time::timeout(Duration::from_secs(5), conn)
             .await
             .expect("ends once asked")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn plain_posts_are_answered_by_the_lean_server_in_order_whole_or_in_pieces() {
+        let addr = server().await;
+        // Two requests in one write: answered in order, the last one closing.
+        let two = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 1\r\n\r\na\
+            POST /b HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nbc";
+        let got = http1(addr, &[two]).await;
+        let (first, second) = got.split_once("fast a").expect(&got);
+        assert!(first.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(
+            first.contains("content-length: 6\r\n") && first.contains("date: "),
+            "{got}"
+        );
+        assert!(!first.contains("connection: close"), "{got}");
+        assert!(second.starts_with("HTTP/1.1 200 OK\r\n"), "{got}");
+        assert!(second.contains("connection: close\r\n"), "{got}");
+        assert!(second.ends_with("\r\n\r\nfast bc"), "{got}");
+        // A head and body in pieces, as clients that write them separately send them.
+        let got = http1(
+            addr,
+            &[
+                b"POST / HT",
+                b"TP/1.1\r\ncontent-length: 5\r\nconnection: close\r",
+                b"\n\r\nhel",
+                b"lo",
+            ],
+        )
+        .await;
+        assert!(got.ends_with("\r\n\r\nfast hello"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn expect_100_continue_is_answered_before_the_body_is_sent() {
+        let addr = server().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nexpect: 100-continue\r\ncontent-length: 5\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut interim = [0u8; 25];
+        s.read_exact(&mut interim).await.unwrap();
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+        s.write_all(b"hello").await.unwrap();
+        let mut got = String::new();
+        s.read_to_string(&mut got).await.unwrap();
+        assert!(
+            got.starts_with("HTTP/1.1 200 OK") && got.ends_with("fast hello"),
+            "{got}"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_the_lean_server_does_not_serve_goes_to_hyper_with_the_bytes_read() {
+        let addr = server().await;
+        // A plain POST, then a GET on the same connection: hyper answers the GET.
+        let got = http1(
+            addr,
+            &[b"POST / HTTP/1.1\r\ncontent-length: 1\r\n\r\naGET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"],
+        )
+        .await;
+        let (first, second) = got.split_once("fast a").expect(&got);
+        assert!(first.starts_with("HTTP/1.1 200"), "{got}");
+        assert!(
+            second.starts_with("HTTP/1.1 200") && second.ends_with("HTTP/1.1"),
+            "{got}"
+        );
+        for req in [
+            // Chunked.
+            &b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n1\r\na\r\n0\r\n\r\n"[..],
+            // Over max_body (1024): hyper's path refuses it unread.
+            b"POST / HTTP/1.1\r\ncontent-length: 2000\r\nconnection: close\r\n\r\n",
+            // HTTP/1.0, and a length given twice.
+            b"POST / HTTP/1.0\r\ncontent-length: 1\r\n\r\na",
+            b"POST / HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\nconnection: close\r\n\r\na",
+            // Another expectation, and an upgrade.
+            b"POST / HTTP/1.1\r\nexpect: 200-ok\r\ncontent-length: 1\r\nconnection: close\r\n\r\na",
+            b"POST / HTTP/1.1\r\nconnection: upgrade, close\r\nupgrade: x\r\ncontent-length: 0\r\n\r\n",
+        ] {
+            let got = http1(addr, &[req]).await;
+            assert!(!got.contains("fast"), "{got}");
+            assert!(got.starts_with("HTTP/1."), "{got}");
+        }
+        // Malformed: hyper's 400.
+        let got = http1(addr, &[b"POST / HTTP/1.1\r\nbad header\r\n\r\n"]).await;
+        assert!(got.starts_with("HTTP/1.1 400"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn a_late_body_is_answered_as_late_and_the_connection_closed() {
+        let addr = server().await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc")
+            .await
+            .unwrap();
+        // Past the 300 ms body deadline, without closing: the server closes.
+        let mut got = String::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut got))
+            .await
+            .expect("closed by the server")
+            .unwrap();
+        assert!(
+            got.contains("connection: close\r\n") && got.ends_with("late"),
+            "{got}"
+        );
+    }
+
+    #[tokio::test]
+    async fn asked_to_close_the_lean_server_ends_when_idle_or_after_the_answer_it_owes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut conn = Box::pin(sniffed(stream, Servers::new(LIMITS)));
+        // One request served, the connection kept alive, then idle.
+        client
+            .write_all(b"POST / HTTP/1.1\r\ncontent-length: 1\r\n\r\na")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        tokio::select! {
+            r = conn.as_mut() => panic!("ended: {r:?}"),
+            n = client.read(&mut buf) => assert!(n.unwrap() > 0),
+        }
+        assert!(futures_poll_once(conn.as_mut()).await.is_pending());
+        conn.as_mut().close_gracefully();
+        tokio::time::timeout(Duration::from_secs(5), conn.as_mut())
+            .await
+            .expect("ends at once when idle")
+            .unwrap();
+        // Asked while a request's body is still coming: the answer is sent, then it closes.
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut conn = Box::pin(sniffed(stream, Servers::new(LIMITS)));
+        client
+            .write_all(b"POST / HTTP/1.1\r\ncontent-length: 2\r\n\r\na")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(futures_poll_once(conn.as_mut()).await.is_pending());
+        conn.as_mut().close_gracefully();
+        client.write_all(b"b").await.unwrap();
+        let mut got = String::new();
+        let (ended, read) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(5), conn.as_mut()),
+            client.read_to_string(&mut got)
+        );
+        ended.expect("ends after its answer").unwrap();
+        read.unwrap();
+        assert!(
+            got.contains("connection: close\r\n") && got.ends_with("fast ab"),
+            "{got}"
+        );
     }
 
     /// Polls `fut` once.

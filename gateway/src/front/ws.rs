@@ -65,7 +65,7 @@ struct Ctx {
 }
 
 /// A `GET` asking for a WebSocket.
-pub fn wants_upgrade(req: &Request<Incoming>) -> bool {
+pub fn wants_upgrade<B>(req: &Request<B>) -> bool {
     let has = |name, token: &str| {
         req.headers().get_all(name).iter().any(|v| {
             v.to_str()

@@ -1,0 +1,492 @@
+//! A lean HTTP/1.1 server for the request nearly every caller sends: `POST` with a
+//! `Content-Length` body. hyper's HTTP/1 server spent about 10k of
+//! the 27k instructions of a gateway-tier hit (a dispatcher, a body channel, a header map built
+//! from every header, a response encoder); this one parses with `httparse` (as hyper does),
+//! reads the body within `body_timeout_ms` (answering `Expect: 100-continue` first), calls the
+//! request path with the body in hand, and writes the answer in one `write`. A body late past
+//! its deadline is handed on empty and marked [`LateBody`]: the request path answers 408 and the
+//! connection closes.
+//!
+//! Anything else goes to hyper, with the bytes read so far handed back ([`Handoff`], read again
+//! through [`Rewind`]): other methods (`GET /healthz`, CORS preflights, WebSocket upgrades),
+//! HTTP/1.0, chunked bodies, other expectations, a body larger than `max_body_bytes` (hyper's
+//! path answers 413 without reading it), and any head hyper would refuse (it answers with the
+//! right error). From then on hyper serves the connection, so every rule it keeps still holds
+//! there, and the request path ([`super::entry`]) is the same code for both.
+//!
+//! Between requests the connection holds no buffer: it waits for the socket to be readable
+//! first, so an idle keep-alive connection costs what it did with hyper.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use http_body_util::Full;
+use hyper::body::Body as _;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::conns::Activity;
+use super::respond::Resp;
+
+/// Most headers a request may have on this path; more goes to hyper (its limit is 100).
+const MAX_HEADERS: usize = 32;
+/// A head not complete within this many bytes goes to hyper (it allows more, and answers 431
+/// past its own bound).
+const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Read size while a request comes in.
+const READ_CHUNK: usize = 4096;
+/// A body up to this size is copied behind the head and both go out in one `write`; a larger
+/// one goes out in a second.
+const COPY_BODY_MAX: usize = 16 * 1024;
+
+/// What the connection is left with when hyper takes over: the socket and the bytes read but
+/// not served, starting at a request's first byte.
+pub struct Handoff {
+    pub stream: TcpStream,
+    pub read: BytesMut,
+}
+
+/// Marks a request whose body did not arrive within `body_timeout_ms` (its body is empty).
+#[derive(Debug, Clone, Copy)]
+pub struct LateBody;
+
+/// What the lean server allows a request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// `max_body_bytes`: a larger declared body goes to hyper's path, which refuses it unread.
+    pub max_body: usize,
+    /// `body_timeout_ms`: from a request's head to the end of its body.
+    pub body_timeout: Duration,
+}
+
+/// Shared between the connection's future and whoever may ask it to close
+/// ([`super::sniff::Sniffed`]).
+#[derive(Default)]
+pub struct Closing {
+    /// Asked to close: the request being read or served is answered with `connection: close`
+    /// and no further one is read.
+    asked: AtomicBool,
+    /// Waiting for a request's first byte: nothing to finish, so it can be dropped at once.
+    idle: AtomicBool,
+}
+
+impl Closing {
+    /// Asks the connection to close; returns whether it is between requests (safe to drop).
+    pub fn ask(&self) -> bool {
+        self.asked.store(true, Ordering::Relaxed);
+        self.idle.load(Ordering::Relaxed)
+    }
+
+    pub fn asked(&self) -> bool {
+        self.asked.load(Ordering::Relaxed)
+    }
+}
+
+/// Serves requests on `stream` with `handler` until the peer closes, the connection is asked to
+/// close, or a request needs hyper (`Ok(Some(handoff))`). Each request is in flight on
+/// `activity` from its head until its answer is ready, as hyper's service marks it.
+pub async fn serve<F, Fut>(
+    mut stream: TcpStream,
+    handler: F,
+    activity: Arc<Activity>,
+    closing: Arc<Closing>,
+    limits: Limits,
+) -> io::Result<Option<Handoff>>
+where
+    F: Fn(Request<Full<Bytes>>) -> Fut,
+    Fut: std::future::Future<Output = Resp>,
+{
+    let mut buf = BytesMut::new();
+    let mut head = Head::default();
+    loop {
+        loop {
+            if buf.is_empty() {
+                // Between requests: hold no buffer while waiting.
+                buf = BytesMut::new();
+                closing.idle.store(true, Ordering::Relaxed);
+                if closing.asked() {
+                    return Ok(None);
+                }
+                stream.readable().await?;
+                closing.idle.store(false, Ordering::Relaxed);
+            } else {
+                match parse(&buf, limits.max_body, &mut head) {
+                    Parsed::Partial if buf.len() < MAX_HEAD_BYTES => {}
+                    Parsed::Partial | Parsed::Hyper => {
+                        tracing::debug!("request handed to hyper's HTTP/1 server");
+                        return Ok(Some(Handoff { stream, read: buf }));
+                    }
+                    Parsed::Request => break,
+                }
+                stream.readable().await?;
+            }
+            buf.reserve(READ_CHUNK);
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let in_flight = activity.start();
+        let whole = head.len + head.body_len;
+        let mut late = false;
+        if buf.len() < whole {
+            if head.expect_continue {
+                stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
+            }
+            let deadline = Instant::now() + limits.body_timeout;
+            while buf.len() < whole {
+                match tokio::time::timeout_at(deadline, stream.readable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => {
+                        late = true;
+                        break;
+                    }
+                }
+                // What arrives, not what the head declares: a declared length costs nothing
+                // until the bytes come.
+                buf.reserve((whole - buf.len()).min(64 * 1024));
+                match stream.try_read_buf(&mut buf) {
+                    // The peer left mid-body: no one to answer.
+                    Ok(0) => return Ok(None),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        let req = if late {
+            // The rest of the body may still come: this connection cannot be read on.
+            let raw = std::mem::take(&mut buf).freeze();
+            head.request(&raw, 0).map(|mut req| {
+                req.extensions_mut().insert(LateBody);
+                req
+            })
+        } else {
+            let raw = buf.split_to(whole).freeze();
+            head.request(&raw, head.body_len)
+        };
+        let Some(req) = req else {
+            // Not reached: `parse` checked what `request` needs. Closed rather than guessed at.
+            return Ok(None);
+        };
+        let resp = handler(req).await;
+        drop(in_flight);
+        let close = late || head.close || closing.asked() || asks_close(resp.headers());
+        write_response(&mut stream, resp, close).await?;
+        if close {
+            let _ = stream.shutdown().await;
+            return Ok(None);
+        }
+    }
+}
+
+/// What a buffer starting at a request's first byte holds.
+enum Parsed {
+    /// Not a whole head yet.
+    Partial,
+    /// A request for hyper (see the module docs).
+    Hyper,
+    /// A whole head for this path.
+    Request,
+}
+
+/// Where a part of the head is: offset and length (a head is under 64 KiB).
+type Span = (u16, u16);
+
+/// A request's head, as spans of the buffer it was parsed from.
+#[derive(Default)]
+struct Head {
+    /// The head's length, blank line included.
+    len: usize,
+    body_len: usize,
+    path: Span,
+    /// Each header's name and value.
+    headers: [(Span, Span); MAX_HEADERS],
+    count: usize,
+    /// `Connection: close`.
+    close: bool,
+    /// `Expect: 100-continue`.
+    expect_continue: bool,
+}
+
+/// Parses the head at the start of `buf` into `head`.
+fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        // Too many headers, or a malformed head: hyper's rules and its answer.
+        Err(_) => return Parsed::Hyper,
+    };
+    let (Some("POST"), Some(1), Some(path)) = (req.method, req.version, req.path) else {
+        return Parsed::Hyper;
+    };
+    if !path.starts_with('/') || len > MAX_HEAD_BYTES {
+        return Parsed::Hyper;
+    }
+    let base = buf.as_ptr() as usize;
+    // Within the head, so under MAX_HEAD_BYTES (16 KiB): both fit a u16.
+    let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u16, s.len() as u16);
+    head.len = len;
+    head.body_len = 0;
+    head.path = at(path.as_bytes());
+    head.count = req.headers.len();
+    head.close = false;
+    head.expect_continue = false;
+    let mut length = None;
+    for (h, slot) in req.headers.iter().zip(head.headers.iter_mut()) {
+        *slot = (at(h.name.as_bytes()), at(h.value));
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"content-length") {
+            if length.is_some() {
+                return Parsed::Hyper;
+            }
+            length = Some(decimal(h.value));
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in h.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    head.close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                    // `upgrade`, or hop-by-hop header names: hyper's handling.
+                    return Parsed::Hyper;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"expect")
+            && h.value.eq_ignore_ascii_case(b"100-continue")
+            && !head.expect_continue
+        {
+            head.expect_continue = true;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"upgrade")
+        {
+            return Parsed::Hyper;
+        }
+    }
+    match length {
+        Some(Some(n)) if n <= max_body => head.body_len = n,
+        // No length, a bad one, or too large (hyper's path answers 413 without reading it).
+        _ => return Parsed::Hyper,
+    }
+    Parsed::Request
+}
+
+/// A `Content-Length` value: digits only, no sign or space, and not absurdly long.
+fn decimal(v: &[u8]) -> Option<usize> {
+    if v.is_empty() || v.len() > 15 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')))
+}
+
+impl Head {
+    /// The request, its path, header values and body (`body_len` bytes after the head) slices
+    /// of `raw`.
+    fn request(&self, raw: &Bytes, body_len: usize) -> Option<Request<Full<Bytes>>> {
+        let range = |(at, len): Span| usize::from(at)..usize::from(at) + usize::from(len);
+        let slice = |span| raw.slice(range(span));
+        let uri = Uri::from_maybe_shared(slice(self.path)).ok()?;
+        let mut headers = HeaderMap::with_capacity(self.count);
+        for &(name, value) in &self.headers[..self.count] {
+            let name = HeaderName::from_bytes(&raw[range(name)]).ok()?;
+            let value = HeaderValue::from_maybe_shared(slice(value)).ok()?;
+            headers.append(name, value);
+        }
+        let mut req = Request::new(Full::new(raw.slice(self.len..self.len + body_len)));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        Some(req)
+    }
+}
+
+/// Whether the answer asks for the connection to close.
+fn asks_close(h: &HeaderMap) -> bool {
+    h.get(header::CONNECTION)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"))
+}
+
+/// Writes `resp` framed by `Content-Length`, with a `Date` (as hyper adds) and, when the
+/// connection closes after it, `Connection: close`.
+async fn write_response(stream: &mut TcpStream, resp: Resp, close: bool) -> io::Result<()> {
+    let (parts, body) = resp.into_parts();
+    let body = full_bytes(body);
+    // 1xx, 204 and 304 have no body and no length (RFC 9112, section 6.3).
+    let bodyless = parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    let copy = !bodyless && body.len() <= COPY_BODY_MAX;
+    let mut out = Vec::with_capacity(256 + if copy { body.len() } else { 0 });
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(parts.status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH || name == header::CONNECTION {
+            continue;
+        }
+        dated |= name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !bodyless {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa(body.len(), &mut [0; 20]));
+        out.extend_from_slice(b"\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        date::now(|d| out.extend_from_slice(d));
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if copy {
+        out.extend_from_slice(&body);
+        stream.write_all(&out).await
+    } else {
+        stream.write_all(&out).await?;
+        if bodyless {
+            return Ok(());
+        }
+        stream.write_all(&body).await
+    }
+}
+
+/// The bytes of a `Full` body (ready at once: no waker needed).
+pub(crate) fn full_bytes(body: Full<Bytes>) -> Bytes {
+    let mut body = std::pin::pin!(body);
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match body.as_mut().poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    }
+}
+
+fn itoa(mut n: usize, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// The `Date` header's value, formatted once a second per thread.
+mod date {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    thread_local! {
+        static CACHED: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+
+    pub fn now(f: impl FnOnce(&[u8])) {
+        let now = SystemTime::now();
+        let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        CACHED.with_borrow_mut(|(at, text)| {
+            if *at != secs {
+                let s = httpdate::fmt_http_date(now);
+                text.copy_from_slice(&s.as_bytes()[..29]);
+                *at = secs;
+            }
+            f(&text[..]);
+        });
+    }
+}
+
+/// A socket read again from the bytes already taken from it, then as itself: how hyper gets a
+/// connection the fast path has begun reading.
+pub struct Rewind {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl Rewind {
+    pub fn new(handoff: Handoff) -> Self {
+        Self {
+            read: handoff.read.freeze(),
+            stream: handoff.stream,
+        }
+    }
+
+    /// A socket nothing was read from.
+    pub fn fresh(stream: TcpStream) -> Self {
+        Self {
+            read: Bytes::new(),
+            stream,
+        }
+    }
+}
+
+impl AsyncRead for Rewind {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Rewind {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
