@@ -28,7 +28,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Body as _;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
@@ -125,14 +125,12 @@ where
                     }
                     Parsed::Request => break,
                 }
-                stream.readable().await?;
             }
             buf.reserve(READ_CHUNK);
-            match stream.try_read_buf(&mut buf) {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            // `read_buf`, not `try_read_buf`: a read that leaves room in the buffer marks the
+            // socket drained, so the next wait goes to epoll instead of to a read that fails.
+            if stream.read_buf(&mut buf).await? == 0 {
+                return Ok(None);
             }
         }
         let in_flight = activity.start();
@@ -144,22 +142,18 @@ where
             }
             let deadline = Instant::now() + limits.body_timeout;
             while buf.len() < whole {
-                match tokio::time::timeout_at(deadline, stream.readable()).await {
-                    Ok(ready) => ready?,
+                // What arrives, not what the head declares: a declared length costs nothing
+                // until the bytes come.
+                buf.reserve((whole - buf.len()).min(64 * 1024));
+                match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+                    // The peer left mid-body: no one to answer.
+                    Ok(Ok(0)) => return Ok(None),
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
                     Err(_) => {
                         late = true;
                         break;
                     }
-                }
-                // What arrives, not what the head declares: a declared length costs nothing
-                // until the bytes come.
-                buf.reserve((whole - buf.len()).min(64 * 1024));
-                match stream.try_read_buf(&mut buf) {
-                    // The peer left mid-body: no one to answer.
-                    Ok(0) => return Ok(None),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
                 }
             }
         }
