@@ -212,6 +212,18 @@ struct Head {
     expect_continue: bool,
 }
 
+/// The whole request (head and `Content-Length` body) at the start of `buf`, as [`serve`] reads
+/// and builds it; `None` when it is not whole or is one for hyper (benches).
+pub fn request(buf: &Bytes, max_body: usize) -> Option<Request<Full<Bytes>>> {
+    let mut head = Head::default();
+    match parse(buf, max_body, &mut head) {
+        Parsed::Request if buf.len() >= head.len + head.body_len => {
+            head.request(buf, head.body_len)
+        }
+        _ => None,
+    }
+}
+
 /// Parses the head at the start of `buf` into `head`.
 fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -290,7 +302,11 @@ impl Head {
     fn request(&self, raw: &Bytes, body_len: usize) -> Option<Request<Full<Bytes>>> {
         let range = |(at, len): Span| usize::from(at)..usize::from(at) + usize::from(len);
         let slice = |span| raw.slice(range(span));
-        let uri = Uri::from_maybe_shared(slice(self.path)).ok()?;
+        let uri = match &raw[range(self.path)] {
+            // What nearly every call asks: no parse, no reference to the buffer.
+            b"/" => Uri::from_static("/"),
+            _ => Uri::from_maybe_shared(slice(self.path)).ok()?,
+        };
         let mut headers = HeaderMap::with_capacity(self.count);
         for &(name, value) in &self.headers[..self.count] {
             let name = HeaderName::from_bytes(&raw[range(name)]).ok()?;
@@ -314,6 +330,17 @@ fn asks_close(h: &HeaderMap) -> bool {
 /// Writes `resp` framed by `Content-Length`, with a `Date` (as hyper adds) and, when the
 /// connection closes after it, `Connection: close`.
 async fn write_response(stream: &mut TcpStream, resp: Resp, close: bool) -> io::Result<()> {
+    let mut out = Vec::new();
+    let rest = encode(resp, close, &mut out);
+    stream.write_all(&out).await?;
+    if !rest.is_empty() {
+        stream.write_all(&rest).await?;
+    }
+    Ok(())
+}
+
+/// Writes `resp`'s head into `out`, and its body too when small; returns the body left to send.
+pub fn encode(resp: Resp, close: bool, out: &mut Vec<u8>) -> Bytes {
     let (parts, body) = resp.into_parts();
     let body = full_bytes(body);
     // 1xx, 204 and 304 have no body and no length (RFC 9112, section 6.3).
@@ -321,7 +348,7 @@ async fn write_response(stream: &mut TcpStream, resp: Resp, close: bool) -> io::
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
     let copy = !bodyless && body.len() <= COPY_BODY_MAX;
-    let mut out = Vec::with_capacity(256 + if copy { body.len() } else { 0 });
+    out.reserve(256 + if copy { body.len() } else { 0 });
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
@@ -360,13 +387,11 @@ async fn write_response(stream: &mut TcpStream, resp: Resp, close: bool) -> io::
     out.extend_from_slice(b"\r\n");
     if copy {
         out.extend_from_slice(&body);
-        stream.write_all(&out).await
+        Bytes::new()
+    } else if bodyless {
+        Bytes::new()
     } else {
-        stream.write_all(&out).await?;
-        if bodyless {
-            return Ok(());
-        }
-        stream.write_all(&body).await
+        body
     }
 }
 
