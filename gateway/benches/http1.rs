@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     for (name, bytes) in [("wrk", &wrk), ("browser", &browser)] {
         assert!(h1::request(bytes, 1 << 20).is_some(), "{name}");
         c.bench_function(&format!("h1 request ({name})"), |b| {
-            b.iter(|| h1::request(black_box(bytes), 1 << 20))
+            b.iter(|| h1::request(black_box(bytes), 1 << 20));
         });
     }
     let answer = || {
@@ -67,7 +67,7 @@ fn bench(c: &mut Criterion) {
                 black_box(h1::encode(r, false, &mut out));
             },
             criterion::BatchSize::SmallInput,
-        )
+        );
     });
 }
 
