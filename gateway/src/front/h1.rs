@@ -9,9 +9,9 @@
 //!
 //! Anything else goes to hyper, with the bytes read so far handed back ([`Handoff`], read again
 //! through [`Rewind`]): other methods (`GET /healthz`, CORS preflights, WebSocket upgrades),
-//! HTTP/1.0, chunked bodies, other expectations, a body larger than `max_body_bytes` (hyper's
-//! path answers 413 without reading it), and any head hyper would refuse (it answers with the
-//! right error). From then on hyper serves the connection, so every rule it keeps still holds
+//! HTTP/1.0, chunked bodies, other expectations, a body over 64 KiB (hyper's path checks the
+//! caller's key before reading it, and answers 413 unread past `max_body_bytes`), and any head
+//! hyper would refuse (it answers with the right error). From then on hyper serves the connection, so every rule it keeps still holds
 //! there, and the request path ([`super::entry`]) is the same code for both.
 //!
 //! Between requests the connection holds no buffer: it waits for the socket to be readable
@@ -42,6 +42,13 @@ const MAX_HEADERS: usize = 32;
 const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Read size while a request comes in.
 const READ_CHUNK: usize = 4096;
+/// The largest body read here. The body is read before the request path checks the caller's
+/// key, chain and content type; a larger one goes to hyper's path, which checks those first and
+/// drains at most this much from a refused request.
+const MAX_BODY: usize = 64 * 1024;
+/// A read buffer left holding more than this after a request (a large body's) is not kept for
+/// the next one.
+const MAX_KEPT_BUFFER: usize = 16 * 1024;
 /// A body up to this size is copied behind the head and both go out in one `write`; a larger
 /// one goes out in a second.
 const COPY_BODY_MAX: usize = 16 * 1024;
@@ -117,7 +124,7 @@ where
                 stream.readable().await?;
                 closing.idle.store(false, Ordering::Relaxed);
             } else {
-                match parse(&buf, limits.max_body, &mut head) {
+                match parse(&buf, limits.max_body.min(MAX_BODY), &mut head) {
                     Parsed::Partial if buf.len() < MAX_HEAD_BYTES => {}
                     Parsed::Partial | Parsed::Hyper => {
                         tracing::debug!("request handed to hyper's HTTP/1 server");
@@ -137,11 +144,17 @@ where
         let whole = head.len + head.body_len;
         let mut late = false;
         if buf.len() < whole {
-            if head.expect_continue {
-                stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
-            }
             let deadline = Instant::now() + limits.body_timeout;
-            while buf.len() < whole {
+            if head.expect_continue {
+                // Within the body's deadline: a peer that reads nothing cannot hold the
+                // connection in flight (and so open) with it.
+                let go_on = b"HTTP/1.1 100 Continue\r\n\r\n";
+                match tokio::time::timeout_at(deadline, stream.write_all(go_on)).await {
+                    Ok(written) => written?,
+                    Err(_) => late = true,
+                }
+            }
+            while buf.len() < whole && !late {
                 // What arrives, not what the head declares: a declared length costs nothing
                 // until the bytes come.
                 buf.reserve((whole - buf.len()).min(64 * 1024));
@@ -157,20 +170,30 @@ where
                 }
             }
         }
-        let req = if late {
+        let (raw, req) = if late {
             // The rest of the body may still come: this connection cannot be read on.
             let raw = std::mem::take(&mut buf).freeze();
-            head.request(&raw, 0).map(|mut req| {
+            let req = head.request(&raw, 0).map(|mut req| {
                 req.extensions_mut().insert(LateBody);
                 req
-            })
+            });
+            (raw, req)
         } else {
             let raw = buf.split_to(whole).freeze();
-            head.request(&raw, head.body_len)
+            if buf.capacity() > MAX_KEPT_BUFFER {
+                // What is left shares a large body's allocation: keep a copy instead.
+                buf = BytesMut::from(&buf[..]);
+            }
+            let req = head.request(&raw, head.body_len);
+            (raw, req)
         };
         let Some(req) = req else {
-            // Not reached: `parse` checked what `request` needs. Closed rather than guessed at.
-            return Ok(None);
+            // A path httparse takes and `Uri` does not (`<`, `"`, ...): hyper answers it (400),
+            // from the request's first byte.
+            drop(in_flight);
+            let mut read = BytesMut::from(&raw[..]);
+            read.extend_from_slice(&buf);
+            return Ok(Some(Handoff { stream, read }));
         };
         let resp = handler(req).await;
         drop(in_flight);
@@ -288,12 +311,15 @@ fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
     Parsed::Request
 }
 
-/// A `Content-Length` value: digits only, no sign or space, and not absurdly long.
+/// A `Content-Length` value: digits only, no sign or space, and one `usize` holds.
 fn decimal(v: &[u8]) -> Option<usize> {
-    if v.is_empty() || v.len() > 15 || !v.iter().all(u8::is_ascii_digit) {
+    if v.is_empty() {
         return None;
     }
-    Some(v.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')))
+    v.iter().try_fold(0usize, |n, d| {
+        let d = d.is_ascii_digit().then(|| usize::from(d - b'0'))?;
+        n.checked_mul(10)?.checked_add(d)
+    })
 }
 
 impl Head {
@@ -507,5 +533,56 @@ impl AsyncWrite for Rewind {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_length_is_digits_that_fit() {
+        assert_eq!(decimal(b"0"), Some(0));
+        assert_eq!(decimal(b"007"), Some(7));
+        assert_eq!(decimal(b"65536"), Some(65536));
+        for bad in [
+            &b""[..],
+            b"+5",
+            b"-1",
+            b"5 ",
+            b" 5",
+            b"1,1",
+            b"0x10",
+            b"99999999999999999999999",
+        ] {
+            assert_eq!(decimal(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn a_whole_request_is_built_from_its_bytes_and_the_rest_is_left_to_hyper() {
+        let req = request(
+            &Bytes::from_static(b"POST /v1/k?x=1 HTTP/1.1\r\nHost: a\r\nX-Api-Key: k\r\nContent-Length: 2\r\n\r\n{}tail"),
+            1024,
+        )
+        .expect("served here");
+        assert_eq!(req.uri(), "/v1/k?x=1");
+        assert_eq!(req.headers()["x-api-key"], "k");
+        assert_eq!(req.headers()["host"], "a");
+        assert_eq!(full_bytes(req.into_body()), "{}");
+        for hyper in [
+            // Over the lean server's body limit (here 1024), a body still coming, not a POST.
+            &b"POST / HTTP/1.1\r\ncontent-length: 1025\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nab",
+            b"PUT / HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+            b"POST * HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+            b"POST http://a/ HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+            // No length, and a path `Uri` refuses.
+            b"POST / HTTP/1.1\r\n\r\n",
+            b"POST /a<b HTTP/1.1\r\ncontent-length: 0\r\n\r\n",
+        ] {
+            let got = request(&Bytes::copy_from_slice(hyper), 1024);
+            assert!(got.is_none(), "{:?}", String::from_utf8_lossy(hyper));
+        }
     }
 }
