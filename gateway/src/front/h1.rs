@@ -1,7 +1,7 @@
 //! A lean HTTP/1.1 server for the request nearly every caller sends: `POST` with a
 //! `Content-Length` body. hyper's HTTP/1 server spent about 10k of the 27k instructions of a
-//! gateway-tier hit (a dispatcher, a body channel, a response encoder, a read that found the
-//! socket empty per request); this one parses with `httparse` (as hyper does),
+//! gateway-tier hit (a dispatcher, a body channel, a header map and a response encoder of its
+//! own); this one parses with `httparse` (as hyper does),
 //! reads the body within `body_timeout_ms` (answering `Expect: 100-continue` first), calls the
 //! request path with the body in hand, and writes the answer in one `write`. A body late past
 //! its deadline is handed on empty and marked [`LateBody`]: the request path answers 408 and the
