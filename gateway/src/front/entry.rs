@@ -2,7 +2,9 @@
 //! `POST /{chain}` by name or id (`POST /v1/{key}` and `POST /{chain}/{key}` with an API key in
 //! the URL), bounded in connections (in all and per address, see [`super::conns`]), header,
 //! idle and body time, and body size. The caller's key is checked (and its tenant's chains and
-//! browser origins) before the body is read. Every response carries `x-request-id` and the
+//! browser origins) before a body over 64 KiB is read (the lean HTTP/1.1 server, [`super::h1`],
+//! reads smaller ones whole first, then calls the same code). Every response carries
+//! `x-request-id` and the
 //! CORS headers ([`super::cors`]). Once the body is read, the request path
 //! ([`crate::request`]) takes over.
 
