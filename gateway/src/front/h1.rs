@@ -143,34 +143,10 @@ where
         }
         let in_flight = activity.start();
         let whole = head.len + head.body_len;
-        let mut late = false;
-        if buf.len() < whole {
-            let deadline = Instant::now() + limits.body_timeout;
-            if head.expect_continue {
-                // Within the body's deadline: a peer that reads nothing cannot hold the
-                // connection in flight (and so open) with it.
-                let go_on = b"HTTP/1.1 100 Continue\r\n\r\n";
-                match tokio::time::timeout_at(deadline, stream.write_all(go_on)).await {
-                    Ok(written) => written?,
-                    Err(_) => late = true,
-                }
-            }
-            while buf.len() < whole && !late {
-                // What arrives, not what the head declares: a declared length costs nothing
-                // until the bytes come.
-                buf.reserve((whole - buf.len()).min(64 * 1024));
-                match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
-                    // The peer left mid-body: no one to answer.
-                    Ok(Ok(0)) => return Ok(None),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => return Err(e),
-                    Err(_) => {
-                        late = true;
-                        break;
-                    }
-                }
-            }
-        }
+        // `None`: the peer left mid-body, no one to answer.
+        let Some(late) = read_body(&mut stream, &mut buf, &head, limits.body_timeout).await? else {
+            return Ok(None);
+        };
         let (raw, req) = if late {
             // The rest of the body may still come: this connection cannot be read on.
             let raw = std::mem::take(&mut buf).freeze();
@@ -205,6 +181,40 @@ where
             return Ok(None);
         }
     }
+}
+
+/// Reads the rest of `head`'s body into `buf` (answering `Expect: 100-continue` first) within
+/// `timeout`: whether it came late (`Some(true)`), or `None` when the peer closed first.
+async fn read_body(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &Head,
+    timeout: Duration,
+) -> io::Result<Option<bool>> {
+    let whole = head.len + head.body_len;
+    if buf.len() >= whole {
+        return Ok(Some(false));
+    }
+    let deadline = Instant::now() + timeout;
+    if head.expect_continue {
+        // Within the body's deadline: a peer that reads nothing cannot hold the connection in
+        // flight (and so open) with it.
+        let go_on = b"HTTP/1.1 100 Continue\r\n\r\n";
+        match tokio::time::timeout_at(deadline, stream.write_all(go_on)).await {
+            Ok(written) => written?,
+            Err(_) => return Ok(Some(true)),
+        }
+    }
+    // At most MAX_BODY and a head: `parse` sends larger bodies to hyper.
+    buf.reserve(whole - buf.len());
+    while buf.len() < whole {
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(0)) => return Ok(None),
+            Ok(read) => read?,
+            Err(_) => return Ok(Some(true)),
+        };
+    }
+    Ok(Some(false))
 }
 
 /// What a buffer starting at a request's first byte holds.
