@@ -1,15 +1,18 @@
 //! The node's side of a gateway link: dial out (so nodes behind NAT can join), prove identity
-//! with mutual TLS and the join token, report status on the control stream, and answer one
-//! request per stream the gateway opens. Reconnects with capped, jittered backoff. A node runs
+//! with mutual TLS and the join token, report status on the control stream, and answer the
+//! requests on the request stream the gateway opens (`proto::msg`), each in a task of its own,
+//! the answers written as they are ready. Reconnects with capped, jittered backoff. A node runs
 //! one link per configured gateway, each on its own: one going away disturbs no other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use proto::frame::{self, FrameError, FrameType};
+use bytes::{Bytes, BytesMut};
+use proto::frame::{self, FrameError, FrameReader, FrameType};
 use proto::msg::{self, Hello, Reject, RpcRequest, Status, Welcome};
 use tokio::net::lookup_host;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -141,10 +144,10 @@ async fn session(
     let accept_task = async {
         loop {
             let (send, recv) = conn.accept_bi().await?;
-            let shared = shared.clone();
+            let (shared, conn) = (shared.clone(), conn.clone());
             tokio::spawn(async move {
-                if let Err(e) = serve_stream(&shared, send, recv, max_frame).await {
-                    tracing::debug!(error = %e, "request stream failed");
+                if let Err(e) = serve_stream(&shared, &conn, send, recv, max_frame).await {
+                    tracing::debug!(error = %e, "stream failed");
                 }
             });
         }
@@ -321,31 +324,113 @@ async fn report(
     }
 }
 
+/// One stream the gateway opened: its request stream, or a subscription.
 async fn serve_stream(
-    shared: &Shared,
-    mut send: quinn::SendStream,
+    shared: &Arc<Shared>,
+    conn: &quinn::Connection,
+    send: quinn::SendStream,
     mut recv: quinn::RecvStream,
     max: usize,
 ) -> Result<(), LinkError> {
-    shared.metrics.requests.inc();
-    let Ok(_permit) = shared.in_flight.clone().try_acquire_owned() else {
-        // Overloaded: refuse the stream so the gateway retries elsewhere at once.
-        let _ = send.reset(1u32.into());
+    let mut frames = FrameReader::new(max);
+    let Some(first) = frames.next(&mut recv).await? else {
         return Ok(());
     };
-    let buf = recv
-        .read_to_end(max)
-        .await
-        .map_err(|e| LinkError::Frame(FrameError::Io(std::io::Error::other(e))))?;
-    let frame = frame::decode_one(buf.into(), max)?;
-    if frame.ty == FrameType::Subscribe {
-        // Long-lived: not a request in flight.
-        drop(_permit);
-        let sub = msg::decode_json::<proto::sub::Subscribe>("Subscribe", &frame.payload)?;
+    if first.ty == FrameType::Subscribe {
+        let sub = msg::decode_json::<proto::sub::Subscribe>("Subscribe", &first.payload)?;
         Box::pin(crate::subs::serve(shared, send, sub)).await;
         return Ok(());
     }
-    let req = RpcRequest::decode(frame.expect(FrameType::RpcRequest)?)?;
+    let (out, queued) = mpsc::channel(ANSWER_QUEUE);
+    let read = async move {
+        let mut next = Some(first);
+        loop {
+            let frame = match next.take() {
+                Some(f) => f,
+                None => match frames.next(&mut recv).await? {
+                    Some(f) => f,
+                    None => return Ok(()),
+                },
+            };
+            let payload = frame.expect(FrameType::TaggedRequest)?;
+            let (tag, body) = msg::split_tag(payload, "TaggedRequest")?;
+            shared.metrics.requests.inc();
+            let Ok(permit) = shared.in_flight.clone().try_acquire_owned() else {
+                // Overloaded: refused at once, so the gateway asks another node.
+                let _ = out.send(Out::Busy(tag)).await;
+                continue;
+            };
+            let req = RpcRequest::decode(body)?;
+            let (shared, conn, out) = (shared.clone(), conn.clone(), out.clone());
+            tokio::spawn(async move {
+                let frame = answer(&shared, req, max).await;
+                drop(permit);
+                if frame.len() > msg::INLINE_MAX {
+                    if let Err(e) = send_large(&conn, tag, &frame).await {
+                        tracing::debug!(error = %e, "large answer not sent");
+                    }
+                } else {
+                    let _ = out.send(Out::Answer(tag, frame)).await;
+                }
+            });
+        }
+    };
+    // The writer ends once the reader and every answer in the making have let go of `out`.
+    let (read, write) = tokio::join!(read, write_answers(send, queued));
+    read.and(write)
+}
+
+/// What the request stream's writer sends.
+enum Out {
+    /// A whole `RpcResponse` frame, sent tagged.
+    Answer(u64, Bytes),
+    Busy(u64),
+}
+
+/// Answers waiting for the writer; an answer past this waits its turn.
+const ANSWER_QUEUE: usize = 1024;
+/// Answers the writer takes per write.
+const ANSWER_BATCH: usize = 128;
+
+/// Writes answers as they are ready, all that are ready in one write.
+async fn write_answers(
+    mut send: quinn::SendStream,
+    mut queued: mpsc::Receiver<Out>,
+) -> Result<(), LinkError> {
+    let mut batch = Vec::with_capacity(ANSWER_BATCH);
+    let mut buf = BytesMut::new();
+    while queued.recv_many(&mut batch, ANSWER_BATCH).await > 0 {
+        buf.clear();
+        for out in batch.drain(..) {
+            match out {
+                Out::Answer(tag, frame) => {
+                    msg::put_tagged(&mut buf, FrameType::TaggedResponse, tag, &frame);
+                }
+                Out::Busy(tag) => buf.extend_from_slice(&msg::busy(tag)),
+            }
+        }
+        send.write_all(&buf).await?;
+        if buf.capacity() > 2 * msg::INLINE_MAX {
+            // A burst should not keep its buffer for the connection's life.
+            buf = BytesMut::new();
+        }
+    }
+    let _ = send.finish();
+    Ok(())
+}
+
+/// An answer too large for the request stream, on a stream of its own.
+async fn send_large(conn: &quinn::Connection, tag: u64, frame: &[u8]) -> Result<(), LinkError> {
+    let mut send = conn.open_uni().await?;
+    send.write_all(&msg::tagged_header(FrameType::TaggedResponse, tag, frame))
+        .await?;
+    send.write_all(&frame[5..]).await?;
+    let _ = send.finish();
+    Ok(())
+}
+
+/// Answers one request: a whole `RpcResponse` frame, at most `max` bytes once tagged.
+async fn answer(shared: &Shared, req: RpcRequest, max: usize) -> Bytes {
     // At info level so that warnings raised while answering (an upstream failing) carry the
     // gateway's request id, which joins the two sides' logs. Params are never recorded.
     // The id as `&str`, not `%`: a Display field is formatted through `write!`.
@@ -357,41 +442,39 @@ async fn serve_stream(
     );
     shared.metrics.in_flight.inc();
     // Boxed: the answering future is tens of KiB (upstream calls, proofs), and unboxed it made
-    // every stream's task that big, copied four times per request on spawn.
+    // every request's task that big, copied four times per request on spawn.
     let resp = Box::pin(shared.service.handle(req))
         .instrument(span.clone())
         .await;
     shared.metrics.in_flight.dec();
     span.in_scope(|| tracing::debug!(results = resp.results.len(), "request answered"));
-    let mut frame = resp.encode();
-    if frame.len() > max {
-        // Too big for the link: a final answer (asking another node would not help).
-        let err = proto::rpc::error_object(
-            proto::rpc::LIMIT_EXCEEDED,
-            format!(
-                "response of {} bytes exceeds the {max}-byte frame limit",
-                frame.len()
-            ),
-        );
-        let results = resp
-            .results
-            .iter()
-            .map(|_| msg::CallResult {
-                cache: msg::CacheStatus::Bypass,
-                outcome: msg::Outcome::Error(err.clone()),
-                final_answer: false,
-                at_state: false,
-            })
-            .collect();
-        frame = msg::RpcResponse {
-            results,
-            state_version: None,
-        }
-        .encode();
+    let frame = resp.encode();
+    if frame.len() + msg::TAG_BYTES <= max {
+        return frame;
     }
-    send.write_all(&frame).await?;
-    let _ = send.finish();
-    Ok(())
+    // Too big for the link: a final answer (asking another node would not help).
+    let err = proto::rpc::error_object(
+        proto::rpc::LIMIT_EXCEEDED,
+        format!(
+            "response of {} bytes exceeds the {max}-byte frame limit",
+            frame.len()
+        ),
+    );
+    let results = resp
+        .results
+        .iter()
+        .map(|_| msg::CallResult {
+            cache: msg::CacheStatus::Bypass,
+            outcome: msg::Outcome::Error(err.clone()),
+            final_answer: false,
+            at_state: false,
+        })
+        .collect();
+    msg::RpcResponse {
+        results,
+        state_version: None,
+    }
+    .encode()
 }
 
 /// Builds a status snapshot for all chains.

@@ -6,7 +6,8 @@
 //! - [`router`]: which healthy nodes may serve a caller, best first;
 //! - [`capability`]: what a call needs of a node (old state, a namespace, a logs range) and
 //!   whether what the node announced covers it;
-//! - [`dispatch`]: one QUIC stream per attempt, failover within the deadline;
+//! - [`dispatch`]: attempts on nodes, failover within the deadline; [`mux`]: the calls to a
+//!   node, sharing its request stream;
 //! - [`hedge`]: which reads may go to a second node when the first is late, after how long,
 //!   and the budget that bounds how often; [`latency`]: each node's recent latency per class;
 //! - [`sendraw`]: `eth_sendRawTransaction` across failovers;
@@ -23,6 +24,7 @@ pub mod health;
 pub mod hedge;
 pub mod latency;
 pub mod link;
+pub mod mux;
 pub mod registry;
 pub mod reputation;
 pub mod router;

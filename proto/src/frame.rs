@@ -2,7 +2,7 @@
 //! and the payload. Every read is bounded by a caller-supplied maximum so a peer cannot make
 //! the other side allocate without limit.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Frame type bytes. Unknown types are a protocol error, never skipped silently.
@@ -16,6 +16,15 @@ pub enum FrameType {
     Head = 0x05,
     RpcRequest = 0x10,
     RpcResponse = 0x11,
+    /// Gateway -> node on the request stream ([`crate::msg::tagged`]): `[u64 tag]` and an
+    /// `RpcRequest` payload.
+    TaggedRequest = 0x12,
+    /// Node -> gateway, on the request stream or (large ones) a stream of its own: `[u64 tag]`
+    /// and an `RpcResponse` payload.
+    TaggedResponse = 0x13,
+    /// Node -> gateway on the request stream: `[u64 tag]`, the request was refused (the node is
+    /// at its in-flight limit) and another node should get it.
+    Busy = 0x14,
     /// Gateway -> node, first frame of a subscription stream ([`crate::sub`]).
     Subscribe = 0x20,
     /// Node -> gateway on a subscription stream.
@@ -33,6 +42,9 @@ impl TryFrom<u8> for FrameType {
             0x05 => Self::Head,
             0x10 => Self::RpcRequest,
             0x11 => Self::RpcResponse,
+            0x12 => Self::TaggedRequest,
+            0x13 => Self::TaggedResponse,
+            0x14 => Self::Busy,
             0x20 => Self::Subscribe,
             0x21 => Self::SubEvent,
             other => return Err(FrameError::UnknownType(other)),
@@ -146,6 +158,98 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     Ok(Some(Frame { ty, payload }))
 }
 
+/// Frames above this size are read into a buffer of their own; smaller ones are copied out of
+/// the shared read buffer. Either way a frame owns exactly its bytes, so an answer kept in a
+/// cache never pins a read buffer.
+const OWN_BUFFER_FROM: usize = 16 * 1024;
+
+/// Reads frames from a long-lived stream, many per read: one `read` takes whatever has
+/// arrived, however many frames that is (the per-request streams' `read_frame` needs two reads
+/// per frame).
+pub struct FrameReader {
+    buf: BytesMut,
+    max: usize,
+}
+
+impl FrameReader {
+    pub fn new(max: usize) -> Self {
+        Self {
+            buf: BytesMut::new(),
+            max,
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the peer finished the stream at a frame boundary.
+    pub async fn next<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+    ) -> Result<Option<Frame>, FrameError> {
+        loop {
+            let want = match self.parse()? {
+                Ok(frame) => return Ok(Some(frame)),
+                Err(want) => want,
+            };
+            if want > OWN_BUFFER_FROM {
+                return self.read_large(r, want).await.map(Some);
+            }
+            if self.buf.capacity() - self.buf.len() < want.max(1024) {
+                self.buf.reserve(want.max(8 * 1024));
+            }
+            if r.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(FrameError::Truncated)
+                };
+            }
+        }
+    }
+
+    /// A whole frame at the front of the buffer, taken out; or how many bytes the frame at the
+    /// front needs in all.
+    fn parse(&mut self) -> Result<Result<Frame, usize>, FrameError> {
+        if self.buf.len() < 4 {
+            return Ok(Err(5));
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        if len > self.max {
+            return Err(FrameError::TooLarge { len, max: self.max });
+        }
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        if self.buf.len() < 4 + len {
+            return Ok(Err(4 + len));
+        }
+        let ty = FrameType::try_from(self.buf[4])?;
+        let payload = Bytes::copy_from_slice(&self.buf[5..4 + len]);
+        self.buf.advance(4 + len);
+        Ok(Ok(Frame { ty, payload }))
+    }
+
+    /// Reads the frame at the front (`total` bytes with its length) into a buffer of its own.
+    async fn read_large<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        total: usize,
+    ) -> Result<Frame, FrameError> {
+        let mut own = BytesMut::with_capacity(total);
+        own.extend_from_slice(&self.buf);
+        self.buf = BytesMut::new();
+        while own.len() < total {
+            let mut limited = (&mut *r).take((total - own.len()) as u64);
+            if limited.read_buf(&mut own).await? == 0 {
+                return Err(FrameError::Truncated);
+            }
+        }
+        let ty = FrameType::try_from(own[4])?;
+        Ok(Frame {
+            ty,
+            payload: own.freeze().slice(5..),
+        })
+    }
+}
+
 /// Writes one frame.
 pub async fn write_frame<W: AsyncWrite + Unpin>(
     w: &mut W,
@@ -210,6 +314,63 @@ mod tests {
         assert!(matches!(
             read_frame(&mut r, 100).await,
             Err(FrameError::Truncated)
+        ));
+    }
+
+    /// Many frames per read, frames split across reads, a large frame in a buffer of its own,
+    /// and the same bounds as `read_frame`.
+    #[tokio::test]
+    async fn frame_reader_takes_frames_however_they_arrive() {
+        let big = vec![7u8; OWN_BUFFER_FROM * 3];
+        let mut data = Vec::new();
+        for i in 0..50u8 {
+            data.extend_from_slice(&encode(FrameType::Status, &[i; 3]));
+        }
+        data.extend_from_slice(&encode(FrameType::RpcResponse, &big));
+        data.extend_from_slice(&encode(FrameType::Head, b"end"));
+        for piece in [1, 7, 4096, data.len()] {
+            let (mut tx, mut rx) = tokio::io::duplex(piece.max(64));
+            let sent = data.clone();
+            let writer = tokio::spawn(async move {
+                for c in sent.chunks(piece) {
+                    tx.write_all(c).await.unwrap();
+                }
+            });
+            let mut r = FrameReader::new(1 << 20);
+            for i in 0..50u8 {
+                let f = r.next(&mut rx).await.unwrap().unwrap();
+                assert_eq!((f.ty, &f.payload[..]), (FrameType::Status, &[i; 3][..]));
+            }
+            let f = r.next(&mut rx).await.unwrap().unwrap();
+            assert_eq!((f.ty, f.payload.len()), (FrameType::RpcResponse, big.len()));
+            assert!(f.payload.iter().all(|&b| b == 7));
+            let f = r.next(&mut rx).await.unwrap().unwrap();
+            assert_eq!((f.ty, &f.payload[..]), (FrameType::Head, &b"end"[..]));
+            writer.await.unwrap();
+            assert!(r.next(&mut rx).await.unwrap().is_none(), "piece {piece}");
+        }
+
+        let mut r = FrameReader::new(10);
+        let big = encode(FrameType::Hello, &[1u8; 64]);
+        assert!(matches!(
+            r.next(&mut &big[..]).await,
+            Err(FrameError::TooLarge { len: 65, max: 10 })
+        ));
+        let mut r = FrameReader::new(100);
+        assert!(matches!(
+            r.next(&mut &big[..10]).await,
+            Err(FrameError::Truncated)
+        ));
+        let mut r = FrameReader::new(1 << 20);
+        let large = encode(FrameType::Hello, &[1u8; OWN_BUFFER_FROM * 2]);
+        assert!(matches!(
+            r.next(&mut &large[..OWN_BUFFER_FROM]).await,
+            Err(FrameError::Truncated)
+        ));
+        let mut r = FrameReader::new(100);
+        assert!(matches!(
+            r.next(&mut &[0u8, 0, 0, 1, 0x7f][..]).await,
+            Err(FrameError::UnknownType(0x7f))
         ));
     }
 }

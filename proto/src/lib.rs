@@ -9,7 +9,7 @@
 //! - [`sub`]: subscription streams (`eth_subscribe` fanned out from a node's chain state);
 //! - [`rpc`]: JSON-RPC error codes and error objects shared by the gateway and edge nodes.
 //!
-//! Versioning: the protocol version is carried in the QUIC ALPN (`meridian/3`), so a peer
+//! Versioning: the protocol version is carried in the QUIC ALPN (`meridian/4`), so a peer
 //! speaking another version fails the handshake instead of misreading frames, and again in
 //! the `Hello` message for a clear log line.
 
@@ -23,10 +23,11 @@ pub mod tls;
 /// Version of the framing and message layout below. Bump on any incompatible change.
 /// 2: `Head` frames, and chain-state versions on RPC responses.
 /// 3: `min_head` on RPC requests (monotonic reads across nodes).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// 4: one shared request stream per connection (tagged requests and answers, `Busy`).
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// ALPN identifier negotiated on every gateway <-> node QUIC connection.
-pub const ALPN: &[u8] = b"meridian/3";
+pub const ALPN: &[u8] = b"meridian/4";
 
 /// Default upper bound for one frame; both sides enforce their configured bound.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;

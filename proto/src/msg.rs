@@ -8,8 +8,16 @@
 //! Connection life: the node opens one bidirectional *control* stream, sends `Hello`, and reads
 //! `Welcome` or `Reject`. It then sends a `Status` frame on that stream at least every second,
 //! and a `Head` frame for a chain as soon as its chain state changes (and once after joining).
-//! For each client request the gateway opens a new bidirectional stream, writes one
-//! `RpcRequest` frame and finishes; the node answers with one `RpcResponse` frame and finishes.
+//!
+//! Requests share one long-lived bidirectional *request* stream per connection, which the
+//! gateway opens after the join: it writes `TaggedRequest` frames (a tag it chooses, then an
+//! `RpcRequest`), the node answers each with a `TaggedResponse` (the same tag, then an
+//! `RpcResponse`) in whatever order the answers are ready, or with `Busy` when it is at its
+//! in-flight limit. An answer larger than [`INLINE_MAX`] goes on a unidirectional stream of its
+//! own (one `TaggedResponse`, then finish), so it cannot hold up the small answers behind it.
+//! Sharing a stream lets many requests ride one packet and one wake-up each way; a stream per
+//! request cost a stream's set-up, state and credit each time. A node also still answers the
+//! older form, one `RpcRequest` on a bidirectional stream of its own, with one `RpcResponse`.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
@@ -119,6 +127,47 @@ pub fn decode_json<T: for<'de> Deserialize<'de>>(
     payload: &[u8],
 ) -> Result<T, FrameError> {
     serde_json::from_slice(payload).map_err(|e| FrameError::Malformed(what, e.to_string()))
+}
+
+// === The request stream ===
+
+/// The tag's size at the front of a tagged frame's payload.
+pub const TAG_BYTES: usize = 8;
+
+/// Tagged answers up to this size (framed) go on the request stream; larger ones on a stream
+/// of their own.
+pub const INLINE_MAX: usize = 64 * 1024;
+
+/// The header of a tagged frame of type `ty` carrying `untagged` (a whole frame as
+/// [`RpcRequest::encode`] or [`RpcResponse::encode`] give it): `untagged[5..]` follows it.
+pub fn tagged_header(ty: FrameType, tag: u64, untagged: &[u8]) -> [u8; 5 + TAG_BYTES] {
+    let body = untagged.len().saturating_sub(5);
+    let mut h = [0u8; 5 + TAG_BYTES];
+    h[..4].copy_from_slice(&((1 + TAG_BYTES + body) as u32).to_be_bytes());
+    h[4] = ty as u8;
+    h[5..].copy_from_slice(&tag.to_be_bytes());
+    h
+}
+
+/// Appends `untagged` (see [`tagged_header`]) to `out` as a tagged frame.
+pub fn put_tagged(out: &mut BytesMut, ty: FrameType, tag: u64, untagged: &[u8]) {
+    out.put_slice(&tagged_header(ty, tag, untagged));
+    out.put_slice(untagged.get(5..).unwrap_or_default());
+}
+
+/// A tagged frame's payload split into its tag and the message after it.
+pub fn split_tag(mut payload: Bytes, what: &'static str) -> Result<(u64, Bytes), FrameError> {
+    let tag = get_u64(&mut payload, what)?;
+    Ok((tag, payload))
+}
+
+/// The `Busy` frame for `tag`.
+pub fn busy(tag: u64) -> [u8; 5 + TAG_BYTES] {
+    let mut h = [0u8; 5 + TAG_BYTES];
+    h[..4].copy_from_slice(&((1 + TAG_BYTES) as u32).to_be_bytes());
+    h[4] = FrameType::Busy as u8;
+    h[5..].copy_from_slice(&tag.to_be_bytes());
+    h
 }
 
 // === RPC messages ===
@@ -466,6 +515,30 @@ mod tests {
         let mut extra = BytesMut::from(&full[..]);
         extra.put_u8(0);
         assert!(RpcRequest::decode(extra.freeze()).is_err());
+    }
+
+    #[test]
+    fn tagged_frames_carry_the_tag_and_the_untagged_message() {
+        let r = req();
+        let mut out = BytesMut::new();
+        put_tagged(
+            &mut out,
+            FrameType::TaggedRequest,
+            u64::MAX - 1,
+            &r.encode(),
+        );
+        out.put_slice(&busy(9));
+        let out = out.freeze();
+        let first_len = 4 + u32::from_be_bytes([out[0], out[1], out[2], out[3]]) as usize;
+        let f = decode_one(out.slice(..first_len), 1 << 20).unwrap();
+        assert_eq!(f.ty, FrameType::TaggedRequest);
+        let (tag, body) = split_tag(f.payload, "TaggedRequest").unwrap();
+        assert_eq!(tag, u64::MAX - 1);
+        assert_eq!(RpcRequest::decode(body).unwrap(), r);
+        let b = decode_one(out.slice(first_len..), 1 << 20).unwrap();
+        assert_eq!(b.ty, FrameType::Busy);
+        assert_eq!(split_tag(b.payload, "Busy").unwrap(), (9, Bytes::new()));
+        assert!(split_tag(Bytes::from_static(&[0; 7]), "Busy").is_err());
     }
 
     #[test]

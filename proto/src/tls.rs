@@ -32,7 +32,8 @@ pub struct Transport {
     pub keep_alive: Duration,
     /// A silent peer is declared gone after this long.
     pub idle_timeout: Duration,
-    /// Concurrent request streams the gateway may open towards one node.
+    /// Concurrent streams the gateway may open towards one node: its request stream and one
+    /// per subscription.
     pub max_streams: u32,
     /// The RTT assumed before one is measured; it paces the handshake's retransmits, so a
     /// node dialling a gateway that is just coming back gets in within a few hundred ms.
@@ -55,17 +56,21 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn transport_config(t: Transport, max_bidi_from_peer: u32) -> Arc<quinn::TransportConfig> {
+/// Stream limits for the peer: `bidi` bidirectional and `uni` unidirectional streams open at once.
+fn transport_config(t: Transport, bidi: u32, uni: u32) -> Arc<quinn::TransportConfig> {
     let mut tc = quinn::TransportConfig::default();
     tc.keep_alive_interval(Some(t.keep_alive));
     tc.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(t.idle_timeout).expect("idle timeout fits a VarInt"),
     ));
     tc.initial_rtt(t.initial_rtt);
-    tc.max_concurrent_bidi_streams(max_bidi_from_peer.into());
-    tc.max_concurrent_uni_streams(0u32.into());
+    tc.max_concurrent_bidi_streams(bidi.into());
+    tc.max_concurrent_uni_streams(uni.into());
     Arc::new(tc)
 }
+
+/// Large answers a node may be sending the gateway at once, each on a stream of its own.
+const LARGE_ANSWER_STREAMS: u32 = 64;
 
 /// Gateway side: serves its identity and demands a client certificate.
 pub fn server_config(id: &Identity, t: Transport) -> Result<quinn::ServerConfig, TlsError> {
@@ -77,8 +82,9 @@ pub fn server_config(id: &Identity, t: Transport) -> Result<quinn::ServerConfig,
     cfg.alpn_protocols = vec![crate::ALPN.to_vec()];
     let crypto = QuicServerConfig::try_from(cfg)?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    // The node opens one control stream; the gateway opens the request streams.
-    sc.transport_config(transport_config(t, 4));
+    // The node opens one control stream, and a stream of its own for each large answer
+    // (`msg::INLINE_MAX`); the gateway opens the request and subscription streams.
+    sc.transport_config(transport_config(t, 4, LARGE_ANSWER_STREAMS));
     Ok(sc)
 }
 
@@ -100,7 +106,7 @@ pub fn client_config(
     cfg.alpn_protocols = vec![crate::ALPN.to_vec()];
     let crypto = QuicClientConfig::try_from(cfg)?;
     let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
-    cc.transport_config(transport_config(t, t.max_streams));
+    cc.transport_config(transport_config(t, t.max_streams, 0));
     Ok(cc)
 }
 

@@ -1,6 +1,6 @@
-//! Sends calls to edge nodes and fails over: one QUIC stream per attempt, the next candidate on
-//! a transport error, a lost node, a refused stream or a node-side failure, all within the
-//! request's deadline. Application errors from the chain (e.g. `execution reverted`) are final.
+//! Sends calls to edge nodes and fails over: one call on the node's request stream per attempt
+//! ([`super::mux`]), the next candidate on a transport error, a lost node, a refusal or a
+//! node-side failure, all within the request's deadline. Application errors from the chain (e.g. `execution reverted`) are final.
 //! A read the first node is late with is raced against the next node (hedged, see
 //! [`super::hedge`]); writes never are.
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use proto::frame::{self, FrameError, FrameType};
+use proto::frame::FrameError;
 use proto::msg::{CacheStatus, Call, CallResult, Outcome, RpcRequest, RpcResponse};
 use proto::rpc;
 use tokio::time::Instant;
@@ -28,11 +28,7 @@ pub enum AttemptError {
     #[error("timed out")]
     Timeout,
     #[error("stream: {0}")]
-    Open(#[from] quinn::ConnectionError),
-    #[error("stream: {0}")]
-    Write(#[from] quinn::WriteError),
-    #[error("stream: {0}")]
-    Read(#[from] quinn::ReadToEndError),
+    Mux(#[from] super::mux::MuxError),
     #[error("bad response: {0}")]
     Frame(#[from] FrameError),
     /// A well-formed response that does not fit the request (e.g. its call count).
@@ -45,9 +41,7 @@ impl AttemptError {
         match self {
             AttemptError::NodeGone => "node_gone",
             AttemptError::Timeout => "timeout",
-            AttemptError::Open(_) | AttemptError::Write(_) | AttemptError::Read(_) => {
-                "stream_error"
-            }
+            AttemptError::Mux(_) => "stream_error",
             AttemptError::Frame(_) | AttemptError::Protocol(_) => "protocol_error",
         }
     }
@@ -74,7 +68,6 @@ pub struct Dispatcher {
     /// `server.request_timeout_ms`, and `[timeouts]` over it for some methods.
     request_timeout: Duration,
     timeouts: MethodTimeouts,
-    max_frame_bytes: usize,
     hedging: Hedging,
 }
 
@@ -84,7 +77,6 @@ impl Dispatcher {
             recent,
             request_timeout: config.server.request_timeout,
             timeouts: config.timeouts.clone(),
-            max_frame_bytes: config.quic.max_frame_bytes,
             hedging: Hedging::new(&config.hedge, &metrics),
             metrics,
         }
@@ -448,15 +440,9 @@ impl Dispatcher {
         deadline: Instant,
     ) -> Result<RpcResponse, AttemptError> {
         let _load = InFlight::new(node.clone());
-        let max = self.max_frame_bytes;
         let work = async {
-            let (mut send, mut recv) = node.conn.open_bi().await?;
-            send.write_all(&frame_bytes).await?;
-            let _ = send.finish();
-            let buf = recv.read_to_end(max).await?;
-            let f = frame::decode_one(buf.into(), max)
-                .and_then(|f| f.expect(FrameType::RpcResponse))?;
-            Ok(RpcResponse::decode(f)?)
+            let payload = node.mux.call(frame_bytes).await?;
+            Ok(RpcResponse::decode(payload)?)
         };
         tokio::select! {
             r = work => r,

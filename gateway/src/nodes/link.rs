@@ -10,6 +10,7 @@ use proto::msg::{self, Head, Hello, Reject, Status, Welcome};
 use tokio_util::sync::CancellationToken;
 
 use super::capability::Held;
+use super::mux::{Mux, MuxFailure};
 use super::registry::{Node, Registry};
 use super::tip::Marks;
 use crate::config::QuicConfig;
@@ -41,6 +42,8 @@ pub enum JoinError {
     Refused(String),
     #[error("silent for {0:?}")]
     Silent(Duration),
+    #[error("{0}")]
+    Mux(#[from] MuxFailure),
 }
 
 const JOIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -121,7 +124,10 @@ async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
         return Err(JoinError::Refused(reason));
     }
 
-    let node = Arc::new(Node::new(&hello, conn.clone()));
+    // The request stream: the node sees it with the first request.
+    let (mux_send, mux_recv) = conn.open_bi().await?;
+    let (mux, mux_driver) = Mux::new(mux_send, mux_recv, app.quic.max_frame_bytes);
+    let node = Arc::new(Node::new(&hello, conn.clone(), mux));
     let welcome = Welcome {
         gateway_id: app.gateway_id.clone(),
         status_interval_ms: app.quic.status_interval.as_millis() as u64,
@@ -146,7 +152,11 @@ async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
     );
 
     let deadline = app.quic.status_deadline;
-    let res = read_status(&node, &app.marks, &mut recv, deadline).await;
+    let res = tokio::select! {
+        r = read_status(&node, &app.marks, &mut recv, deadline) => r,
+        r = mux_driver => r.map_err(JoinError::from),
+        r = large_answers(&node, &conn, app.quic.max_frame_bytes) => r,
+    };
     if app.registry.remove(&node) {
         let reason = describe(&res, &conn);
         tracing::warn!(node = %node.id, region = %node.region, %reason, "node removed");
@@ -243,6 +253,31 @@ async fn read_status(
     }
 }
 
+/// Answers too large for the request stream, each on a stream the node opened for it.
+async fn large_answers(
+    node: &Arc<Node>,
+    conn: &quinn::Connection,
+    max: usize,
+) -> Result<(), JoinError> {
+    loop {
+        let mut recv = conn.accept_uni().await?;
+        let (node, conn) = (node.clone(), conn.clone());
+        // Its own task: a large answer arriving slowly must not hold up the next one.
+        tokio::spawn(async move {
+            let res = match recv.read_to_end(max).await {
+                Ok(buf) => frame::decode_one(buf.into(), max)
+                    .map_err(MuxFailure::from)
+                    .and_then(|f| node.mux.deliver(f)),
+                Err(e) => Err(MuxFailure::Frame(FrameError::Io(std::io::Error::other(e)))),
+            };
+            if let Err(e) = res {
+                tracing::warn!(node = %node.id, error = %e, "bad answer stream; closing the connection");
+                conn.close(2u32.into(), b"bad answer stream");
+            }
+        });
+    }
+}
+
 /// The `gateway_quic_connection_events_total{event}` value for how a session ended.
 fn session_end(res: &Result<(), JoinError>) -> &'static str {
     use quinn::ConnectionError as E;
@@ -262,12 +297,18 @@ fn session_end(res: &Result<(), JoinError>) -> &'static str {
 
 /// The connection-level cause behind a session error, if there is one.
 fn connection_error(e: &JoinError) -> Option<&quinn::ConnectionError> {
-    match e {
-        JoinError::Conn(c) => Some(c),
-        JoinError::Frame(FrameError::Io(io)) => match io.get_ref()?.downcast_ref()? {
-            quinn::ReadError::ConnectionLost(c) => Some(c),
-            _ => None,
-        },
+    let io = match e {
+        JoinError::Conn(c) => return Some(c),
+        JoinError::Frame(FrameError::Io(io)) => io,
+        JoinError::Mux(MuxFailure::Frame(FrameError::Io(io))) => io,
+        _ => return None,
+    };
+    let inner = io.get_ref()?;
+    if let Some(quinn::ReadError::ConnectionLost(c)) = inner.downcast_ref() {
+        return Some(c);
+    }
+    match inner.downcast_ref()? {
+        quinn::WriteError::ConnectionLost(c) => Some(c),
         _ => None,
     }
 }

@@ -23,6 +23,8 @@ pub struct Node {
     pub longitude: f64,
     pub chains: Vec<u64>,
     pub conn: quinn::Connection,
+    /// Calls to the node, over its request stream.
+    pub mux: super::mux::Mux,
     pub in_flight: AtomicU32,
     pub joined_at: Instant,
     pub gone: CancellationToken,
@@ -146,7 +148,7 @@ pub struct ChainHealth {
 }
 
 impl Node {
-    pub fn new(hello: &proto::msg::Hello, conn: quinn::Connection) -> Self {
+    pub fn new(hello: &proto::msg::Hello, conn: quinn::Connection, mux: super::mux::Mux) -> Self {
         Self {
             id: hello.node_id.clone(),
             region: hello.region.clone(),
@@ -154,6 +156,7 @@ impl Node {
             longitude: hello.longitude,
             chains: hello.chains.clone(),
             conn,
+            mux,
             in_flight: AtomicU32::new(0),
             joined_at: Instant::now(),
             gone: CancellationToken::new(),

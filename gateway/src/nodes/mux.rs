@@ -1,0 +1,322 @@
+//! The gateway's end of a node connection's request stream (`proto::msg`, "The request
+//! stream"): every call to the node shares one long-lived stream. A writer task takes all the
+//! frames queued since its last write and writes them at once; the reader hands each answer to
+//! its caller by tag. Many requests then ride one packet and one wake-up each way, where a
+//! stream per request paid a stream's set-up, state and credit every time.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use proto::frame::{Frame, FrameError, FrameReader, FrameType};
+use proto::msg;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+/// Frames waiting for the writer; a caller past this waits its turn.
+const QUEUE: usize = 1024;
+/// Frames the writer takes per write.
+const BATCH: usize = 128;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MuxError {
+    #[error("request stream closed")]
+    Closed,
+    #[error("node refused the request (at its in-flight limit)")]
+    Busy,
+}
+
+/// Why the request stream ended.
+#[derive(Debug, thiserror::Error)]
+pub enum MuxFailure {
+    #[error("request stream: {0}")]
+    Frame(#[from] FrameError),
+    #[error("request stream finished by the node")]
+    Finished,
+    #[error("unexpected {0:?} frame on the request stream")]
+    Unexpected(FrameType),
+}
+
+enum Answer {
+    Frame(Bytes),
+    Busy,
+}
+
+/// Calls waiting for their answer, by tag.
+type Pending = Mutex<HashMap<u64, oneshot::Sender<Answer>>>;
+
+struct Inner {
+    out: mpsc::Sender<(u64, Bytes)>,
+    pending: Pending,
+    next_tag: AtomicU64,
+}
+
+/// Calls to one node over its request stream. Cheap to share: the stream is driven by the
+/// future [`Mux::new`] returns.
+pub struct Mux {
+    inner: Arc<Inner>,
+}
+
+impl Mux {
+    /// The mux over a request stream, and the future that drives it: it must be polled for
+    /// calls to be answered, and ends (every waiting call failing with [`MuxError::Closed`])
+    /// when the stream fails, the node finishes it, or the `Mux` is dropped (`Ok`).
+    pub fn new<W, R>(
+        send: W,
+        recv: R,
+        max_frame: usize,
+    ) -> (Self, impl Future<Output = Result<(), MuxFailure>> + Send)
+    where
+        W: AsyncWrite + Unpin + Send,
+        R: AsyncRead + Unpin + Send,
+    {
+        let (out, rx) = mpsc::channel(QUEUE);
+        let inner = Arc::new(Inner {
+            out,
+            pending: Mutex::new(HashMap::new()),
+            next_tag: AtomicU64::new(1),
+        });
+        let weak = Arc::downgrade(&inner);
+        let driver = async move {
+            let res = {
+                let write = write_loop(send, rx);
+                let read = async {
+                    let mut frames = FrameReader::new(max_frame);
+                    let mut recv = recv;
+                    loop {
+                        let Some(frame) = frames.next(&mut recv).await? else {
+                            return Err(MuxFailure::Finished);
+                        };
+                        let Some(inner) = weak.upgrade() else {
+                            return Ok(());
+                        };
+                        deliver(&inner.pending, frame)?;
+                    }
+                };
+                tokio::select! {
+                    r = write => r,
+                    r = read => r,
+                }
+                // The writer's queue is dropped here, before the callers are failed: a call
+                // from now on fails to queue instead of waiting for an answer that cannot come.
+            };
+            if let Some(inner) = weak.upgrade() {
+                inner.pending.lock().expect("pending lock").clear();
+            }
+            res
+        };
+        (Self { inner }, driver)
+    }
+
+    /// Sends `request` (a whole frame as `RpcRequest::encode` gives it) and waits for the
+    /// node's answer: an `RpcResponse` payload. Dropping the future forgets the call (its
+    /// answer, if it comes, is dropped).
+    pub async fn call(&self, request: Bytes) -> Result<Bytes, MuxError> {
+        let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .pending
+            .lock()
+            .expect("pending lock")
+            .insert(tag, tx);
+        let _waiting = Waiting {
+            pending: &self.inner.pending,
+            tag,
+        };
+        self.inner
+            .out
+            .send((tag, request))
+            .await
+            .map_err(|_| MuxError::Closed)?;
+        match rx.await {
+            Ok(Answer::Frame(payload)) => Ok(payload),
+            Ok(Answer::Busy) => Err(MuxError::Busy),
+            Err(_) => Err(MuxError::Closed),
+        }
+    }
+
+    /// Takes an answer that came on a stream of its own (a large one).
+    pub fn deliver(&self, frame: Frame) -> Result<(), MuxFailure> {
+        match frame.ty {
+            FrameType::TaggedResponse => deliver(&self.inner.pending, frame),
+            other => Err(MuxFailure::Unexpected(other)),
+        }
+    }
+
+    /// Calls waiting for an answer.
+    pub fn waiting(&self) -> usize {
+        self.inner.pending.lock().expect("pending lock").len()
+    }
+}
+
+/// Hands an answer to its caller; one for a call that is gone (cancelled: a hedge won, the
+/// deadline passed) is dropped.
+fn deliver(pending: &Pending, frame: Frame) -> Result<(), MuxFailure> {
+    let (tag, answer) = match frame.ty {
+        FrameType::TaggedResponse => {
+            let (tag, payload) = msg::split_tag(frame.payload, "TaggedResponse")?;
+            (tag, Answer::Frame(payload))
+        }
+        FrameType::Busy => (msg::split_tag(frame.payload, "Busy")?.0, Answer::Busy),
+        other => return Err(MuxFailure::Unexpected(other)),
+    };
+    let waiter = pending.lock().expect("pending lock").remove(&tag);
+    if let Some(tx) = waiter {
+        let _ = tx.send(answer);
+    }
+    Ok(())
+}
+
+/// Writes queued requests, all that are queued in one write, until the `Mux` is dropped
+/// (then finishes the stream).
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut send: W,
+    mut rx: mpsc::Receiver<(u64, Bytes)>,
+) -> Result<(), MuxFailure> {
+    let mut batch = Vec::with_capacity(BATCH);
+    let mut buf = BytesMut::new();
+    loop {
+        if rx.recv_many(&mut batch, BATCH).await == 0 {
+            let _ = send.shutdown().await;
+            return Ok(());
+        }
+        buf.clear();
+        for (tag, frame) in batch.drain(..) {
+            msg::put_tagged(&mut buf, FrameType::TaggedRequest, tag, &frame);
+        }
+        send.write_all(&buf)
+            .await
+            .map_err(|e| MuxFailure::Frame(FrameError::Io(e)))?;
+        if buf.capacity() > 64 * 1024 {
+            // One burst of large requests should not keep its buffer for the connection's life.
+            buf = BytesMut::new();
+        }
+    }
+}
+
+/// A call's place in `pending`, given up when the call ends however it ends.
+struct Waiting<'a> {
+    pending: &'a Pending,
+    tag: u64,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.pending.lock().expect("pending lock").remove(&self.tag);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::msg::{CacheStatus, CallResult, Outcome, RpcResponse};
+
+    fn answer(n: u8) -> Bytes {
+        RpcResponse {
+            results: vec![CallResult {
+                cache: CacheStatus::Hit,
+                final_answer: false,
+                at_state: false,
+                outcome: Outcome::Result(Bytes::from(vec![b'0' + n])),
+            }],
+            state_version: Some(u64::from(n) + 1),
+        }
+        .encode()
+    }
+
+    fn request(n: u8) -> Bytes {
+        proto::frame::encode(FrameType::RpcRequest, &[n])
+    }
+
+    /// A node on the far end of a duplex pipe: answers each request as it reads it, refuses
+    /// request 3 (busy), never answers request 4.
+    async fn node(stream: tokio::io::DuplexStream) {
+        let (mut r, mut w) = tokio::io::split(stream);
+        let mut frames = FrameReader::new(1 << 20);
+        while let Ok(Some(f)) = frames.next(&mut r).await {
+            assert_eq!(f.ty, FrameType::TaggedRequest);
+            let (tag, body) = msg::split_tag(f.payload, "req").unwrap();
+            let n = body[0];
+            let mut out = BytesMut::new();
+            match n {
+                3 => out.extend_from_slice(&msg::busy(tag)),
+                4 => continue,
+                n => msg::put_tagged(&mut out, FrameType::TaggedResponse, tag, &answer(n)),
+            }
+            w.write_all(&out).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_reach_their_callers_by_tag() {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        tokio::spawn(node(theirs));
+        let (r, w) = tokio::io::split(ours);
+        let (mux, driver) = Mux::new(w, r, 1 << 20);
+        let driver = tokio::spawn(driver);
+        let calls = (0..3u8).chain(5..40).map(|n| {
+            let mux = &mux;
+            async move { (n, mux.call(request(n)).await) }
+        });
+        for (n, res) in futures::future::join_all(calls).await {
+            let back = RpcResponse::decode(res.unwrap()).unwrap();
+            assert_eq!(back.state_version, Some(u64::from(n) + 1), "call {n}");
+        }
+        assert!(matches!(mux.call(request(3)).await, Err(MuxError::Busy)));
+        // A call given up on leaves nothing behind.
+        let unanswered =
+            tokio::time::timeout(std::time::Duration::from_millis(20), mux.call(request(4)));
+        assert!(unanswered.await.is_err());
+        assert_eq!(mux.waiting(), 0);
+        drop(mux);
+        assert!(driver.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_closed_stream_fails_waiting_and_later_calls() {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let (r, w) = tokio::io::split(ours);
+        let (mux, driver) = Mux::new(w, r, 1 << 20);
+        let driver = tokio::spawn(driver);
+        let waiting = mux.call(request(1));
+        tokio::pin!(waiting);
+        let node_side = async {
+            let (mut nr, _nw) = tokio::io::split(theirs);
+            let mut frames = FrameReader::new(1 << 20);
+            assert!(frames.next(&mut nr).await.unwrap().is_some());
+            // The node goes away without answering.
+        };
+        let (res, ()) = tokio::join!(&mut waiting, node_side);
+        assert!(matches!(res, Err(MuxError::Closed)));
+        assert!(matches!(
+            driver.await.unwrap(),
+            Err(MuxFailure::Finished | MuxFailure::Frame(_))
+        ));
+        assert!(matches!(mux.call(request(2)).await, Err(MuxError::Closed)));
+        assert_eq!(mux.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_wrong_frame_from_the_node_ends_the_stream() {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let (r, w) = tokio::io::split(ours);
+        let (mux, driver) = Mux::new(w, r, 1 << 20);
+        let (_nr, mut nw) = tokio::io::split(theirs);
+        nw.write_all(&proto::frame::encode(FrameType::Hello, b"{}"))
+            .await
+            .unwrap();
+        assert!(matches!(
+            driver.await,
+            Err(MuxFailure::Unexpected(FrameType::Hello))
+        ));
+        assert!(matches!(
+            mux.deliver(Frame {
+                ty: FrameType::Busy,
+                payload: Bytes::new()
+            }),
+            Err(MuxFailure::Unexpected(FrameType::Busy))
+        ));
+    }
+}
