@@ -376,3 +376,62 @@ async fn a_transaction_delivered_before_a_failover_is_reported_sent_not_failed()
     eu.shutdown().await;
     us.shutdown().await;
 }
+
+/// An answer larger than the request stream carries inline (`proto::msg::INLINE_MAX`) comes
+/// on a stream of its own, whole, while small answers keep coming on the request stream; all of
+/// them are what anvil answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_answers_arrive_whole_beside_small_ones() {
+    let anvil = Anvil::start(&[]).await;
+    let http = Http::default();
+    http.rpc(&anvil.url, "anvil_mine", json!([200])).await;
+    let gw = start_gateway_with(&geo_section("")).await;
+    let node = start_node(&gw, &NodeSpec::at(EU_WEST, &anvil.url)).await;
+    wait_serving_for(&gw, 1, 10).await;
+    let url = format!("http://{}/", gw.http_addr);
+    let batch: Vec<_> = (1..=200u64)
+        .map(|n| {
+            json!({"jsonrpc": "2.0", "id": n, "method": "eth_getBlockByNumber",
+            "params": [format!("0x{n:x}"), false]})
+        })
+        .collect();
+    let body = serde_json::to_string(&batch).unwrap();
+    let large = async {
+        let mut sizes = Vec::new();
+        for _ in 0..3 {
+            let r = post_as(&http, &url, LONDON, body.clone()).await.unwrap();
+            assert_eq!(r.status, 200);
+            sizes.push(r.body.len());
+            let got = r.json();
+            let want = http.post(&anvil.url, body.clone()).await.json();
+            assert_eq!(got, want);
+        }
+        sizes
+    };
+    let small = async {
+        for i in 0..50u64 {
+            let got = http
+                .rpc(
+                    &url,
+                    "eth_getBlockByNumber",
+                    json!([format!("0x{:x}", i % 200 + 1), false]),
+                )
+                .await;
+            let want = http
+                .rpc(
+                    &anvil.url,
+                    "eth_getBlockByNumber",
+                    json!([format!("0x{:x}", i % 200 + 1), false]),
+                )
+                .await;
+            assert_eq!(got, want, "small call {i}");
+        }
+    };
+    let (sizes, ()) = tokio::join!(large, small);
+    // The node's answer to the batch (the same results, framed) is larger than INLINE_MAX.
+    assert!(
+        sizes.iter().all(|&s| s > proto::msg::INLINE_MAX + 1024),
+        "{sizes:?}"
+    );
+    node.shutdown().await;
+}
