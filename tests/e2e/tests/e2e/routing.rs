@@ -435,3 +435,61 @@ async fn large_answers_arrive_whole_beside_small_ones() {
     );
     node.shutdown().await;
 }
+
+/// A node at its in-flight limit refuses a request at once (`Busy` on the request stream), and
+/// the gateway gives it to the next node without waiting on the busy one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_node_refuses_at_once_and_the_next_node_answers() {
+    let anvil = Anvil::start(&[]).await;
+    let slow = SlowUpstream::start(&anvil.url, 1, Duration::from_secs(3)).await;
+    let gw = start_gateway_with(&format!("{}[hedge]\nenabled = false\n", geo_section(""))).await;
+    let mut cfg = node_config(&gw, &NodeSpec::at(EU_WEST, &slow.url), TOKEN);
+    cfg.max_in_flight = 1;
+    let eu = edge_node::EdgeNode::start(cfg, proto::identity::Identity::generate().unwrap())
+        .await
+        .unwrap();
+    let us = start_node(&gw, &NodeSpec::at(US_EAST, &anvil.url)).await;
+    wait_serving_for(&gw, 2, 10).await;
+    let url = format!("http://{}/", gw.http_addr);
+    let http = Http::default();
+    let refused = || {
+        gw.app
+            .metrics
+            .failovers
+            .with_label_values(&["stream_error"])
+            .get()
+    };
+    let before = refused();
+    let held = {
+        let (http, url) = (http.clone(), url.clone());
+        tokio::spawn(async move { served_by(&http, &url, LONDON).await })
+    };
+    // The first call now holds eu-west's one slot, behind its slow upstream.
+    for _ in 0..100 {
+        if eu.shared.in_flight.available_permits() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(eu.shared.in_flight.available_permits(), 0);
+    let started = Instant::now();
+    let other = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+    let got = call_as(
+        &http,
+        &url,
+        LONDON,
+        "eth_getBalance",
+        json!([other, "latest"]),
+    )
+    .await;
+    assert_eq!(got.as_deref(), Ok("us-east"));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(refused(), before + 1);
+    assert_eq!(held.await.unwrap().as_deref(), Ok("eu-west"));
+    eu.shutdown().await;
+    us.shutdown().await;
+}
