@@ -342,6 +342,9 @@ async fn serve_stream(
         return Ok(());
     }
     let (out, queued) = mpsc::channel(ANSWER_QUEUE);
+    // The writer is a task of its own: an answer queued wakes only it, and a request arriving
+    // only the reader.
+    let write = tokio::spawn(write_answers(send, queued));
     let read = async move {
         let mut next = Some(first);
         loop {
@@ -375,8 +378,9 @@ async fn serve_stream(
             });
         }
     };
+    let read = read.await;
     // The writer ends once the reader and every answer in the making have let go of `out`.
-    let (read, write) = tokio::join!(read, write_answers(send, queued));
+    let write = write.await.unwrap_or(Ok(()));
     read.and(write)
 }
 

@@ -1,13 +1,14 @@
-//! The gateway <-> node wire format: framing, and the binary `RpcRequest` (one call and 50)
-//! and `RpcResponse` layouts, each way.
+//! The gateway <-> node wire format: framing, the binary `RpcRequest` (one call and 50)
+//! and `RpcResponse` layouts, each way, and the request stream's batches (32 tagged answers
+//! written into one buffer, and read back with `FrameReader`).
 //!
 //! `cargo bench -p proto --bench wire`
 
 use std::hint::black_box;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion};
-use proto::frame::{decode_one, encode, FrameType};
+use proto::frame::{decode_one, encode, FrameReader, FrameType};
 use proto::msg::{CacheStatus, Call, CallResult, Outcome, RpcRequest, RpcResponse};
 use proto::DEFAULT_MAX_FRAME_BYTES;
 
@@ -96,5 +97,51 @@ fn responses(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, framing, requests, responses);
+/// What the request stream's writer and reader do per batch: 32 answers tagged into one
+/// buffer (one write), and the 32 frames taken back out of it.
+fn stream_batches(c: &mut Criterion) {
+    let answer = RpcResponse {
+        results: vec![CallResult {
+            cache: CacheStatus::Hit,
+            final_answer: true,
+            at_state: false,
+            outcome: Outcome::Result(Bytes::from_static(br#""0x21e19e0c9bab2400000""#)),
+        }],
+        state_version: Some(7),
+    }
+    .encode();
+    let tagged = |out: &mut BytesMut| {
+        out.clear();
+        for tag in 0..32u64 {
+            proto::msg::put_tagged(out, FrameType::TaggedResponse, tag, &answer);
+        }
+    };
+    let mut out = BytesMut::new();
+    tagged(&mut out);
+    let batch = out.clone().freeze();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let read_all = |data: &[u8]| {
+        rt.block_on(async {
+            let mut r = FrameReader::new(DEFAULT_MAX_FRAME_BYTES);
+            let mut data = data;
+            let mut n = 0;
+            while let Some(f) = r.next(&mut data).await.unwrap() {
+                n += f.payload.len();
+            }
+            n
+        })
+    };
+    assert_eq!(read_all(&batch), 32 * (answer.len() - 5 + 8));
+
+    c.bench_function("wire/stream_write_32_answers", |b| {
+        b.iter(|| tagged(black_box(&mut out)));
+    });
+    c.bench_function("wire/stream_read_32_answers", |b| {
+        b.iter(|| read_all(black_box(&batch)));
+    });
+}
+
+criterion_group!(benches, framing, requests, responses, stream_batches);
 criterion_main!(benches);

@@ -14,7 +14,9 @@ pub enum FrameType {
     Reject = 0x03,
     Status = 0x04,
     Head = 0x05,
+    /// An `RpcRequest` on its own: what `RpcRequest::encode` gives, sent tagged.
     RpcRequest = 0x10,
+    /// An `RpcResponse` on its own: what `RpcResponse::encode` gives, sent tagged.
     RpcResponse = 0x11,
     /// Gateway -> node on the request stream ([`crate::msg::tagged`]): `[u64 tag]` and an
     /// `RpcRequest` payload.

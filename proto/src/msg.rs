@@ -16,8 +16,7 @@
 //! in-flight limit. An answer larger than [`INLINE_MAX`] goes on a unidirectional stream of its
 //! own (one `TaggedResponse`, then finish), so it cannot hold up the small answers behind it.
 //! Sharing a stream lets many requests ride one packet and one wake-up each way; a stream per
-//! request cost a stream's set-up, state and credit each time. A node also still answers the
-//! older form, one `RpcRequest` on a bidirectional stream of its own, with one `RpcResponse`.
+//! request (versions 1 to 3) cost a stream's set-up, state and credit each time.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};

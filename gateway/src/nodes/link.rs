@@ -10,7 +10,7 @@ use proto::msg::{self, Head, Hello, Reject, Status, Welcome};
 use tokio_util::sync::CancellationToken;
 
 use super::capability::Held;
-use super::mux::{Mux, MuxFailure};
+use super::mux::{AbortOnDrop, Mux, MuxFailure};
 use super::registry::{Node, Registry};
 use super::tip::Marks;
 use crate::config::QuicConfig;
@@ -127,6 +127,8 @@ async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
     // The request stream: the node sees it with the first request.
     let (mux_send, mux_recv) = conn.open_bi().await?;
     let (mux, mux_driver) = Mux::new(mux_send, mux_recv, app.quic.max_frame_bytes);
+    // A task of its own, so that answers arriving do not also poll the control stream.
+    let mut mux_task = AbortOnDrop(tokio::spawn(mux_driver));
     let node = Arc::new(Node::new(&hello, conn.clone(), mux));
     let welcome = Welcome {
         gateway_id: app.gateway_id.clone(),
@@ -154,7 +156,7 @@ async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
     let deadline = app.quic.status_deadline;
     let res = tokio::select! {
         r = read_status(&node, &app.marks, &mut recv, deadline) => r,
-        r = mux_driver => r.map_err(JoinError::from),
+        r = &mut mux_task.0 => r.unwrap_or(Err(MuxFailure::Finished)).map_err(JoinError::from),
         r = large_answers(&node, &conn, app.quic.max_frame_bytes) => r,
     };
     if app.registry.remove(&node) {

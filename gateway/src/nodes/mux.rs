@@ -69,7 +69,7 @@ impl Mux {
         max_frame: usize,
     ) -> (Self, impl Future<Output = Result<(), MuxFailure>> + Send)
     where
-        W: AsyncWrite + Unpin + Send,
+        W: AsyncWrite + Unpin + Send + 'static,
         R: AsyncRead + Unpin + Send,
     {
         let (out, rx) = mpsc::channel(QUEUE);
@@ -80,28 +80,31 @@ impl Mux {
         });
         let weak = Arc::downgrade(&inner);
         let driver = async move {
-            let res = {
-                let write = write_loop(send, rx);
-                let read = async {
-                    let mut frames = FrameReader::new(max_frame);
-                    let mut recv = recv;
-                    loop {
-                        let Some(frame) = frames.next(&mut recv).await? else {
-                            return Err(MuxFailure::Finished);
-                        };
-                        let Some(inner) = weak.upgrade() else {
-                            return Ok(());
-                        };
-                        deliver(&inner.pending, frame)?;
-                    }
-                };
-                tokio::select! {
-                    r = write => r,
-                    r = read => r,
+            // The writer is a task of its own: a queued request wakes only it, and an answer
+            // arriving only the reader.
+            let mut write = AbortOnDrop(tokio::spawn(write_loop(send, rx)));
+            let read = async {
+                let mut frames = FrameReader::new(max_frame);
+                let mut recv = recv;
+                loop {
+                    let frame = frames.next(&mut recv).await?;
+                    // Gone: the `Mux` was dropped, and the stream with it.
+                    let Some(inner) = weak.upgrade() else {
+                        return Ok(());
+                    };
+                    let Some(frame) = frame else {
+                        return Err(MuxFailure::Finished);
+                    };
+                    deliver(&inner.pending, frame)?;
                 }
-                // The writer's queue is dropped here, before the callers are failed: a call
-                // from now on fails to queue instead of waiting for an answer that cannot come.
             };
+            let res = tokio::select! {
+                r = &mut write.0 => r.unwrap_or(Err(MuxFailure::Finished)),
+                r = read => r,
+            };
+            // The writer (and its queue) goes first: a call from now on fails to queue instead
+            // of waiting for an answer that cannot come.
+            drop(write);
             if let Some(inner) = weak.upgrade() {
                 inner.pending.lock().expect("pending lock").clear();
             }
@@ -193,6 +196,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             // One burst of large requests should not keep its buffer for the connection's life.
             buf = BytesMut::new();
         }
+    }
+}
+
+/// Aborts the task when dropped (a `JoinHandle` dropped leaves its task running).
+pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
