@@ -350,9 +350,20 @@ async fn serve_stream(
         loop {
             let frame = match next.take() {
                 Some(f) => f,
-                None => match frames.next(&mut recv).await? {
-                    Some(f) => f,
-                    None => return Ok(()),
+                None => match frames.next(&mut recv).await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => return Ok(()),
+                    Err(FrameError::TooLarge { .. }) => {
+                        // Over this node's limit: refused as when busy (another node may take
+                        // it); the stream goes on.
+                        let (ty, tag) = frames.skip_large(&mut recv, msg::TAG_BYTES).await?;
+                        if ty == FrameType::TaggedRequest as u8 && tag.len() == msg::TAG_BYTES {
+                            let tag = u64::from_be_bytes(tag[..].try_into().expect("8 bytes"));
+                            let _ = out.send(Out::Busy(tag)).await;
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e.into()),
                 },
             };
             let payload = frame.expect(FrameType::TaggedRequest)?;
@@ -367,13 +378,14 @@ async fn serve_stream(
             let (shared, conn, out) = (shared.clone(), conn.clone(), out.clone());
             tokio::spawn(async move {
                 let frame = answer(&shared, req, max).await;
-                drop(permit);
+                // The slot is held until the answer is written (or its stream is), so finished
+                // answers cannot pile up behind a slow gateway.
                 if frame.len() > msg::INLINE_MAX {
                     if let Err(e) = send_large(&conn, tag, &frame).await {
                         tracing::debug!(error = %e, "large answer not sent");
                     }
                 } else {
-                    let _ = out.send(Out::Answer(tag, frame)).await;
+                    let _ = out.send(Out::Answer(tag, frame, permit)).await;
                 }
             });
         }
@@ -386,8 +398,8 @@ async fn serve_stream(
 
 /// What the request stream's writer sends.
 enum Out {
-    /// A whole `RpcResponse` frame, sent tagged.
-    Answer(u64, Bytes),
+    /// A whole `RpcResponse` frame, sent tagged, and the in-flight slot its request holds.
+    Answer(u64, Bytes, tokio::sync::OwnedSemaphorePermit),
     Busy(u64),
 }
 
@@ -403,17 +415,20 @@ async fn write_answers(
 ) -> Result<(), LinkError> {
     let mut batch = Vec::with_capacity(ANSWER_BATCH);
     let mut buf = BytesMut::new();
+    let mut slots = Vec::with_capacity(ANSWER_BATCH);
     while queued.recv_many(&mut batch, ANSWER_BATCH).await > 0 {
         buf.clear();
         for out in batch.drain(..) {
             match out {
-                Out::Answer(tag, frame) => {
+                Out::Answer(tag, frame, slot) => {
                     msg::put_tagged(&mut buf, FrameType::TaggedResponse, tag, &frame);
+                    slots.push(slot);
                 }
                 Out::Busy(tag) => buf.extend_from_slice(&msg::busy(tag)),
             }
         }
         send.write_all(&buf).await?;
+        slots.clear();
         if buf.capacity() > 2 * msg::INLINE_MAX {
             // A burst should not keep its buffer for the connection's life.
             buf = BytesMut::new();

@@ -101,7 +101,7 @@ impl Metrics {
             ),
             requests: f.counter(
                 "gateway_requests_total",
-                "Request streams received from the gateway.",
+                "Requests received from the gateways (refused ones included).",
             ),
             cache_evictions: f.counter_vec(
                 "cache_evictions_total",

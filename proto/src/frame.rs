@@ -18,7 +18,7 @@ pub enum FrameType {
     RpcRequest = 0x10,
     /// An `RpcResponse` on its own: what `RpcResponse::encode` gives, sent tagged.
     RpcResponse = 0x11,
-    /// Gateway -> node on the request stream ([`crate::msg::tagged`]): `[u64 tag]` and an
+    /// Gateway -> node on the request stream ([`crate::msg::put_tagged`]): `[u64 tag]` and an
     /// `RpcRequest` payload.
     TaggedRequest = 0x12,
     /// Node -> gateway, on the request stream or (large ones) a stream of its own: `[u64 tag]`
@@ -207,6 +207,42 @@ impl FrameReader {
         }
     }
 
+    /// After [`FrameError::TooLarge`] from [`Self::next`]: reads past that frame, keeping only
+    /// its type byte and its first `keep` payload bytes (a tag), so the stream can go on. The
+    /// rest is read and dropped a piece at a time, never held.
+    pub async fn skip_large<R: AsyncRead + Unpin>(
+        &mut self,
+        r: &mut R,
+        keep: usize,
+    ) -> Result<(u8, Bytes), FrameError> {
+        if self.buf.len() < 4 {
+            return Err(FrameError::Truncated);
+        }
+        let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]) as usize;
+        let head = (5 + keep).min(4 + len);
+        while self.buf.len() < head {
+            self.buf.reserve(head);
+            if r.read_buf(&mut self.buf).await? == 0 {
+                return Err(FrameError::Truncated);
+            }
+        }
+        let ty = self.buf[4];
+        let kept = Bytes::copy_from_slice(&self.buf[5..head]);
+        let mut left = 4 + len;
+        let buffered = left.min(self.buf.len());
+        self.buf.advance(buffered);
+        left -= buffered;
+        let mut scratch = [0u8; 4096];
+        while left > 0 {
+            let n = r.read(&mut scratch[..left.min(4096)]).await?;
+            if n == 0 {
+                return Err(FrameError::Truncated);
+            }
+            left -= n;
+        }
+        Ok((ty, kept))
+    }
+
     /// A whole frame at the front of the buffer, taken out; or how many bytes the frame at the
     /// front needs in all.
     fn parse(&mut self) -> Result<Result<Frame, usize>, FrameError> {
@@ -374,5 +410,28 @@ mod tests {
             r.next(&mut &[0u8, 0, 0, 1, 0x7f][..]).await,
             Err(FrameError::UnknownType(0x7f))
         ));
+
+        // A frame over the bound is skipped whole, its tag kept, and the next one read.
+        let mut data = Vec::new();
+        let mut big = 42u64.to_be_bytes().to_vec();
+        big.extend_from_slice(&[9u8; 10_000]);
+        data.extend_from_slice(&encode(FrameType::TaggedRequest, &big));
+        data.extend_from_slice(&encode(FrameType::Head, b"after"));
+        let (mut tx, mut rx) = tokio::io::duplex(512);
+        let writer = tokio::spawn(async move { tx.write_all(&data).await.unwrap() });
+        let mut r = FrameReader::new(1000);
+        assert!(matches!(
+            r.next(&mut rx).await,
+            Err(FrameError::TooLarge {
+                len: 10_009,
+                max: 1000
+            })
+        ));
+        let (ty, tag) = r.skip_large(&mut rx, 8).await.unwrap();
+        assert_eq!(ty, FrameType::TaggedRequest as u8);
+        assert_eq!(&tag[..], &42u64.to_be_bytes());
+        let f = r.next(&mut rx).await.unwrap().unwrap();
+        assert_eq!((f.ty, &f.payload[..]), (FrameType::Head, &b"after"[..]));
+        writer.await.unwrap();
     }
 }

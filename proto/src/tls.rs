@@ -64,10 +64,16 @@ fn transport_config(t: Transport, bidi: u32, uni: u32) -> Arc<quinn::TransportCo
         quinn::IdleTimeout::try_from(t.idle_timeout).expect("idle timeout fits a VarInt"),
     ));
     tc.initial_rtt(t.initial_rtt);
+    // Every request to a node, and every answer up to `msg::INLINE_MAX`, shares one stream:
+    // its window, not quinn's per-stream default (1.25 MB), bounds what is in flight.
+    tc.stream_receive_window(REQUEST_STREAM_WINDOW.into());
     tc.max_concurrent_bidi_streams(bidi.into());
     tc.max_concurrent_uni_streams(uni.into());
     Arc::new(tc)
 }
+
+/// The receive window of each stream, the request stream's above all (bytes).
+const REQUEST_STREAM_WINDOW: u32 = 16 * 1024 * 1024;
 
 /// Large answers a node may be sending the gateway at once, each on a stream of its own.
 const LARGE_ANSWER_STREAMS: u32 = 64;

@@ -1,6 +1,6 @@
-//! Sends calls to edge nodes and fails over: one call on the node's request stream per attempt
-//! ([`super::mux`]), the next candidate on a transport error, a lost node, a refusal or a
-//! node-side failure, all within the request's deadline. Application errors from the chain (e.g. `execution reverted`) are final.
+//! Sends calls to edge nodes and fails over: one call on the node's request stream per
+//! attempt ([`super::mux`]), the next candidate on a transport error, a lost node, a refusal
+//! or a node-side failure, all within the request's deadline. Application errors from the chain (e.g. `execution reverted`) are final.
 //! A read the first node is late with is raced against the next node (hedged, see
 //! [`super::hedge`]); writes never are.
 
@@ -41,6 +41,7 @@ impl AttemptError {
         match self {
             AttemptError::NodeGone => "node_gone",
             AttemptError::Timeout => "timeout",
+            AttemptError::Mux(super::mux::MuxError::Busy) => "busy",
             AttemptError::Mux(_) => "stream_error",
             AttemptError::Frame(_) | AttemptError::Protocol(_) => "protocol_error",
         }
@@ -170,9 +171,13 @@ impl Dispatcher {
     ) {
         // The breaker counts the node's own failures (transport, protocol), not its
         // upstream's trouble with a request (a heavy call timing out), which node errors
-        // report. An attempt cancelled because a hedge won is not counted at all.
+        // report. An attempt cancelled because a hedge won is not counted at all, nor one the
+        // node refused unread (busy): it did no work and nothing was sent on.
         let ok = matches!(&res, Ok(r) if r.results.len() == p.pending.len());
-        a.node.record_attempt(ok);
+        let busy = matches!(&res, Err(AttemptError::Mux(super::mux::MuxError::Busy)));
+        if !busy {
+            a.node.record_attempt(ok);
+        }
         let (reason, error) = match res {
             Ok(resp) if ok => return self.take(p, a, resp).await,
             Ok(resp) => {
@@ -195,14 +200,17 @@ impl Dispatcher {
                 (e.reason(), error)
             }
         };
-        p.pending.iter().for_each(|&i| p.maybe_sent[i] = true);
+        if !busy {
+            p.pending.iter().for_each(|&i| p.maybe_sent[i] = true);
+        }
         self.failed_over(a.node, a.chain_id, a.request_id, reason);
         p.last_error = Some(error);
     }
 
     /// One attempt on `first`; when it is late (past its hedge delay) and the budget allows,
     /// the same request on the next candidate too. The first good answer wins and the other
-    /// attempt is dropped, which resets its stream. Returns the attempts that finished, in
+    /// attempt is dropped (its call forgotten: not sent if still queued, its answer dropped if
+    /// one comes). Returns the attempts that finished, in
     /// order: only the last can be good (a first finisher that failed waits for the other).
     async fn race(
         &self,

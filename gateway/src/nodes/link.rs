@@ -255,7 +255,9 @@ async fn read_status(
     }
 }
 
-/// Answers too large for the request stream, each on a stream the node opened for it.
+/// Answers too large for the request stream, each on a stream the node opened for it. Only an
+/// answer some call is waiting for is read (others are stopped at their header); a stream that
+/// fails or is malformed fails its own call, not the connection.
 async fn large_answers(
     node: &Arc<Node>,
     conn: &quinn::Connection,
@@ -263,19 +265,35 @@ async fn large_answers(
 ) -> Result<(), JoinError> {
     loop {
         let mut recv = conn.accept_uni().await?;
-        let (node, conn) = (node.clone(), conn.clone());
+        let node = node.clone();
         // Its own task: a large answer arriving slowly must not hold up the next one.
         tokio::spawn(async move {
-            let res = match recv.read_to_end(max).await {
-                Ok(buf) => frame::decode_one(buf.into(), max)
-                    .map_err(MuxFailure::from)
-                    .and_then(|f| node.mux.deliver(f)),
-                Err(e) => Err(MuxFailure::Frame(FrameError::Io(std::io::Error::other(e)))),
-            };
-            if let Err(e) = res {
-                tracing::warn!(node = %node.id, error = %e, "bad answer stream; closing the connection");
-                conn.close(2u32.into(), b"bad answer stream");
+            let mut header = [0u8; 5 + msg::TAG_BYTES];
+            if recv.read_exact(&mut header).await.is_err() {
+                return;
             }
+            let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let tag = u64::from_be_bytes(header[5..].try_into().expect("8 bytes"));
+            if header[4] != FrameType::TaggedResponse as u8 || !node.mux.is_waiting(tag) {
+                let _ = recv.stop(0u32.into());
+                return;
+            }
+            let answer = if len > max {
+                let _ = recv.stop(0u32.into());
+                Err(format!(
+                    "answer of {len} bytes exceeds the {max}-byte frame limit"
+                ))
+            } else {
+                match recv
+                    .read_to_end((4 + len + 1).saturating_sub(header.len()))
+                    .await
+                {
+                    Ok(rest) if rest.len() + header.len() == 4 + len => Ok(rest.into()),
+                    Ok(_) => Err("answer stream ended early or ran on".to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            };
+            node.mux.deliver_large(tag, answer);
         });
     }
 }

@@ -24,8 +24,11 @@ const BATCH: usize = 128;
 pub enum MuxError {
     #[error("request stream closed")]
     Closed,
-    #[error("node refused the request (at its in-flight limit)")]
+    #[error("node refused the request (at its in-flight limit, or too large for it)")]
     Busy,
+    /// The answer's own stream failed or was malformed: this call fails, the rest go on.
+    #[error("answer stream: {0}")]
+    Answer(String),
 }
 
 /// Why the request stream ended.
@@ -42,10 +45,17 @@ pub enum MuxFailure {
 enum Answer {
     Frame(Bytes),
     Busy,
+    Failed(String),
 }
 
-/// Calls waiting for their answer, by tag.
-type Pending = Mutex<HashMap<u64, oneshot::Sender<Answer>>>;
+/// Calls waiting for their answer, by tag; `closed` once the stream has ended.
+#[derive(Default)]
+struct Waiters {
+    calls: HashMap<u64, oneshot::Sender<Answer>>,
+    closed: bool,
+}
+
+type Pending = Mutex<Waiters>;
 
 struct Inner {
     out: mpsc::Sender<(u64, Bytes)>,
@@ -75,14 +85,14 @@ impl Mux {
         let (out, rx) = mpsc::channel(QUEUE);
         let inner = Arc::new(Inner {
             out,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(Waiters::default()),
             next_tag: AtomicU64::new(1),
         });
         let weak = Arc::downgrade(&inner);
         let driver = async move {
             // The writer is a task of its own: a queued request wakes only it, and an answer
             // arriving only the reader.
-            let mut write = AbortOnDrop(tokio::spawn(write_loop(send, rx)));
+            let mut write = AbortOnDrop(tokio::spawn(write_loop(send, rx, weak.clone())));
             let read = async {
                 let mut frames = FrameReader::new(max_frame);
                 let mut recv = recv;
@@ -102,11 +112,12 @@ impl Mux {
                 r = &mut write.0 => r.unwrap_or(Err(MuxFailure::Finished)),
                 r = read => r,
             };
-            // The writer (and its queue) goes first: a call from now on fails to queue instead
-            // of waiting for an answer that cannot come.
-            drop(write);
+            // Closed under the lock that calls register under: a call from now on fails at
+            // once instead of waiting for an answer that cannot come.
             if let Some(inner) = weak.upgrade() {
-                inner.pending.lock().expect("pending lock").clear();
+                let mut w = inner.pending.lock().expect("pending lock");
+                w.closed = true;
+                w.calls.clear();
             }
             res
         };
@@ -119,11 +130,13 @@ impl Mux {
     pub async fn call(&self, request: Bytes) -> Result<Bytes, MuxError> {
         let tag = self.inner.next_tag.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.inner
-            .pending
-            .lock()
-            .expect("pending lock")
-            .insert(tag, tx);
+        {
+            let mut w = self.inner.pending.lock().expect("pending lock");
+            if w.closed {
+                return Err(MuxError::Closed);
+            }
+            w.calls.insert(tag, tx);
+        }
         let _waiting = Waiting {
             pending: &self.inner.pending,
             tag,
@@ -136,21 +149,31 @@ impl Mux {
         match rx.await {
             Ok(Answer::Frame(payload)) => Ok(payload),
             Ok(Answer::Busy) => Err(MuxError::Busy),
+            Ok(Answer::Failed(why)) => Err(MuxError::Answer(why)),
             Err(_) => Err(MuxError::Closed),
         }
     }
 
-    /// Takes an answer that came on a stream of its own (a large one).
-    pub fn deliver(&self, frame: Frame) -> Result<(), MuxFailure> {
-        match frame.ty {
-            FrameType::TaggedResponse => deliver(&self.inner.pending, frame),
-            other => Err(MuxFailure::Unexpected(other)),
-        }
+    /// Whether a call with `tag` is waiting for its answer (a large answer's stream is read
+    /// only then).
+    pub fn is_waiting(&self, tag: u64) -> bool {
+        let w = self.inner.pending.lock().expect("pending lock");
+        w.calls.contains_key(&tag)
+    }
+
+    /// Takes an answer that came on a stream of its own (a large one): an `RpcResponse`
+    /// payload for `tag`, or why that stream failed, which fails only that call.
+    pub fn deliver_large(&self, tag: u64, answer: Result<Bytes, String>) {
+        let answer = match answer {
+            Ok(payload) => Answer::Frame(payload),
+            Err(why) => Answer::Failed(why),
+        };
+        hand_over(&self.inner.pending, tag, answer);
     }
 
     /// Calls waiting for an answer.
     pub fn waiting(&self) -> usize {
-        self.inner.pending.lock().expect("pending lock").len()
+        self.inner.pending.lock().expect("pending lock").calls.len()
     }
 }
 
@@ -165,19 +188,30 @@ fn deliver(pending: &Pending, frame: Frame) -> Result<(), MuxFailure> {
         FrameType::Busy => (msg::split_tag(frame.payload, "Busy")?.0, Answer::Busy),
         other => return Err(MuxFailure::Unexpected(other)),
     };
-    let waiter = pending.lock().expect("pending lock").remove(&tag);
-    if let Some(tx) = waiter {
-        let _ = tx.send(answer);
-    }
+    hand_over(pending, tag, answer);
     Ok(())
 }
 
+fn hand_over(pending: &Pending, tag: u64, answer: Answer) {
+    let waiter = pending.lock().expect("pending lock").calls.remove(&tag);
+    if let Some(tx) = waiter {
+        let _ = tx.send(answer);
+    }
+}
+
+/// Requests up to this size (framed) are copied into the batch; larger ones are written from
+/// where they are.
+const COPY_MAX: usize = 16 * 1024;
+
 /// Writes queued requests, all that are queued in one write, until the `Mux` is dropped
-/// (then finishes the stream).
+/// (then finishes the stream). A request whose caller has gone (a hedge won, the deadline
+/// passed) while it was queued is not sent.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut send: W,
     mut rx: mpsc::Receiver<(u64, Bytes)>,
+    pending: std::sync::Weak<Inner>,
 ) -> Result<(), MuxFailure> {
+    let io = |e| MuxFailure::Frame(FrameError::Io(e));
     let mut batch = Vec::with_capacity(BATCH);
     let mut buf = BytesMut::new();
     loop {
@@ -185,17 +219,32 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             let _ = send.shutdown().await;
             return Ok(());
         }
+        let Some(inner) = pending.upgrade() else {
+            return Ok(());
+        };
         buf.clear();
         for (tag, frame) in batch.drain(..) {
-            msg::put_tagged(&mut buf, FrameType::TaggedRequest, tag, &frame);
+            if !inner
+                .pending
+                .lock()
+                .expect("pending lock")
+                .calls
+                .contains_key(&tag)
+            {
+                continue;
+            }
+            if frame.len() <= COPY_MAX {
+                msg::put_tagged(&mut buf, FrameType::TaggedRequest, tag, &frame);
+                continue;
+            }
+            send.write_all(&buf).await.map_err(io)?;
+            buf.clear();
+            let header = msg::tagged_header(FrameType::TaggedRequest, tag, &frame);
+            send.write_all(&header).await.map_err(io)?;
+            send.write_all(&frame[5..]).await.map_err(io)?;
         }
-        send.write_all(&buf)
-            .await
-            .map_err(|e| MuxFailure::Frame(FrameError::Io(e)))?;
-        if buf.capacity() > 64 * 1024 {
-            // One burst of large requests should not keep its buffer for the connection's life.
-            buf = BytesMut::new();
-        }
+        drop(inner);
+        send.write_all(&buf).await.map_err(io)?;
     }
 }
 
@@ -216,7 +265,11 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.pending.lock().expect("pending lock").remove(&self.tag);
+        self.pending
+            .lock()
+            .expect("pending lock")
+            .calls
+            .remove(&self.tag);
     }
 }
 
@@ -323,12 +376,6 @@ mod tests {
             driver.await,
             Err(MuxFailure::Unexpected(FrameType::Hello))
         ));
-        assert!(matches!(
-            mux.deliver(Frame {
-                ty: FrameType::Busy,
-                payload: Bytes::new()
-            }),
-            Err(MuxFailure::Unexpected(FrameType::Busy))
-        ));
+        assert!(matches!(mux.call(request(1)).await, Err(MuxError::Closed)));
     }
 }

@@ -452,13 +452,7 @@ async fn a_busy_node_refuses_at_once_and_the_next_node_answers() {
     wait_serving_for(&gw, 2, 10).await;
     let url = format!("http://{}/", gw.http_addr);
     let http = Http::default();
-    let refused = || {
-        gw.app
-            .metrics
-            .failovers
-            .with_label_values(&["stream_error"])
-            .get()
-    };
+    let refused = || gw.app.metrics.failovers.with_label_values(&["busy"]).get();
     let before = refused();
     let held = {
         let (http, url) = (http.clone(), url.clone());
