@@ -339,6 +339,32 @@ mod tests {
         assert!(driver.await.unwrap().is_ok());
     }
 
+    /// A call given up on while still queued (a hedge won, the deadline passed) is not sent.
+    #[tokio::test]
+    async fn a_call_given_up_on_before_its_write_is_not_sent() {
+        use futures::FutureExt;
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        let (r, w) = tokio::io::split(ours);
+        let (mux, driver) = Mux::new(w, r, 1 << 20);
+        // Queued, then dropped before the writer (not yet running) takes it.
+        assert!(mux.call(request(7)).now_or_never().is_none());
+        assert_eq!(mux.waiting(), 0);
+        tokio::spawn(driver);
+        let seen = async {
+            let (mut nr, mut nw) = tokio::io::split(theirs);
+            let mut frames = FrameReader::new(1 << 20);
+            let f = frames.next(&mut nr).await.unwrap().unwrap();
+            let (tag, body) = msg::split_tag(f.payload, "req").unwrap();
+            let mut out = BytesMut::new();
+            msg::put_tagged(&mut out, FrameType::TaggedResponse, tag, &answer(body[0]));
+            nw.write_all(&out).await.unwrap();
+            body[0]
+        };
+        let (first_sent, res) = tokio::join!(seen, mux.call(request(1)));
+        assert_eq!(first_sent, 1);
+        assert!(res.is_ok());
+    }
+
     #[tokio::test]
     async fn a_closed_stream_fails_waiting_and_later_calls() {
         let (ours, theirs) = tokio::io::duplex(1 << 16);

@@ -165,3 +165,40 @@ async fn a_node_that_leaves_is_removed_at_once_and_may_rejoin() {
     );
     n2.shutdown().await;
 }
+
+/// A node cannot make the gateway read answers nobody asked for: a large-answer stream whose
+/// tag no call is waiting for (or of another frame type) is stopped at its header, and the
+/// node stays joined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unasked_large_answers_are_stopped_at_their_header() {
+    let gw = start_gateway("").await;
+    let me = Identity::generate().unwrap();
+    let (ok, (conn, _send, _recv)) = raw_join(&gw, &me, &me.node_id(), TOKEN).await;
+    assert_eq!(ok.ty, FrameType::Welcome);
+    for ty in [FrameType::TaggedResponse, FrameType::Status] {
+        let mut uni = conn.open_uni().await.unwrap();
+        let mut header = [0u8; 5 + msg::TAG_BYTES];
+        header[..4].copy_from_slice(&(30u32 << 20).to_be_bytes());
+        header[4] = ty as u8;
+        header[5..].copy_from_slice(&12_345u64.to_be_bytes());
+        uni.write_all(&header).await.unwrap();
+        // Keep sending the declared 30 MiB: the gateway must stop the stream long before.
+        let chunk = vec![0u8; 64 * 1024];
+        let stopped = tokio::time::timeout(Duration::from_secs(5), async {
+            for _ in 0..480 {
+                if let Err(e) = uni.write_all(&chunk).await {
+                    return Some(e);
+                }
+            }
+            None
+        })
+        .await
+        .expect("the gateway neither read nor stopped the stream");
+        assert!(
+            matches!(stopped, Some(quinn::WriteError::Stopped(_))),
+            "{ty:?}: {stopped:?}"
+        );
+    }
+    assert!(gw.app.registry.get(&me.node_id()).is_some());
+    assert!(conn.close_reason().is_none());
+}
