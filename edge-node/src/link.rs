@@ -357,8 +357,9 @@ async fn serve_stream(
                         // Over this node's limit: refused as when busy (another node may take
                         // it); the stream goes on.
                         let (ty, tag) = frames.skip_large(&mut recv, msg::TAG_BYTES).await?;
-                        if ty == FrameType::TaggedRequest as u8 && tag.len() == msg::TAG_BYTES {
-                            let tag = u64::from_be_bytes(tag[..].try_into().expect("8 bytes"));
+                        let tagged = ty == FrameType::TaggedRequest as u8;
+                        if let (true, Ok((tag, _))) = (tagged, msg::split_tag(tag, "TaggedRequest"))
+                        {
                             let _ = out.send(Out::Busy(tag)).await;
                         }
                         continue;

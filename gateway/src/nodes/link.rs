@@ -8,9 +8,10 @@ use std::time::Duration;
 use proto::frame::{self, FrameError, FrameType};
 use proto::msg::{self, Head, Hello, Reject, Status, Welcome};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::capability::Held;
-use super::mux::{AbortOnDrop, Mux, MuxFailure};
+use super::mux::{Mux, MuxFailure};
 use super::registry::{Node, Registry};
 use super::tip::Marks;
 use crate::config::QuicConfig;
@@ -128,7 +129,7 @@ async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
     let (mux_send, mux_recv) = conn.open_bi().await?;
     let (mux, mux_driver) = Mux::new(mux_send, mux_recv, app.quic.max_frame_bytes);
     // A task of its own, so that answers arriving do not also poll the control stream.
-    let mut mux_task = AbortOnDrop(tokio::spawn(mux_driver));
+    let mut mux_task = AbortOnDropHandle::new(tokio::spawn(mux_driver));
     let node = Arc::new(Node::new(&hello, conn.clone(), mux));
     let welcome = Welcome {
         gateway_id: app.gateway_id.clone(),
@@ -156,7 +157,7 @@ async fn session(app: &Link, conn: quinn::Connection) -> Result<(), JoinError> {
     let deadline = app.quic.status_deadline;
     let res = tokio::select! {
         r = read_status(&node, &app.marks, &mut recv, deadline) => r,
-        r = &mut mux_task.0 => r.unwrap_or(Err(MuxFailure::Finished)).map_err(JoinError::from),
+        r = &mut mux_task => r.unwrap_or(Err(MuxFailure::Finished)).map_err(JoinError::from),
         r = large_answers(&node, &conn, app.quic.max_frame_bytes) => r,
     };
     if app.registry.remove(&node) {

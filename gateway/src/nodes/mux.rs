@@ -14,6 +14,7 @@ use proto::frame::{Frame, FrameError, FrameReader, FrameType};
 use proto::msg;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::AbortOnDropHandle;
 
 /// Frames waiting for the writer; a caller past this waits its turn.
 const QUEUE: usize = 1024;
@@ -92,7 +93,8 @@ impl Mux {
         let driver = async move {
             // The writer is a task of its own: a queued request wakes only it, and an answer
             // arriving only the reader.
-            let mut write = AbortOnDrop(tokio::spawn(write_loop(send, rx, weak.clone())));
+            let mut write =
+                AbortOnDropHandle::new(tokio::spawn(write_loop(send, rx, weak.clone())));
             let read = async {
                 let mut frames = FrameReader::new(max_frame);
                 let mut recv = recv;
@@ -109,7 +111,7 @@ impl Mux {
                 }
             };
             let res = tokio::select! {
-                r = &mut write.0 => r.unwrap_or(Err(MuxFailure::Finished)),
+                r = &mut write => r.unwrap_or(Err(MuxFailure::Finished)),
                 r = read => r,
             };
             // Closed under the lock that calls register under: a call from now on fails at
@@ -245,15 +247,6 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         drop(inner);
         send.write_all(&buf).await.map_err(io)?;
-    }
-}
-
-/// Aborts the task when dropped (a `JoinHandle` dropped leaves its task running).
-pub struct AbortOnDrop<T>(pub tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -144,7 +144,7 @@ async fn follow(
     let (tx, mut events) = tokio::sync::mpsc::channel::<SubEvent>(64);
     let max = hub.max_frame;
     let reader = tokio::spawn(read_events(recv, max, tx));
-    let _reader = AbortOnDrop(reader);
+    let _reader = tokio_util::task::AbortOnDropHandle::new(reader);
     let ready = tokio::time::timeout(READY_WITHIN, events.recv()).await;
     match ready {
         Ok(Some(SubEvent::Ready)) => {
@@ -169,14 +169,6 @@ async fn follow(
                 None => return Left::Move("stream_ended"),
             },
         }
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
