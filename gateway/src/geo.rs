@@ -28,7 +28,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use client_ip::{client_ip, HeaderPolicy, HeaderPolicyParseError, TrustedProxies};
+pub use client_ip::{
+    client_ip, HeaderPolicy, HeaderPolicyParseError, TrustedProxies, X_FORWARDED_FOR,
+};
 pub use continent::continent_of;
 pub use db::DatabaseInfo;
 pub use distance::haversine_km;

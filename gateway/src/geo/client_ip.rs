@@ -21,7 +21,8 @@ use ipnet::IpNet;
 
 use super::forwarded::{parse_forwarded_line, parse_xff_entry, Hop};
 
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-For` (not among `http`'s standard names).
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// Hops examined at most. A longer chain of trusted proxies does not exist in practice; the cap
 /// bounds the work an oversized header can cause. Hitting it counts as garbage.
