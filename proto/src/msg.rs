@@ -249,26 +249,43 @@ const MAX_CALLS: usize = 100_000;
 
 impl RpcRequest {
     pub fn encode(&self) -> Bytes {
-        let size = 8
-            + 2
-            + self.request_id.len()
-            + 4
-            + 8
-            + 4
-            + self
-                .calls
-                .iter()
-                .map(|c| 6 + c.method.len() + c.params.len())
-                .sum::<usize>();
+        Self::encode_parts(
+            self.chain_id,
+            &self.request_id,
+            self.budget_ms,
+            self.min_head,
+            &self.calls,
+            || 0..self.calls.len(),
+        )
+    }
+
+    /// The frame of a request made of `calls[i]` for each `i` that `picked` yields, without
+    /// building the request (the gateway sends calls it already holds, often all of them).
+    /// `picked` is called twice: once to size the frame, once to write it.
+    pub fn encode_parts<I: Iterator<Item = usize>>(
+        chain_id: u64,
+        request_id: &str,
+        budget_ms: u32,
+        min_head: u64,
+        calls: &[Call],
+        picked: impl Fn() -> I,
+    ) -> Bytes {
+        let (mut n, mut call_bytes) = (0usize, 0usize);
+        for i in picked() {
+            n += 1;
+            call_bytes += 6 + calls[i].method.len() + calls[i].params.len();
+        }
+        let size = 8 + 2 + request_id.len() + 4 + 8 + 4 + call_bytes;
         let mut b = BytesMut::with_capacity(5 + size);
         b.put_u32(1 + size as u32);
         b.put_u8(FrameType::RpcRequest as u8);
-        b.put_u64(self.chain_id);
-        put_str16(&mut b, &self.request_id);
-        b.put_u32(self.budget_ms);
-        b.put_u64(self.min_head);
-        b.put_u32(self.calls.len() as u32);
-        for c in &self.calls {
+        b.put_u64(chain_id);
+        put_str16(&mut b, request_id);
+        b.put_u32(budget_ms);
+        b.put_u64(min_head);
+        b.put_u32(n as u32);
+        for i in picked() {
+            let c = &calls[i];
             put_str16(&mut b, &c.method);
             b.put_u32(c.params.len() as u32);
             b.put_slice(&c.params);
@@ -460,6 +477,19 @@ mod tests {
         let f = decode_one(r.encode(), 1 << 20).unwrap();
         assert_eq!(f.ty, FrameType::RpcRequest);
         assert_eq!(RpcRequest::decode(f.payload).unwrap(), r);
+    }
+
+    #[test]
+    fn a_request_of_picked_calls_is_the_request_of_those_calls() {
+        let r = req();
+        let picked = RpcRequest::encode_parts(31337, "r-1", 5000, 7, &r.calls, || [1].into_iter());
+        let f = decode_one(picked, 1 << 20).unwrap();
+        let got = RpcRequest::decode(f.payload).unwrap();
+        assert_eq!(got.calls, &r.calls[1..]);
+        assert_eq!(
+            (got.chain_id, got.budget_ms, got.min_head),
+            (31337, 5000, 7)
+        );
     }
 
     #[test]

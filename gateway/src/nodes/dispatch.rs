@@ -127,14 +127,14 @@ impl Dispatcher {
                 break;
             }
             let Some(node) = candidates.next() else { break };
-            let req = RpcRequest {
+            let frame = RpcRequest::encode_parts(
                 chain_id,
-                request_id: request_id.to_string(),
-                budget_ms: left.as_millis().min(u128::from(u32::MAX)) as u32,
+                request_id,
+                left.as_millis().min(u128::from(u32::MAX)) as u32,
                 min_head,
-                calls: p.pending.iter().map(|&i| p.calls[i].clone()).collect(),
-            };
-            let frame = req.encode();
+                &p.calls,
+                || p.pending.iter().copied(),
+            );
             let done = match class {
                 Some(class) if hedged && candidates.peek().is_some() => {
                     let race = Race {

@@ -4,7 +4,6 @@
 //! its caller by tag. Many requests then ride one packet and one wake-up each way, where a
 //! stream per request paid a stream's set-up, state and credit every time.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,7 +51,8 @@ enum Answer {
 /// Calls waiting for their answer, by tag; `closed` once the stream has ended.
 #[derive(Default)]
 struct Waiters {
-    calls: HashMap<u64, oneshot::Sender<Answer>>,
+    /// Tags are the gateway's own sequence numbers: a fast hasher, no one can steer them.
+    calls: foldhash::HashMap<u64, oneshot::Sender<Answer>>,
     closed: bool,
 }
 

@@ -30,7 +30,7 @@ pub struct Node {
     pub gone: CancellationToken,
     last: Mutex<Option<(Status, Instant)>>,
     /// Per served chain: may traffic go here, and why not.
-    health: Mutex<HashMap<u64, ChainHealth>>,
+    health: Mutex<foldhash::HashMap<u64, ChainHealth>>,
     /// Attempts that succeeded / failed since the last health check.
     window_ok: AtomicU32,
     window_err: AtomicU32,
@@ -161,7 +161,7 @@ impl Node {
             joined_at: Instant::now(),
             gone: CancellationToken::new(),
             last: Mutex::new(None),
-            health: Mutex::new(HashMap::new()),
+            health: Mutex::default(),
             window_ok: AtomicU32::new(0),
             window_err: AtomicU32::new(0),
             min_rtt: Mutex::new(None),

@@ -257,7 +257,7 @@ pub struct Router {
     residency: Vec<ResidencyRule>,
     chains: Vec<u64>,
     status_deadline: Duration,
-    tables: RwLock<HashMap<u64, Arc<Table<Arc<Node>>>>>,
+    tables: RwLock<foldhash::HashMap<u64, Arc<Table<Arc<Node>>>>>,
 }
 
 impl Router {

@@ -7,7 +7,6 @@
 //! moving tag goes first to nodes that have reached it, and the node serving it is told the
 //! mark, so it catches up before answering if it must (see `edge_node`'s read-your-writes).
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Blocks an answer may show beyond the highest head any node announced: a receipt fetched
@@ -35,7 +34,7 @@ struct Mark {
 /// The per-chain marks (0: nothing known yet).
 #[derive(Debug, Default)]
 pub struct Marks {
-    chains: HashMap<u64, Mark>,
+    chains: foldhash::HashMap<u64, Mark>,
 }
 
 impl Marks {

@@ -204,6 +204,24 @@ async fn a_lagging_upstream_drops_its_node_until_it_catches_up() {
         if first.as_deref() == Ok("eu-west") {
             break;
         }
+        // Why, for the log: eu-west judged behind (its health), or an attempt on it failing
+        // (failovers by reason).
+        let failovers: Vec<_> = [
+            "stream_error",
+            "timeout",
+            "busy",
+            "node_error",
+            "node_gone",
+            "protocol_error",
+        ]
+        .iter()
+        .map(|r| (*r, gw.app.metrics.failovers.with_label_values(&[r]).get()))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+        let eu_health = gw.app.registry.get(&eu.node_id).map(|n| n.health(CHAIN_ID));
+        println!(
+            "London first served by {first:?}: eu-west {eu_health:?}; failovers {failovers:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(first.as_deref(), Ok("eu-west"));
