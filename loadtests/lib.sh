@@ -183,11 +183,12 @@ lt_run_wrk() {
 # lt_wrk WORKLOAD TARGET URL SCRIPT CONNECTIONS DURATION [wrk options...]
 # Runs wrk with a Lua script from loadtests/ (the script's done() prints one `LTRESULT {json}`
 # line) and records it with the workload and target names. Extra variables for the script are
-# passed in the environment (LT_*).
+# passed in the environment (LT_*). With LT_ROUND set, the run is that round of its workload
+# (its record says so, and the report takes the median over the rounds).
 lt_wrk() {
   local workload=$1 target=$2 url=$3 script=$4 conns=$5 dur=$6
   shift 6
-  local out="$LT_TMP/wrk-$workload-$target.txt" line cpu0 cpu1
+  local out="$LT_TMP/wrk-$workload-$target${LT_ROUND:+-round$LT_ROUND}.txt" line cpu0 cpu1
   cpu0=$(lt_cpu)
   lt_run_wrk "$out" -t1 "-c$conns" "-d$dur" "$@" -s "$LT_DIR/$script" "$url" ||
     lt_die "wrk failed for $workload/$target: $(tail -n 5 "$out")"
@@ -203,5 +204,5 @@ d = sys.argv[4]
 want = float(d[:-1]) * {"s": 1, "m": 60, "h": 3600}[d[-1]] if d[-1] in "smh" else float(d)
 sys.exit(r["seconds"] < 0.9 * want)
 PY
-  lt_record "{\"kind\":\"wrk\",\"workload\":\"$workload\",\"target\":\"$target\",\"connections\":$conns,\"cpu_before\":$cpu0,\"cpu_after\":$cpu1,\"clk_tck\":$(getconf CLK_TCK),\"wrk\":$line}"
+  lt_record "{\"kind\":\"wrk\",\"workload\":\"$workload\",\"target\":\"$target\",\"connections\":$conns,\"cpu_before\":$cpu0,\"cpu_after\":$cpu1,\"clk_tck\":$(getconf CLK_TCK)${LT_ROUND:+,\"round\":$LT_ROUND},\"wrk\":$line}"
 }

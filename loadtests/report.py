@@ -14,6 +14,7 @@ counters around the measured run), idle (workload idle: one target's idle.py rea
 
 import argparse
 import json
+import statistics
 import sys
 
 TARGETS = [("gateway", "gateway + edge"), ("gateway-key", "gateway + edge, tenant key in the URL"),
@@ -86,7 +87,70 @@ def load(path):
         line = line.strip()
         if line:
             recs.append(json.loads(line))
-    return recs
+    return merge_rounds(recs)
+
+
+# wrk figures a workload run in rounds reports as the median over its rounds; the rest add up.
+MEDIAN = ("rps", "p50_us", "p90_us", "p99_us", "mean_us")
+
+
+def merge_rounds(recs):
+    """Runs made in rounds (`round` in the record, LT_ROUNDS) become one record per workload and
+    target, where the first round was: latency and req/s the median over the rounds, counts
+    (requests, failures, hits) and CPU time summed, so CPU per request covers every round. The
+    rounds' own req/s stay in `rounds`."""
+    groups, out = {}, []
+    for r in recs:
+        if r["kind"] != "wrk" or "round" not in r:
+            out.append(r)
+            continue
+        key = (r["workload"], r["target"])
+        if key not in groups:
+            groups[key] = []
+            out.append(key)
+        groups[key].append(r)
+    merged = []
+    for r in out:
+        if not isinstance(r, tuple):
+            merged.append(r)
+            continue
+        rs = groups[r]
+        m = {k: v for k, v in rs[0].items() if k not in ("wrk", "cpu_before", "cpu_after", "round")}
+        w = {}
+        for k in rs[0]["wrk"]:
+            vals = [x["wrk"][k] for x in rs if isinstance(x["wrk"].get(k), (int, float))]
+            if len(vals) != len(rs):
+                w[k] = rs[0]["wrk"][k]
+            elif k in MEDIAN:
+                w[k] = statistics.median(vals)
+            elif k == "max_us":
+                w[k] = max(vals)
+            else:
+                w[k] = sum(vals)
+        m["wrk"] = w
+        m["rounds"] = [x["wrk"]["rps"] for x in sorted(rs, key=lambda x: x["round"])]
+        comps = {c for x in rs for c in x["cpu_before"]}
+        m["cpu_before"] = {c: 0 for c in comps}
+        m["cpu_after"] = {c: sum(x["cpu_after"].get(c, 0) - x["cpu_before"].get(c, 0) for x in rs) for c in comps}
+        merged.append(m)
+    return merged
+
+
+def rounds_table(recs):
+    """Each round's req/s of the workloads run in rounds, beside the median the tables use."""
+    rows = [r for r in recs if r["kind"] == "wrk" and "rounds" in r]
+    if not rows:
+        return ""
+    n = max(len(r["rounds"]) for r in rows)
+    out = ["| workload | target | " + " | ".join(f"round {i + 1} req/s" for i in range(n)) + " | median | spread |",
+           "| --- | --- | " + " | ".join("---:" for _ in range(n)) + " | ---: | ---: |"]
+    for r in rows:
+        rps = r["rounds"]
+        cells = [f"{x:,.0f}" for x in rps] + [""] * (n - len(rps))
+        spread = (max(rps) - min(rps)) / r["wrk"]["rps"] if r["wrk"]["rps"] else 0
+        out.append(f"| {r['workload']} | {r['target']} | " + " | ".join(cells)
+                   + f" | {r['wrk']['rps']:,.0f} | {100 * spread:.0f} % |")
+    return "\n".join(out)
 
 
 COMPONENTS = ["gateway", "edge", "nginx", "anvil", "redis", "ceiling"]
@@ -477,7 +541,9 @@ def cmd_results(a):
     print(f"- Code: commit {info.get('commit')}{' with uncommitted changes in ' + info['dirty'] if info.get('dirty') else ''}; "
           f"{info.get('rustc')}; anvil {info.get('anvil')}; {info.get('nginx')}; redis {info.get('redis', '?')}; "
           f"{info.get('wrk')}")
-    print(f"- Settings: wrk -t1, {info.get('duration')} per run, each but 4 and M after an unrecorded "
+    rounds = (f" (1a, 1b and E: {info['rounds']} rounds of {info.get('round_duration')} per target, every target "
+              f"in turn per round, medians reported)" if info.get("rounds", 1) > 1 else "")
+    print(f"- Settings: wrk -t1, {info.get('duration')} per run{rounds}, each but 4 and M after an unrecorded "
           f"{info.get('warmup')} warm-up; anvil --block-time {info.get('block_time')}; nginx 1 worker, proxy_cache_valid 200 "
           f"{info.get('nginx_ttl')}; gateway and edge nodes worker_threads = {info.get('workers', '?')}, "
           f"anvil TOKIO_WORKER_THREADS = {info.get('anvil_workers', '?')}; "
@@ -501,6 +567,13 @@ def cmd_results(a):
     print()
     for n in notes:
         print(f"- {n}")
+    rt = rounds_table(recs)
+    if rt:
+        print()
+        print("Rounds (workloads run in rounds, every target in turn per round; the tables above give each "
+              "target's median req/s and latency, and CPU over all rounds; spread = (max - min) / median):")
+        print()
+        print(rt)
     print()
     print("CPU time per request (µs, user + system from /proc/<pid>/stat over the run, all serving processes;")
     print("idle components show their background work; wrk itself is not counted):")

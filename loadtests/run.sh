@@ -11,12 +11,16 @@
 # shipped runtime and cache defaults; gw-edge, both gateway cache tiers off), two edge nodes
 # joined to all three (eu-west serves, us-east is the failover node), nginx and the ceiling; runs
 # the workloads with wrk (idle: loadtests/idle.py); prints the table and writes
-# loadtests/RESULTS.md. Everything it starts is stopped on exit, Ctrl-C included. About 18
+# loadtests/RESULTS.md. Everything it starts is stopped on exit, Ctrl-C included. About 22
 # minutes plus the build.
 #
 # Environment (all optional):
 #   LT_DURATION=10s         length of each measured wrk run
 #   LT_WARMUP=2s            unrecorded wrk run before each measured run (0 to skip)
+#   LT_ROUNDS=5             rounds of workloads 1a, 1b and edge (the bars' ratios): each round
+#                           runs every target in turn for LT_ROUND_DURATION=4s, and the report
+#                           takes each target's median, so a drift in the machine's speed over
+#                           those minutes touches every target alike
 #   LT_PORT_BASE=28545      ports used: BASE .. BASE+13
 #   LT_BLOCK_TIME=2         anvil --block-time (s); nginx proxy_cache_valid is the same
 #   LT_EDGE_CACHE_BYTES=4194304   edge [cache] max_bytes (small, so the cache-fill run hits it)
@@ -57,6 +61,8 @@ esac
 
 DURATION=${LT_DURATION:-10s}
 WARMUP=${LT_WARMUP:-2s}
+ROUNDS=${LT_ROUNDS:-5}
+ROUND_DURATION=${LT_ROUND_DURATION:-4s}
 PORT_BASE=${LT_PORT_BASE:-28545}
 BLOCK_TIME=${LT_BLOCK_TIME:-2}
 NGINX_TTL="${BLOCK_TIME}s"
@@ -74,7 +80,7 @@ IDLE_CONNS=${LT_IDLE_CONNECTIONS:-10000}
 ONLY=${LT_ONLY:-1 edge key 2 3 5 fill soak 4 idle}
 RESULTS_MD=${LT_RESULTS_FILE-$LT_DIR/RESULTS.md}
 COMMAND="loadtests/run.sh"
-for v in LT_DURATION LT_WARMUP LT_PORT_BASE LT_BLOCK_TIME LT_EDGE_CACHE_BYTES LT_XFF LT_KILL_AFTER LT_WORKERS LT_ANVIL_WORKERS LT_PEER LT_SOAK LT_GATEWAY_CACHE_BYTES LT_IDLE_CONNECTIONS LT_ONLY; do
+for v in LT_DURATION LT_WARMUP LT_ROUNDS LT_ROUND_DURATION LT_PORT_BASE LT_BLOCK_TIME LT_EDGE_CACHE_BYTES LT_XFF LT_KILL_AFTER LT_WORKERS LT_ANVIL_WORKERS LT_PEER LT_SOAK LT_GATEWAY_CACHE_BYTES LT_IDLE_CONNECTIONS LT_ONLY; do
   if [ -n "${!v:-}" ]; then COMMAND="$v='${!v}' $COMMAND"; fi
 done
 
@@ -460,6 +466,21 @@ measure() {
   done
 }
 
+# measure_rounds WORKLOAD SCRIPT CONNECTIONS TARGET...: $ROUNDS rounds of every target in turn,
+# each run ($ROUND_DURATION) after its warm-up; the report takes each target's median. Taken one
+# after another, the targets of one workload were minutes apart, and this machine's speed drifts
+# by a tenth or more over minutes: interleaved, a drift touches every target alike.
+measure_rounds() {
+  local wl=$1 script=$2 conns=$3 r t
+  shift 3
+  for ((r = 1; r <= ROUNDS; r++)); do
+    for t in "$@"; do
+      warm "$script" "${URL[$t]}" "$conns"
+      LT_ROUND=$r lt_wrk "$wl" "$t" "${URL[$t]}" "$script" "$conns" "$ROUND_DURATION"
+    done
+  done
+}
+
 edge_admin_port() { # region
   local e region admin
   for e in "${EDGES[@]}"; do
@@ -508,8 +529,8 @@ LOADAVG_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 workload_1() {
   lt_log "workload 1: cache hit, one hot read (c32)"
-  LT_BODY="$BODY_HASH" measure 1a hot.lua 32 gateway "${DEMO[@]}" nginx anvil ceiling
-  LT_BODY="$BODY_NUM" measure 1b hot.lua 32 gateway "${DEMO[@]}" nginx anvil ceiling
+  LT_BODY="$BODY_HASH" measure_rounds 1a hot.lua 32 gateway "${DEMO[@]}" nginx anvil ceiling
+  LT_BODY="$BODY_NUM" measure_rounds 1b hot.lua 32 gateway "${DEMO[@]}" nginx anvil ceiling
   LT_BODY="$BODY_HASH" LT_UNIQUE_IDS=1 measure 1c hot.lua 32 gateway nginx
   LT_BODY="$BODY_LATEST" measure 1d hot.lua 32 "${TARGETS[@]}"
 }
@@ -598,12 +619,10 @@ workload_edge() {
   want=$(lt_rpc "$ANVIL_URL" eth_getBalance "[\"$DEV0\",$BY_HASH]")
   got=$(lt_rpc "${URL[gateway-edge]}" eth_getBalance "[\"$DEV0\",$BY_HASH]")
   [ "$got" = "$want" ] || lt_die "workload edge: gw-edge answered $got, anvil $want"
-  for t in gateway-edge nginx anvil; do
-    LT_BODY="$BODY_HASH" warm hot.lua "${URL[$t]}" 32
-    [ "$t" != gateway-edge ] || before=$(edge_cache_counts "$admin")
-    LT_BODY="$BODY_HASH" lt_wrk edge "$t" "${URL[$t]}" hot.lua 32 "$DURATION"
-    [ "$t" != gateway-edge ] || after=$(edge_cache_counts "$admin")
-  done
+  # The node's counts around all rounds: nginx and anvil between them do not touch it.
+  before=$(edge_cache_counts "$admin")
+  LT_BODY="$BODY_HASH" measure_rounds edge hot.lua 32 gateway-edge nginx anvil
+  after=$(edge_cache_counts "$admin")
   lt_record "{\"kind\":\"edge\",\"region\":\"$SERVING\",\"before\":$before,\"after\":$after}"
 }
 
@@ -722,7 +741,7 @@ lt_record "{\"kind\":\"info\",\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"
 \"rustc\":$(jstr "$(rustc --version)"),\"anvil\":$(jstr "$("$ANVIL_BIN" --version | head -n1 | sed 's/.*Version: *//')"),\
 \"nginx\":$(jstr "$(nginx -v 2>&1)"),\"redis\":$(jstr "$("$REDIS_SERVER_BIN" --version | sed 's/^Redis server v=\([^ ]*\).*/\1/')"),\"wrk\":$(jstr "$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"),\
 \"machine\":{\"nproc\":$(nproc),\"cpu\":$(jstr "$cpu"),\"mem\":$(jstr "$mem"),\"kernel\":$(jstr "$(uname -r)"),\"loadavg\":$(jstr "$LOADAVG_START")},\
-\"duration\":$(jstr "$DURATION"),\"warmup\":$(jstr "$WARMUP"),\"block_time\":$BLOCK_TIME,\"nginx_ttl\":$(jstr "$NGINX_TTL"),\
+\"duration\":$(jstr "$DURATION"),\"warmup\":$(jstr "$WARMUP"),\"rounds\":$ROUNDS,\"round_duration\":$(jstr "$ROUND_DURATION"),\"block_time\":$BLOCK_TIME,\"nginx_ttl\":$(jstr "$NGINX_TTL"),\
 \"edges\":${#EDGES[@]},\"demo\":$([ "$PEER" = 1 ] && echo true || echo false),\"idle_connections\":$IDLE_CONNS,\"workers\":$WORKERS,\"anvil_workers\":$(jstr "${ANVIL_WORKERS:-default}"),\"xff\":$(jstr "$XFF"),\"serving_region\":$(jstr "$SERVING"),\"edge_cache_max_bytes\":$CACHE_MAX,\
 \"nginx_errors\":$(grep -c '\[error\]' "$NG/error.log" || true),\"nginx_first_error\":$(jstr "$(grep -m1 '\[error\]' "$NG/error.log" || true)"),\
 \"elapsed\":$(jstr "$((elapsed / 60)) min $((elapsed % 60)) s"),\"build_s\":$BUILD_S}"

@@ -67,6 +67,34 @@ fn requests(c: &mut Criterion) {
         assert_eq!(RpcRequest::decode(payload.clone()).unwrap(), req);
 
         c.bench_function(enc_name, |b| b.iter(|| black_box(&req).encode()));
+        // The gateway holds the calls already: it used to clone them into a request to encode
+        // it, and now writes them into the frame where they are.
+        let held = &req.calls;
+        c.bench_function(&format!("{enc_name}_cloning_held_calls"), |b| {
+            b.iter(|| {
+                RpcRequest {
+                    chain_id: req.chain_id,
+                    request_id: req.request_id.clone(),
+                    budget_ms: req.budget_ms,
+                    min_head: req.min_head,
+                    calls: black_box(held).to_vec(),
+                }
+                .encode()
+            })
+        });
+        c.bench_function(&format!("{enc_name}_from_held_calls"), |b| {
+            b.iter(|| {
+                let calls = black_box(held);
+                RpcRequest::encode_parts(
+                    req.chain_id,
+                    &req.request_id,
+                    req.budget_ms,
+                    req.min_head,
+                    calls,
+                    || 0..calls.len(),
+                )
+            })
+        });
         c.bench_function(dec_name, |b| {
             b.iter(|| RpcRequest::decode(black_box(payload.clone())));
         });
