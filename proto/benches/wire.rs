@@ -80,7 +80,7 @@ fn requests(c: &mut Criterion) {
                     calls: black_box(held).to_vec(),
                 }
                 .encode()
-            })
+            });
         });
         c.bench_function(&format!("{enc_name}_from_held_calls"), |b| {
             b.iter(|| {
@@ -93,7 +93,7 @@ fn requests(c: &mut Criterion) {
                     calls,
                     || 0..calls.len(),
                 )
-            })
+            });
         });
         c.bench_function(dec_name, |b| {
             b.iter(|| RpcRequest::decode(black_box(payload.clone())));
