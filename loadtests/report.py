@@ -129,11 +129,29 @@ def merge_rounds(recs):
                 w[k] = sum(vals)
         m["wrk"] = w
         m["rounds"] = [x["wrk"]["rps"] for x in sorted(rs, key=lambda x: x["round"])]
-        comps = {c for x in rs for c in x["cpu_before"]}
+        comps = {c for x in rs for c in list(x["cpu_before"]) + list(x["cpu_after"])}
         m["cpu_before"] = {c: 0 for c in comps}
-        m["cpu_after"] = {c: sum(x["cpu_after"].get(c, 0) - x["cpu_before"].get(c, 0) for x in rs) for c in comps}
+        m["cpu_after"] = {}
+        for c in comps:
+            deltas = [x["cpu_after"].get(c, 0) - x["cpu_before"].get(c, 0) for x in rs]
+            # A process that went away in some round (its delta below 0) stays unknown.
+            m["cpu_after"][c] = -1 if any(d < 0 for d in deltas) else sum(deltas)
         merged.append(m)
-    return merged
+    return merge_edge_rounds(merged)
+
+
+def merge_edge_rounds(recs):
+    """Workload E's node counts, one record per round (around each measured run), as one record
+    whose `before` is zero and `after` the counts the measured runs added up to."""
+    rounds = [r for r in recs if r["kind"] == "edge" and "round" in r]
+    if not rounds:
+        return recs
+    keys = rounds[0]["after"].keys()
+    total = {"kind": "edge", "region": rounds[0]["region"], "before": {k: 0 for k in keys},
+             "after": {k: sum(r["after"][k] - r["before"][k] for r in rounds) for k in keys}}
+    out = [r for r in recs if not (r["kind"] == "edge" and "round" in r)]
+    out.append(total)
+    return out
 
 
 def rounds_table(recs):

@@ -63,6 +63,7 @@ DURATION=${LT_DURATION:-10s}
 WARMUP=${LT_WARMUP:-2s}
 ROUNDS=${LT_ROUNDS:-5}
 ROUND_DURATION=${LT_ROUND_DURATION:-4s}
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: LT_ROUNDS must be a whole number of at least 1, not '$ROUNDS'" >&2; exit 2; }
 PORT_BASE=${LT_PORT_BASE:-28545}
 BLOCK_TIME=${LT_BLOCK_TIME:-2}
 NGINX_TTL="${BLOCK_TIME}s"
@@ -470,13 +471,17 @@ measure() {
 # each run ($ROUND_DURATION) after its warm-up; the report takes each target's median. Taken one
 # after another, the targets of one workload were minutes apart, and this machine's speed drifts
 # by a tenth or more over minutes: interleaved, a drift touches every target alike.
+# ROUND_AFTER_WARM and ROUND_AFTER_RUN, when set, name functions called with the target and the
+# round right before and right after each measured run (after its warm-up).
 measure_rounds() {
   local wl=$1 script=$2 conns=$3 r t
   shift 3
   for ((r = 1; r <= ROUNDS; r++)); do
     for t in "$@"; do
       warm "$script" "${URL[$t]}" "$conns"
+      [ -z "${ROUND_AFTER_WARM:-}" ] || "$ROUND_AFTER_WARM" "$t" "$r"
       LT_ROUND=$r lt_wrk "$wl" "$t" "${URL[$t]}" "$script" "$conns" "$ROUND_DURATION"
+      [ -z "${ROUND_AFTER_RUN:-}" ] || "$ROUND_AFTER_RUN" "$t" "$r"
     done
   done
 }
@@ -614,16 +619,21 @@ edge_cache_counts() {
 workload_edge() {
   lt_log "workload edge: the edge node's own cache through gw-edge (gateway tiers off), c32"
   [ -n "$(lt_pid "edge-$SERVING")" ] || lt_die "workload edge needs edge node $SERVING (run it before 4)"
-  local admin t got want before="" after=""
+  local admin got want before="" after=""
   admin="http://127.0.0.1:$(edge_admin_port "$SERVING")/metrics"
   want=$(lt_rpc "$ANVIL_URL" eth_getBalance "[\"$DEV0\",$BY_HASH]")
   got=$(lt_rpc "${URL[gateway-edge]}" eth_getBalance "[\"$DEV0\",$BY_HASH]")
   [ "$got" = "$want" ] || lt_die "workload edge: gw-edge answered $got, anvil $want"
-  # The node's counts around all rounds: nginx and anvil between them do not touch it.
-  before=$(edge_cache_counts "$admin")
-  LT_BODY="$BODY_HASH" measure_rounds edge hot.lua 32 gateway-edge nginx anvil
-  after=$(edge_cache_counts "$admin")
-  lt_record "{\"kind\":\"edge\",\"region\":\"$SERVING\",\"before\":$before,\"after\":$after}"
+  # The node's counts around each measured gateway-edge run (not its warm-up), one record per
+  # round; the report adds them up.
+  edge_counts_before() { [ "$1" != gateway-edge ] || before=$(edge_cache_counts "$admin"); }
+  edge_counts_after() {
+    [ "$1" = gateway-edge ] || return 0
+    after=$(edge_cache_counts "$admin")
+    lt_record "{\"kind\":\"edge\",\"region\":\"$SERVING\",\"round\":$2,\"before\":$before,\"after\":$after}"
+  }
+  ROUND_AFTER_WARM=edge_counts_before ROUND_AFTER_RUN=edge_counts_after LT_BODY="$BODY_HASH" \
+    measure_rounds edge hot.lua 32 gateway-edge nginx anvil
 }
 
 # idle: what an idle keep-alive connection costs each server in memory. idle.py opens

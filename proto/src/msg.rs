@@ -290,6 +290,8 @@ impl RpcRequest {
             b.put_u32(c.params.len() as u32);
             b.put_slice(&c.params);
         }
+        // `picked` must give the same calls both times: the length prefix was reckoned from the first.
+        debug_assert_eq!(b.len(), 5 + size, "picked gave other calls the second time");
         b.freeze()
     }
 
