@@ -254,26 +254,24 @@ impl RpcRequest {
             &self.request_id,
             self.budget_ms,
             self.min_head,
-            &self.calls,
-            || 0..self.calls.len(),
+            self.calls.iter(),
         )
     }
 
-    /// The frame of a request made of `calls[i]` for each `i` that `picked` yields, without
-    /// building the request (the gateway sends calls it already holds, often all of them).
-    /// `picked` is called twice: once to size the frame, once to write it.
-    pub fn encode_parts<I: Iterator<Item = usize>>(
+    /// The frame of a request made of `calls`, without building the request (the gateway
+    /// sends calls it already holds, often all of them). `calls` is walked twice: once to size
+    /// the frame, once to write it.
+    pub fn encode_parts<'c>(
         chain_id: u64,
         request_id: &str,
         budget_ms: u32,
         min_head: u64,
-        calls: &[Call],
-        picked: impl Fn() -> I,
+        calls: impl Iterator<Item = &'c Call> + Clone,
     ) -> Bytes {
         let (mut n, mut call_bytes) = (0usize, 0usize);
-        for i in picked() {
+        for c in calls.clone() {
             n += 1;
-            call_bytes += 6 + calls[i].method.len() + calls[i].params.len();
+            call_bytes += 6 + c.method.len() + c.params.len();
         }
         let size = 8 + 2 + request_id.len() + 4 + 8 + 4 + call_bytes;
         let mut b = BytesMut::with_capacity(5 + size);
@@ -284,14 +282,13 @@ impl RpcRequest {
         b.put_u32(budget_ms);
         b.put_u64(min_head);
         b.put_u32(n as u32);
-        for i in picked() {
-            let c = &calls[i];
+        for c in calls {
             put_str16(&mut b, &c.method);
             b.put_u32(c.params.len() as u32);
             b.put_slice(&c.params);
         }
-        // `picked` must give the same calls both times: the length prefix was reckoned from the first.
-        debug_assert_eq!(b.len(), 5 + size, "picked gave other calls the second time");
+        // Both walks must give the same calls: the length prefix was reckoned from the first.
+        debug_assert_eq!(b.len(), 5 + size, "the calls changed between the two walks");
         b.freeze()
     }
 
@@ -484,7 +481,7 @@ mod tests {
     #[test]
     fn a_request_of_picked_calls_is_the_request_of_those_calls() {
         let r = req();
-        let picked = RpcRequest::encode_parts(31337, "r-1", 5000, 7, &r.calls, || [1].into_iter());
+        let picked = RpcRequest::encode_parts(31337, "r-1", 5000, 7, r.calls[1..].iter());
         let f = decode_one(picked, 1 << 20).unwrap();
         let got = RpcRequest::decode(f.payload).unwrap();
         assert_eq!(got.calls, &r.calls[1..]);

@@ -132,8 +132,7 @@ impl Dispatcher {
                 request_id,
                 left.as_millis().min(u128::from(u32::MAX)) as u32,
                 min_head,
-                &p.calls,
-                || p.pending.iter().copied(),
+                p.pending.iter().map(|&i| &p.calls[i]),
             );
             let done = match class {
                 Some(class) if hedged && candidates.peek().is_some() => {
