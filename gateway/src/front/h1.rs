@@ -50,9 +50,15 @@ const MAX_BODY: usize = 64 * 1024;
 /// A read buffer left holding more than this after a request (a large body's) is not kept for
 /// the next one.
 const MAX_KEPT_BUFFER: usize = 16 * 1024;
+/// A whole request (head and body) up to this size is copied out of the read buffer; a larger
+/// one is split off it without a copy.
+const COPY_REQUEST_MAX: usize = 2 * 1024;
 /// A body up to this size is copied behind the head and both go out in one `write`; a larger
 /// one goes out in a second.
 const COPY_BODY_MAX: usize = 16 * 1024;
+/// The most an answer's head takes beside its headers: the status line (the longest reason is
+/// 31 bytes), `content-length`, `connection: close`, `date` and the blank line (142 bytes).
+const HEAD_FIXED_MAX: usize = 160;
 
 /// What the connection is left with when hyper takes over: the socket and the bytes read but
 /// not served, starting at a request's first byte.
@@ -156,11 +162,24 @@ where
             });
             (raw, req)
         } else {
-            let raw = buf.split_to(whole).freeze();
-            if buf.capacity() > MAX_KEPT_BUFFER {
-                // What is left shares a large body's allocation: keep a copy instead.
-                buf = BytesMut::from(&buf[..]);
-            }
+            let raw = if whole <= COPY_REQUEST_MAX {
+                // A copy the request's own size: the read buffer is not pinned while the
+                // request is served (a node's answer can take a while), so it is freed, or
+                // read into, at once and comes back warm from the allocator's thread cache.
+                let raw = Bytes::copy_from_slice(&buf[..whole]);
+                buf.advance(whole);
+                if buf.is_empty() {
+                    buf = BytesMut::new();
+                }
+                raw
+            } else {
+                let raw = buf.split_to(whole).freeze();
+                if buf.capacity() > MAX_KEPT_BUFFER {
+                    // What is left shares a large body's allocation: keep a copy instead.
+                    buf = BytesMut::from(&buf[..]);
+                }
+                raw
+            };
             let req = head.request(&raw, head.body_len);
             (raw, req)
         };
@@ -414,7 +433,14 @@ pub fn encode(resp: Resp, close: bool, out: &mut Vec<u8>) -> Bytes {
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
     let copy = !bodyless && body.len() <= COPY_BODY_MAX;
-    out.reserve(256 + if copy { body.len() } else { 0 });
+    // The head's size, so `out` is allocated once: its fixed parts (status line, length, date,
+    // close) fit in HEAD_FIXED_MAX, and each header takes its name, value and 4 bytes.
+    let fields: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    out.reserve(HEAD_FIXED_MAX + fields + if copy { body.len() } else { 0 });
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(parts.status.as_str().as_bytes());
     out.push(b' ');
@@ -686,6 +712,41 @@ mod tests {
         ] {
             let got = request(&Bytes::copy_from_slice(hyper), 1024);
             assert!(got.is_none(), "{:?}", String::from_utf8_lossy(hyper));
+        }
+    }
+
+    #[test]
+    fn an_answer_is_encoded_into_one_allocation() {
+        // The longest reason phrase, a close and no date of its own: the most fixed head bytes.
+        for (status, headers, body) in [
+            (StatusCode::NETWORK_AUTHENTICATION_REQUIRED, 0, 0),
+            (StatusCode::OK, 6, 40),
+            (StatusCode::OK, 20, COPY_BODY_MAX),
+        ] {
+            let mut resp = http::Response::new(Full::new(Bytes::from(vec![b'x'; body])));
+            *resp.status_mut() = status;
+            for i in 0..headers {
+                resp.headers_mut().insert(
+                    HeaderName::from_bytes(format!("x-header-{i}").as_bytes()).unwrap(),
+                    HeaderValue::from_static("a value of some length"),
+                );
+            }
+            let fields: usize = resp
+                .headers()
+                .iter()
+                .map(|(n, v)| n.as_str().len() + v.len() + 4)
+                .sum();
+            let reserved = HEAD_FIXED_MAX + fields + body;
+            let mut out = Vec::new();
+            let rest = encode(resp, true, &mut out);
+            assert!(rest.is_empty());
+            assert!(
+                out.len() <= reserved,
+                "{status}: {} > {reserved}",
+                out.len()
+            );
+            // Grown past its first reservation, a Vec doubles: it would hold more.
+            assert_eq!(out.capacity(), reserved, "{status}");
         }
     }
 }

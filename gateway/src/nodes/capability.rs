@@ -91,10 +91,12 @@ fn element(params: &[u8], at: usize) -> Option<&[u8]> {
     while i < body.len() {
         let b = body[i];
         if in_string {
-            match b {
+            // To the string's next quote or escape in one search (an address or hash is 40-64
+            // bytes of plain text).
+            i += memchr::memchr2(b'"', b'\\', &body[i..])?;
+            match body[i] {
                 b'\\' => i += 1,
-                b'"' => in_string = false,
-                _ => {}
+                _ => in_string = false,
             }
         } else {
             match b {

@@ -19,6 +19,10 @@ use super::capability::{self, Held, Need};
 pub struct Node {
     pub id: String,
     pub region: String,
+    /// `id` and `region` as the `x-edge-node` and `x-edge-region` values of the answers the
+    /// node gives, built once (`None`: not a valid header value).
+    pub id_header: Option<http::HeaderValue>,
+    pub region_header: Option<http::HeaderValue>,
     pub latitude: f64,
     pub longitude: f64,
     pub chains: Vec<u64>,
@@ -152,6 +156,8 @@ impl Node {
         Self {
             id: hello.node_id.clone(),
             region: hello.region.clone(),
+            id_header: http::HeaderValue::from_str(&hello.node_id).ok(),
+            region_header: http::HeaderValue::from_str(&hello.region).ok(),
             latitude: hello.latitude,
             longitude: hello.longitude,
             chains: hello.chains.clone(),

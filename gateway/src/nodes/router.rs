@@ -15,10 +15,9 @@
 //! Hot path: the health checker rebuilds a [`Table`] per chain every status interval, holding
 //! each routable node's location and its static cost (RTT and error penalties). For a caller
 //! the table memoises the [`TOP_K`] best nodes per 1° latitude/longitude cell (at most ~1.1 ms
-//! of distance error) and residency rule, so a request scores only those K nodes against their
-//! live load, whatever the number of nodes.
+//! of distance error) and residency rule, with their static costs, so a request scores only
+//! those K nodes against their live load, whatever the number of nodes.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -104,18 +103,20 @@ pub struct Target<T> {
 }
 
 type CellKey = (Option<(i32, i32)>, Option<usize>);
+/// A cell's best targets: index and static cost, best first.
+type Top = Arc<[(u32, f64)]>;
 
 /// The routable nodes of one chain, with the per-cell memo.
 pub struct Table<T> {
     targets: Vec<Target<T>>,
-    memo: Mutex<HashMap<CellKey, Arc<[u32]>>>,
+    memo: Mutex<foldhash::HashMap<CellKey, Top>>,
 }
 
 impl<T: Routable> Table<T> {
     pub fn new(targets: Vec<Target<T>>) -> Self {
         Self {
             targets,
-            memo: Mutex::new(HashMap::new()),
+            memo: Mutex::new(foldhash::HashMap::default()),
         }
     }
 
@@ -155,18 +156,18 @@ impl<T: Routable> Table<T> {
                 }
             }
         };
-        // Live load on the K memoised nodes only.
+        // Live load on the K memoised nodes only (their static cost is memoised too).
         let mut scored: Vec<(f64, &Target<T>)> = top
             .iter()
-            .map(|&i| &self.targets[i as usize])
-            .filter(|t| t.item.usable())
-            .map(|t| {
+            .map(|&(i, static_ms)| (static_ms, &self.targets[i as usize]))
+            .filter(|(_, t)| t.item.usable())
+            .map(|(static_ms, t)| {
                 let load = if geo {
                     cfg.load_penalty_ms * f64::from(t.item.load())
                 } else {
                     0.0
                 };
-                (self.static_ms(cfg, cell, t) + load, t)
+                (static_ms + load, t)
             })
             .collect();
         scored.sort_by(|a, b| a.0.total_cmp(&b.0));
@@ -204,13 +205,14 @@ impl<T: Routable> Table<T> {
         scored.into_iter().map(|(_, t)| t.item.clone()).collect()
     }
 
-    /// The full scan behind a memo miss (public for benchmarks): indices of the best targets.
+    /// The full scan behind a memo miss (public for benchmarks): indices of the best targets,
+    /// with their static costs.
     pub fn scan(
         &self,
         cfg: &RoutingConfig,
         caller: Option<&Location>,
         rule: Option<&ResidencyRule>,
-    ) -> Arc<[u32]> {
+    ) -> Top {
         let cell = caller
             .filter(|_| cfg.mode == RoutingMode::Geo)
             .map(|c| (c.lat.round() as i32, c.lon.round() as i32));
@@ -232,7 +234,7 @@ impl<T: Routable> Table<T> {
         cfg: &RoutingConfig,
         cell: Option<(i32, i32)>,
         rule: Option<&ResidencyRule>,
-    ) -> Arc<[u32]> {
+    ) -> Top {
         let mut all: Vec<(f64, u32)> = self
             .targets
             .iter()
@@ -246,7 +248,7 @@ impl<T: Routable> Table<T> {
             all.truncate(k);
         }
         all.sort_by(|a, b| a.0.total_cmp(&b.0));
-        all.into_iter().map(|(_, i)| i).collect()
+        all.into_iter().map(|(ms, i)| (i, ms)).collect()
     }
 }
 

@@ -72,6 +72,12 @@ pub struct ChainSeries {
     pub gateway_miss: IntCounter,
     /// `rpc_calls_total{cache="hit",outcome="result"}` per [`KNOWN_METHODS`] entry, then `other`.
     gateway_hit_calls: Vec<IntCounter>,
+    /// `cache_results_total{tier="edge"}` by the node's cache status (hit, miss, bypass).
+    edge_results: [IntCounter; 3],
+    /// `rpc_calls_total` for calls a node answered: per [`KNOWN_METHODS`] entry (then `other`),
+    /// cache status and outcome, made on first use.
+    node_calls: Vec<std::sync::OnceLock<IntCounter>>,
+    calls_vec: IntCounterVec,
     /// `requests_by_country_total` per two-letter code (26 * 26 slots, made on first use), then
     /// `unknown`: an array index instead of a label lookup per request.
     by_country: Vec<std::sync::OnceLock<IntCounter>>,
@@ -79,14 +85,63 @@ pub struct ChainSeries {
     chain: String,
 }
 
+/// The `cache` label values of `rpc_calls_total` and `result` of `cache_results_total`, by
+/// [`proto::msg::CacheStatus`] discriminant.
+const CACHE_LABELS: [&str; 3] = ["hit", "miss", "bypass"];
+
+/// The `outcome` label of `rpc_calls_total` for an answered call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    Result = 0,
+    RpcError = 1,
+    NodeError = 2,
+}
+
+impl CallOutcome {
+    pub const LABELS: [&str; 3] = ["result", "rpc_error", "node_error"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+}
+
+fn method_index(method: &str) -> usize {
+    KNOWN_METHODS
+        .iter()
+        .position(|m| *m == method)
+        .unwrap_or(KNOWN_METHODS.len())
+}
+
 impl ChainSeries {
     /// Counts a call the gateway tier answered.
     pub fn gateway_hit_call(&self, method: &str) {
-        let i = KNOWN_METHODS
-            .iter()
-            .position(|m| *m == method)
-            .unwrap_or(KNOWN_METHODS.len());
-        self.gateway_hit_calls[i].inc();
+        self.gateway_hit_calls[method_index(method)].inc();
+    }
+
+    /// Counts a call answered past the gateway tier (`rpc_calls_total`), and when a node
+    /// answered it (`by_node`), its `cache_results_total` in the edge tier.
+    pub fn node_call(
+        &self,
+        method: &str,
+        cache: proto::msg::CacheStatus,
+        outcome: CallOutcome,
+        by_node: bool,
+    ) {
+        let (m, c, o) = (method_index(method), cache as usize, outcome as usize);
+        if by_node {
+            self.edge_results[c].inc();
+        }
+        self.node_calls[(m * 3 + c) * 3 + o]
+            .get_or_init(|| {
+                let method = KNOWN_METHODS.get(m).copied().unwrap_or("other");
+                self.calls_vec.with_label_values(&[
+                    &self.chain,
+                    method,
+                    CACHE_LABELS[c],
+                    outcome.as_str(),
+                ])
+            })
+            .inc();
     }
 
     /// Counts a request from a caller in `country` (an ISO code; anything else is `unknown`).
@@ -298,6 +353,12 @@ impl Metrics {
                 .chain(["other"].iter())
                 .map(|m| self.calls.with_label_values(&[chain, m, "hit", "result"]))
                 .collect(),
+            edge_results: CACHE_LABELS
+                .map(|r| self.cache_results.with_label_values(&[chain, "edge", r])),
+            node_calls: (0..(KNOWN_METHODS.len() + 1) * 3 * 3)
+                .map(|_| std::sync::OnceLock::new())
+                .collect(),
+            calls_vec: self.calls.clone(),
             by_country: (0..=26 * 26).map(|_| std::sync::OnceLock::new()).collect(),
             by_country_vec: self.requests_by_country.clone(),
             chain: chain.to_string(),
@@ -306,13 +367,8 @@ impl Metrics {
 
     /// Counts one call answered by a node in the given cache tier.
     pub fn cache_result(&self, chain: &str, tier: &str, status: proto::msg::CacheStatus) {
-        let result = match status {
-            proto::msg::CacheStatus::Hit => "hit",
-            proto::msg::CacheStatus::Miss => "miss",
-            proto::msg::CacheStatus::Bypass => "bypass",
-        };
         self.cache_results
-            .with_label_values(&[chain, tier, result])
+            .with_label_values(&[chain, tier, CACHE_LABELS[status as usize]])
             .inc();
     }
 
@@ -355,6 +411,32 @@ mod tests {
                 .get()
         };
         assert_eq!((calls("eth_getBalance"), calls("other")), (1, 1));
+        use proto::msg::CacheStatus::{Bypass, Hit, Miss};
+        s.node_call("eth_getBalance", Hit, CallOutcome::Result, true);
+        s.node_call("eth_getBalance", Miss, CallOutcome::Result, true);
+        s.node_call("eth_getBalance", Miss, CallOutcome::Result, true);
+        s.node_call("eth_madeUp", Bypass, CallOutcome::NodeError, true);
+        s.node_call("eth_call", Miss, CallOutcome::RpcError, true);
+        // Refused before any node answered: a call, no edge-tier look-up.
+        s.node_call("eth_call", Miss, CallOutcome::NodeError, false);
+        let call = |method: &str, cache: &str, outcome: &str| {
+            m.calls
+                .with_label_values(&["main", method, cache, outcome])
+                .get()
+        };
+        // A node's hit counts in the same series as the gateway tier's (one label spelling).
+        assert_eq!(call("eth_getBalance", "hit", "result"), 2);
+        assert_eq!(call("eth_getBalance", "miss", "result"), 2);
+        assert_eq!(call("other", "bypass", "node_error"), 1);
+        assert_eq!(call("eth_call", "miss", "rpc_error"), 1);
+        assert_eq!(call("eth_call", "miss", "result"), 0);
+        assert_eq!(call("eth_call", "miss", "node_error"), 1);
+        let edge = |r: &str| {
+            m.cache_results
+                .with_label_values(&["main", "edge", r])
+                .get()
+        };
+        assert_eq!((edge("hit"), edge("miss"), edge("bypass")), (1, 3, 1));
         assert_eq!(m.requests.with_label_values(&["main", "ok"]).get(), 1);
     }
 }

@@ -21,7 +21,7 @@ use crate::nodes::dispatch::{self, Dispatched};
 use crate::nodes::registry::Node;
 use crate::nodes::router::RouteError;
 use crate::nodes::tip;
-use crate::ops::metrics::method_label;
+use crate::ops::metrics::CallOutcome;
 
 impl Path<'_> {
     /// Admit: parses the body within the batch limit (the tenant's, if lower) into one slot per
@@ -358,28 +358,17 @@ impl Path<'_> {
             let slot = &mut req.slots[i];
             slot.from = from;
             let (outcome, result) = match r.outcome {
-                Outcome::Result(b) => ("result", Ok(b)),
-                Outcome::Error(b) => ("rpc_error", Err(b)),
-                Outcome::NodeError(b) => ("node_error", Err(b)),
+                Outcome::Result(b) => (CallOutcome::Result, Ok(b)),
+                Outcome::Error(b) => (CallOutcome::RpcError, Err(b)),
+                Outcome::NodeError(b) => (CallOutcome::NodeError, Err(b)),
             };
             let method = slot.call().map_or("", |(m, _)| m);
-            self.metrics
-                .calls
-                .with_label_values(&[
-                    &self.chain.name,
-                    method_label(method),
-                    r.cache.as_str(),
-                    outcome,
-                ])
-                .inc();
+            self.series.node_call(method, r.cache, outcome, by_node);
             let tier = match by_node {
-                true => {
-                    self.metrics.cache_result(&self.chain.name, "edge", r.cache);
-                    Tier::Node {
-                        final_answer: r.final_answer,
-                        tied: tied.map(|(node, version)| (node.session, version)),
-                    }
-                }
+                true => Tier::Node {
+                    final_answer: r.final_answer,
+                    tied: tied.map(|(node, version)| (node.session, version)),
+                },
                 false => Tier::Local,
             };
             slot.decide(r.cache, result, tier);
@@ -566,11 +555,11 @@ impl Path<'_> {
 fn single_headers(resp: &mut Resp, req: &Request<'_>) {
     let h = resp.headers_mut();
     if let Some(node) = &req.node {
-        if let Ok(v) = HeaderValue::from_str(&node.id) {
-            h.insert(names::X_EDGE_NODE, v);
+        if let Some(v) = &node.id_header {
+            h.insert(names::X_EDGE_NODE, v.clone());
         }
-        if let Ok(v) = HeaderValue::from_str(&node.region) {
-            h.insert(names::X_EDGE_REGION, v);
+        if let Some(v) = &node.region_header {
+            h.insert(names::X_EDGE_REGION, v.clone());
         }
     }
     let Some(Answer { cache, tier, .. }) = req.slots.first().and_then(|s| s.answer.as_ref()) else {
