@@ -395,7 +395,7 @@ def tenant_note(wrk, cpu, tenant):
         counted = (f"; the gateway counted {tenant['calls']:,} calls for tenant `{tenant['tenant']}` "
                    f"(warm-up included) and refused {tenant['limited']:,}")
     return (f"Tenant key (K): with the key in the URL {key['rps']:,.0f} req/s against {kl['rps']:,.0f} "
-            f"keyless, measured back to back: {r:.2f}x ({100.0 * (r - 1):+.1f} %) -> {verdict} "
+            f"keyless, measured in turns (medians): {r:.2f}x ({100.0 * (r - 1):+.1f} %) -> {verdict} "
             f"(at most {budget} fewer requests per second); p50 {us(key['p50_us'])} against "
             f"{us(kl['p50_us'])} µs, p99 {us(key['p99_us'])} against {us(kl['p99_us'])} µs{cpu_s}{counted}. "
             f"Two runs differ with nothing changed (README.md, Known limitations): a verdict near the "
@@ -559,7 +559,7 @@ def cmd_results(a):
     print(f"- Code: commit {info.get('commit')}{' with uncommitted changes in ' + info['dirty'] if info.get('dirty') else ''}; "
           f"{info.get('rustc')}; anvil {info.get('anvil')}; {info.get('nginx')}; redis {info.get('redis', '?')}; "
           f"{info.get('wrk')}")
-    rounds = (f" (1a, 1b and E: {info['rounds']} rounds of {info.get('round_duration')} per target, every target "
+    rounds = (f" (1a, 1b, E and K: {info['rounds']} rounds of {info.get('round_duration')} per target, every target "
               f"in turn per round, medians reported)" if info.get("rounds", 1) > 1 else "")
     print(f"- Settings: wrk -t1, {info.get('duration')} per run{rounds}, each but 4 and M after an unrecorded "
           f"{info.get('warmup')} warm-up; anvil --block-time {info.get('block_time')}; nginx 1 worker, proxy_cache_valid 200 "

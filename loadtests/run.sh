@@ -17,7 +17,7 @@
 # Environment (all optional):
 #   LT_DURATION=10s         length of each measured wrk run
 #   LT_WARMUP=2s            unrecorded wrk run before each measured run (0 to skip)
-#   LT_ROUNDS=5             rounds of workloads 1a, 1b and edge (the bars' ratios): each round
+#   LT_ROUNDS=5             rounds of workloads 1a, 1b, edge and key (the bars' ratios): each round
 #                           runs every target in turn for LT_ROUND_DURATION=4s, and the report
 #                           takes each target's median, so a drift in the machine's speed over
 #                           those minutes touches every target alike
@@ -548,7 +548,7 @@ workload_key() {
   local m0 m1 gw_admin
   gw_admin="http://127.0.0.1:$P_GW_ADMIN/metrics"
   m0=$(lt_metric "$gw_admin" gateway_tenant_calls_total 'tenant="bench"')
-  LT_BODY="$BODY_HASH" measure key hot.lua 32 gateway gateway-key
+  LT_BODY="$BODY_HASH" measure_rounds key hot.lua 32 gateway gateway-key
   m1=$(lt_metric "$gw_admin" gateway_tenant_calls_total 'tenant="bench"')
   [ "${m1%.*}" -gt "${m0%.*}" ] ||
     lt_die "workload key: gateway_tenant_calls_total{tenant=\"bench\"} did not grow ($m0 -> $m1)"
