@@ -58,7 +58,7 @@ impl Tiers {
     pub fn remember(&self, a: Offered<'_>) {
         match (a.final_answer, a.tied) {
             (true, _) => {
-                if let Some(key) = a.key {
+                if let Some(key) = a.key.filter(|_| self.finals.enabled()) {
                     self.finals
                         .insert(key.clone(), Bytes::copy_from_slice(a.result), a.source);
                 }
@@ -66,11 +66,15 @@ impl Tiers {
             // Only an answer the node's own cache already had: a question asked twice under
             // this state. One-off questions (most `latest` misses) would cost an insert each
             // and never be asked again.
-            (false, Some((session, version))) if a.cache == CacheStatus::Hit => self.tips.insert(
-                StateAnswers::key(session, a.chain_id, a.method, a.params),
-                version,
-                Bytes::copy_from_slice(a.result),
-            ),
+            (false, Some((session, version)))
+                if a.cache == CacheStatus::Hit && self.tips.enabled() =>
+            {
+                self.tips.insert(
+                    StateAnswers::key(session, a.chain_id, a.method, a.params),
+                    version,
+                    Bytes::copy_from_slice(a.result),
+                );
+            }
             _ => {}
         }
     }
@@ -155,6 +159,11 @@ impl FinalAnswers {
 
     pub fn get(&self, key: &[u8]) -> Option<Kept> {
         self.store.as_ref()?.get(key)
+    }
+
+    /// False when configured off (`max_bytes = 0`): nothing to look up, key or copy.
+    pub fn enabled(&self) -> bool {
+        self.store.is_some()
     }
 
     /// Keeps `answer`, given by the node of origin `source` (deflating it once, when large).
@@ -338,6 +347,7 @@ mod tests {
         c.store.as_ref().unwrap().run_pending_tasks();
         assert!(c.usage().1 <= 10_000);
         let off = FinalAnswers::new(0, 1024);
+        assert!(!off.enabled() && c.enabled());
         off.insert(Bytes::from_static(b"k"), Bytes::from_static(b"v"), 0);
         assert!(off.get(&Bytes::from_static(b"k")).is_none());
         // A large answer is kept deflated too, and weighs both.

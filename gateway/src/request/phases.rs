@@ -175,6 +175,9 @@ impl Path<'_> {
 
     /// Gateway tier: final answers kept here. Each miss keeps its key for `remember`.
     pub fn gateway_tier(&self, req: &mut Request<'_>) {
+        if !self.tiers.finals.enabled() {
+            return;
+        }
         let mut key = Vec::new();
         for slot in req.slots.iter_mut().filter(|s| s.open()) {
             let Some((method, params)) = slot.call() else {
