@@ -385,7 +385,9 @@ impl Head {
 /// costs a hash, an insert and a drop. hyper's path keeps every header; a header the request
 /// path starts to read must be added here too (the test below lists the reads).
 /// `Content-Length` is left out: [`parse`] has checked it and the body is read.
-static READ_HEADERS: [HeaderName; 8] = [
+// A `const`, not a `static`: the compiler folds each known name into the look-up (callgrind:
+// a static costs a hit ~360 instructions more, though a const array is built per use).
+const READ_HEADERS: [HeaderName; 8] = [
     header::CONTENT_TYPE,
     header::CONTENT_ENCODING,
     header::ACCEPT_ENCODING,
