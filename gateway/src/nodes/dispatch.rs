@@ -15,6 +15,7 @@ use proto::rpc;
 use tokio::time::Instant;
 
 use super::hedge::{self, Class, Hedging};
+use super::mux::MuxError;
 use super::registry::{InFlight, Node};
 use super::sendraw;
 use crate::config::{Config, MethodTimeouts};
@@ -28,7 +29,7 @@ pub enum AttemptError {
     #[error("timed out")]
     Timeout,
     #[error("stream: {0}")]
-    Mux(#[from] super::mux::MuxError),
+    Mux(#[from] MuxError),
     #[error("bad response: {0}")]
     Frame(#[from] FrameError),
     /// A well-formed response that does not fit the request (e.g. its call count).
@@ -41,7 +42,7 @@ impl AttemptError {
         match self {
             AttemptError::NodeGone => "node_gone",
             AttemptError::Timeout => "timeout",
-            AttemptError::Mux(super::mux::MuxError::Busy) => "busy",
+            AttemptError::Mux(MuxError::Busy) => "busy",
             AttemptError::Mux(_) => "stream_error",
             AttemptError::Frame(_) | AttemptError::Protocol(_) => "protocol_error",
         }
@@ -173,7 +174,7 @@ impl Dispatcher {
         // report. An attempt cancelled because a hedge won is not counted at all, nor one the
         // node refused unread (busy): it did no work and nothing was sent on.
         let ok = matches!(&res, Ok(r) if r.results.len() == p.pending.len());
-        let busy = matches!(&res, Err(AttemptError::Mux(super::mux::MuxError::Busy)));
+        let busy = matches!(&res, Err(AttemptError::Mux(MuxError::Busy)));
         if !busy {
             a.node.record_attempt(ok);
         }
@@ -447,13 +448,18 @@ impl Dispatcher {
         deadline: Instant,
     ) -> Result<RpcResponse, AttemptError> {
         let _load = InFlight::new(node.clone());
+        // No watch on `node.gone` per call: a node marked gone fails its calls itself
+        // (`Node::mark_gone` closes the mux).
         let work = async {
-            let payload = node.mux.call(frame_bytes).await?;
+            let payload = node.mux.call(frame_bytes).await.map_err(|e| match e {
+                MuxError::Closed if node.gone.is_cancelled() => AttemptError::NodeGone,
+                e => AttemptError::Mux(e),
+            })?;
             Ok(RpcResponse::decode(payload)?)
         };
         tokio::select! {
+            biased;
             r = work => r,
-            _ = node.gone.cancelled() => Err(AttemptError::NodeGone),
             _ = tokio::time::sleep_until(deadline) => Err(AttemptError::Timeout),
         }
     }

@@ -156,6 +156,14 @@ impl Mux {
         }
     }
 
+    /// Fails every waiting call, and every later one, with [`MuxError::Closed`] at once (the
+    /// node is gone: its calls fail over now, not when the stream notices).
+    pub fn close(&self) {
+        let mut w = self.inner.pending.lock().expect("pending lock");
+        w.closed = true;
+        w.calls.clear();
+    }
+
     /// Whether a call with `tag` is waiting for its answer (a large answer's stream is read
     /// only then).
     pub fn is_waiting(&self, tag: u64) -> bool {
@@ -379,6 +387,27 @@ mod tests {
             Err(MuxFailure::Finished | MuxFailure::Frame(_))
         ));
         assert!(matches!(mux.call(request(2)).await, Err(MuxError::Closed)));
+        assert_eq!(mux.waiting(), 0);
+    }
+
+    /// `close` (the node marked gone) fails a call waiting on a node that stays silent at
+    /// once, and every later call, though the stream itself is still open.
+    #[tokio::test]
+    async fn close_fails_waiting_and_later_calls_at_once() {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        tokio::spawn(node(theirs));
+        let (r, w) = tokio::io::split(ours);
+        let (mux, driver) = Mux::new(w, r, 1 << 20);
+        tokio::spawn(driver);
+        // Request 4 is never answered.
+        let waiting = mux.call(request(4));
+        tokio::pin!(waiting);
+        let pending = tokio::time::timeout(std::time::Duration::from_millis(20), &mut waiting);
+        assert!(pending.await.is_err(), "still waiting for the silent node");
+        mux.close();
+        let res = tokio::time::timeout(std::time::Duration::from_secs(5), &mut waiting).await;
+        assert!(matches!(res, Ok(Err(MuxError::Closed))));
+        assert!(matches!(mux.call(request(1)).await, Err(MuxError::Closed)));
         assert_eq!(mux.waiting(), 0);
     }
 

@@ -31,6 +31,7 @@ pub struct Node {
     pub mux: super::mux::Mux,
     pub in_flight: AtomicU32,
     pub joined_at: Instant,
+    /// Cancelled when the session ends ([`Self::mark_gone`], which also fails its calls).
     pub gone: CancellationToken,
     last: Mutex<Option<(Status, Instant)>>,
     /// Per served chain: may traffic go here, and why not.
@@ -189,6 +190,13 @@ impl Node {
 
     pub fn ejected(&self) -> bool {
         self.ejected.load(Ordering::Relaxed)
+    }
+
+    /// The session is over: `gone` is cancelled, and the calls waiting on the node fail now
+    /// (over to the next node), so an attempt need not watch `gone` itself.
+    pub fn mark_gone(&self) {
+        self.gone.cancel();
+        self.mux.close();
     }
 
     /// Sets the ejection flag; returns the previous one.
@@ -390,7 +398,7 @@ impl Registry {
         node.set_ejected(self.book.is_ejected(&node.id));
         let old = self.nodes.write().insert(node.id.clone(), node);
         if let Some(old) = &old {
-            old.gone.cancel();
+            old.mark_gone();
             old.conn.close(0u32.into(), b"replaced by a newer session");
         }
         old
@@ -398,7 +406,7 @@ impl Registry {
 
     /// Removes `node` if it is still the registered session for its id.
     pub fn remove(&self, node: &Arc<Node>) -> bool {
-        node.gone.cancel();
+        node.mark_gone();
         let mut nodes = self.nodes.write();
         match nodes.get(&node.id) {
             Some(cur) if Arc::ptr_eq(cur, node) => {

@@ -127,7 +127,7 @@ pub fn reads_finalized(params: &[u8]) -> bool {
 /// each quote, instead of one pass per word.
 fn quotes_any(params: &[u8], words: &[&[u8]]) -> bool {
     let mut rest = params;
-    while let Some(at) = rest.iter().position(|&b| b == b'"') {
+    while let Some(at) = memchr::memchr(b'"', rest) {
         rest = &rest[at + 1..];
         let quoted = |w: &&[u8]| rest.starts_with(w) && rest.get(w.len()) == Some(&b'"');
         if words.iter().any(quoted) {
