@@ -3,7 +3,8 @@
 //! cache key (minified, hex lower-cased) for `eth_getBalance` at a block hash.
 //!
 //! `policy::plan` is not measured here: it needs a `Chain` whose head has been learned from
-//! live upstreams.
+//! live upstreams. Its block parameter is: `blockref::block_param` on an EIP-1898 object as
+//! clients write it (compact: read without a parse) and spaced (the serde parse).
 //!
 //! `cargo bench -p edge-node --bench cache`
 
@@ -38,5 +39,23 @@ fn cache_keys(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, cache_keys);
+fn block_params(c: &mut Criterion) {
+    use edge_node::blockref::{block_param, Accepts, BlockParam};
+    let hash = "0x8c2d8b5e3f6a1d4c7b9e0f2a5d8c1b4e7a0d3f6c9b2e5a8d1c4f7b0e3a6d9c2f";
+    for (name, text) in [
+        ("compact", format!(r#"{{"blockHash":"{hash}"}}"#)),
+        ("spaced", format!(r#"{{ "blockHash": "{hash}" }}"#)),
+    ] {
+        let raw = RawValue::from_string(text).unwrap();
+        assert!(matches!(
+            block_param(&raw, Accepts::Any),
+            Some(BlockParam::Hash { object: true, .. })
+        ));
+        c.bench_function(&format!("blockref/eip1898_{name}"), |b| {
+            b.iter(|| block_param(black_box(&raw), Accepts::Any));
+        });
+    }
+}
+
+criterion_group!(benches, cache_keys, block_params);
 criterion_main!(benches);

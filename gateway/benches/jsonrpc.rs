@@ -145,5 +145,17 @@ fn tags(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, parsing, responding, answers, tags);
+/// What a node must be able to answer, asked of every call that goes to a node: a state read
+/// at a number finds its block element (a string scan by memchr), at a tag it needs nothing.
+fn needs(c: &mut Criterion) {
+    use gateway::nodes::capability::need;
+    let by_number =
+        params(ADDRESS).replace(&format!(r#"{{"blockHash":"{BLOCK_HASH}"}}"#), "\"0x10\"");
+    assert!(need("eth_getBalance", by_number.as_bytes()).is_some());
+    c.bench_function("capability/need_state_read_at_number", |b| {
+        b.iter(|| need("eth_getBalance", black_box(by_number.as_bytes())));
+    });
+}
+
+criterion_group!(benches, parsing, responding, answers, tags, needs);
 criterion_main!(benches);
