@@ -25,6 +25,12 @@
 # Background work (health ticks every 250 ms) is counted too, the same way for every build.
 # Both daemons log at $RUST_LOG (default warn: no per-request spans); RUST_LOG=info measures
 # the level they ship with.
+# CG_BLOCK (default "0x0", as JSON) is the block parameter of the hit kinds' request;
+# CG_BLOCK=genesis is `{"blockHash":"<anvil's genesis hash>"}`, workloads 1a and E's spelling.
+# With CG_WRK=1 the requests come from wrk -t1 -c32 for CG_WRK_SECONDS (10) after a 2 s warm-up
+# instead of one connection at a time: a load test's concurrency under callgrind, where many
+# requests share each wake-up, packet and poll (counts per request then move by a few percent
+# between runs, with the number of requests per poll). Kinds hit, edgehit, node and keyed.
 # CG_KEEP=1 keeps the callgrind files (run-1/, run-2/, ... in the order given) for
 # callgrind_annotate.
 set -euo pipefail
@@ -43,6 +49,11 @@ ANVIL_URL="http://127.0.0.1:$BASE"
 PIDS+=($!)
 wait_for rpc "$ANVIL_URL" eth_chainId '[]'
 rpc "$ANVIL_URL" anvil_mine '["0x80"]' >/dev/null
+if [ "${CG_BLOCK:-}" = genesis ]; then
+  CG_BLOCK="{\"blockHash\":\"$(rpc "$ANVIL_URL" eth_getBlockByNumber '["0x0",false]' |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["result"]["hash"])')\"}"
+  export CG_BLOCK
+fi
 
 if [ -n "${CG_EDGE:-}" ]; then
   KINDS="edgehit node"
@@ -94,7 +105,7 @@ class OneWrite(http.client.HTTPConnection):
         self.sock.sendall(b"".join(parts))
 
 c = (OneWrite if os.environ.get("CG_ONE_WRITE") else http.client.HTTPConnection)(host, port)
-one = '{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266","0x0"]}'
+one = '{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",%s]}' % os.environ.get("CG_BLOCK", '"0x0"')
 batch = "[" + ",".join(one.replace('"id":1', '"id":%d' % i) for i in range(50)) + "]"
 path = "/v1/bench-key" if kind == "keyed" else "/"
 headers = {"content-type": "application/json"}
@@ -116,6 +127,22 @@ for i in range(n):
 PY
 }
 
+# Sends KIND's requests from wrk -t1 -c32 for SECONDS; prints how many were answered (every one
+# must have succeeded).
+load() { # KIND SECONDS
+  local path=/ out script=hot.lua
+  [ "$1" != keyed ] || path=/v1/bench-key
+  [ "$1" != node ] || script=miss.lua
+  out=$(LT_DIR="$ROOT/loadtests" LT_XFF="${CG_XFF:-}" LT_BLOCK='"latest"' \
+    LT_BODY="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_getBalance\",\"params\":[\"0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266\",${CG_BLOCK:-\"0x0\"}]}" \
+    wrk -t1 -c32 -d"$2"s -s "loadtests/$script" "http://127.0.0.1:$((BASE + 1))$path")
+  if echo "$out" | grep -q "Non-2xx\|Socket errors" || ! echo "$out" | grep -q '"failed":0,'; then
+    echo "callgrind.sh: failed requests under wrk ($1): $out" >&2
+    exit 1
+  fi
+  echo "$out" | awk '/requests in/ {print $1}'
+}
+
 measure() { # BIN_DIR
   local bin=$1 run="$TMP/run-$2"
   rm -rf "$run" && mkdir -p "$run"
@@ -124,15 +151,25 @@ measure() { # BIN_DIR
   WORKERS=1 EDGE_WRAP="$edge_wrap" start_pair "$bin" "$run" "$BASE" "$ANVIL_URL" \
     valgrind --tool=callgrind --callgrind-out-file="$run/cg.%p"
   local gw_pid=$GW_PID edge_pid=$EDGE_PID
-  local kind pid who
+  local kind pid who n
   for kind in $KINDS; do
-    send "$kind" 200
+    if [ -n "${CG_WRK:-}" ]; then
+      [ "$kind" != batch ] || continue
+      load "$kind" 2 >/dev/null
+    else
+      send "$kind" 200
+    fi
     for pid in $gw_pid ${edge_wrap:+$edge_pid}; do callgrind_control -z "$pid" >/dev/null 2>&1; done
-    send "$kind" "$N"
+    if [ -n "${CG_WRK:-}" ]; then
+      n=$(load "$kind" "${CG_WRK_SECONDS:-10}")
+    else
+      send "$kind" "$N"
+      n=$N
+    fi
     for pid in $gw_pid ${edge_wrap:+$edge_pid}; do callgrind_control -d "$kind" "$pid" >/dev/null 2>&1; done
     sleep 1
     for who in cg ${edge_wrap:+edge}; do
-      awk -v n="$N" -v kind="$kind" -v bin="$bin" -v who="$([ "$who" = cg ] && echo gateway || echo edge-node)" \
+      awk -v n="$n" -v kind="$kind" -v bin="$bin" -v who="$([ "$who" = cg ] && echo gateway || echo edge-node)" \
         '/^summary:/ { printf "%-8s %-10s %-32s %12.0f instructions per request (%d requests)\n", kind, who, bin, $2 / n, n }' \
         "$(ls -t "$run/$who".* | head -1)"
     done

@@ -379,7 +379,8 @@ def idle_table(recs):
 
 
 def tenant_note(wrk, cpu, tenant):
-    """Workload key: the keyed run against the keyless run just before it, and the verdict."""
+    """Workload key: the keyed runs against the keyless ones beside them (medians over the
+    rounds), and the verdict."""
     kl, key = wrk.get(("key", "gateway")), wrk.get(("key", "gateway-key"))
     if not kl or not key:
         return ""

@@ -149,6 +149,10 @@ else
   cargo build --release --quiet --bin gateway --bin edge-node --example ceiling
 fi
 BUILD_S=$(($(date +%s) - T_START))
+# The code measured: the tree as it was built (the report is written minutes later, and an edit
+# or a commit made during the run must not be credited with it).
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+DIRTY=$(git status --porcelain -- gateway edge-node proto Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | paste -sd' ' - || true)
 for b in gateway edge-node examples/ceiling; do
   [ -x "$BIN_DIR/$b" ] || lt_die "$BIN_DIR/$b is missing (LT_BIN_DIR; without LT_NO_BUILD=1 run.sh builds it)"
 done
@@ -540,9 +544,9 @@ workload_1() {
   LT_BODY="$BODY_LATEST" measure 1d hot.lua 32 "${TARGETS[@]}"
 }
 
-# Workload 1a again, keyless and then with the bench tenant's key in the URL (/v1/bench-key), back
-# to back so that the ratio between them is what a key costs; the tenant's calls counter must have
-# seen the keyed requests (else they were not served as the tenant's).
+# Workload 1a again, keyless and then with the bench tenant's key in the URL (/v1/bench-key), in
+# turns (rounds) so that the ratio between them is what a key costs; the tenant's calls counter
+# must have seen the keyed requests (else they were not served as the tenant's).
 workload_key() {
   lt_log "workload key: cache hit (1a) keyless, then as tenant bench with its key in the URL (c32)"
   local m0 m1 gw_admin
@@ -742,12 +746,11 @@ done
 
 # ---------------------------------------------------------------- report
 elapsed=$(($(date +%s) - T_START))
-dirty=$(git status --porcelain -- gateway edge-node proto Cargo.toml Cargo.lock 2>/dev/null | awk '{print $2}' | paste -sd' ' - || true)
 cpu=$(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)
 mem=$(awk '/^MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo)
 jstr() { python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$1"; }
 lt_record "{\"kind\":\"info\",\"date\":$(jstr "$(date -u '+%Y-%m-%d %H:%M UTC')"),\
-\"commit\":$(jstr "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"),\"dirty\":$(jstr "$dirty"),\
+\"commit\":$(jstr "$COMMIT"),\"dirty\":$(jstr "$DIRTY"),\
 \"rustc\":$(jstr "$(rustc --version)"),\"anvil\":$(jstr "$("$ANVIL_BIN" --version | head -n1 | sed 's/.*Version: *//')"),\
 \"nginx\":$(jstr "$(nginx -v 2>&1)"),\"redis\":$(jstr "$("$REDIS_SERVER_BIN" --version | sed 's/^Redis server v=\([^ ]*\).*/\1/')"),\"wrk\":$(jstr "$(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2)"),\
 \"machine\":{\"nproc\":$(nproc),\"cpu\":$(jstr "$cpu"),\"mem\":$(jstr "$mem"),\"kernel\":$(jstr "$(uname -r)"),\"loadavg\":$(jstr "$LOADAVG_START")},\

@@ -742,13 +742,12 @@ mod tests {
             let mut out = Vec::new();
             let rest = encode(resp, true, &mut out);
             assert!(rest.is_empty());
+            // Within what `encode` reserved up front: no second allocation.
             assert!(
                 out.len() <= reserved,
                 "{status}: {} > {reserved}",
                 out.len()
             );
-            // Grown past its first reservation, a Vec doubles: it would hold more.
-            assert_eq!(out.capacity(), reserved, "{status}");
         }
     }
 }

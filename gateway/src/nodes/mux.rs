@@ -62,6 +62,8 @@ struct Inner {
     out: mpsc::Sender<(u64, Bytes)>,
     pending: Pending,
     next_tag: AtomicU64,
+    /// Wakes the calls waiting for room in a full queue when the mux is closed.
+    closed: tokio::sync::Notify,
 }
 
 /// Calls to one node over its request stream. Cheap to share: the stream is driven by the
@@ -88,6 +90,7 @@ impl Mux {
             out,
             pending: Mutex::new(Waiters::default()),
             next_tag: AtomicU64::new(1),
+            closed: tokio::sync::Notify::new(),
         });
         let weak = Arc::downgrade(&inner);
         let driver = async move {
@@ -143,11 +146,11 @@ impl Mux {
             pending: &self.inner.pending,
             tag,
         };
-        self.inner
-            .out
-            .send((tag, request))
-            .await
-            .map_err(|_| MuxError::Closed)?;
+        match self.inner.out.try_send((tag, request)) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(MuxError::Closed),
+            Err(mpsc::error::TrySendError::Full(item)) => self.wait_for_room(item).await?,
+        }
         match rx.await {
             Ok(Answer::Frame(payload)) => Ok(payload),
             Ok(Answer::Busy) => Err(MuxError::Busy),
@@ -156,12 +159,32 @@ impl Mux {
         }
     }
 
+    /// The queue is full (the node is slow to take its requests): waits for room, or until the
+    /// mux is closed.
+    async fn wait_for_room(&self, item: (u64, Bytes)) -> Result<(), MuxError> {
+        let closed = self.inner.closed.notified();
+        tokio::pin!(closed);
+        // Registered before the check, so a `close` in between still wakes it.
+        closed.as_mut().enable();
+        if self.inner.pending.lock().expect("pending lock").closed {
+            return Err(MuxError::Closed);
+        }
+        tokio::select! {
+            sent = self.inner.out.send(item) => sent.map_err(|_| MuxError::Closed),
+            () = closed => Err(MuxError::Closed),
+        }
+    }
+
     /// Fails every waiting call, and every later one, with [`MuxError::Closed`] at once (the
-    /// node is gone: its calls fail over now, not when the stream notices).
+    /// node is gone: its calls fail over now, not when the stream notices), those waiting for
+    /// room in a full queue included.
     pub fn close(&self) {
-        let mut w = self.inner.pending.lock().expect("pending lock");
-        w.closed = true;
-        w.calls.clear();
+        {
+            let mut w = self.inner.pending.lock().expect("pending lock");
+            w.closed = true;
+            w.calls.clear();
+        }
+        self.inner.closed.notify_waiters();
     }
 
     /// Whether a call with `tag` is waiting for its answer (a large answer's stream is read
@@ -408,6 +431,27 @@ mod tests {
         let res = tokio::time::timeout(std::time::Duration::from_secs(5), &mut waiting).await;
         assert!(matches!(res, Ok(Err(MuxError::Closed))));
         assert!(matches!(mux.call(request(1)).await, Err(MuxError::Closed)));
+        assert_eq!(mux.waiting(), 0);
+    }
+
+    /// A node that reads nothing: the writer blocks, the queue fills, and later calls wait
+    /// for room; `close` fails them all at once.
+    #[tokio::test]
+    async fn close_fails_calls_waiting_for_room_in_a_full_queue() {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let (r, w) = tokio::io::split(ours);
+        let (mux, driver) = Mux::new(w, r, 1 << 20);
+        tokio::spawn(driver);
+        let calls =
+            futures::future::join_all((0..QUEUE + BATCH + 64).map(|_| mux.call(request(1))));
+        tokio::pin!(calls);
+        let stuck = tokio::time::timeout(std::time::Duration::from_millis(50), &mut calls);
+        assert!(stuck.await.is_err(), "nothing can be answered");
+        mux.close();
+        let done = tokio::time::timeout(std::time::Duration::from_secs(5), &mut calls)
+            .await
+            .expect("close ends every call");
+        assert!(done.iter().all(|r| matches!(r, Err(MuxError::Closed))));
         assert_eq!(mux.waiting(), 0);
     }
 

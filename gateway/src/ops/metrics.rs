@@ -365,13 +365,6 @@ impl Metrics {
         }
     }
 
-    /// Counts one call answered by a node in the given cache tier.
-    pub fn cache_result(&self, chain: &str, tier: &str, status: proto::msg::CacheStatus) {
-        self.cache_results
-            .with_label_values(&[chain, tier, CACHE_LABELS[status as usize]])
-            .inc();
-    }
-
     pub fn render(&self) -> String {
         daemon::metrics::render(&self.registry)
     }

@@ -75,7 +75,9 @@ impl Path<'_> {
             })
             .collect::<Vec<_>>();
         let n: usize = groups.iter().map(|(_, c, _)| c.len()).sum();
-        self.series.gateway_miss.inc_by(n as u64);
+        if self.tiers.finals.enabled() {
+            self.series.gateway_miss.inc_by(n as u64);
+        }
         let span = tracing::info_span!(
             "rpc",
             id = req.id,

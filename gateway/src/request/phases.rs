@@ -310,7 +310,9 @@ impl Path<'_> {
         if calls.is_empty() {
             return;
         }
-        self.series.gateway_miss.inc_by(calls.len() as u64);
+        if self.tiers.finals.enabled() {
+            self.series.gateway_miss.inc_by(calls.len() as u64);
+        }
         let d = match ranked {
             Ok(ranked) => {
                 // The request's span, once it needs a node: everything that can log happens
