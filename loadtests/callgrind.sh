@@ -54,6 +54,8 @@ if [ "${CG_BLOCK:-}" = genesis ]; then
     python3 -c 'import json, sys; print(json.load(sys.stdin)["result"]["hash"])')\"}"
   export CG_BLOCK
 fi
+# The hit kinds' request (both senders).
+export CG_HIT_BODY="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_getBalance\",\"params\":[\"0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266\",${CG_BLOCK:-\"0x0\"}]}"
 
 if [ -n "${CG_EDGE:-}" ]; then
   KINDS="edgehit node"
@@ -105,7 +107,7 @@ class OneWrite(http.client.HTTPConnection):
         self.sock.sendall(b"".join(parts))
 
 c = (OneWrite if os.environ.get("CG_ONE_WRITE") else http.client.HTTPConnection)(host, port)
-one = '{"jsonrpc":"2.0","id":1,"method":"eth_getBalance","params":["0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266",%s]}' % os.environ.get("CG_BLOCK", '"0x0"')
+one = os.environ["CG_HIT_BODY"]
 batch = "[" + ",".join(one.replace('"id":1', '"id":%d' % i) for i in range(50)) + "]"
 path = "/v1/bench-key" if kind == "keyed" else "/"
 headers = {"content-type": "application/json"}
@@ -134,7 +136,7 @@ load() { # KIND SECONDS
   [ "$1" != keyed ] || path=/v1/bench-key
   [ "$1" != node ] || script=miss.lua
   out=$(LT_DIR="$ROOT/loadtests" LT_XFF="${CG_XFF:-}" LT_BLOCK='"latest"' \
-    LT_BODY="{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"eth_getBalance\",\"params\":[\"0xf39fd6e51aad88f6f4ce6ab8827279cfffb92266\",${CG_BLOCK:-\"0x0\"}]}" \
+    LT_BODY="$CG_HIT_BODY" \
     wrk -t1 -c32 -d"$2"s -s "loadtests/$script" "http://127.0.0.1:$((BASE + 1))$path")
   if echo "$out" | grep -q "Non-2xx\|Socket errors" || ! echo "$out" | grep -q '"failed":0,'; then
     echo "callgrind.sh: failed requests under wrk ($1): $out" >&2
