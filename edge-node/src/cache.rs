@@ -69,16 +69,31 @@ fn write_canonical(json: &[u8], out: &mut Vec<u8>) {
         // A lone `"` as the last byte is no string at all (the gateway sends valid JSON, but a
         // key must never panic).
         let inner = s.get(1..s.len().saturating_sub(1)).unwrap_or_default();
-        let hex = inner.len() > 2
-            && inner.starts_with(b"0x")
-            && inner[2..].iter().all(u8::is_ascii_hexdigit);
         let at = out.len();
         out.extend_from_slice(s);
-        if hex {
-            out[at..].make_ascii_lowercase();
+        if inner.len() > 2 && inner.starts_with(b"0x") {
+            let digits = &inner[2..];
+            if let Some(true) = hex_with_upper(digits) {
+                // After the opening quote and `0x`.
+                out[at + 3..at + 3 + digits.len()].make_ascii_lowercase();
+            }
         }
         i = end;
     }
+}
+
+/// Whether `d` is all hex digits (`None` if not), and whether any of them is upper case.
+/// Without an early exit, so the loop vectorises: the digits are mostly an address or a hash
+/// (callgrind: the byte-at-a-time check and lower-casing were ~60 % of a key's cost).
+fn hex_with_upper(d: &[u8]) -> Option<bool> {
+    let (mut bad, mut upper) = (false, false);
+    for &b in d {
+        let up = b.wrapping_sub(b'A') < 6;
+        let ok = b.wrapping_sub(b'0') < 10 || b.wrapping_sub(b'a') < 6 || up;
+        bad |= !ok;
+        upper |= up;
+    }
+    (!bad).then_some(upper)
 }
 
 /// Byte-bounded store. Values are raw JSON `result` bytes.
