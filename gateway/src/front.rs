@@ -16,6 +16,7 @@ pub mod conns;
 pub mod cors;
 pub mod entry;
 pub mod h1;
+pub mod heads;
 pub mod jsonrpc;
 pub mod respond;
 pub mod sniff;

@@ -23,8 +23,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::front::heads::{Heads, Read};
 use arc_swap::ArcSwap;
-use http::{header, HeaderMap};
 use parking_lot::Mutex;
 use prometheus::IntCounter;
 use sha2::{Digest, Sha256};
@@ -368,13 +368,13 @@ impl Tenancy {
 
     /// Who is calling: the tenant whose key the request presents (in the URL, `x-api-key` or
     /// `Authorization: Bearer`), or `None` for a keyless caller that may be served.
-    pub fn identify(
+    pub fn identify<'a>(
         &self,
         tenants: &Tenants,
         url_key: Option<&str>,
-        headers: &HeaderMap,
+        headers: impl Into<Heads<'a>>,
     ) -> Result<Option<Arc<Tenant>>, Denied> {
-        match presented_key(url_key, headers)? {
+        match presented_key(url_key, headers.into())? {
             None if tenants.keyless_serve => Ok(None),
             None => Err(Denied::KeyRequired),
             Some(key) => tenants.find(key).map(Some).ok_or(Denied::BadKey),
@@ -577,17 +577,12 @@ pub fn hash_key_hex(key: &str) -> String {
 }
 
 /// The key a request presents, if any; two different ones are refused.
-fn presented_key<'a>(url: Option<&'a str>, h: &'a HeaderMap) -> Result<Option<&'a str>, Denied> {
-    let header = h
-        .get(crate::front::respond::names::X_API_KEY)
-        .and_then(|v| v.to_str().ok());
-    let bearer = h
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then_some(rest)
-        });
+fn presented_key<'a>(url: Option<&'a str>, h: Heads<'a>) -> Result<Option<&'a str>, Denied> {
+    let header = h.get_str(Read::XApiKey);
+    let bearer = h.get_str(Read::Authorization).and_then(|v| {
+        let (scheme, rest) = v.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(rest)
+    });
     let mut key: Option<&str> = None;
     let given = [url, header, bearer].into_iter().flatten().map(str::trim);
     for k in given.filter(|k| !k.is_empty()) {

@@ -11,10 +11,10 @@
 
 use std::io::{Read, Write};
 
+use super::heads::{self, visible, Heads};
 use bytes::Bytes;
 use flate2::write::{DeflateEncoder, GzEncoder};
 use flate2::Compression;
-use http::{header, HeaderMap};
 
 /// Per-request compression: the fastest level (the answer is compressed for one caller).
 const PER_REQUEST: Compression = Compression::fast();
@@ -23,12 +23,12 @@ const KEPT: Compression = Compression::new(6);
 
 /// Does the caller accept gzip (`Accept-Encoding: gzip` or `x-gzip` with q > 0, or `*` with
 /// q > 0 when gzip is not listed)?
-pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+pub fn accepts_gzip<'a>(headers: impl Into<Heads<'a>>) -> bool {
     let (mut gzip, mut star) = (None, None);
     let items = headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .into()
+        .get_all(heads::Read::AcceptEncoding)
+        .filter_map(visible)
         .flat_map(|v| v.split(','));
     for item in items {
         let mut parts = item.split(';');
@@ -149,7 +149,7 @@ pub fn gunzip(body: &[u8], max: usize) -> Result<Bytes, Gunzip> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{header, HeaderMap, HeaderValue};
 
     fn inflate(gz: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();

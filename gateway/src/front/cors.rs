@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
+use super::heads::{visible, Heads, Read};
 use super::respond::Resp;
 use crate::app::App;
 use crate::tenants::{Denied, Tenant, Tenants};
@@ -30,10 +31,10 @@ pub enum Cors {
 
 /// The CORS answer for `tenant` and the request's `Origin` (an origin it does not allow is
 /// refused).
-pub fn for_tenant(tenant: &Tenant, origin: Option<&HeaderValue>) -> Result<Cors, Denied> {
-    match (&tenant.origins, origin.map(HeaderValue::to_str)) {
+pub fn for_tenant(tenant: &Tenant, origin: Option<&[u8]>) -> Result<Cors, Denied> {
+    match (&tenant.origins, origin.map(visible)) {
         (None, _) | (_, None) => Ok(Cors::Any),
-        (Some(_), Some(Ok(o))) if tenant.origin_allowed(o) => Ok(Cors::Echo),
+        (Some(_), Some(Some(o))) if tenant.origin_allowed(o) => Ok(Cors::Echo),
         (Some(_), _) => Err(Denied::Origin),
     }
 }
@@ -67,13 +68,14 @@ pub fn apply(h: &mut HeaderMap, origin: Option<HeaderValue>, cors: Cors) {
 /// any origin unless the URL's key names a tenant that does not allow the page's origin (then
 /// 403 without CORS headers). A key sent in a header is checked on the request itself, since
 /// browsers do not send it with the preflight.
-pub fn preflight(
+pub fn preflight<'a>(
     app: &App,
     tenants: &Tenants,
     url_key: Option<&str>,
-    headers: &HeaderMap,
+    headers: impl Into<Heads<'a>>,
     cors: &mut Cors,
 ) -> Resp {
+    let headers = headers.into();
     let tenant = url_key.and_then(|k| {
         app.tenancy
             .identify(tenants, Some(k), &HeaderMap::new())
@@ -81,7 +83,7 @@ pub fn preflight(
             .flatten()
     });
     *cors = match tenant {
-        Some(t) => for_tenant(&t, headers.get(header::ORIGIN)).unwrap_or(Cors::Deny),
+        Some(t) => for_tenant(&t, headers.get(Read::Origin)).unwrap_or(Cors::Deny),
         None => Cors::Any,
     };
     let mut r = Response::new(Full::new(Bytes::new()));

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use proto::rpc;
@@ -28,6 +28,8 @@ use tokio_util::sync::CancellationToken;
 use super::compress;
 use super::conns::{Closed, Conns, Limits};
 use super::cors::{self, Cors};
+use super::h1::Lean;
+use super::heads::{visible, Heads, Read};
 use super::respond::{names, new_request_id, readyz, rpc_error, text, Resp};
 use super::sniff::{Servers, Sniffed};
 use crate::app::App;
@@ -98,7 +100,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, stop: CancellationToken
                 Ok::<_, Infallible>(resp)
             }
         });
-        let fast = move |req: Request<Full<Bytes>>| handle(app3.clone(), req, peer);
+        let fast = move |req: Request<Lean>| handle(app3.clone(), req, peer);
         let http = Sniffed::new(stream, svc, fast, conn.activity(), servers.clone());
         let metrics = app.metrics.clone();
         tokio::spawn(async move {
@@ -135,6 +137,9 @@ pub trait ReqBody:
     // Both variants are the request, moved: nothing to box.
     #[allow(clippy::result_large_err)]
     fn upgradable(req: Request<Self>) -> Result<Request<Incoming>, Request<Self>>;
+
+    /// The headers the request path reads.
+    fn heads(req: &Request<Self>) -> Heads<'_>;
 }
 
 impl ReqBody for Incoming {
@@ -142,13 +147,21 @@ impl ReqBody for Incoming {
     fn upgradable(req: Request<Self>) -> Result<Request<Incoming>, Request<Self>> {
         Ok(req)
     }
+
+    fn heads(req: &Request<Self>) -> Heads<'_> {
+        Heads::Map(req.headers())
+    }
 }
 
-impl ReqBody for Full<Bytes> {
+impl ReqBody for Lean {
     /// Never asked: upgrades go to hyper.
     #[allow(clippy::result_large_err)] // as the trait's
     fn upgradable(req: Request<Self>) -> Result<Request<Incoming>, Request<Self>> {
         Err(req)
+    }
+
+    fn heads(req: &Request<Self>) -> Heads<'_> {
+        Heads::Few(&req.body().heads)
     }
 }
 
@@ -164,7 +177,10 @@ fn handle<B: ReqBody>(
     async move {
         let id_buf = new_request_id();
         let request_id = std::str::from_utf8(&id_buf).expect("hex digits");
-        let origin = req.headers().get(header::ORIGIN).cloned();
+        // Copied (a browser's request only): the request is gone when the answer is made.
+        let origin = B::heads(&req)
+            .get(Read::Origin)
+            .and_then(|o| HeaderValue::from_bytes(o).ok());
         let mut cors = Cors::Any;
         let mut resp = route(&app, req, peer, request_id, &mut cors).await;
         let h = resp.headers_mut();
@@ -201,10 +217,10 @@ fn route<'a, B: ReqBody>(
         };
         let tenants = app.tenancy.current_full();
         if req.method() == Method::OPTIONS {
-            return cors::preflight(app, &tenants, url_key, req.headers(), cors);
+            return cors::preflight(app, &tenants, url_key, B::heads(&req), cors);
         }
         // Who is calling comes first, so every later refusal carries the tenant's CORS answer.
-        let tenant = match admit_key(app, &tenants, chain, url_key, req.headers(), cors) {
+        let tenant = match admit_key(app, &tenants, chain, url_key, B::heads(&req), cors) {
             Ok(t) => t,
             Err(resp) => return reject(req.into_body(), *resp).await,
         };
@@ -226,7 +242,7 @@ fn route<'a, B: ReqBody>(
                 .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
             return reject(req.into_body(), r).await;
         }
-        if !is_json(req.headers().get(header::CONTENT_TYPE)) {
+        if !is_json(B::heads(&req).get(Read::ContentType)) {
             app.metrics
                 .rejected
                 .with_label_values(&["content_type"])
@@ -248,15 +264,16 @@ fn route<'a, B: ReqBody>(
             return too_large(app, max);
         }
         let started = Instant::now();
-        let caller_ip = crate::geo::client_ip(peer.ip(), req.headers(), &app.trusted);
+        let heads = B::heads(&req);
+        let caller_ip = crate::geo::client_ip(peer.ip(), heads, &app.trusted);
         let caller = app.locate(caller_ip);
         let series = app.series(chain.chain_id);
         series.request_from(caller.as_deref().and_then(|c| c.country.as_deref()));
-        let gzip_in = match content_encoding(app, req.headers()) {
+        let gzip_in = match content_encoding(app, heads) {
             Ok(gzip) => gzip,
             Err(resp) => return reject(req.into_body(), *resp).await,
         };
-        let gzip_out = compress::accepts_gzip(req.headers());
+        let gzip_out = compress::accepts_gzip(heads);
         if req.extensions().get::<super::h1::LateBody>().is_some() {
             return slow_body(app);
         }
@@ -286,13 +303,13 @@ fn route<'a, B: ReqBody>(
 
 /// Whether the body is gzip-encoded (`Content-Encoding: gzip`); other codings are refused
 /// with 415 (the caller can send identity or gzip).
-fn content_encoding(app: &App, h: &http::HeaderMap) -> Result<bool, Box<Resp>> {
-    let Some(v) = h.get(header::CONTENT_ENCODING) else {
+fn content_encoding(app: &App, h: Heads<'_>) -> Result<bool, Box<Resp>> {
+    let Some(v) = h.get(Read::ContentEncoding) else {
         return Ok(false);
     };
-    match v.to_str().map(str::trim) {
-        Ok(c) if c.eq_ignore_ascii_case("gzip") || c.eq_ignore_ascii_case("x-gzip") => Ok(true),
-        Ok(c) if c.eq_ignore_ascii_case("identity") => Ok(false),
+    match visible(v).map(str::trim) {
+        Some(c) if c.eq_ignore_ascii_case("gzip") || c.eq_ignore_ascii_case("x-gzip") => Ok(true),
+        Some(c) if c.eq_ignore_ascii_case("identity") => Ok(false),
         _ => {
             app.metrics
                 .rejected
@@ -314,7 +331,7 @@ fn admit_key(
     tenants: &crate::tenants::Tenants,
     chain: &ChainConfig,
     url_key: Option<&str>,
-    headers: &http::HeaderMap,
+    headers: Heads<'_>,
     cors: &mut Cors,
 ) -> Result<Option<Arc<Tenant>>, Box<Resp>> {
     let checked = app
@@ -325,7 +342,7 @@ fn admit_key(
             if !t.chain_allowed(chain.chain_id) {
                 return Err(Denied::Chain);
             }
-            *cors = cors::for_tenant(&t, headers.get(header::ORIGIN))?;
+            *cors = cors::for_tenant(&t, headers.get(Read::Origin))?;
             Ok(Some(t))
         });
     checked.map_err(|d| {
@@ -448,12 +465,12 @@ fn reject<B: ReqBody>(body: B, resp: Resp) -> std::pin::Pin<Box<dyn Future<Outpu
     })
 }
 
-fn is_json(ct: Option<&HeaderValue>) -> bool {
+fn is_json(ct: Option<&[u8]>) -> bool {
     // What clients send, compared whole before the general parse.
-    if ct.is_some_and(|v| v.as_bytes() == b"application/json") {
+    if ct == Some(b"application/json") {
         return true;
     }
-    let Some(ct) = ct.and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = ct.and_then(visible) else {
         return false;
     };
     let mime = ct.split(';').next().unwrap_or("").trim();

@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
+use http::{header, HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Body as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::conns::Activity;
+use super::heads::{Few, Read, Span, FEW_MAX};
 use super::respond::Resp;
 
 /// Most headers a request may have on this path; more goes to hyper (its limit is 100).
@@ -114,7 +115,7 @@ pub async fn serve<F, Fut>(
     limits: Limits,
 ) -> io::Result<Option<Handoff>>
 where
-    F: Fn(Request<Full<Bytes>>) -> Fut,
+    F: Fn(Request<Lean>) -> Fut,
     Fut: std::future::Future<Output = Resp>,
 {
     let mut buf = BytesMut::new();
@@ -246,8 +247,33 @@ enum Parsed {
     Request,
 }
 
-/// Where a part of the head is: offset and length (a head is under 64 KiB).
-type Span = (u16, u16);
+/// A request this path read: its body, whole, and the headers the request path reads
+/// ([`Few`]); no header map is built.
+#[derive(Debug)]
+pub struct Lean {
+    pub body: Full<Bytes>,
+    pub heads: Few,
+}
+
+impl hyper::body::Body for Lean {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// A request's head, as spans of the buffer it was parsed from.
 #[derive(Default)]
@@ -256,8 +282,8 @@ struct Head {
     len: usize,
     body_len: usize,
     path: Span,
-    /// Each header's name and value.
-    headers: [(Span, Span); MAX_HEADERS],
+    /// The headers the request path reads, and their values.
+    reads: [(Read, Span); FEW_MAX],
     count: usize,
     /// `Connection: close`.
     close: bool,
@@ -267,7 +293,7 @@ struct Head {
 
 /// The whole request (head and `Content-Length` body) at the start of `buf`, as [`serve`] reads
 /// and builds it; `None` when it is not whole or is one for hyper (benches).
-pub fn request(buf: &Bytes, max_body: usize) -> Option<Request<Full<Bytes>>> {
+pub fn request(buf: &Bytes, max_body: usize) -> Option<Request<Lean>> {
     let mut head = Head::default();
     match parse(buf, max_body, &mut head) {
         Parsed::Request if buf.len() >= head.len + head.body_len => {
@@ -299,14 +325,20 @@ fn parse(buf: &[u8], max_body: usize, head: &mut Head) -> Parsed {
     head.len = len;
     head.body_len = 0;
     head.path = at(path.as_bytes());
-    head.count = req.headers.len();
+    head.count = 0;
     head.close = false;
     head.expect_continue = false;
     let mut length = None;
-    for (h, slot) in req.headers.iter().zip(head.headers.iter_mut()) {
-        *slot = (at(h.name.as_bytes()), at(h.value));
+    for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if let Some(read) = Read::from_name(name) {
+            if head.count == FEW_MAX {
+                // More of them than a client sends: hyper's path, with its header map.
+                return Parsed::Hyper;
+            }
+            head.reads[head.count] = (read, at(h.value));
+            head.count += 1;
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             if length.is_some() {
                 return Parsed::Hyper;
             }
@@ -355,7 +387,7 @@ fn decimal(v: &[u8]) -> Option<usize> {
 impl Head {
     /// The request, its path, header values and body (`body_len` bytes after the head) slices
     /// of `raw`.
-    fn request(&self, raw: &Bytes, body_len: usize) -> Option<Request<Full<Bytes>>> {
+    fn request(&self, raw: &Bytes, body_len: usize) -> Option<Request<Lean>> {
         let range = |(at, len): Span| usize::from(at)..usize::from(at) + usize::from(len);
         let slice = |span| raw.slice(range(span));
         let uri = match &raw[range(self.path)] {
@@ -363,49 +395,14 @@ impl Head {
             b"/" => Uri::from_static("/"),
             _ => Uri::from_maybe_shared(slice(self.path)).ok()?,
         };
-        let mut headers = HeaderMap::new();
-        for &(name, value) in &self.headers[..self.count] {
-            let Some(name) = read_header(&raw[range(name)]) else {
-                continue;
-            };
-            let value = HeaderValue::from_maybe_shared(slice(value)).ok()?;
-            headers.append(name, value);
-        }
-        let mut req = Request::new(Full::new(raw.slice(self.len..self.len + body_len)));
+        let mut req = Request::new(Lean {
+            body: Full::new(raw.slice(self.len..self.len + body_len)),
+            heads: Few::new(raw.clone(), &self.reads[..self.count]),
+        });
         *req.method_mut() = Method::POST;
         *req.uri_mut() = uri;
-        *req.headers_mut() = headers;
         Some(req)
     }
-}
-
-/// The request headers the request path reads ([`super::entry`] and what it calls: the
-/// caller's key, tenant origin, content type and coding, accepted coding, forwarding headers).
-/// Only these go into the request's header map here: a browser sends a dozen more, and each
-/// costs a hash, an insert and a drop. hyper's path keeps every header; a header the request
-/// path starts to read must be added here too (the test below lists the reads).
-/// `Content-Length` is left out: [`parse`] has checked it and the body is read.
-// A `const`, not a `static`: the compiler folds each known name into the look-up (callgrind:
-// a static costs a hit ~360 instructions more, though a const array is built per use).
-const READ_HEADERS: [HeaderName; 8] = [
-    header::CONTENT_TYPE,
-    header::CONTENT_ENCODING,
-    header::ACCEPT_ENCODING,
-    header::ORIGIN,
-    header::AUTHORIZATION,
-    super::respond::names::X_API_KEY,
-    crate::geo::X_FORWARDED_FOR,
-    header::FORWARDED,
-];
-
-/// `name` as one of [`READ_HEADERS`], or `None` when the request path does not read it.
-fn read_header(name: &[u8]) -> Option<HeaderName> {
-    READ_HEADERS
-        .iter()
-        .find(|h| {
-            h.as_str().len() == name.len() && name.eq_ignore_ascii_case(h.as_str().as_bytes())
-        })
-        .cloned()
 }
 
 /// Whether the answer asks for the connection to close.
@@ -595,6 +592,8 @@ impl AsyncWrite for Rewind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::front::heads::Heads;
+    use http::{HeaderName, HeaderValue};
 
     #[test]
     fn content_length_is_digits_that_fit() {
@@ -623,20 +622,28 @@ mod tests {
             Authorization: Bearer b\r\nX-API-Key: k\r\nX-Forwarded-For: 1.2.3.4\r\n\
             X-Forwarded-For: 5.6.7.8\r\nForwarded: for=1.2.3.4\r\nContent-Length: 2\r\n\r\n{}";
         let req = request(&Bytes::copy_from_slice(raw), 1024).expect("served here");
-        let h = req.headers();
-        assert_eq!(h.len(), READ_HEADERS.len() + 1, "{h:?}");
-        for name in &READ_HEADERS {
-            assert!(h.contains_key(name), "{name} is missing");
+        let h = Heads::Few(&req.body().heads);
+        for r in Read::ALL {
+            assert!(h.contains(r), "{r:?} is missing");
         }
-        let xff: Vec<_> = h.get_all("x-forwarded-for").iter().collect();
-        assert_eq!(xff, ["1.2.3.4", "5.6.7.8"], "each line, in order");
-        assert_eq!(h["authorization"], "Bearer b");
+        let xff: Vec<_> = h.get_all(Read::XForwardedFor).collect();
+        assert_eq!(xff, [&b"1.2.3.4"[..], b"5.6.7.8"], "each line, in order");
+        assert_eq!(h.get_str(Read::Authorization), Some("Bearer b"));
+        assert!(req.headers().is_empty(), "no header map is built");
+        // More read headers than `Few` holds: hyper's path (with its map) takes the request.
+        let mut many = b"POST / HTTP/1.1\r\n".to_vec();
+        for _ in 0..=FEW_MAX {
+            many.extend_from_slice(b"X-Forwarded-For: 1.2.3.4\r\n");
+        }
+        many.extend_from_slice(b"Content-Length: 2\r\n\r\n{}");
+        assert!(request(&Bytes::from(many), 1024).is_none());
     }
 
-    /// Every header the request path looks up (by a named constant, in the files it runs
-    /// through) is one [`READ_HEADERS`] keeps, or one this path has dealt with already.
+    /// Every header the request path looks up (in the files it runs through) is read through
+    /// [`Heads`] by a [`Read`], or is one this path has dealt with already: a look-up in the
+    /// request's header map would find nothing here, where none is built.
     #[test]
-    fn read_headers_covers_every_header_the_request_path_looks_up() {
+    fn the_request_path_reads_its_headers_through_heads() {
         let sources = [
             include_str!("entry.rs"),
             include_str!("cors.rs"),
@@ -653,14 +660,28 @@ mod tests {
         let handled = ["content-length", "connection"];
         let mut seen = std::collections::HashSet::new();
         for src in sources {
-            for call in [".get(", ".get_all(", ".contains_key("] {
+            for call in [
+                ".get(",
+                ".get_all(",
+                ".get_str(",
+                ".contains(",
+                ".contains_key(",
+            ] {
                 for (at, _) in src.match_indices(call) {
                     let arg = &src[at + call.len()..];
                     let arg = &arg[..arg.find(')').unwrap_or(0)];
-                    // A look-up by a literal name would slip past the constants below.
+                    if let Some(at) = arg.find("Read::") {
+                        seen.insert(arg[at + "Read::".len()..].trim().to_string());
+                        continue;
+                    }
+                    if call == ".contains(" {
+                        // Sets and ranges too: only a `Read` counts.
+                        continue;
+                    }
+                    // A look-up by a literal name would slip past the scan.
                     assert!(
                         !arg.trim_start().starts_with('"'),
-                        "a header read by a literal name: {arg}: use a constant"
+                        "a header read by a literal name: {arg}: use a Read"
                     );
                     let ident = arg.rsplit("::").next().unwrap_or("");
                     if ident.is_empty()
@@ -670,20 +691,19 @@ mod tests {
                     }
                     let name = ident.to_ascii_lowercase().replace('_', "-");
                     assert!(
-                        handled.contains(&name.as_str())
-                            || READ_HEADERS.iter().any(|h| h == name.as_str()),
-                        "the request path reads {name}: add it to READ_HEADERS"
+                        handled.contains(&name.as_str()),
+                        "the request path reads {name} from the header map: read it through \
+                         Heads (a Read)"
                     );
-                    seen.insert(name);
                 }
             }
         }
-        // Each kept header is looked up somewhere (so the scan finds the reads, and the list
-        // holds nothing no one reads).
-        for h in &READ_HEADERS {
+        // Each Read is looked up somewhere (so the scan finds the reads, and `Few` keeps
+        // nothing no one reads).
+        for r in Read::ALL {
             assert!(
-                seen.contains(h.as_str()),
-                "{h} is kept but no look-up of it was found"
+                seen.contains(&format!("{r:?}")),
+                "{r:?} is kept but no look-up of it was found"
             );
         }
     }
@@ -696,10 +716,11 @@ mod tests {
         )
         .expect("served here");
         assert_eq!(req.uri(), "/v1/k?x=1");
-        assert_eq!(req.headers()["x-api-key"], "k");
-        // Read by no one on the request path: not copied into the map.
-        assert!(req.headers().get("host").is_none());
-        assert_eq!(full_bytes(req.into_body()), "{}");
+        assert_eq!(
+            Heads::Few(&req.body().heads).get_str(Read::XApiKey),
+            Some("k")
+        );
+        assert_eq!(full_bytes(req.into_body().body), "{}");
         for hyper in [
             // Over the body limit (here 1024), not whole yet (served once the rest comes), and
             // not a POST.

@@ -18,9 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::Request;
-use http_body_util::Full;
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::{HttpService, Service};
@@ -173,7 +171,7 @@ impl<S, F, Fut> Future for Sniffed<S, F>
 where
     S: Service<Request<Incoming>, Response = Resp, Error = Infallible> + Send + Unpin + 'static,
     S::Future: Send + 'static,
-    F: Fn(Request<Full<Bytes>>) -> Fut + Send + Unpin + 'static,
+    F: Fn(Request<h1::Lean>) -> Fut + Send + Unpin + 'static,
     Fut: Future<Output = Resp> + Send + 'static,
 {
     type Output = Result<(), BoxError>;
@@ -312,15 +310,15 @@ mod tests {
             + Unpin
             + Clone
             + 'static,
-        impl Fn(Request<Full<Bytes>>) -> std::future::Ready<Resp> + Send + Unpin + 'static,
+        impl Fn(Request<h1::Lean>) -> std::future::Ready<Resp> + Send + Unpin + 'static,
     > {
         let svc = service_fn(|req: Request<Incoming>| async move {
             let body = Bytes::from(format!("{:?}", req.version()));
             Ok::<_, Infallible>(Resp::new(Full::new(body)))
         });
-        let fast = |req: Request<Full<Bytes>>| {
+        let fast = |req: Request<h1::Lean>| {
             let late = req.extensions().get::<h1::LateBody>().is_some();
-            let body = h1::full_bytes(req.into_body());
+            let body = h1::full_bytes(req.into_body().body);
             let text = match late {
                 true => "late".into(),
                 false => format!("fast {}", String::from_utf8_lossy(&body)),

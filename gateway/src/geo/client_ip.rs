@@ -16,7 +16,8 @@
 
 use std::net::IpAddr;
 
-use http::header::{GetAll, HeaderMap, HeaderName, HeaderValue, FORWARDED};
+use crate::front::heads::{visible, Heads, Read, Values};
+use http::header::HeaderName;
 use ipnet::IpNet;
 
 use super::forwarded::{parse_forwarded_line, parse_xff_entry, Hop};
@@ -169,16 +170,20 @@ impl FromIterator<IpNet> for TrustedProxies {
 /// comma-separated) and the first hop that is not a trusted proxy is the caller. If every hop
 /// is trusted, the leftmost one is. A hop that is hidden (`unknown`, `_obfuscated`) or
 /// unparseable ends the walk at the last trusted hop seen, never at anything further left.
-pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    headers: impl Into<Heads<'a>>,
+    trusted: &TrustedProxies,
+) -> IpAddr {
     let peer = peer.to_canonical();
     if !trusted.contains(peer) {
         return peer;
     }
-    // One look-up of X-Forwarded-For serves both the choice and the walk.
-    let xff = headers.get_all(X_FORWARDED_FOR);
-    let has_fwd = || headers.contains_key(FORWARDED);
+    let headers = headers.into();
+    let xff = headers.get_all(Read::XForwardedFor);
+    let has_fwd = || headers.contains(Read::Forwarded);
     let use_forwarded = match trusted.policy {
-        HeaderPolicy::PreferXForwardedFor => xff.iter().next().is_none() && has_fwd(),
+        HeaderPolicy::PreferXForwardedFor => !headers.contains(Read::XForwardedFor) && has_fwd(),
         HeaderPolicy::PreferForwarded => has_fwd(),
         HeaderPolicy::XForwardedForOnly => false,
         HeaderPolicy::ForwardedOnly => true,
@@ -212,12 +217,12 @@ fn walk(peer: IpAddr, hops: impl Iterator<Item = Hop>, trusted: &TrustedProxies)
 }
 
 /// `X-Forwarded-For` hops, right to left, without allocating.
-fn xff_hops(lines: GetAll<'_, HeaderValue>) -> impl Iterator<Item = Hop> + '_ {
-    lines.iter().rev().flat_map(|line| {
+fn xff_hops(lines: Values<'_>) -> impl Iterator<Item = Hop> + '_ {
+    lines.rev().flat_map(|line| {
         // A line that is not visible ASCII is one garbage hop.
-        let (text, garbage) = match line.to_str() {
-            Ok(text) => (text, None),
-            Err(_) => ("", Some(Hop::Garbage)),
+        let (text, garbage) = match visible(line) {
+            Some(text) => (text, None),
+            None => ("", Some(Hop::Garbage)),
         };
         garbage
             .into_iter()
@@ -227,12 +232,12 @@ fn xff_hops(lines: GetAll<'_, HeaderValue>) -> impl Iterator<Item = Hop> + '_ {
 
 /// `Forwarded` hops, right to left. Quoting makes a reverse scan awkward, so each line is
 /// parsed forwards; a request has a handful of hops.
-fn forwarded_hops(headers: &HeaderMap) -> impl Iterator<Item = Hop> {
+fn forwarded_hops(headers: Heads<'_>) -> impl Iterator<Item = Hop> {
     let mut hops = Vec::new();
-    for line in headers.get_all(FORWARDED) {
-        match line.to_str() {
-            Ok(text) => parse_forwarded_line(text, &mut hops),
-            Err(_) => hops.push(Hop::Garbage),
+    for line in headers.get_all(Read::Forwarded) {
+        match visible(line) {
+            Some(text) => parse_forwarded_line(text, &mut hops),
+            None => hops.push(Hop::Garbage),
         }
     }
     hops.into_iter().rev()
@@ -241,7 +246,7 @@ fn forwarded_hops(headers: &HeaderMap) -> impl Iterator<Item = Hop> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
+    use http::{HeaderMap, HeaderValue};
 
     const PROXY: &str = "10.0.0.5";
 
