@@ -1,6 +1,7 @@
 //! The lean HTTP/1.1 server's per-request work (`gateway::front::h1`): a request read from its
-//! bytes (head parsed, header map and body built) as a load tool and as a browser send it, and
-//! an answer's head and body encoded for one write.
+//! bytes (head parsed, the headers the request path reads found, body built) as a load tool and
+//! as a browser send it, then with those headers read as the request path reads them
+//! (`front::heads`), and an answer's head and body encoded for one write.
 //!
 //! `cargo bench -p gateway --bench http1`
 
@@ -9,6 +10,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use gateway::front::h1;
+use gateway::front::heads::{Heads, Read};
 use gateway::front::respond::{json, names};
 use http::{header, HeaderValue, StatusCode};
 
@@ -37,6 +39,26 @@ fn bench(c: &mut Criterion) {
         assert!(h1::request(bytes, 1 << 20).is_some(), "{name}");
         c.bench_function(&format!("h1 request ({name})"), |b| {
             b.iter(|| h1::request(black_box(bytes), 1 << 20));
+        });
+        c.bench_function(&format!("h1 request and its header reads ({name})"), |b| {
+            b.iter(|| {
+                let req = h1::request(black_box(bytes), 1 << 20).expect("served here");
+                let h = Heads::Few(&req.body().heads);
+                // Each read the request path makes, in its order (`front::entry`).
+                let found = [
+                    Read::Origin,
+                    Read::XApiKey,
+                    Read::Authorization,
+                    Read::ContentType,
+                    Read::ContentEncoding,
+                    Read::AcceptEncoding,
+                ]
+                .into_iter()
+                .filter_map(|r| h.get(r))
+                .count();
+                let last_hop = h.get_all(Read::XForwardedFor).next_back().map(<[u8]>::len);
+                (found, last_hop)
+            });
         });
     }
     let answer = || {

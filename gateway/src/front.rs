@@ -3,6 +3,7 @@
 //! - [`entry`]: the listener, paths, content type and the body, then hands the body to the
 //!   request path ([`crate::request`]);
 //! - [`h1`]: the lean HTTP/1.1 server for plain `POST`s, and the hand-off to hyper for the rest;
+//! - [`heads`]: the request headers the request path reads, from either server;
 //! - [`conns`]: the open connections: their bounds (in all, per address), header and idle
 //!   deadlines, shedding the idlest when full, graceful drain;
 //! - [`jsonrpc`]: parsing bodies into calls and writing responses with the callers' ids;
