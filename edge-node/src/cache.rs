@@ -72,10 +72,12 @@ fn write_canonical(json: &[u8], out: &mut Vec<u8>) {
         let at = out.len();
         out.extend_from_slice(s);
         if inner.len() > 2 && inner.starts_with(b"0x") {
-            let digits = &inner[2..];
-            if let Some(true) = hex_with_upper(digits) {
+            // An unterminated string's last byte counts as its closing quote in `inner` and is
+            // lower-cased with the rest (as the byte-by-byte reference does).
+            let unterminated = s.last() != Some(&b'"');
+            if hex_with_upper(&inner[2..]).is_some_and(|upper| upper || unterminated) {
                 // After the opening quote and `0x`.
-                out[at + 3..at + 3 + digits.len()].make_ascii_lowercase();
+                out[at + 3..].make_ascii_lowercase();
             }
         }
         i = end;
@@ -232,11 +234,26 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for _ in 0..20_000 {
+        // Unterminated hex strings (their last byte stands for the closing quote) first.
+        let fixed = [
+            &br#"["0x1F"#[..],
+            br#""0xAB"#,
+            br#""0x1Z"#,
+            br#""0xab"#,
+            b"\"0x1",
+            b"\"0X1F",
+        ];
+        let random = std::iter::repeat_with(|| {
             let len = (next() % 48) as usize;
-            let json: Vec<u8> = (0..len)
+            (0..len)
                 .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
-                .collect();
+                .collect::<Vec<u8>>()
+        });
+        for json in fixed
+            .map(<[u8]>::to_vec)
+            .into_iter()
+            .chain(random.take(20_000))
+        {
             let mut out = Vec::new();
             write_canonical(&json, &mut out);
             assert_eq!(

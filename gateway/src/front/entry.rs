@@ -177,10 +177,7 @@ fn handle<B: ReqBody>(
     async move {
         let id_buf = new_request_id();
         let request_id = std::str::from_utf8(&id_buf).expect("hex digits");
-        // Copied (a browser's request only): the request is gone when the answer is made.
-        let origin = B::heads(&req)
-            .get(Read::Origin)
-            .and_then(|o| HeaderValue::from_bytes(o).ok());
+        let origin = B::heads(&req).value(Read::Origin);
         let mut cors = Cors::Any;
         let mut resp = route(&app, req, peer, request_id, &mut cors).await;
         let h = resp.headers_mut();
