@@ -2,8 +2,8 @@
 //! with mutual TLS and the join token, report status on the control stream, and answer the
 //! requests on the request stream the gateway opens (`proto::msg`): one from the cache at once
 //! in the stream's reader, any other in a task of its own; the answers written as they are
-//! ready. Reconnects with capped, jittered backoff. A node runs
-//! one link per configured gateway, each on its own: one going away disturbs no other.
+//! ready. Reconnects with capped, jittered backoff. A node runs one link per configured
+//! gateway, each on its own: one going away disturbs no other.
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -34,7 +34,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::conns::Activity;
-use super::heads::{Few, Read, Span, FEW_MAX};
+use super::heads::{range, Few, Read, Span, FEW_MAX};
 use super::respond::Resp;
 
 /// Most headers a request may have on this path; more goes to hyper (its limit is 100).
@@ -390,12 +390,10 @@ impl Head {
     /// The request, its path, header values and body (`body_len` bytes after the head) slices
     /// of `raw`.
     fn request(&self, raw: &Bytes, body_len: usize) -> Option<Request<Lean>> {
-        let range = |(at, len): Span| usize::from(at)..usize::from(at) + usize::from(len);
-        let slice = |span| raw.slice(range(span));
         let uri = match &raw[range(self.path)] {
             // What nearly every call asks: no parse, no reference to the buffer.
             b"/" => Uri::from_static("/"),
-            _ => Uri::from_maybe_shared(slice(self.path)).ok()?,
+            _ => Uri::from_maybe_shared(raw.slice(range(self.path))).ok()?,
         };
         let mut req = Request::new(Lean {
             body: Full::new(raw.slice(self.len..self.len + body_len)),

@@ -103,13 +103,14 @@ impl Few {
         few
     }
 
-    fn value(&self, (at, len): Span) -> &[u8] {
-        &self.raw[Self::range((at, len))]
+    fn value(&self, span: Span) -> &[u8] {
+        &self.raw[range(span)]
     }
+}
 
-    fn range((at, len): Span) -> std::ops::Range<usize> {
-        usize::from(at)..usize::from(at) + usize::from(len)
-    }
+/// The bytes `span` covers.
+pub(crate) fn range((at, len): Span) -> std::ops::Range<usize> {
+    usize::from(at)..usize::from(at) + usize::from(len)
 }
 
 /// The request's headers as the request path reads them.
@@ -157,7 +158,7 @@ impl<'a> Heads<'a> {
                 let &(_, span) = f.at[..usize::from(f.n)]
                     .iter()
                     .find(|(r, _)| *r == Some(h))?;
-                HeaderValue::from_maybe_shared(f.raw.slice(Few::range(span))).ok()
+                HeaderValue::from_maybe_shared(f.raw.slice(range(span))).ok()
             }
         }
     }
