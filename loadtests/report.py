@@ -25,6 +25,9 @@ TARGETS = [("gateway", "gateway + edge"), ("gateway-key", "gateway + edge, tenan
 # Workload edge (the edge tier on its own) must reach at least this share of nginx's req/s.
 EDGE_GOAL = 1.0
 
+# Workload 2-c1: the gateway path may add at most this much to anvil's own p50 (µs).
+MISS_GOAL_US = 100
+
 # Workload key: the keyed run may be at most this much slower than the keyless one beside it.
 KEY_BUDGET = 0.05
 
@@ -249,6 +252,9 @@ def main_table(recs):
     e_note = edge_note(wrk, edge)
     if e_note:
         notes.append(e_note)
+    m_note = miss_note(wrk, next((r["host"] for r in recs if r["kind"] == "host"), None))
+    if m_note:
+        notes.append(m_note)
     key_note = tenant_note(wrk, cpu, next((r for r in recs if r["kind"] == "tenant"), None))
     if key_note:
         notes.append(key_note)
@@ -312,6 +318,40 @@ def ceiling_note(wrk):
     return (f"Ceiling (workload 1): a bare hyper server on one thread answering one fixed body "
             f"({some['rps']:,.0f} req/s in {'1a' if wrk.get(('1a', 'ceiling')) else '1b'}) is the most "
             f"any HTTP gateway can answer on this machine; cache hits as a share of it: " + ". ".join(parts) + ".")
+
+
+def halt_polling(host):
+    ns = host.get("guest_halt_poll_ns")
+    return "no haltpoll driver" if ns is None else "off" if ns == 0 else f"{ns:,} ns"
+
+
+def host_line(host):
+    """What a wake-up costs on this host (loadtests/host.py)."""
+    out = (f"- Host: {host['cpus']} CPUs for this run; guest halt polling {halt_polling(host)}; a pipe round trip "
+           f"between two processes takes {host['round_trip_same_cpu_us']} µs on one CPU")
+    if "round_trip_across_cpus_us" in host:
+        out += (f" and {host['round_trip_across_cpus_us']} µs across two: a wake-up across CPUs costs "
+                f"{host['wake_across_cpus_extra_us']} µs more (loadtests/host.py)")
+    return out
+
+
+def miss_note(wrk, host):
+    """Workload 2-c1: what the gateway path adds to anvil's p50, beside nginx's one hop and what
+    a wake-up costs on this host."""
+    r, an, ng = (wrk.get(("2-c1", t)) for t in ("gateway", "anvil", "nginx"))
+    if not (r and an):
+        return ""
+    added = r["p50_us"] - an["p50_us"]
+    verdict = "**met**" if added <= MISS_GOAL_US else "**not met**"
+    out = (f"Miss at c1 (2-c1): the gateway path adds {added:,.0f} µs to anvil's p50 of {an['p50_us']:,.0f} µs "
+           f"(goal at most {MISS_GOAL_US} µs: {verdict})")
+    if ng:
+        out += f"; nginx, one hop, adds {ng['p50_us'] - an['p50_us']:,.0f} µs"
+    if host and "wake_across_cpus_extra_us" in host:
+        out += (f". Each request wakes a process six times on the gateway path (wrk, gateway, node, anvil and "
+                f"back), four through nginx and two direct; on this host a wake-up across CPUs costs "
+                f"{host['wake_across_cpus_extra_us']} µs more than on one (guest halt polling {halt_polling(host)})")
+    return out + "."
 
 
 def edge_hit_share(edge):
@@ -578,6 +618,9 @@ def cmd_results(a):
         print(f"- Workload 3 pool: {p['questions']:,} distinct questions over {p['accounts']} accounts and "
               f"{p['blocks']} recent blocks; method shares {p['method_share']}; `latest`-addressed share "
               f"{p['latest_share']}; transfers sent during the runs: {pool.get('txs', '?')}")
+    host = next((r["host"] for r in recs if r["kind"] == "host"), None)
+    if host:
+        print(host_line(host))
     if info.get("nginx_errors"):
         print(f"- nginx error log: {info['nginx_errors']} `[error]` lines, the first: `{info.get('nginx_first_error')}`")
     print(f"- Whole run took {info.get('elapsed', '?')}, of which {info.get('build_s', '?')} s building")

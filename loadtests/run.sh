@@ -194,6 +194,12 @@ mkdir -p "$LT_TMP/bin" "$LT_TMP/keys"
 cp "$BIN_DIR/gateway" "$BIN_DIR/edge-node" "$BIN_DIR/examples/ceiling" "$LT_TMP/bin/"
 BIN="$LT_TMP/bin"
 
+# ---------------------------------------------------------------- the host
+# What a hop costs here before anything runs: each cross-process hop of a request pays a
+# wake-up, and on a VM that depends on the host (loadtests/host.py).
+lt_log "measuring wake-ups on this host (loadtests/host.py)"
+lt_record "{\"kind\":\"host\",\"host\":$(python3 "$LT_DIR/host.py")}"
+
 # ---------------------------------------------------------------- anvil
 lt_log "starting anvil on 127.0.0.1:$P_ANVIL (block time $BLOCK_TIME s)"
 # anvil's runtime honours TOKIO_WORKER_THREADS: one thread, like every other server here.
