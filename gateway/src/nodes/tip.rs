@@ -124,12 +124,18 @@ pub fn reads_finalized(params: &[u8]) -> bool {
 }
 
 /// Does `params` hold one of `words` in quotes (`"latest"`)? One pass, looking only after
-/// each quote, instead of one pass per word.
+/// each quote, instead of one pass per word; a quote followed by no word's first letter (an
+/// address, a hash, a key) is passed over with one comparison.
 fn quotes_any(params: &[u8], words: &[&[u8]]) -> bool {
     let mut rest = params;
     while let Some(at) = memchr::memchr(b'"', rest) {
         rest = &rest[at + 1..];
-        let quoted = |w: &&[u8]| rest.starts_with(w) && rest.get(w.len()) == Some(&b'"');
+        let Some(&first) = rest.first() else {
+            return false;
+        };
+        let quoted = |w: &&[u8]| {
+            w.first() == Some(&first) && rest.starts_with(w) && rest.get(w.len()) == Some(&b'"')
+        };
         if words.iter().any(quoted) {
             return true;
         }
@@ -162,6 +168,34 @@ pub fn block_number_of(result: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first-letter filter finds what comparing every word after every quote finds.
+    #[test]
+    fn quotes_any_agrees_with_comparing_every_word() {
+        let words: &[&[u8]] = &[b"latest", b"safe", b"finalized", b"pending"];
+        let every = |params: &[u8]| {
+            (0..params.len()).any(|i| {
+                params[i] == b'"'
+                    && words.iter().any(|w| {
+                        params[i + 1..].starts_with(w) && params.get(i + 1 + w.len()) == Some(&b'"')
+                    })
+            })
+        };
+        for p in [
+            r#"["0xab",{"blockHash":"0x1"}]"#,
+            r#"["0xab","latest"]"#,
+            r#"["0xab","safe"]"#,
+            r#"["safety","pend","finalize","latest "]"#,
+            r#"["", "", "s"]"#,
+            r#"[{"to":"0x1","data":"0x"},"finalized"]"#,
+            r#"["latest"#,
+            r#"""#,
+            "",
+            r#"["p","pending"]"#,
+        ] {
+            assert_eq!(quotes_any(p.as_bytes(), words), every(p.as_bytes()), "{p}");
+        }
+    }
 
     #[test]
     fn tags_are_found_only_whole_and_quoted() {
