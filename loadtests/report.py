@@ -252,7 +252,7 @@ def main_table(recs):
     e_note = edge_note(wrk, edge)
     if e_note:
         notes.append(e_note)
-    m_note = miss_note(wrk, next((r["host"] for r in recs if r["kind"] == "host"), None))
+    m_note = miss_note(wrk, host_record(recs))
     if m_note:
         notes.append(m_note)
     key_note = tenant_note(wrk, cpu, next((r for r in recs if r["kind"] == "tenant"), None))
@@ -320,24 +320,47 @@ def ceiling_note(wrk):
             f"any HTTP gateway can answer on this machine; cache hits as a share of it: " + ". ".join(parts) + ".")
 
 
-def halt_polling(host):
-    ns = host.get("guest_halt_poll_ns")
-    return "no haltpoll driver" if ns is None else "off" if ns == 0 else f"{ns:,} ns"
+def host_record(recs):
+    """loadtests/host.py's reading of the host, if the run has one."""
+    return next((r["host"] for r in recs if r["kind"] == "host"), None)
+
+
+def idle_waiting(host):
+    """How idle CPUs wait for work (host.py): what decides the cost of waking one."""
+    if "cpuidle_governor" in host:
+        gov = host["cpuidle_governor"]
+        if gov is None:
+            out = "cpuidle governor unknown"
+        elif gov != "haltpoll":
+            out = f"cpuidle governor {gov} (no guest halt polling)"
+        else:
+            ns = host.get("guest_halt_poll_ns")
+            out = ("guest halt polling off (haltpoll governor, guest_halt_poll_ns 0)" if ns == 0
+                   else f"guest halt polling up to {ns:,} ns" if ns else "guest halt polling unknown")
+    else:
+        # A record from before host.py read the governor: the poll window alone.
+        ns = host.get("guest_halt_poll_ns")
+        out = "guest halt polling " + ("unknown" if ns is None else "off" if ns == 0 else f"{ns:,} ns")
+    if host.get("kernel_idle"):
+        out += f", kernel `{host['kernel_idle']}`"
+    return out
 
 
 def host_line(host):
     """What a wake-up costs on this host (loadtests/host.py)."""
-    out = (f"- Host: {host['cpus']} CPUs for this run; guest halt polling {halt_polling(host)}; a pipe round trip "
-           f"between two processes takes {host['round_trip_same_cpu_us']} µs on one CPU")
+    n = host["cpus"]
+    out = (f"- Host (loadtests/host.py): {n} CPU{'s' if n != 1 else ''} for this run; {idle_waiting(host)}; a pipe "
+           f"round trip between two processes takes {host['round_trip_same_cpu_us']} µs on one CPU")
     if "round_trip_across_cpus_us" in host:
-        out += (f" and {host['round_trip_across_cpus_us']} µs across two: a wake-up across CPUs costs "
-                f"{host['wake_across_cpus_extra_us']} µs more (loadtests/host.py)")
+        extra = host["wake_across_cpus_extra_us"]
+        out += (f" and {host['round_trip_across_cpus_us']} µs across two, so a wake-up that reaches a CPU gone "
+                f"idle costs {max(extra, 0.0)} µs more than one on the same CPU")
     return out
 
 
 def miss_note(wrk, host):
-    """Workload 2-c1: what the gateway path adds to anvil's p50, beside nginx's one hop and what
-    a wake-up costs on this host."""
+    """Workload 2-c1: what the gateway path adds to anvil's p50 against the goal, beside
+    nginx's one hop and what a wake-up across CPUs costs on this host."""
     r, an, ng = (wrk.get(("2-c1", t)) for t in ("gateway", "anvil", "nginx"))
     if not (r and an):
         return ""
@@ -348,9 +371,11 @@ def miss_note(wrk, host):
     if ng:
         out += f"; nginx, one hop, adds {ng['p50_us'] - an['p50_us']:,.0f} µs"
     if host and "wake_across_cpus_extra_us" in host:
-        out += (f". Each request wakes a process six times on the gateway path (wrk, gateway, node, anvil and "
-                f"back), four through nginx and two direct; on this host a wake-up across CPUs costs "
-                f"{host['wake_across_cpus_extra_us']} µs more than on one (guest halt polling {halt_polling(host)})")
+        out += (f". A request is handed from process to process six times on the gateway path (wrk, gateway, "
+                f"node, anvil and back), four times through nginx and twice direct; on this host a hand-off "
+                f"that wakes a process on a CPU gone idle costs {max(host['wake_across_cpus_extra_us'], 0.0)} µs "
+                f"more than one on the same CPU (Host, above). Which hand-offs cross CPUs is the scheduler's "
+                f"choice: loadtests/miss.sh runs the path both ways, to tell the wake-ups from the work")
     return out + "."
 
 
@@ -618,7 +643,7 @@ def cmd_results(a):
         print(f"- Workload 3 pool: {p['questions']:,} distinct questions over {p['accounts']} accounts and "
               f"{p['blocks']} recent blocks; method shares {p['method_share']}; `latest`-addressed share "
               f"{p['latest_share']}; transfers sent during the runs: {pool.get('txs', '?')}")
-    host = next((r["host"] for r in recs if r["kind"] == "host"), None)
+    host = host_record(recs)
     if host:
         print(host_line(host))
     if info.get("nginx_errors"):

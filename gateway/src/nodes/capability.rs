@@ -124,12 +124,6 @@ fn element(params: &[u8], at: usize) -> Option<&[u8]> {
 
 /// A block parameter's number: a hex quantity, `earliest`, or EIP-1898 `{"blockNumber"}`.
 fn block_number(raw: &str) -> Option<u64> {
-    #[derive(Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct ByNumber<'a> {
-        #[serde(borrow)]
-        block_number: Option<&'a str>,
-    }
     let s: &str = match raw.as_bytes().first()? {
         // Without escapes a JSON string's value is its text between the quotes.
         b'"' => match raw[1..].strip_suffix('"') {
@@ -137,9 +131,9 @@ fn block_number(raw: &str) -> Option<u64> {
             _ => serde_json::from_str(raw).ok()?,
         },
         b'{' => {
-            // A block by hash as clients write it (viem, ethers, web3.py: compact, one key)
-            // names no number: no parse (about 700 instructions). Any other spelling goes to
-            // the parse, which agrees (tested).
+            // A block by hash as viem and ethers write it (compact, one key) names no number:
+            // no parse (about 700 instructions). Any other spelling goes to the parse, which
+            // agrees (tested).
             if raw
                 .strip_prefix(r#"{"blockHash":""#)
                 .and_then(|r| r.strip_suffix(r#""}"#))
@@ -147,12 +141,25 @@ fn block_number(raw: &str) -> Option<u64> {
             {
                 return None;
             }
-            serde_json::from_str::<ByNumber<'_>>(raw)
-                .ok()?
-                .block_number?
+            object_block_number(raw)?
         }
         _ => return None,
     };
+    number(s)
+}
+
+/// An EIP-1898 object's `blockNumber`, parsed.
+fn object_block_number(raw: &str) -> Option<&str> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ByNumber<'a> {
+        #[serde(borrow)]
+        block_number: Option<&'a str>,
+    }
+    serde_json::from_str::<ByNumber<'_>>(raw).ok()?.block_number
+}
+
+fn number(s: &str) -> Option<u64> {
     match s {
         "earliest" => Some(0),
         _ => u64::from_str_radix(s.strip_prefix("0x")?, 16).ok(),
@@ -279,22 +286,11 @@ mod tests {
         }
     }
 
-    /// The compact by-hash object skips the parse; the parse gives the same for it and for
-    /// the spellings that take it (a `blockNumber` key spelled with an escape included).
+    /// The compact by-hash object skips the parse; every other spelling takes it (a
+    /// `blockNumber` key spelled with an escape included), and both agree with the parse.
     #[test]
     fn block_by_hash_objects_agree_with_the_parse() {
-        let parsed = |raw: &str| {
-            #[derive(Deserialize)]
-            #[serde(rename_all = "camelCase")]
-            struct ByNumber<'a> {
-                #[serde(borrow)]
-                block_number: Option<&'a str>,
-            }
-            serde_json::from_str::<ByNumber<'_>>(raw)
-                .ok()
-                .and_then(|o| o.block_number)
-                .and_then(|s| u64::from_str_radix(s.strip_prefix("0x")?, 16).ok())
-        };
+        let parsed = |raw: &str| object_block_number(raw).and_then(number);
         let hash = "0xd4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3";
         for raw in [
             format!(r#"{{"blockHash":"{hash}"}}"#),

@@ -123,10 +123,11 @@ pub fn reads_finalized(params: &[u8]) -> bool {
     quotes_any(params, &[b"safe", b"finalized"])
 }
 
-/// Does `params` hold one of `words` in quotes (`"latest"`)? One pass, looking only after
-/// each quote, instead of one pass per word; a quote followed by no word's first letter (an
-/// address, a hash, a key) is passed over with one comparison.
+/// Does `params` hold one of `words` (none empty) in quotes (`"latest"`)? One pass, looking
+/// only after each quote, instead of one pass per word; a quote followed by no word's first
+/// letter (an address, a hash, a key) costs a byte comparison per word, not a string one.
 fn quotes_any(params: &[u8], words: &[&[u8]]) -> bool {
+    debug_assert!(words.iter().all(|w| !w.is_empty()));
     let mut rest = params;
     while let Some(at) = memchr::memchr(b'"', rest) {
         rest = &rest[at + 1..];
